@@ -1,0 +1,50 @@
+"""What the trainer reports while it runs; the worker and the CLI subclass `Callbacks`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    total_steps: int
+    epoch: int
+    total_epochs: int
+    loss: float
+    lr: float
+    images_per_sec: float
+    eta_seconds: float | None
+
+
+@dataclass(frozen=True)
+class EpochSaved:
+    epoch: int
+    step: int
+    path: Path
+    metadata: dict[str, str]
+    mean_loss: float
+
+
+@dataclass(frozen=True)
+class PreviewsReady:
+    epoch: int
+    paths: list[Path]
+
+
+class Callbacks:
+    def on_progress(self, progress: Progress) -> None:
+        pass
+
+    def on_epoch_saved(self, saved: EpochSaved) -> None:
+        pass
+
+    def on_previews(self, previews: PreviewsReady) -> None:
+        pass
+
+    def on_log(self, message: str) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False

@@ -1,0 +1,116 @@
+"""Pre-flight checks: known-bad parameter combinations become clear errors or warnings before training.
+
+Imports no torch, so the API runs the same checks before a job is queued.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from trainer.config import Family, TrainConfig
+
+OPTIMIZER_PACKAGES: dict[str, tuple[str, str]] = {
+    "AdamW8bit": ("bitsandbytes", "bitsandbytes"),
+    "Lion8bit": ("bitsandbytes", "bitsandbytes"),
+    "Lion": ("lion_pytorch", "lion-pytorch"),
+    "Prodigy": ("prodigyopt", "prodigyopt"),
+    "DAdaptAdam": ("dadaptation", "dadaptation"),
+    "Adafactor": ("transformers", "transformers"),
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Literal["error", "warning"]
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level}: {self.field}: {self.message}"
+
+
+def declared_family(cfg: TrainConfig) -> Family:
+    """The base family from the flags, or from a local diffusers folder's model_index.json."""
+    if cfg.sdxl:
+        return "sdxl"
+    if cfg.v2:
+        return "sd2"
+    index = Path(cfg.pretrained_model_name_or_path) / "model_index.json"
+    if index.is_file():
+        try:
+            if "text_encoder_2" in json.loads(index.read_text()):
+                return "sdxl"
+        except (OSError, json.JSONDecodeError):
+            pass
+    return "sd15"
+
+
+def module_available(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def check(cfg: TrainConfig, family: Family | None = None) -> list[Finding]:
+    family = family or declared_family(cfg)
+    found: list[Finding] = []
+
+    def error(field: str, message: str) -> None:
+        found.append(Finding("error", field, message))
+
+    def warn(field: str, message: str) -> None:
+        found.append(Finding("warning", field, message))
+
+    if cfg.lr_scheduler == "constant" and cfg.lr_warmup_steps > 0:
+        error("lr_warmup_steps", "the constant scheduler has no warmup: use constant_with_warmup, or set warmup to 0")
+    if cfg.cache_latents and cfg.color_aug:
+        error("color_aug", "cache_latents encodes each image once, so color_aug cannot change it: turn one off")
+    if cfg.cache_latents and cfg.random_crop:
+        error("random_crop", "cache_latents encodes each image once, so random_crop cannot vary: turn one off")
+    if cfg.cache_text_encoder_outputs:
+        if cfg.train_text_encoder:
+            error("cache_text_encoder_outputs", "needs a frozen text encoder: set network_train_unet_only")
+        for name in ("shuffle_caption", "caption_dropout_rate", "caption_tag_dropout_rate",
+                     "caption_dropout_every_n_epochs"):
+            if getattr(cfg, name):
+                error(name, "captions change between epochs, so text-encoder outputs cannot be cached")
+    if cfg.bucket_no_upscale and cfg.enable_bucket:
+        defaults = TrainConfig.model_fields
+        for name in ("min_bucket_reso", "max_bucket_reso"):
+            if getattr(cfg, name) != defaults[name].default:
+                warn(name, "ignored with bucket_no_upscale: every image gets its own bucket, never upscaled")
+    if family == "sdxl" and cfg.mixed_precision == "fp16":
+        warn("mixed_precision", "SDXL's VAE overflows in fp16: lorabake keeps the VAE in float32 (use bf16 if you can)")
+    if cfg.network_train_unet_only and cfg.network_train_text_encoder_only:
+        error("network_train_text_encoder_only", "cannot be combined with network_train_unet_only: nothing to train")
+    if cfg.optimizer_type in OPTIMIZER_PACKAGES:
+        module, package = OPTIMIZER_PACKAGES[cfg.optimizer_type]
+        if not module_available(module):
+            error("optimizer_type", f"{cfg.optimizer_type} needs the package {package}, which is not installed")
+    if cfg.xformers and not module_available("xformers"):
+        error("xformers", "the package xformers is not installed: use sdpa (PyTorch's own attention)")
+    if cfg.dim_from_weights and not cfg.network_weights:
+        error("dim_from_weights", "needs network_weights (the file to take the rank from)")
+    if isinstance(cfg.text_encoder_lr, list) and len(cfg.text_encoder_lr) > (2 if family == "sdxl" else 1):
+        error("text_encoder_lr", f"{len(cfg.text_encoder_lr)} values given, the model has fewer text encoders")
+    if cfg.v_parameterization and family == "sd15":
+        warn("v_parameterization", "SD1.x models predict noise, not v: this is only right for v-prediction models")
+    if cfg.keep_tokens and not (cfg.shuffle_caption or cfg.caption_tag_dropout_rate):
+        warn("keep_tokens", "has no effect without shuffle_caption or caption_tag_dropout_rate")
+    if cfg.lr_scheduler == "adafactor" and cfg.optimizer_type != "Adafactor":
+        error("lr_scheduler", "the adafactor scheduler only works with optimizer_type Adafactor")
+    if cfg.sample_every_n_epochs and not cfg.sample_prompts:
+        warn("sample_prompts", "sample_every_n_epochs is set but there are no sample prompts")
+    if cfg.max_bucket_reso < cfg.min_bucket_reso:
+        error("max_bucket_reso", "is smaller than min_bucket_reso")
+    if cfg.train_data_dir and not Path(cfg.train_data_dir).is_dir():
+        error("train_data_dir", f"{cfg.train_data_dir} is not a folder")
+    if cfg.reg_data_dir and not Path(cfg.reg_data_dir).is_dir():
+        error("reg_data_dir", f"{cfg.reg_data_dir} is not a folder")
+    return found
+
+
+def errors(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.level == "error"]

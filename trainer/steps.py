@@ -1,0 +1,107 @@
+"""Step maths, shared by the trainer and the API's estimate.
+
+sd-scripts counts optimizer steps: batches are formed inside each bucket, regularization images are cycled
+until they match the training samples (so an epoch has about twice the batches), and gradient accumulation
+divides the batch count. Epochs override max_train_steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from trainer.buckets import BucketAssigner, BucketSettings, Size
+from trainer.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    width: int
+    height: int
+    repeats: int = 1
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    train_samples: int  # training images × repeats
+    reg_samples: int  # regularization samples per epoch after cycling
+    batches_per_epoch: int
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
+    bucket_counts: dict[Size, int]
+
+
+def reg_sample_counts(reg_repeats: list[int], train_samples: int) -> list[int]:
+    """How often each regularization image is used per epoch: its repeats first, then round-robin one more
+    each, until the total equals the number of training samples (the first pass may stop early)."""
+    counts = [0] * len(reg_repeats)
+    if not reg_repeats or train_samples <= 0:
+        return counts
+    total = 0
+    for i, repeats in enumerate(reg_repeats):
+        counts[i] = repeats
+        total += repeats
+        if total >= train_samples:
+            return counts
+    while total < train_samples:
+        for i in range(len(counts)):
+            counts[i] += 1
+            total += 1
+            if total >= train_samples:
+                break
+    return counts
+
+
+def bucket_settings(cfg: TrainConfig) -> BucketSettings:
+    return BucketSettings(
+        resolution=cfg.resolution_wh, enabled=cfg.enable_bucket, min_reso=cfg.min_bucket_reso,
+        max_reso=cfg.max_bucket_reso, step=cfg.bucket_reso_steps, no_upscale=cfg.bucket_no_upscale,
+    )
+
+
+def plan_steps(
+    train: list[ImageSpec],
+    reg: list[ImageSpec],
+    buckets: BucketSettings,
+    batch_size: int,
+    gradient_accumulation_steps: int = 1,
+    max_train_epochs: int | None = None,
+    max_train_steps: int = 1600,
+) -> StepPlan:
+    assigner = BucketAssigner(buckets)
+    counts: Counter[Size] = Counter()
+    train_samples = 0
+    for image in train:
+        counts[assigner.assign(image.width, image.height)] += image.repeats
+        train_samples += image.repeats
+    reg_counts = reg_sample_counts([r.repeats for r in reg], train_samples)
+    for image, n in zip(reg, reg_counts, strict=True):
+        if n:
+            counts[assigner.assign(image.width, image.height)] += n
+    batches = sum(math.ceil(n / batch_size) for n in counts.values())
+    steps_per_epoch = math.ceil(batches / gradient_accumulation_steps) if batches else 0
+    if max_train_epochs:
+        epochs = max_train_epochs
+        total = epochs * steps_per_epoch
+    else:
+        total = max_train_steps
+        epochs = math.ceil(total / steps_per_epoch) if steps_per_epoch else 0
+    return StepPlan(
+        train_samples=train_samples, reg_samples=sum(reg_counts), batches_per_epoch=batches,
+        steps_per_epoch=steps_per_epoch, epochs=epochs, total_steps=total, bucket_counts=dict(counts),
+    )
+
+
+def plan_for_config(cfg: TrainConfig, train: list[ImageSpec], reg: list[ImageSpec]) -> StepPlan:
+    return plan_steps(
+        train, reg, bucket_settings(cfg), cfg.train_batch_size, cfg.gradient_accumulation_steps,
+        cfg.max_train_epochs, cfg.max_train_steps,
+    )
+
+
+def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
+    """lr_warmup_steps below 1 is a ratio of the total optimizer steps."""
+    value = cfg.lr_warmup_steps
+    return int(value * total_steps) if 0 < value < 1 else int(value)
