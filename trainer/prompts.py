@@ -29,7 +29,7 @@ class PromptSpec:
 
 
 def _sampler(name: str) -> str:
-    key = name.strip().lower().replace("-", " ") if " " in name else name.strip().lower()
+    key = name.strip().lower()
     if key not in SAMPLER_ALIASES:
         raise ConfigError([f'sample_prompts: unknown sampler "{name}" (known: {", ".join(sorted(set(SAMPLER_ALIASES.values())))})'])
     return SAMPLER_ALIASES[key]
@@ -63,6 +63,8 @@ def parse_prompt_line(line: str) -> PromptSpec:
                     values["sampler"] = _sampler(value)
                 case _:
                     raise ConfigError([f'sample_prompts: unknown option --{flag} in "{line}"'])
+        except ConfigError:
+            raise
         except ValueError:
             raise ConfigError([f'sample_prompts: --{flag} needs a number, got "{value}"']) from None
     return PromptSpec(prompt, **values)
@@ -92,6 +94,8 @@ def extract_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
         weight = match.group(2)
         try:
             found.append((match.group(1).strip(), float(weight) if weight else 1.0))
+        except ConfigError:
+            raise
         except ValueError:
             raise ConfigError([f'prompt: "{match.group(0)}" has a weight that is not a number']) from None
         return ""

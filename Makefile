@@ -1,0 +1,34 @@
+# lorabake: `make run` and `make test` set up everything they need on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+VAR := var
+
+.PHONY: setup run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: this version is the local CPU build; an open range would pull CUDA wheels.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[train,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+$(VAR)/models/tiny-sd15/model_index.json: | $(STAMP)
+	$(BIN)/lorabake models make-tiny $(VAR)/models/tiny-sd15 --family sd15
+
+run: setup $(VAR)/models/tiny-sd15/model_index.json
+	$(BIN)/python -m trainer.demo --var $(VAR)
+
+test: setup
+	$(BIN)/ruff check trainer tests bench
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+bench: setup
+	$(BIN)/python bench/train_step.py
+
+clean:
+	rm -rf $(VAR) $(VENV)

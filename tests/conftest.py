@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    from trainer.tiny import make_tiny
+
+    root = tmp_path_factory.mktemp("models")
+    return {family: make_tiny(root / family, family) for family in ("sd15", "sd2", "sdxl")}
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    from trainer.synthetic import make_dataset
+
+    root = tmp_path / "data"
+    make_dataset(root, count=6, repeats=2)
+    return root
+
+
+def base_values(model: Path, data: Path, out: Path, **extra) -> dict:
+    """The smallest realistic config: 64 px buckets on the tiny model."""
+    values = {
+        "pretrained_model_name_or_path": str(model), "train_data_dir": str(data), "output_dir": str(out),
+        "output_name": "t", "resolution": "64", "enable_bucket": True, "min_bucket_reso": 32,
+        "max_bucket_reso": 128, "bucket_reso_steps": 32, "max_train_epochs": 2, "train_batch_size": 2,
+        "learning_rate": 1e-3, "network_dim": 4, "network_alpha": 2,
+    }
+    values.update(extra)
+    return values

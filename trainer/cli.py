@@ -1,0 +1,138 @@
+"""`lorabake` command line: train, models make-tiny, generate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from trainer.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
+from trainer.config import ConfigError
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+class TerminalCallbacks(Callbacks):
+    """A live bar on a terminal (step, loss, it/s, ETA); plain log lines otherwise."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self.bar = None
+        self.last_line = 0.0
+
+    def on_progress(self, p: Progress) -> None:
+        if self.live:
+            from tqdm import tqdm
+
+            if self.bar is None:
+                self.bar = tqdm(total=p.total_steps, file=self.stream, unit="step", dynamic_ncols=True)
+            self.bar.n = p.step
+            self.bar.set_postfix(epoch=f"{p.epoch}/{p.total_epochs}", loss=f"{p.loss:.4f}", lr=f"{p.lr:.2e}")
+            return
+        now = time.monotonic()
+        if p.step == p.total_steps or now - self.last_line >= 5 or p.step == 1:
+            self.last_line = now
+            eta = f"{p.eta_seconds:.0f}s" if p.eta_seconds is not None else "?"
+            self.on_log(f"step {p.step}/{p.total_steps} epoch {p.epoch}/{p.total_epochs} loss {p.loss:.4f} "
+                        f"lr {p.lr:.2e} {p.images_per_sec:.2f} img/s eta {eta}")
+
+    def on_epoch_saved(self, saved: EpochSaved) -> None:
+        self.on_log(f"epoch {saved.epoch} saved: {saved.path} (mean loss {saved.mean_loss:.4f})")
+
+    def on_previews(self, previews: PreviewsReady) -> None:
+        self.on_log(f"epoch {previews.epoch} previews: {len(previews.paths)} image(s)")
+
+    def on_log(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from trainer.config_io import load_config_file
+
+    loaded = load_config_file(args.config, args.set)
+    for note in loaded.ignored:
+        print(f"ignored: {note}", file=sys.stderr)
+    from trainer.loop import train
+
+    result = train(loaded.config, TerminalCallbacks())
+    print(result.final_path or result.state_dir)
+    return EXIT_OK
+
+
+def _make_tiny(args: argparse.Namespace) -> int:
+    from trainer.tiny import make_tiny
+
+    print(make_tiny(args.out, args.family, args.seed))
+    return EXIT_OK
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from trainer.generate import generate
+    from trainer.models import load_base_model
+    from trainer.prompts import parse_prompt_line
+
+    loras = {}
+    for item in args.lora:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError([f'--lora "{item}": expected name=path'])
+        loras[name] = path
+    model = load_base_model(args.model)
+    spec = parse_prompt_line(args.prompt)
+    images = generate(model, spec, loras, seed=args.seed, count=args.count, default_size=(args.size, args.size))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for k, image in enumerate(images):
+        image.save(out / f"gen_{k}.png")
+        print(out / f"gen_{k}.png")
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="lorabake", description="kohya-compatible LoRA training")
+    commands = root.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train a LoRA from a config file")
+    train.add_argument("--config", required=True, help="sd-scripts TOML or LoRA_Easy_Training_Scripts JSON")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a parameter")
+    train.set_defaults(run=_train)
+    models = commands.add_parser("models", help="base model tools").add_subparsers(dest="models_command",
+                                                                                   required=True)
+    tiny = models.add_parser("make-tiny", help="write a tiny random-weight model (diffusers layout)")
+    tiny.add_argument("out")
+    tiny.add_argument("--family", choices=["sd15", "sd2", "sdxl"], default="sd15")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(run=_make_tiny)
+    gen = commands.add_parser("generate", help="render a prompt that may contain <lora:name:weight>")
+    gen.add_argument("--model", required=True)
+    gen.add_argument("--lora", action="append", default=[], metavar="NAME=PATH")
+    gen.add_argument("--prompt", required=True, help="sd-scripts prompt line (--n --w --h --d --l --s)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--count", type=int, default=1)
+    gen.add_argument("--size", type=int, default=512)
+    gen.add_argument("--out", default="generated")
+    gen.set_defaults(run=_generate)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        for message in exc.messages:
+            print(f"config error: {message}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 - the CLI reports any training failure as exit 1
+        print(f"training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
