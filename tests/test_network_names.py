@@ -95,7 +95,8 @@ def test_locon_adds_resnet_and_sampler_convs_with_sd_scripts_names(full_models):
     sdxl = {c.name: c for c in unet_candidates(full_models["sdxl_unet"], "sdxl", with_conv=True)}
     for name in ("lora_unet_input_blocks_1_0_in_layers_2", "lora_unet_input_blocks_1_0_emb_layers_1",
                  "lora_unet_input_blocks_1_0_out_layers_3", "lora_unet_input_blocks_4_0_skip_connection",
-                 "lora_unet_input_blocks_3_0_op", "lora_unet_input_blocks_6_0_op", "lora_unet_middle_block_0_in_layers_2",
+                 "lora_unet_input_blocks_3_0_op", "lora_unet_input_blocks_6_0_op",
+                 "lora_unet_middle_block_0_in_layers_2",
                  "lora_unet_middle_block_2_out_layers_3", "lora_unet_output_blocks_2_2_conv",
                  "lora_unet_output_blocks_5_2_conv", "lora_unet_output_blocks_8_0_skip_connection"):
         assert name in sdxl, name

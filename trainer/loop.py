@@ -26,7 +26,7 @@ from trainer.noise import min_snr_weight, sample_noise
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.prompts import parse_prompts
 from trainer.sampling import render_previews
-from trainer.saving import RunFacts, SAVE_DTYPES, build_metadata, epoch_file, prune_old_epochs, save_lora
+from trainer.saving import SAVE_DTYPES, RunFacts, build_metadata, epoch_file, prune_old_epochs, save_lora
 from trainer.state import Position, load_state, save_state
 from trainer.steps import ImageSpec, plan_for_config, warmup_steps
 
@@ -99,7 +99,10 @@ def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
 
         model.unet.set_attn_processor(AttnProcessor())
 
+    te_lrs = cfg.text_encoder_learning_rates(len(model.text_encoders))
+    lrs = {"unet": cfg.unet_learning_rate, **{f"te{i + 1}": lr for i, lr in enumerate(te_lrs)}}
     network = make_network(cfg, model)
+    network.drop_groups({group for group, lr in lrs.items() if lr <= 0})
     network.to(device)
     network.attach()
     if cfg.gradient_checkpointing:
@@ -114,8 +117,6 @@ def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
     plan = EpochPlan(scan, cfg)
     step_plan = plan_for_config(cfg, [ImageSpec(r.width, r.height, r.repeats) for r in scan.train],
                                 [ImageSpec(r.width, r.height, r.repeats) for r in scan.reg])
-    te_lrs = cfg.text_encoder_learning_rates(len(model.text_encoders))
-    lrs = {"unet": cfg.unet_learning_rate, **{f"te{i + 1}": lr for i, lr in enumerate(te_lrs)}}
     optimizer = build_optimizer(cfg, network.param_groups(lrs))
     scheduler = build_scheduler(cfg, optimizer, step_plan.total_steps, warmup_steps(cfg, step_plan.total_steps))
     optimizer = accelerator.prepare_optimizer(optimizer)

@@ -163,6 +163,12 @@ class LoRANetwork(nn.Module):
             pairs.append((candidates[name], lora))
         return cls(pairs), unmatched
 
+    def drop_groups(self, groups: set[str]) -> None:
+        """Leave whole parts out (a part with lr 0 is neither trained nor written to the file)."""
+        for group in groups & set(self.groups):
+            for name in self.groups.pop(group):
+                del self.loras[name]
+
     def attach(self) -> None:
         for lora in self.loras.values():
             lora.attach()

@@ -31,7 +31,8 @@ class PromptSpec:
 def _sampler(name: str) -> str:
     key = name.strip().lower()
     if key not in SAMPLER_ALIASES:
-        raise ConfigError([f'sample_prompts: unknown sampler "{name}" (known: {", ".join(sorted(set(SAMPLER_ALIASES.values())))})'])
+        known = ", ".join(sorted(set(SAMPLER_ALIASES.values())))
+        raise ConfigError([f'sample_prompts: unknown sampler "{name}" (known: {known})'])
     return SAMPLER_ALIASES[key]
 
 
