@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,7 @@ class BaseModel:
     v_prediction: bool
     extra: dict = field(default_factory=dict)
 
-    @property
+    @cached_property
     def noise_scheduler(self) -> DDPMScheduler:
         return DDPMScheduler.from_config(self.scheduler_config)
 

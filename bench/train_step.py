@@ -1,0 +1,182 @@
+"""Training-step benchmark: lorabake's step vs. a minimal plain diffusers + peft loop, same model, same batch,
+same process, reported as a ratio (lower is better; the target is ≤ 1.0). On a GPU it also measures full-size
+SD1.5 (512 px, bs 8) and SDXL (1024 px, bs 4) UNets with random weights, bf16, cached latents: images/s, MFU and
+peak memory, plus SDXL bs 1 with gradient checkpointing.
+
+    python bench/train_step.py [--steps 30] [--gpu-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+FLOP_PER_IMAGE = {"sd15": 1.73e12, "sdxl": 14.2e12}  # forward + backward, per the issue's reference figures
+BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def _timed(step, n: int) -> float:
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(n):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def ours_step(model_dir: Path, data_dir: Path, out: Path, batch_size: int):
+    from trainer.config import build_config
+    from trainer.data import BatchDataset
+    from trainer.loop import Callbacks, batch_loss, setup
+
+    cfg = build_config({
+        "pretrained_model_name_or_path": str(model_dir), "train_data_dir": str(data_dir), "output_dir": str(out),
+        "resolution": "64", "train_batch_size": batch_size, "max_train_epochs": 1, "network_dim": 8,
+        "network_alpha": 8, "network_train_unet_only": True, "cache_text_encoder_outputs": True,
+        "cache_latents": True, "learning_rate": 1e-4,
+    })
+    session, _, _ = setup(cfg, Callbacks())
+    batch = BatchDataset(session.plan, 1, session.latent_cache)[0]
+
+    def step() -> None:
+        loss = batch_loss(session, batch)
+        session.accelerator.backward(loss)
+        session.optimizer.step()
+        session.optimizer.zero_grad(set_to_none=True)
+
+    return step, batch
+
+
+def plain_step(model_dir: Path, batch: dict):
+    """What a minimal diffusers + peft LoRA loop does per step, written as plainly as possible."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+    from peft import LoraConfig
+
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None)
+    unet, text_encoder, tokenizer = pipe.unet, pipe.text_encoder, pipe.tokenizer
+    for module in (unet, text_encoder, pipe.vae):
+        module.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=8, lora_alpha=8, init_lora_weights="gaussian",
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out",
+                                                "ff.net.0.proj", "ff.net.2"]))
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    ids = tokenizer(batch["captions"], padding="max_length", max_length=77, truncation=True,
+                    return_tensors="pt").input_ids
+    with torch.no_grad():
+        hidden = text_encoder(ids)[0]
+    latents = batch["latents"]
+
+    def step() -> None:
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, 1000, (latents.shape[0],))
+        pred = unet(scheduler.add_noise(latents, noise, t), t, hidden).sample
+        loss = F.mse_loss(pred.float(), noise.float())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def cpu_ratio(steps: int) -> None:
+    from trainer.synthetic import make_dataset
+    from trainer.tiny import make_tiny
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        model = make_tiny(root / "model", "sd15")
+        make_dataset(root / "data", count=8, repeats=1, sizes=((64, 64),))
+        ours, batch = ours_step(model, root / "data", root / "out", batch_size=8)
+        plain = plain_step(model, batch)
+        t_plain = _timed(plain, steps)
+        t_ours = _timed(ours, steps)
+        t_plain_again = _timed(plain, steps)  # interleaved reference guards against drift
+        reference = (t_plain + t_plain_again) / 2
+        print(f"cpu tiny sd15 bs8 64px: ours {t_ours * 1e3:.1f} ms/step, plain diffusers+peft "
+              f"{reference * 1e3:.1f} ms/step, ratio {t_ours / reference:.2f}")
+
+
+def gpu_throughput(steps: int) -> None:
+    if not torch.cuda.is_available():
+        print("gpu: skipped (no CUDA device)")
+        return
+    from diffusers import UNet2DConditionModel
+
+    from trainer.network import LoRANetwork
+
+    name = torch.cuda.get_device_name()
+    peak = next((v for k, v in BF16_PEAK.items() if k in name), None)
+    configs = {
+        "sd15": (dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8), 8, 64, 768, 77),
+        "sdxl": (dict(sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
+                      down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                      up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                      transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
+                      cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
+                      addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816), 4, 128, 2048, 77),
+    }
+    runs = [("sd15", 8, False), ("sdxl", 4, False), ("sdxl", 1, True)]
+    for family, batch, checkpointing in runs:
+        kwargs, _, latent, width, length = configs[family]
+        unet = UNet2DConditionModel(**kwargs).to("cuda", torch.bfloat16).requires_grad_(False)
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+        unet.train()
+        network = LoRANetwork.create(unet, [], family, dim=16, alpha=8, train_text_encoder=False).to("cuda")
+        network.attach()
+        optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
+        x = torch.randn(batch, 4, latent, latent, device="cuda", dtype=torch.bfloat16)
+        hidden = torch.randn(batch, length, width, device="cuda", dtype=torch.bfloat16)
+        extra = {}
+        if family == "sdxl":
+            extra["added_cond_kwargs"] = {
+                "text_embeds": torch.randn(batch, 1280, device="cuda", dtype=torch.bfloat16),
+                "time_ids": torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024]] * batch, device="cuda",
+                                         dtype=torch.bfloat16)}
+
+        def step() -> None:
+            t = torch.randint(0, 1000, (batch,), device="cuda")
+            with torch.autocast("cuda", torch.bfloat16):
+                loss = F.mse_loss(unet(x, t, hidden, **extra).sample.float(), x.float())
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        torch.cuda.reset_peak_memory_stats()
+        seconds = _timed(step, steps)
+        images = batch / seconds
+        mfu = images * FLOP_PER_IMAGE[family] / peak if peak else float("nan")
+        memory = torch.cuda.max_memory_allocated() / 2**30
+        print(f"gpu {name} {family} bs{batch}{' ckpt' if checkpointing else ''}: {images:.2f} img/s, "
+              f"MFU {mfu:.1%}, peak {memory:.2f} GiB")
+        del unet, network, optimizer
+        torch.cuda.empty_cache()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--gpu-only", action="store_true")
+    args = parser.parse_args()
+    if not args.gpu_only:
+        cpu_ratio(args.steps)
+    gpu_throughput(args.steps)
+
+
+if __name__ == "__main__":
+    main()
