@@ -111,60 +111,64 @@ def cpu_ratio(steps: int) -> None:
               f"{reference * 1e3:.1f} ms/step, ratio {t_ours / reference:.2f}")
 
 
-def gpu_throughput(steps: int) -> None:
-    if not torch.cuda.is_available():
-        print("gpu: skipped (no CUDA device)")
-        return
+SD15_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+SDXL_UNET = dict(
+    sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20), cross_attention_dim=2048, use_linear_projection=True,
+    addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+)
+
+
+def gpu_run(family: str, batch: int, checkpointing: bool, steps: int) -> tuple[float, float]:
+    """Images/s and peak GiB for one full-size UNet with a rank-16 LoRA, bf16, latents given (as if cached)."""
     from diffusers import UNet2DConditionModel
 
     from trainer.network import LoRANetwork
 
+    sdxl = family == "sdxl"
+    unet = UNet2DConditionModel(**(SDXL_UNET if sdxl else SD15_UNET)).to("cuda", torch.bfloat16)
+    unet.requires_grad_(False)
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    network = LoRANetwork.create(unet, [], family, dim=16, alpha=8, train_text_encoder=False).to("cuda")
+    network.attach()
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
+    side = 128 if sdxl else 64
+    x = torch.randn(batch, 4, side, side, device="cuda", dtype=torch.bfloat16)
+    hidden = torch.randn(batch, 77, 2048 if sdxl else 768, device="cuda", dtype=torch.bfloat16)
+    extra = {}
+    if sdxl:
+        time_ids = torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024]] * batch, device="cuda", dtype=torch.bfloat16)
+        pooled = torch.randn(batch, 1280, device="cuda", dtype=torch.bfloat16)
+        extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids}
+
+    def step() -> None:
+        t = torch.randint(0, 1000, (batch,), device="cuda")
+        with torch.autocast("cuda", torch.bfloat16):
+            loss = F.mse_loss(unet(x, t, hidden, **extra).sample.float(), x.float())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    torch.cuda.reset_peak_memory_stats()
+    seconds = _timed(step, steps)
+    return batch / seconds, torch.cuda.max_memory_allocated() / 2**30
+
+
+def gpu_throughput(steps: int) -> None:
+    if not torch.cuda.is_available():
+        print("gpu: skipped (no CUDA device)")
+        return
     name = torch.cuda.get_device_name()
     peak = next((v for k, v in BF16_PEAK.items() if k in name), None)
-    configs = {
-        "sd15": (dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8), 8, 64, 768, 77),
-        "sdxl": (dict(sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
-                      down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                      up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                      transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
-                      cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
-                      addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816), 4, 128, 2048, 77),
-    }
-    runs = [("sd15", 8, False), ("sdxl", 4, False), ("sdxl", 1, True)]
-    for family, batch, checkpointing in runs:
-        kwargs, _, latent, width, length = configs[family]
-        unet = UNet2DConditionModel(**kwargs).to("cuda", torch.bfloat16).requires_grad_(False)
-        if checkpointing:
-            unet.enable_gradient_checkpointing()
-        unet.train()
-        network = LoRANetwork.create(unet, [], family, dim=16, alpha=8, train_text_encoder=False).to("cuda")
-        network.attach()
-        optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
-        x = torch.randn(batch, 4, latent, latent, device="cuda", dtype=torch.bfloat16)
-        hidden = torch.randn(batch, length, width, device="cuda", dtype=torch.bfloat16)
-        extra = {}
-        if family == "sdxl":
-            extra["added_cond_kwargs"] = {
-                "text_embeds": torch.randn(batch, 1280, device="cuda", dtype=torch.bfloat16),
-                "time_ids": torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024]] * batch, device="cuda",
-                                         dtype=torch.bfloat16)}
-
-        def step() -> None:
-            t = torch.randint(0, 1000, (batch,), device="cuda")
-            with torch.autocast("cuda", torch.bfloat16):
-                loss = F.mse_loss(unet(x, t, hidden, **extra).sample.float(), x.float())
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        torch.cuda.reset_peak_memory_stats()
-        seconds = _timed(step, steps)
-        images = batch / seconds
+    for family, batch, checkpointing in (("sd15", 8, False), ("sdxl", 4, False), ("sdxl", 1, True)):
+        images, memory = gpu_run(family, batch, checkpointing, steps)
         mfu = images * FLOP_PER_IMAGE[family] / peak if peak else float("nan")
-        memory = torch.cuda.max_memory_allocated() / 2**30
         print(f"gpu {name} {family} bs{batch}{' ckpt' if checkpointing else ''}: {images:.2f} img/s, "
               f"MFU {mfu:.1%}, peak {memory:.2f} GiB")
-        del unet, network, optimizer
         torch.cuda.empty_cache()
 
 

@@ -67,7 +67,16 @@ def _train(args: argparse.Namespace) -> int:
 def _make_tiny(args: argparse.Namespace) -> int:
     from trainer.tiny import make_tiny
 
-    print(make_tiny(args.out, args.family, args.seed))
+    out = make_tiny(args.out, args.family, args.seed)
+    print(out)
+    if args.single_file:
+        if args.family == "sdxl":
+            raise ConfigError(["--single-file: only SD1.x/2.x tiny models can be written as one file"])
+        from diffusers import StableDiffusionPipeline
+
+        from trainer.single_file import write_single_file
+
+        print(write_single_file(StableDiffusionPipeline.from_pretrained(out), args.single_file))
     return EXIT_OK
 
 
@@ -106,6 +115,7 @@ def parser() -> argparse.ArgumentParser:
     tiny.add_argument("out")
     tiny.add_argument("--family", choices=["sd15", "sd2", "sdxl"], default="sd15")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--single-file", metavar="PATH", help="also write it as one original-layout .safetensors")
     tiny.set_defaults(run=_make_tiny)
     gen = commands.add_parser("generate", help="render a prompt that may contain <lora:name:weight>")
     gen.add_argument("--model", required=True)

@@ -38,6 +38,7 @@ class TrainConfig(BaseModel):
     v_parameterization: bool = False
     sdxl: bool = False
     vae: str | None = None
+    pretrained_model_config: str | None = None  # lorabake: local diffusers folder describing a single-file model
 
     # Network
     network_module: str = "networks.lora"

@@ -13,8 +13,8 @@ import re
 from trainer.config import Family
 
 UNET_PREFIX = "lora_unet"
-RESNET_SGM_NAMES = {"conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "conv2": "out_layers.3",
-                    "conv_shortcut": "skip_connection"}
+RESNET_SGM_NAMES = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+                    "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
 
 _DOWN = re.compile(r"^down_blocks\.(\d+)\.(attentions|resnets|downsamplers)\.(\d+)\.?(.*)$")
 _UP = re.compile(r"^up_blocks\.(\d+)\.(attentions|resnets|upsamplers)\.(\d+)\.?(.*)$")

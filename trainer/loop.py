@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
 
 from trainer import preflight
@@ -80,9 +81,13 @@ def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
     if not scan.train:
         raise ConfigError([f"train_data_dir: no training images in {cfg.train_data_dir}"])
 
+    # accelerate keeps process-wide state; a worker process trains job after job with different precisions.
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     model = load_base_model(cfg.pretrained_model_name_or_path, v2=cfg.v2,
-                            v_parameterization=cfg.v_parameterization, sdxl=cfg.sdxl or None, vae=cfg.vae)
+                            v_parameterization=cfg.v_parameterization, sdxl=cfg.sdxl or None, vae=cfg.vae,
+                            single_file_config=cfg.pretrained_model_config)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
     vae_dtype = torch.float32 if model.family == "sdxl" and weight_dtype == torch.float16 else weight_dtype
     device = accelerator.device

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from functools import cached_property
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -85,8 +85,8 @@ def load_pipeline(location: str, sdxl: bool | None = None, single_file_config: s
 
 
 def load_base_model(location: str, *, v2: bool = False, v_parameterization: bool = False, sdxl: bool | None = None,
-                    vae: str | None = None) -> BaseModel:
-    pipe = load_pipeline(location, sdxl=sdxl)
+                    vae: str | None = None, single_file_config: str | None = None) -> BaseModel:
+    pipe = load_pipeline(location, sdxl=sdxl, single_file_config=single_file_config)
     is_xl = isinstance(pipe, StableDiffusionXLPipeline)
     scheduler_config = dict(pipe.scheduler.config)
     v_pred = v_parameterization or scheduler_config.get("prediction_type") == "v_prediction"
@@ -95,7 +95,7 @@ def load_base_model(location: str, *, v2: bool = False, v_parameterization: bool
     replacement = load_vae(vae) if vae else pipe.vae
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if is_xl else [])
     tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if is_xl else [])
-    return BaseModel(family, Path(location).name or location, pipe.unet, replacement, encoders, tokenizers,
+    return BaseModel(family, Path(location).stem or location, pipe.unet, replacement, encoders, tokenizers,
                      scheduler_config, v_pred)
 
 
