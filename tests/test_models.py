@@ -85,3 +85,20 @@ def test_regularization_images_bf16_checkpointing_and_augmentations(tiny_models,
     result = train(cfg, rec)
     # 8 train samples + 8 cycled reg samples in one 64×64 bucket, bs 2 → 8 steps
     assert len(rec.progress) == 8 and result.final_path.exists()
+
+
+def test_ckpt_output_replacement_vae_and_previews_before_training(tiny_models, dataset, tmp_path):
+    from tests.test_training import Recorder
+
+    cfg = build_config(base_values(
+        tiny_models["sd15"], dataset, tmp_path / "out", max_train_epochs=1, save_model_as="ckpt",
+        vae=str(tiny_models["sd2"] / "vae"), sample_at_first=True, sample_every_n_epochs=1,
+        sample_prompts=["sks --s 1"], sample_images_per_prompt=1,
+    ))
+    rec = Recorder()
+    result = train(cfg, rec)
+    assert result.final_path.name == "t.ckpt"
+    weights = torch.load(result.final_path, weights_only=True)
+    assert any(k.endswith(".alpha") for k in weights)
+    assert [p.epoch for p in rec.previews] == [0, 1]
+    assert (tmp_path / "out" / "sample" / "t_e000000_00_0.png").exists()
