@@ -39,7 +39,6 @@ class TrainResult:
     stopped: bool = False
     state_dir: Path | None = None
     steps: int = 0
-    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -112,12 +111,12 @@ def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
     network.attach()
     if cfg.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
-        if cfg.train_text_encoder:
+        if network.trains_text_encoder:
             for encoder in model.text_encoders:
                 encoder.gradient_checkpointing_enable()
     model.unet.train()
     for encoder in model.text_encoders:
-        encoder.train(cfg.train_text_encoder)
+        encoder.train(network.trains_text_encoder)
 
     plan = EpochPlan(scan, cfg)
     step_plan = plan_for_config(cfg, [ImageSpec(r.width, r.height, r.repeats) for r in scan.train],
@@ -177,7 +176,7 @@ def batch_loss(s: Session, batch: dict) -> torch.Tensor:
         hidden = torch.stack([e[0] for e in entries]).to(device)
         pooled = torch.stack([e[1] for e in entries]).to(device) if model.family == "sdxl" else None
     else:
-        with torch.set_grad_enabled(cfg.train_text_encoder), s.accelerator.autocast():
+        with torch.set_grad_enabled(s.network.trains_text_encoder), s.accelerator.autocast():
             hidden, pooled = encode_text(model, batch["captions"], cfg.clip_skip, cfg.max_token_length)
     extra = {}
     if model.family == "sdxl":
@@ -226,7 +225,7 @@ def _state(s: Session, position: Position, name: str) -> Path:
 def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
     callbacks = callbacks or Callbacks()
     s, total_steps, epochs = setup(cfg, callbacks)
-    result = TrainResult(final_path=None, warnings=[])
+    result = TrainResult(final_path=None)
     position = Position(epoch=1, batch=0, step=0)
     if cfg.resume:
         position = load_state(Path(cfg.resume), network=s.network, optimizer=s.optimizer.optimizer,

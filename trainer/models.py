@@ -63,7 +63,7 @@ def load_pipeline(location: str, sdxl: bool | None = None, single_file_config: s
             raise ModelLoadError(f"{location}: a model folder needs model_index.json (diffusers layout)")
         is_xl = "text_encoder_2" in json.loads(index.read_text())
         cls = StableDiffusionXLPipeline if is_xl else StableDiffusionPipeline
-        return cls.from_pretrained(path, safety_checker=None) if not is_xl else cls.from_pretrained(path)
+        return cls.from_pretrained(path) if is_xl else cls.from_pretrained(path, safety_checker=None)
     if path.is_file():
         if path.suffix not in (".safetensors", ".ckpt"):
             raise ModelLoadError(f"{location}: a single-file model must be .safetensors or .ckpt")

@@ -163,6 +163,11 @@ class LoRANetwork(nn.Module):
             pairs.append((candidates[name], lora))
         return cls(pairs), unmatched
 
+    @property
+    def trains_text_encoder(self) -> bool:
+        """Whether any text-encoder part is left (after lr-0 parts were dropped): only then does the TE need grads."""
+        return any(group.startswith("te") for group in self.groups)
+
     def drop_groups(self, groups: set[str]) -> None:
         """Leave whole parts out (a part with lr 0 is neither trained nor written to the file)."""
         for group in groups & set(self.groups):
