@@ -113,6 +113,24 @@ def test_run_reports_progress_saves_epochs_and_previews(tiny_models, dataset, tm
     assert meta["sshs_model_hash"] == hashlib.sha256(blob[8 + header:]).hexdigest()
 
 
+def test_logging_dir_gets_tensorboard_scalars_per_step_and_epoch(tiny_models, dataset, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rec = Recorder()
+    cfg = build_config(base_values(tiny_models["sd15"], dataset, tmp_path / "out", logging_dir=str(tmp_path / "logs"),
+                                   max_train_epochs=2, text_encoder_lr=5e-4))
+    train(cfg, rec)
+    (run,) = (tmp_path / "logs").iterdir()
+    events = EventAccumulator(str(run / "network_train"))
+    events.Reload()
+    current = events.Scalars("loss/current")
+    assert [e.step for e in current] == [p.step for p in rec.progress]
+    assert [e.value for e in current] == pytest.approx([p.loss for p in rec.progress])
+    assert [e.step for e in events.Scalars("loss/epoch")] == [1, 2]
+    assert [e.value for e in events.Scalars("lr/unet")] == pytest.approx([1e-3] * len(current))
+    assert [e.value for e in events.Scalars("lr/te1")] == pytest.approx([5e-4] * len(current))
+
+
 def test_resume_continues_bit_for_bit(tiny_models, dataset, tmp_path):
     values = base_values(tiny_models["sd15"], dataset, tmp_path / "a", lr_scheduler="cosine", shuffle_caption=True,
                          caption_tag_dropout_rate=0.2, flip_aug=True, noise_offset=0.05, save_state=True)

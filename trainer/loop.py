@@ -30,6 +30,7 @@ from trainer.sampling import render_previews
 from trainer.saving import SAVE_DTYPES, RunFacts, build_metadata, epoch_file, prune_old_epochs, save_lora
 from trainer.state import Position, load_state, save_state
 from trainer.steps import ImageSpec, plan_for_config, warmup_steps
+from trainer.tb_log import TrainingLog
 
 
 @dataclass
@@ -234,6 +235,15 @@ def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
     elif cfg.sample_at_first:
         _previews(s, 0, callbacks)
 
+    log = TrainingLog(cfg, [group.get("name", "lora") for group in s.optimizer.optimizer.param_groups])
+    try:
+        return _run_epochs(s, cfg, callbacks, result, position, total_steps, epochs, log)
+    finally:
+        log.close()
+
+
+def _run_epochs(s: Session, cfg: TrainConfig, callbacks: Callbacks, result: TrainResult, position: Position,
+                total_steps: int, epochs: int, log: TrainingLog) -> TrainResult:
     accum = cfg.gradient_accumulation_steps
     started, images_seen = time.monotonic(), 0
     step = position.step
@@ -261,6 +271,7 @@ def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
             elapsed = time.monotonic() - started
             rate = images_seen / elapsed if elapsed > 0 else 0.0
             per_step = elapsed / max(1, step - position.step)
+            log.step(step, losses[-1], s.scheduler.get_last_lr())
             callbacks.on_progress(Progress(step, total_steps, epoch, epochs, losses[-1],
                                            s.scheduler.get_last_lr()[0], rate, per_step * (total_steps - step)))
             if step >= total_steps:
@@ -269,6 +280,7 @@ def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
                 result.state_dir = _state(s, Position(epoch, index + 1, step), f"step{step:08d}")
                 result.stopped, result.steps = True, step
                 return result
+        log.epoch(epoch, _mean(losses))
         last = epoch == epochs or step >= total_steps
         due = cfg.save_every_n_epochs is not None and epoch % cfg.save_every_n_epochs == 0
         if last or due:
