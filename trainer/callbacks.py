@@ -43,6 +43,9 @@ class Callbacks:
     def on_previews(self, previews: PreviewsReady) -> None:
         pass
 
+    def on_state_saved(self, folder: Path, epoch: int) -> None:
+        """A resumable state for the end of `epoch` is complete in `folder` (only with save_state)."""
+
     def on_log(self, message: str) -> None:
         pass
 

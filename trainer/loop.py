@@ -293,6 +293,7 @@ def _run_epochs(s: Session, cfg: TrainConfig, callbacks: Callbacks, result: Trai
             callbacks.on_epoch_saved(EpochSaved(epoch, step, path, metadata, _mean(losses)))
             if cfg.save_state:
                 result.state_dir = _state(s, Position(epoch + 1, 0, step), "last" if last else f"{epoch:06d}")
+                callbacks.on_state_saved(result.state_dir, epoch)
         if cfg.sample_every_n_epochs and (epoch % cfg.sample_every_n_epochs == 0 or last):
             _previews(s, epoch, callbacks)
         if last:

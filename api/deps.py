@@ -1,0 +1,94 @@
+"""FastAPI dependencies: settings, DB session, storage, the current user and owned-object loaders."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.security import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, token_hash
+from core.db import session_factory
+from core.models import ApiToken, Dataset, Job, User, utcnow
+from core.settings import Settings
+from core.storage import LocalStorage, S3Storage
+
+oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def get_db(settings: SettingsDep) -> Iterator[Session]:
+    with session_factory(settings.db_url)() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+
+
+def get_storage(request: Request) -> LocalStorage | S3Storage:
+    return request.app.state.storage
+
+
+StorageDep = Annotated[LocalStorage | S3Storage, Depends(get_storage)]
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def get_current_user(request: Request, session: SessionDep, bearer: Annotated[str | None, Depends(oauth2)]) -> User:
+    token = bearer
+    if token is None:
+        token = request.cookies.get(SESSION_COOKIE)
+        if token and request.method not in SAFE_METHODS:
+            sent, expected = request.headers.get(CSRF_HEADER, ""), request.cookies.get(CSRF_COOKIE, "")
+            if not expected or not secrets.compare_digest(sent, expected):
+                raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token (X-CSRF-Token header)")
+    if not token:
+        raise _unauthorized("not signed in")
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(token)))
+    if row is None or (row.expires_at is not None and _aware(row.expires_at) < utcnow()):
+        raise _unauthorized("invalid or expired token")
+    user = session.get(User, row.user_id)
+    if user is None:
+        raise _unauthorized("invalid token")
+    request.state.token_id = row.id
+    return user
+
+
+def _aware(value):  # noqa: ANN001, ANN202 - SQLite hands back naive datetimes
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def owned_dataset(dataset_id: str, session: SessionDep, user: CurrentUser) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None or dataset.owner_id != user.id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "dataset not found")
+    return dataset
+
+
+def owned_job(job_id: str, session: SessionDep, user: CurrentUser) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.owner_id != user.id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "job not found")
+    return job
+
+
+OwnedDataset = Annotated[Dataset, Depends(owned_dataset)]
+OwnedJob = Annotated[Job, Depends(owned_job)]

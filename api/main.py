@@ -1,0 +1,48 @@
+"""The FastAPI application: routers under /api/v1, migrations at start, the web workbench at /."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.routes import auth, datasets, epochs, images, jobs, models, system
+from core.db import migrate
+from core.queue import make_celery
+from core.settings import Settings, get_settings
+from core.storage import LocalStorage, S3Storage, storage_for
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+
+
+def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    if run_migrations:
+        migrate(settings.db_url)
+    app = FastAPI(title="lorabake", version="0.1.0", openapi_url="/api/v1/openapi.json", docs_url="/api/v1/docs")
+    app.state.settings = settings
+    storage: LocalStorage | S3Storage = storage_for(settings)
+    if isinstance(storage, S3Storage):
+        storage.ensure_bucket()
+    app.state.storage = storage
+    app.state.celery = make_celery(settings)
+    app.state.sse_interval_s = 1.0
+
+    api = APIRouter(prefix="/api/v1")
+    for module in (auth, datasets, images, jobs, epochs, models, system):
+        api.include_router(module.router)
+    app.include_router(api)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": {"message": "the request has problems", "errors": errors}}, status_code=422)
+
+    if (WEB / "index.html").is_file():
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/", StaticFiles(directory=WEB, html=True), name="web")
+    return app

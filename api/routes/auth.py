@@ -1,0 +1,72 @@
+"""Accounts: register, log in (bearer token and browser cookie), log out, personal API tokens."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.security import OAuth2PasswordRequestForm
+from sqlalchemy import delete, select
+
+from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.schemas import NewApiToken, Registration, TokenOut, UserOut
+from api.security import CSRF_COOKIE, SESSION_COOKIE, hash_password, new_token, token_hash, verify_password
+from core.models import ApiToken, User, utcnow
+
+router = APIRouter(tags=["auth"])
+
+
+@router.post("/auth/register", status_code=status.HTTP_201_CREATED)
+def register(body: Registration, session: SessionDep) -> UserOut:
+    email = body.email.lower()
+    if session.scalar(select(User).where(User.email == email)) is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, "an account with this email already exists")
+    user = User(email=email, password_hash=hash_password(body.password))
+    session.add(user)
+    session.commit()
+    return UserOut.model_validate(user)
+
+
+@router.post("/auth/login")
+def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], response: Response, session: SessionDep,
+          settings: SettingsDep) -> TokenOut:
+    user = session.scalar(select(User).where(User.email == form.username.lower()))
+    if not verify_password(form.password, user.password_hash if user else None) or user is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong email or password")
+    token = new_token("lbs")
+    max_age = settings.session_days * 86400
+    session.add(ApiToken(user_id=user.id, token_hash=token_hash(token), kind="session",
+                         expires_at=utcnow() + timedelta(seconds=max_age)))
+    session.commit()
+    response.set_cookie(SESSION_COOKIE, token, max_age=max_age, httponly=True, samesite="lax",
+                        secure=settings.cookie_secure)
+    response.set_cookie(CSRF_COOKIE, secrets.token_urlsafe(24), max_age=max_age, httponly=False, samesite="strict",
+                        secure=settings.cookie_secure)
+    return TokenOut(access_token=token)
+
+
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+def logout(request: Request, user: CurrentUser, session: SessionDep) -> Response:
+    session.execute(delete(ApiToken).where(ApiToken.id == request.state.token_id, ApiToken.user_id == user.id))
+    session.commit()
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    response.delete_cookie(SESSION_COOKIE)
+    response.delete_cookie(CSRF_COOKIE)
+    return response
+
+
+@router.get("/me")
+def me(user: CurrentUser) -> UserOut:
+    return UserOut.model_validate(user)
+
+
+@router.post("/me/tokens", status_code=status.HTTP_201_CREATED)
+def create_api_token(body: NewApiToken, user: CurrentUser, session: SessionDep) -> dict[str, str]:
+    token = new_token("lbp")
+    expires = utcnow() + timedelta(days=body.days) if body.days else None
+    row = ApiToken(user_id=user.id, token_hash=token_hash(token), kind="personal", name=body.name, expires_at=expires)
+    session.add(row)
+    session.commit()
+    return {"id": row.id, "name": row.name, "token": token}

@@ -1,0 +1,110 @@
+"""Datasets and their tags: create, list, edit, delete; tag frequency and batch tag edits."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from fastapi import APIRouter, HTTPException, Response, status
+from sqlalchemy import func, select
+
+from api.deps import CurrentUser, OwnedDataset, SessionDep, StorageDep
+from api.schemas import DatasetIn, DatasetOut, DatasetPatch, TagBatch
+from core import keys
+from core.models import Dataset, Image, Job
+
+router = APIRouter(tags=["datasets"])
+
+
+def _out(dataset: Dataset, count: int) -> DatasetOut:
+    return DatasetOut.model_validate(dataset).model_copy(update={"image_count": count})
+
+
+def _count(session: SessionDep, dataset_id: str) -> int:
+    return int(session.scalar(select(func.count()).select_from(Image).where(Image.dataset_id == dataset_id)) or 0)
+
+
+@router.post("/datasets", status_code=status.HTTP_201_CREATED)
+def create_dataset(body: DatasetIn, user: CurrentUser, session: SessionDep) -> DatasetOut:
+    dataset = Dataset(owner_id=user.id, **body.model_dump())
+    session.add(dataset)
+    session.commit()
+    return _out(dataset, 0)
+
+
+@router.get("/datasets")
+def list_datasets(user: CurrentUser, session: SessionDep) -> list[DatasetOut]:
+    counts = dict(session.execute(
+        select(Image.dataset_id, func.count()).join(Dataset).where(Dataset.owner_id == user.id)
+        .group_by(Image.dataset_id)).all())
+    rows = session.scalars(select(Dataset).where(Dataset.owner_id == user.id).order_by(Dataset.created_at.desc()))
+    return [_out(d, counts.get(d.id, 0)) for d in rows]
+
+
+@router.get("/datasets/{dataset_id}")
+def get_dataset(dataset: OwnedDataset, session: SessionDep) -> DatasetOut:
+    return _out(dataset, _count(session, dataset.id))
+
+
+@router.patch("/datasets/{dataset_id}")
+def patch_dataset(body: DatasetPatch, dataset: OwnedDataset, session: SessionDep) -> DatasetOut:
+    for field, value in body.model_dump(exclude_unset=True).items():
+        if value is not None:
+            setattr(dataset, field, value)
+    session.commit()
+    return _out(dataset, _count(session, dataset.id))
+
+
+@router.delete("/datasets/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_dataset(dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> Response:
+    if session.scalar(select(func.count()).select_from(Job).where(Job.dataset_id == dataset.id)):
+        raise HTTPException(status.HTTP_409_CONFLICT, "dataset is used by training jobs; delete those first")
+    prefix = keys.dataset_prefix(dataset.owner_id, dataset.id)
+    session.delete(dataset)
+    session.commit()
+    storage.delete_prefix(prefix)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/datasets/{dataset_id}/tags")
+def tag_frequency(dataset: OwnedDataset, session: SessionDep) -> list[dict[str, object]]:
+    counter: Counter[str] = Counter()
+    for tags in session.scalars(select(Image.tags).where(Image.dataset_id == dataset.id)):
+        counter.update(tags)
+    return [{"tag": tag, "count": count} for tag, count in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def apply_tag_batch(tags: list[str], batch: TagBatch) -> list[str]:
+    """One image's tags after a batch edit; order is kept, duplicates are not created."""
+    if batch.action == "add":
+        new = [t for t in batch.tags if t not in tags]
+        if batch.position == "start":
+            return new + tags
+        return tags + new
+    if batch.action == "remove":
+        return [t for t in tags if t not in batch.tags]
+    out: list[str] = []
+    for tag in tags:
+        for replacement in batch.replace_with if tag in batch.tags else [tag]:
+            if replacement not in out:
+                out.append(replacement)
+    return out
+
+
+@router.post("/datasets/{dataset_id}/tags/batch")
+def batch_tags(body: TagBatch, dataset: OwnedDataset, session: SessionDep) -> dict[str, int]:
+    query = select(Image).where(Image.dataset_id == dataset.id)
+    if body.image_ids is not None:
+        query = query.where(Image.id.in_(body.image_ids))
+    images = list(session.scalars(query))
+    if body.image_ids is not None and len(images) != len(set(body.image_ids)):
+        found = {i.id for i in images}
+        missing = [i for i in body.image_ids if i not in found]
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"images not in this dataset: {', '.join(missing[:10])}")
+    changed = 0
+    for image in images:
+        new = apply_tag_batch(list(image.tags), body)
+        if new != image.tags:
+            image.tags = new
+            changed += 1
+    session.commit()
+    return {"matched": len(images), "changed": changed}

@@ -1,0 +1,78 @@
+"""Finished epochs of a job: list with previews, download, and "test this epoch" generations."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import RedirectResponse
+from sqlalchemy import select
+
+from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, StorageDep
+from api.schemas import EpochOut, GenerateIn, GenerationOut
+from core.models import Epoch, Generation, Job
+from core.queue import GENERATE_TASK
+from core.storage import LocalStorage, S3Storage
+from trainer.config import ConfigError
+from trainer.prompts import SAMPLER_ALIASES, extract_lora_tags
+
+router = APIRouter(tags=["epochs"])
+
+
+def epoch_filename(job: Job, n: int) -> str:
+    return f"{job.name}-{n:06d}.safetensors"
+
+
+def epoch_out(job: Job, epoch: Epoch, storage: LocalStorage | S3Storage, expires_s: int) -> EpochOut:
+    return EpochOut(n=epoch.n, loss=epoch.loss, size=epoch.size, sha256=epoch.sha256,
+                    previews=[storage.signed_url(k, expires_s=expires_s) for k in epoch.previews],
+                    download_url=storage.signed_url(epoch.file_key, epoch_filename(job, epoch.n), expires_s))
+
+
+def find_epoch(job: Job, n: int, session: SessionDep) -> Epoch:
+    epoch = session.scalar(select(Epoch).where(Epoch.job_id == job.id, Epoch.n == n))
+    if epoch is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"epoch {n} not found")
+    return epoch
+
+
+@router.get("/jobs/{job_id}/epochs")
+def list_epochs(job: OwnedJob, storage: StorageDep, settings: SettingsDep) -> list[EpochOut]:
+    return [epoch_out(job, e, storage, settings.download_link_seconds) for e in job.epochs]
+
+
+@router.get("/jobs/{job_id}/epochs/{n}/download")
+def download_epoch(n: int, job: OwnedJob, session: SessionDep, storage: StorageDep,
+                   settings: SettingsDep) -> RedirectResponse:
+    epoch = find_epoch(job, n, session)
+    url = storage.signed_url(epoch.file_key, epoch_filename(job, n), settings.download_link_seconds)
+    return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+
+
+@router.post("/jobs/{job_id}/epochs/{n}/generate", status_code=status.HTTP_202_ACCEPTED)
+def generate(n: int, body: GenerateIn, job: OwnedJob, request: Request, user: CurrentUser,
+             session: SessionDep) -> GenerationOut:
+    find_epoch(job, n, session)
+    if body.sampler.lower() not in SAMPLER_ALIASES:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"unknown sampler {body.sampler!r}; choose one of {', '.join(SAMPLER_ALIASES)}")
+    try:
+        _, tags = extract_lora_tags(body.prompt)
+    except ConfigError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(exc.messages)) from None
+    unknown = sorted({name for name, _ in tags} - {job.name, epoch_filename(job, n).removesuffix(".safetensors")})
+    if unknown:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"unknown LoRA name(s) {', '.join(unknown)}; this epoch is <lora:{job.name}:weight>")
+    generation = Generation(owner_id=user.id, job_id=job.id, epoch_n=n, request=body.model_dump())
+    session.add(generation)
+    session.commit()
+    request.app.state.celery.send_task(GENERATE_TASK, args=[generation.id])
+    return GenerationOut(id=generation.id, status=generation.status, images=[], error=None)
+
+
+@router.get("/generations/{generation_id}")
+def get_generation(generation_id: str, user: CurrentUser, session: SessionDep, storage: StorageDep) -> GenerationOut:
+    generation = session.get(Generation, generation_id)
+    if generation is None or generation.owner_id != user.id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "generation not found")
+    return GenerationOut(id=generation.id, status=generation.status, error=generation.error,
+                         images=[storage.signed_url(k) for k in generation.image_keys])

@@ -1,0 +1,107 @@
+"""Images of a dataset: multipart upload (a result per file), list, edit, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, HTTPException, Response, UploadFile, status
+from sqlalchemy import func, select
+
+from api.deps import OwnedDataset, SessionDep, SettingsDep, StorageDep
+from api.schemas import ImageOut, ImagePatch, UploadResult
+from api.uploads import RejectedUpload, clean_image
+from core import keys
+from core.models import Dataset, Image, new_id
+from core.storage import LocalStorage, S3Storage
+
+router = APIRouter(tags=["images"])
+
+
+def image_out(image: Image, storage: LocalStorage | S3Storage) -> ImageOut:
+    out = ImageOut.model_validate(image)
+    return out.model_copy(update={"thumb_url": storage.signed_url(image.thumb_key),
+                                  "url": storage.signed_url(image.storage_key, image.filename)})
+
+
+def _store(upload: UploadFile, dataset: Dataset, session: SessionDep, storage: StorageDep,
+           settings: SettingsDep) -> str:
+    raw = upload.file.read(settings.max_upload_bytes + 1)
+    clean = clean_image(raw, settings.max_upload_bytes, settings.max_image_pixels)
+    image_id = new_id()
+    key = keys.image(dataset.owner_id, dataset.id, image_id, clean.format)
+    thumb_key = keys.thumb(dataset.owner_id, dataset.id, image_id)
+    storage.put_bytes(key, clean.data, "image/png" if clean.format == "png" else "image/jpeg")
+    storage.put_bytes(thumb_key, clean.thumb, "image/webp")
+    session.add(Image(id=image_id, dataset_id=dataset.id, filename=(upload.filename or "upload")[:255],
+                      storage_key=key, thumb_key=thumb_key, sha256=clean.sha256, size=len(clean.data),
+                      format=clean.format, width=clean.width, height=clean.height, tags=[]))
+    session.commit()
+    return image_id
+
+
+@router.post("/datasets/{dataset_id}/images")
+def upload_images(files: Annotated[list[UploadFile], File(description="PNG or JPEG images")],
+                  dataset: OwnedDataset, session: SessionDep, storage: StorageDep,
+                  settings: SettingsDep) -> list[UploadResult]:
+    count = int(session.scalar(select(func.count()).select_from(Image).where(Image.dataset_id == dataset.id)) or 0)
+    results: list[UploadResult] = []
+    for upload in files:
+        name = upload.filename or "upload"
+        if count >= settings.max_images_per_dataset:
+            results.append(UploadResult(filename=name, error=f"dataset is full ({settings.max_images_per_dataset} "
+                                                                 "images at most)"))
+            continue
+        try:
+            results.append(UploadResult(filename=name, id=_store(upload, dataset, session, storage, settings)))
+            count += 1
+        except RejectedUpload as exc:
+            results.append(UploadResult(filename=name, error=str(exc)))
+    return results
+
+
+@router.get("/datasets/{dataset_id}/images")
+def list_images(dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> list[ImageOut]:
+    rows = session.scalars(select(Image).where(Image.dataset_id == dataset.id).order_by(Image.created_at, Image.id))
+    return [image_out(i, storage) for i in rows]
+
+
+def _owned_image(dataset: Dataset, image_id: str, session: SessionDep) -> Image:
+    image = session.get(Image, image_id)
+    if image is None or image.dataset_id != dataset.id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "image not found")
+    return image
+
+
+@router.get("/datasets/{dataset_id}/images/{image_id}")
+def get_image(image_id: str, dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> ImageOut:
+    return image_out(_owned_image(dataset, image_id, session), storage)
+
+
+@router.patch("/datasets/{dataset_id}/images/{image_id}")
+def patch_image(image_id: str, body: ImagePatch, dataset: OwnedDataset, session: SessionDep,
+                storage: StorageDep) -> ImageOut:
+    image = _owned_image(dataset, image_id, session)
+    values = body.model_dump(exclude_unset=True, exclude={"crop", "clear_crop"})
+    for field, value in values.items():
+        setattr(image, field, value)
+    if body.crop is not None:
+        box = body.crop
+        if box.x + box.width > image.width or box.y + box.height > image.height:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                f"crop box leaves the {image.width}×{image.height} image")
+        image.crop = box.model_dump()
+    elif body.clear_crop:
+        image.crop = None
+    session.commit()
+    return image_out(image, storage)
+
+
+@router.delete("/datasets/{dataset_id}/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_image(image_id: str, dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> Response:
+    image = _owned_image(dataset, image_id, session)
+    doomed = [image.storage_key, image.thumb_key]
+    session.delete(image)
+    session.commit()
+    for key in doomed:
+        storage.delete(key)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

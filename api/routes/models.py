@@ -1,0 +1,58 @@
+"""Published models: publish an epoch, list (yours and public ones), a model page's data."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+from sqlalchemy import or_, select
+
+from api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep
+from api.routes.epochs import find_epoch
+from api.schemas import ModelOut, PublishIn
+from core.models import Epoch, Job, JobStatus, PublishedModel
+from core.storage import LocalStorage, S3Storage
+
+router = APIRouter(tags=["models"])
+
+
+def model_out(model: PublishedModel, epoch: Epoch, storage: LocalStorage | S3Storage, expires_s: int) -> ModelOut:
+    return ModelOut(id=model.id, name=model.name, owner_id=model.owner_id, job_id=model.job_id, epoch=epoch.n,
+                    trigger_words=model.trigger_words, description=model.description, visibility=model.visibility,
+                    previews=[storage.signed_url(k, expires_s=expires_s) for k in epoch.previews],
+                    download_url=storage.signed_url(epoch.file_key, f"{model.name}.safetensors", expires_s),
+                    snippet=f"<lora:{model.name}:0.8>", created_at=model.created_at)
+
+
+@router.post("/models", status_code=status.HTTP_201_CREATED)
+def publish(body: PublishIn, user: CurrentUser, session: SessionDep, storage: StorageDep,
+            settings: SettingsDep) -> ModelOut:
+    job = session.get(Job, body.job_id)
+    if job is None or job.owner_id != user.id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "job not found")
+    if job.status == JobStatus.running:
+        raise HTTPException(status.HTTP_409_CONFLICT, "the job is still training; publish when it has finished")
+    epoch = find_epoch(job, body.epoch, session)
+    words = [w.strip() for w in body.trigger_words if w.strip()]
+    model = PublishedModel(owner_id=user.id, job_id=job.id, epoch_id=epoch.id, name=body.name, trigger_words=words,
+                           description=body.description, visibility=body.visibility)
+    session.add(model)
+    session.commit()
+    return model_out(model, epoch, storage, settings.download_link_seconds)
+
+
+@router.get("/models")
+def list_models(user: CurrentUser, session: SessionDep, storage: StorageDep, settings: SettingsDep) -> list[ModelOut]:
+    rows = session.execute(
+        select(PublishedModel, Epoch).join(Epoch, Epoch.id == PublishedModel.epoch_id)
+        .where(or_(PublishedModel.owner_id == user.id, PublishedModel.visibility == "public"))
+        .order_by(PublishedModel.created_at.desc())
+    ).all()
+    return [model_out(m, e, storage, settings.download_link_seconds) for m, e in rows]
+
+
+@router.get("/models/{model_id}")
+def get_model(model_id: str, user: CurrentUser, session: SessionDep, storage: StorageDep,
+              settings: SettingsDep) -> ModelOut:
+    model = session.get(PublishedModel, model_id)
+    if model is None or (model.owner_id != user.id and model.visibility != "public"):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "model not found")
+    return model_out(model, session.get(Epoch, model.epoch_id), storage, settings.download_link_seconds)

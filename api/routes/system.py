@@ -1,0 +1,60 @@
+"""Service-wide endpoints: health, Prometheus metrics, base models, presets, signed local-file downloads."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from fastapi import APIRouter, HTTPException, Response, status
+from fastapi.responses import StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from sqlalchemy import func, select, text
+
+from api.deps import SessionDep, SettingsDep, StorageDep
+from core.models import Job
+from core.storage import LocalStorage, StorageError
+from trainer.presets import FAMILIES, THEMES, preset_values
+
+router = APIRouter(tags=["system"])
+MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}
+
+
+@router.get("/healthz")
+def healthz(session: SessionDep) -> dict[str, str]:
+    session.execute(text("SELECT 1"))
+    return {"status": "ok"}
+
+
+@router.get("/metrics")
+def metrics(session: SessionDep) -> Response:
+    registry = CollectorRegistry()
+    jobs = Gauge("lorabake_jobs", "Jobs by status", ["status"], registry=registry)
+    for job_status, count in session.execute(select(Job.status, func.count()).group_by(Job.status)):
+        jobs.labels(status=job_status).set(count)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/base-models")
+def base_models(settings: SettingsDep) -> list[dict[str, object]]:
+    return [{"name": m.name, "family": m.family, "resolution": m.resolution} for m in settings.models()]
+
+
+@router.get("/presets")
+def presets() -> list[dict[str, object]]:
+    return [{"theme": theme, "family": family, "params": preset_values(theme, family)}
+            for theme in THEMES for family in FAMILIES]
+
+
+@router.get("/files/{key:path}")
+def signed_file(key: str, exp: int, name: str, sig: str, storage: StorageDep) -> StreamingResponse:
+    if not isinstance(storage, LocalStorage) or not storage.verify(key, exp, name, sig):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "link is invalid or has expired")
+    try:
+        size = storage.size(key)
+    except (FileNotFoundError, StorageError):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "file not found") from None
+    suffix = PurePosixPath(key).suffix
+    headers = {"Content-Length": str(size), "Cache-Control": "private, max-age=300"}
+    if suffix not in MEDIA_TYPES:
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return StreamingResponse(storage.iter_chunks(key), media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"),
+                             headers=headers)

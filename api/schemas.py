@@ -1,0 +1,228 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+TAG_MAX = 200
+
+
+class Registration(BaseModel):
+    email: EmailStr
+    password: str = Field(min_length=8, max_length=256)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    email: str
+    created_at: datetime
+
+
+class NewApiToken(BaseModel):
+    name: str = Field(default="script", max_length=100)
+    days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class DatasetIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=5000)
+    default_repeats: int = Field(default=10, ge=1, le=1000)
+
+
+class DatasetPatch(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=5000)
+    default_repeats: int | None = Field(default=None, ge=1, le=1000)
+
+
+class DatasetOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    name: str
+    description: str
+    default_repeats: int
+    created_at: datetime
+    image_count: int = 0
+
+
+def _clean_tags(tags: list[str]) -> list[str]:
+    out: list[str] = []
+    for tag in tags:
+        tag = " ".join(tag.replace(",", " ").split())
+        if len(tag) > TAG_MAX:
+            raise ValueError(f"tag longer than {TAG_MAX} characters: {tag[:30]}…")
+        if tag and tag not in out:
+            out.append(tag)
+    return out
+
+
+class CropBox(BaseModel):
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+    width: int = Field(ge=8)
+    height: int = Field(ge=8)
+
+
+class ImagePatch(BaseModel):
+    tags: list[str] | None = None
+    caption: str | None = Field(default=None, max_length=5000)
+    repeats: int | None = Field(default=None, ge=1, le=1000)
+    is_reg: bool | None = None
+    crop: CropBox | None = None
+    clear_crop: bool = False
+
+    _tags = field_validator("tags")(lambda cls, v: None if v is None else _clean_tags(v))
+
+
+class ImageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    filename: str
+    sha256: str
+    size: int
+    format: str
+    width: int
+    height: int
+    tags: list[str]
+    caption: str
+    repeats: int | None
+    is_reg: bool
+    crop: dict[str, int] | None
+    thumb_url: str | None = None
+    url: str | None = None
+
+
+class UploadResult(BaseModel):
+    filename: str
+    id: str | None = None
+    error: str | None = None
+
+
+class TagBatch(BaseModel):
+    action: Literal["add", "remove", "replace"]
+    tags: list[str] = Field(min_length=1)
+    position: Literal["start", "end"] = "end"
+    replace_with: list[str] = Field(default_factory=list)
+    image_ids: list[str] | None = None
+
+    _tags = field_validator("tags", "replace_with")(lambda cls, v: _clean_tags(v))
+
+
+class JobIn(BaseModel):
+    dataset_id: str
+    base_model: str
+    name: str = Field(default="lora", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    mode: Literal["basic", "pro"] = "basic"
+    preset: str | None = "standard"
+    params: dict[str, Any] = Field(default_factory=dict)
+    sample_prompts: list[str] = Field(default_factory=list, max_length=8)
+    start_after: datetime | Literal["tonight"] | None = None
+
+
+class RetrainIn(BaseModel):
+    """What to change for a retrain; `params` are merged over the old job's parameters."""
+
+    base_model: str | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    params: dict[str, Any] = Field(default_factory=dict)
+    sample_prompts: list[str] | None = Field(default=None, max_length=8)
+    start_after: datetime | Literal["tonight"] | None = None
+
+
+class Estimate(BaseModel):
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
+    train_samples: int
+    reg_samples: int
+    estimated_seconds: float
+    warnings: list[dict[str, str]]
+    errors: list[dict[str, str]]
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    name: str
+    dataset_id: str
+    base_model: str
+    mode: str
+    preset: str | None
+    params: dict[str, Any]
+    sample_prompts: list[str]
+    status: str
+    attempt: int
+    step: int
+    total_steps: int
+    epochs_total: int
+    progress: float = 0.0
+    loss: float | None
+    lr: float | None
+    eta_s: float | None
+    queue_position: int | None = None
+    start_after: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    log_tail: list[str]
+
+
+class EpochOut(BaseModel):
+    n: int
+    loss: float | None
+    size: int
+    sha256: str
+    previews: list[str]
+    download_url: str
+
+
+class GenerateIn(BaseModel):
+    prompt: str = Field(min_length=1, max_length=2000)
+    negative: str = Field(default="", max_length=2000)
+    weight: float = Field(default=0.8, ge=-2, le=2)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    steps: int = Field(default=20, ge=1, le=150)
+    sampler: str = "euler_a"
+    width: int | None = Field(default=None, ge=64, le=2048, multiple_of=8)
+    height: int | None = Field(default=None, ge=64, le=2048, multiple_of=8)
+
+
+class GenerationOut(BaseModel):
+    id: str
+    status: str
+    images: list[str]
+    error: str | None
+
+
+class PublishIn(BaseModel):
+    job_id: str
+    epoch: int = Field(ge=1)
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    trigger_words: list[str] = Field(default_factory=list)
+    description: str = Field(default="", max_length=10000)
+    visibility: Literal["private", "public"] = "private"
+
+
+class ModelOut(BaseModel):
+    id: str
+    name: str
+    owner_id: str
+    job_id: str
+    epoch: int
+    trigger_words: list[str]
+    description: str
+    visibility: str
+    previews: list[str]
+    download_url: str
+    snippet: str
+    created_at: datetime

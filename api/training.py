@@ -1,0 +1,107 @@
+"""From a job request to validated trainer parameters and a step/time estimate. No torch here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.models import Dataset, Image
+from core.settings import BaseModelEntry
+from trainer import preflight
+from trainer.config import ConfigError, TrainConfig, build_config
+from trainer.presets import THEMES, preset_values
+from trainer.prompts import parse_prompts
+from trainer.steps import ImageSpec, StepPlan, plan_for_config
+
+# Paths and model identity belong to the service; a request that sets them is refused by name.
+SERVICE_KEYS = frozenset({
+    "pretrained_model_name_or_path", "train_data_dir", "reg_data_dir", "output_dir", "output_name", "logging_dir",
+    "resume", "save_state", "network_weights", "sample_prompts", "vae", "pretrained_model_config", "v2", "sdxl",
+    "v_parameterization", "dataset_config", "config_file",
+})
+PLACEHOLDER_PATHS = {"pretrained_model_name_or_path": "base", "train_data_dir": "data", "output_dir": "out",
+                     "output_name": "lora"}
+
+
+@dataclass
+class Assessment:
+    values: dict[str, Any]
+    config: TrainConfig | None = None
+    plan: StepPlan | None = None
+    errors: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+
+def family_values(model: BaseModelEntry) -> dict[str, Any]:
+    return {"v2": model.family == "sd2", "sdxl": model.family == "sdxl", "v_parameterization": model.v_parameterization}
+
+
+def job_values(model: BaseModelEntry, mode: str, preset: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """Preset (basic mode, or the starting point in pro mode) + the model's own overrides + the user's params."""
+    values: dict[str, Any] = {}
+    if preset:
+        values.update(preset_values(preset, model.family))  # type: ignore[arg-type]
+        values.update(model.train_overrides)
+    values.update(params)
+    values.update(family_values(model))
+    return values
+
+
+def dataset_specs(dataset: Dataset, images: list[Image]) -> tuple[list[ImageSpec], list[ImageSpec]]:
+    train, reg = [], []
+    for image in images:
+        width, height = (image.crop["width"], image.crop["height"]) if image.crop else (image.width, image.height)
+        spec = ImageSpec(width, height, image.repeats or (1 if image.is_reg else dataset.default_repeats))
+        (reg if image.is_reg else train).append(spec)
+    return train, reg
+
+
+def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str | None, params: dict[str, Any],
+           dataset: Dataset | None, images: list[Image], sample_prompts: list[str] | None = None) -> Assessment:
+    errors: list[dict[str, str]] = []
+    try:
+        parse_prompts(sample_prompts or [])
+    except ConfigError as exc:
+        errors.extend({"field": "sample_prompts", "message": m.split(": ", 1)[-1]} for m in exc.messages)
+    if model is None:
+        return Assessment({}, errors=[{"field": "base_model", "message": f"unknown base model {model_name!r}"}])
+    if preset is not None and preset not in THEMES:
+        errors.append({"field": "preset", "message": f"unknown preset {preset!r}; choose one of {', '.join(THEMES)}"})
+        preset = None
+    if mode == "basic" and preset is None and not errors:
+        errors.append({"field": "preset", "message": "basic mode needs a preset"})
+    for key in sorted(SERVICE_KEYS & set(params)):
+        errors.append({"field": key, "message": "is set by the service and cannot be chosen"})
+    clean_params = {k: v for k, v in params.items() if k not in SERVICE_KEYS}
+    values = job_values(model, mode, preset, clean_params)
+    result = Assessment(values, errors=errors)
+    try:
+        result.config = build_config({**values, **PLACEHOLDER_PATHS, "sample_prompts": sample_prompts or None})
+    except ConfigError as exc:
+        result.errors.extend(_config_error(message) for message in exc.messages)
+        return result
+    for finding in preflight.check(result.config, model.family):
+        if finding.field in PLACEHOLDER_PATHS:
+            continue  # the worker supplies real paths
+        target = result.errors if finding.level == "error" else result.warnings
+        target.append({"field": finding.field, "message": finding.message})
+    if dataset is not None:
+        train, reg = dataset_specs(dataset, images)
+        if not train:
+            result.errors.append({"field": "dataset_id", "message": "the dataset has no training images"})
+        result.plan = plan_for_config(result.config, train, reg)
+    return result
+
+
+def _config_error(message: str) -> dict[str, str]:
+    if message.startswith('unknown parameter "'):
+        return {"field": message.split('"')[1], "message": message}
+    key, _, text = message.partition(": ")
+    return {"field": key, "message": text or message}
+
+
+def estimated_seconds(model: BaseModelEntry, plan: StepPlan | None, config: TrainConfig | None) -> float:
+    if plan is None or config is None:
+        return 0.0
+    images = plan.total_steps * config.train_batch_size * config.gradient_accumulation_steps
+    return round(images * model.seconds_per_image, 1)

@@ -1,0 +1,84 @@
+"""Upload validation: the real type from the bytes, size and pixel caps, EXIF orientation, re-encode, thumbnail."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+THUMB_SIZE = 320
+MAGIC = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpg"}
+FORMAT_NAMES = {"png": "PNG", "jpg": "JPEG"}
+
+
+class RejectedUpload(ValueError):
+    """The reason a file was refused, worded for the person who sent it."""
+
+
+@dataclass(frozen=True)
+class CleanImage:
+    data: bytes
+    thumb: bytes
+    format: str
+    width: int
+    height: int
+    sha256: str
+
+
+def sniff(head: bytes) -> str | None:
+    return next((fmt for magic, fmt in MAGIC.items() if head.startswith(magic)), None)
+
+
+def clean_image(raw: bytes, max_bytes: int, max_pixels: int) -> CleanImage:
+    if not raw:
+        raise RejectedUpload("empty file")
+    if len(raw) > max_bytes:
+        raise RejectedUpload(f"file is larger than {max_bytes // (1024 * 1024)} MB")
+    fmt = sniff(raw[:8])
+    if fmt is None:
+        raise RejectedUpload("not a PNG or JPEG image (checked from the file's content, not its name)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(raw))
+            if image.width * image.height > max_pixels:
+                raise RejectedUpload(f"image is {image.width}×{image.height}, more than {max_pixels:,} pixels "
+                                     "(a possible decompression bomb)")
+            image.load()
+    except RejectedUpload:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise RejectedUpload("image has too many pixels (a possible decompression bomb)") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise RejectedUpload(f"damaged or unreadable {FORMAT_NAMES[fmt]} file ({exc})") from exc
+    if min(image.size) < 64:
+        raise RejectedUpload(f"image is {image.width}×{image.height}; both sides must be at least 64 pixels")
+    image = ImageOps.exif_transpose(image)
+    image = _to_rgb(image)
+    data = _encode(image, fmt)
+    thumb = image.copy()
+    thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
+    thumb_out = io.BytesIO()
+    thumb.save(thumb_out, "WEBP", quality=80)
+    return CleanImage(data, thumb_out.getvalue(), fmt, image.width, image.height, hashlib.sha256(data).hexdigest())
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    out = io.BytesIO()
+    if fmt == "png":
+        image.save(out, "PNG", optimize=False)
+    else:
+        image.save(out, "JPEG", quality=95, subsampling=0)
+    return out.getvalue()

@@ -1,0 +1,33 @@
+"""Storage keys, as DESIGN.md lays them out; original file names live only in the database."""
+
+
+def image(user_id: str, dataset_id: str, image_id: str, ext: str) -> str:
+    return f"u/{user_id}/ds/{dataset_id}/img/{image_id}.{ext}"
+
+
+def thumb(user_id: str, dataset_id: str, image_id: str) -> str:
+    return f"u/{user_id}/ds/{dataset_id}/thumb/{image_id}.webp"
+
+
+def dataset_prefix(user_id: str, dataset_id: str) -> str:
+    return f"u/{user_id}/ds/{dataset_id}/"
+
+
+def job_prefix(user_id: str, job_id: str) -> str:
+    return f"u/{user_id}/jobs/{job_id}/"
+
+
+def epoch_file(user_id: str, job_id: str, n: int, ext: str = "safetensors") -> str:
+    return f"{job_prefix(user_id, job_id)}epoch-{n:06d}.{ext}"
+
+
+def preview(user_id: str, job_id: str, n: int, prompt: int, k: int) -> str:
+    return f"{job_prefix(user_id, job_id)}previews/e{n:06d}-p{prompt:02d}-{k}.png"
+
+
+def state(user_id: str, job_id: str, name: str) -> str:
+    return f"{job_prefix(user_id, job_id)}state/{name}/"
+
+
+def generation(user_id: str, generation_id: str, k: int) -> str:
+    return f"u/{user_id}/gen/{generation_id}-{k}.png"

@@ -1,0 +1,36 @@
+"""The Celery app both sides use: the api sends tasks by name, the worker registers them."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from core.settings import Settings
+
+TRAIN_QUEUE, LIGHT_QUEUE, CPU_QUEUE = "train", "gpu-light", "cpu"
+TRAIN_TASK = "lorabake.train_job"
+GENERATE_TASK = "lorabake.generate"
+RECONCILE_TASK = "lorabake.reconcile"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("lorabake", broker=settings.celery_broker)
+    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    app.conf.update(
+        task_queues=[Queue(TRAIN_QUEUE), Queue(LIGHT_QUEUE), Queue(CPU_QUEUE)],
+        task_default_queue=CPU_QUEUE,
+        task_routes={TRAIN_TASK: {"queue": TRAIN_QUEUE}, GENERATE_TASK: {"queue": LIGHT_QUEUE},
+                     RECONCILE_TASK: {"queue": CPU_QUEUE}},
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        visibility_timeout=settings.visibility_timeout_s,
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+        beat_schedule={"reconcile": {"task": RECONCILE_TASK, "schedule": max(5.0, settings.heartbeat_s * 3)}},
+    )
+    return app

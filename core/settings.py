@@ -1,0 +1,110 @@
+"""One Settings object for api and worker. Defaults are the embedded mode; production comes from LORABAKE_* env."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_SECRET = "embedded-only-secret-change-me"
+
+
+class BaseModelEntry(BaseModel):
+    """One base model the service offers: where it lives and what it is."""
+
+    name: str
+    family: Literal["sd15", "sd2", "sdxl"]
+    location: str
+    resolution: int = 512
+    v_parameterization: bool = False
+    train_overrides: dict[str, Any] = Field(default_factory=dict)  # applied over every preset for this model
+    seconds_per_image: float = 0.25  # for the ETA before a job has measured its own speed
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LORABAKE_", extra="ignore")
+
+    mode: Literal["embedded", "production"] = "embedded"
+    var_dir: Path = Path("var")
+    database_url: str | None = None
+    broker_url: str | None = None
+    redis_url: str | None = None
+
+    storage_backend: Literal["local", "s3"] = "local"
+    storage_dir: Path | None = None
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "lorabake"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+    s3_addressing_style: Literal["path", "virtual", "auto"] = "path"
+
+    secret_key: str = EMBEDDED_SECRET
+    public_url: str = "http://127.0.0.1:8000"
+    session_days: int = 14
+    cookie_secure: bool = False
+    gpu_ids: str = ""
+
+    base_models: list[BaseModelEntry] = Field(default_factory=list)
+    max_images_per_dataset: int = 1000
+    max_upload_bytes: int = 40 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    download_link_seconds: int = 3600
+
+    job_time_limit_s: int = 24 * 3600
+    visibility_timeout_s: int = 48 * 3600
+    heartbeat_s: float = 10.0
+    heartbeat_timeout_s: float = 120.0
+    max_attempts: int = 3
+    off_peak_start_hour: int = Field(default=1, ge=0, le=23)
+    off_peak_end_hour: int = Field(default=6, ge=0, le=23)
+    scratch_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _production_needs_a_real_secret(self) -> Settings:
+        if self.mode == "production" and (self.secret_key == EMBEDDED_SECRET or len(self.secret_key) < 32):
+            raise ValueError("LORABAKE_SECRET_KEY must be set to a random string of 32+ characters in production")
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("LORABAKE_S3_BUCKET is required with the s3 storage backend")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.var_dir / 'lorabake.sqlite').resolve()}"
+
+    @property
+    def celery_broker(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        if self.redis_url:
+            return self.redis_url
+        return f"sqla+sqlite:///{(self.var_dir / 'broker.sqlite').resolve()}"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.storage_dir or self.var_dir / "storage"
+
+    @property
+    def scratch(self) -> Path:
+        return self.scratch_dir or self.var_dir / "scratch"
+
+    def models(self) -> list[BaseModelEntry]:
+        if self.base_models:
+            return self.base_models
+        tiny = self.var_dir / "models" / "tiny-sd15"
+        small = {"resolution": "64", "min_bucket_reso": 32, "max_bucket_reso": 128, "bucket_reso_steps": 32,
+                 "mixed_precision": "no", "network_dim": 4, "network_alpha": 2, "learning_rate": 1e-3,
+                 "unet_lr": 1e-3, "text_encoder_lr": 5e-4}
+        return [BaseModelEntry(name="tiny-sd15", family="sd15", location=str(tiny.resolve()), resolution=64,
+                               train_overrides=small, seconds_per_image=0.02)]
+
+    def model_named(self, name: str) -> BaseModelEntry | None:
+        return next((m for m in self.models() if m.name == name), None)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

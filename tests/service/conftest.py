@@ -1,0 +1,178 @@
+"""Real services for the service tests: PostgreSQL, Redis, moto's S3 server, uvicorn, a Celery worker process."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import logging
+
+import httpx
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def service_urls() -> dict[str, str]:
+    """Starts (installing if needed) PostgreSQL and Redis via scripts/services.sh; reuses them when running."""
+    if "LORABAKE_TEST_POSTGRES_URL" not in os.environ:
+        out = subprocess.run([str(ROOT / "scripts" / "services.sh")], check=True, capture_output=True, text=True)
+        for line in out.stdout.splitlines():
+            key, _, value = line.partition("=")
+            os.environ[key] = value
+    return {"postgres": os.environ["LORABAKE_TEST_POSTGRES_URL"], "redis": os.environ["LORABAKE_TEST_REDIS_URL"]}
+
+
+def fresh_postgres(admin_url: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    name = f"lb_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.sqlite'}"
+    return fresh_postgres(request.getfixturevalue("service_urls")["postgres"])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    return {"LORABAKE_STORAGE_BACKEND": "s3", "LORABAKE_S3_ENDPOINT_URL": endpoint,
+            "LORABAKE_S3_BUCKET": f"b{uuid.uuid4().hex[:10]}", "LORABAKE_S3_ACCESS_KEY": "testing",
+            "LORABAKE_S3_SECRET_KEY": "testing"}
+
+
+def png_bytes(size: tuple[int, int] = (96, 96), color: tuple[int, int, int] = (200, 30, 30), seed: int = 0,
+              fmt: str = "PNG") -> bytes:
+    """A small picture with a shape on it, different for each seed."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", size, color)
+    draw = ImageDraw.Draw(image)
+    x = 8 + (seed * 13) % max(1, size[0] - 40)
+    draw.ellipse((x, 10, x + 30, 40), fill=((seed * 50) % 255, 255 - (seed * 30) % 255, 90))
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+class LiveServer:
+    """The API under uvicorn on a real port, in a thread of the test process."""
+
+    def __init__(self, settings) -> None:  # noqa: ANN001
+        import uvicorn
+
+        from api.main import create_app
+
+        self.app = create_app(settings)
+        self.app.state.sse_interval_s = 0.2
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+class WorkerProcess:
+    """A real `celery worker` process (prefork, concurrency 1) with the given LORABAKE_* environment."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, queues: str = "train,gpu-light,cpu") -> None:
+        self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        self.log_path = log_path
+        self.queues = queues
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", self.queues, "-c", "1",
+             "--loglevel", "INFO", "-n", f"test-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=20)
+        subprocess.run(["pkill", "-9", "-f", f"celery.*{self.env.get('LORABAKE_VAR_DIR', '~none~')}"], check=False)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+
+def register(client: httpx.Client, email: str, password: str = "correct horse battery") -> dict[str, str]:
+    assert client.post("/api/v1/auth/register", json={"email": email, "password": password}).status_code == 201
+    token = client.post("/api/v1/auth/login", data={"username": email, "password": password}).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.25, describe=lambda: ""):  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}\n{describe()}")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15(tmp_path_factory) -> Path:
+    from trainer.tiny import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("base") / "tiny-sd15", "sd15")

@@ -1,0 +1,109 @@
+"""The whole service over HTTP: real PostgreSQL, Redis, an S3 server and a Celery worker process."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import httpx
+import pytest
+
+from core.settings import Settings
+from tests.service.conftest import LiveServer, WorkerProcess, fresh_postgres, png_bytes, register, s3_env, wait_for
+
+
+@pytest.fixture
+def stack(tmp_path, service_urls, s3_endpoint, tiny_sd15):
+    var = tmp_path / "var"
+    shutil.copytree(tiny_sd15, var / "models" / "tiny-sd15")
+    env = {"LORABAKE_VAR_DIR": str(var), "LORABAKE_DATABASE_URL": fresh_postgres(service_urls["postgres"]),
+           "LORABAKE_REDIS_URL": service_urls["redis"].rsplit("/", 1)[0] + "/5",
+           "LORABAKE_HEARTBEAT_S": "1", **s3_env(s3_endpoint)}
+    import redis
+
+    redis.Redis.from_url(env["LORABAKE_REDIS_URL"]).flushdb()
+    settings = Settings(**{k.removeprefix("LORABAKE_").lower(): v for k, v in env.items()})
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client, worker
+    worker.stop()
+
+
+def test_register_upload_train_publish_and_isolation(stack):
+    client, worker = stack
+    alice = register(client, "alice@example.com")
+    dataset = client.post("/api/v1/datasets", json={"name": "shapes", "default_repeats": 2}, headers=alice).json()
+    images = [("files", (f"img{i}.png" if i % 2 else f"img{i}.jpg", png_bytes(seed=i, fmt="PNG" if i % 2 else "JPEG"),
+                         "image/png")) for i in range(12)]
+    bad = [("files", ("notes.png", b"this is text, not an image", "image/png")),
+           ("files", ("tiny.png", png_bytes(size=(16, 16)), "image/png")),
+           ("files", ("cut.jpg", png_bytes(fmt="JPEG")[:300], "image/jpeg"))]
+    results = client.post(f"/api/v1/datasets/{dataset['id']}/images", files=images[:6] + bad + images[6:],
+                          headers=alice).json()
+    accepted = [r for r in results if r["id"]]
+    rejected = {r["filename"]: r["error"] for r in results if r["error"]}
+    assert len(accepted) == 12
+    assert "not a PNG or JPEG" in rejected["notes.png"]
+    assert "at least 64 pixels" in rejected["tiny.png"]
+    assert "damaged" in rejected["cut.jpg"]
+
+    batch = {"action": "add", "tags": ["sks"], "position": "start"}
+    assert client.post(f"/api/v1/datasets/{dataset['id']}/tags/batch", json=batch, headers=alice).json()["changed"] == 12
+    client.patch(f"/api/v1/datasets/{dataset['id']}/images/{accepted[0]['id']}", json={"tags": ["sks", "red circle"]},
+                 headers=alice)
+    assert client.get(f"/api/v1/datasets/{dataset['id']}/tags", headers=alice).json()[0] == {"tag": "sks", "count": 12}
+
+    request = {"dataset_id": dataset["id"], "base_model": "tiny-sd15", "name": "shapes", "mode": "basic",
+               "preset": "standard", "params": {"max_train_epochs": 2, "sample_every_n_epochs": 1},
+               "sample_prompts": ["sks, red circle --s 4 --d 1"]}
+    estimate = client.post("/api/v1/jobs/estimate", json=request, headers=alice).json()
+    assert estimate["errors"] == [] and estimate["total_steps"] == estimate["steps_per_epoch"] * 2
+    job = client.post("/api/v1/jobs", json=request, headers=alice)
+    assert job.status_code == 201, job.text
+    job = job.json()
+    assert job["status"] == "queued" and job["total_steps"] == estimate["total_steps"]
+
+    def finished():
+        state = client.get(f"/api/v1/jobs/{job['id']}", headers=alice).json()
+        return state if state["status"] in ("succeeded", "failed", "canceled") else None
+
+    final = wait_for(finished, 240, "the job to finish", describe=worker.log)
+    assert final["status"] == "succeeded", (final["error"], worker.log())
+    assert final["progress"] == 1.0 and final["step"] == estimate["total_steps"]
+
+    epochs = client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=alice).json()
+    assert [e["n"] for e in epochs] == [1, 2]
+    assert all(len(e["previews"]) == 4 for e in epochs)
+    preview = httpx.get(epochs[0]["previews"][0])
+    assert preview.status_code == 200 and preview.content[:8] == b"\x89PNG\r\n\x1a\n"
+    download = client.get(f"/api/v1/jobs/{job['id']}/epochs/2/download", headers=alice, follow_redirects=True)
+    assert download.status_code == 200
+    assert hashlib.sha256(download.content).hexdigest() == epochs[1]["sha256"]
+    assert len(download.content) == epochs[1]["size"]
+
+    events = client.get(f"/api/v1/jobs/{job['id']}/events", headers=alice).text
+    assert "event: epoch" in events and '"status": "succeeded"' in events
+
+    generation = client.post(f"/api/v1/jobs/{job['id']}/epochs/2/generate",
+                             json={"prompt": "sks, red circle <lora:shapes:0.8>", "steps": 3, "seed": 7},
+                             headers=alice)
+    assert generation.status_code == 202, generation.text
+    done = wait_for(lambda: (g := client.get(f"/api/v1/generations/{generation.json()['id']}", headers=alice)
+                             .json())["status"] in ("succeeded", "failed") and g, 120, "the generation",
+                    describe=worker.log)
+    assert done["status"] == "succeeded", done["error"]
+    assert httpx.get(done["images"][0]).content[:4] == b"\x89PNG"
+
+    published = client.post("/api/v1/models", json={"job_id": job["id"], "epoch": 2, "name": "shapes",
+                                                    "trigger_words": ["sks"], "visibility": "private"}, headers=alice)
+    assert published.status_code == 201, published.text
+    model = published.json()
+    assert model["snippet"] == "<lora:shapes:0.8>" and len(model["previews"]) == 4
+
+    bob = register(client, "bob@example.com")
+    for path in (f"/api/v1/datasets/{dataset['id']}", f"/api/v1/datasets/{dataset['id']}/images",
+                 f"/api/v1/jobs/{job['id']}", f"/api/v1/jobs/{job['id']}/epochs",
+                 f"/api/v1/jobs/{job['id']}/epochs/1/download", f"/api/v1/models/{model['id']}"):
+        assert client.get(path, headers=bob).status_code == 404, path
+    assert client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=bob).status_code == 404
+    assert [m["id"] for m in client.get("/api/v1/models", headers=bob).json()] == []

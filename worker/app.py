@@ -1,0 +1,12 @@
+"""The Celery worker entry point: `celery -A worker.app worker -Q train,gpu-light,cpu -c 1`.
+
+Nothing here touches CUDA: torch is imported inside the tasks, in the forked child, never in the parent."""
+
+from __future__ import annotations
+
+from core.queue import make_celery
+from core.settings import get_settings
+
+settings = get_settings()
+celery = make_celery(settings)
+celery.conf.update(include=["worker.tasks"])

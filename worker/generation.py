@@ -1,0 +1,79 @@
+"""Test an epoch: render a prompt with `<lora:name:weight>` on the light GPU queue."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from functools import lru_cache
+
+from sqlalchemy import select
+
+from core import keys
+from core.db import session_factory
+from core.models import Epoch, Generation, Job
+from core.settings import BaseModelEntry, Settings
+from core.storage import LocalStorage, S3Storage
+
+
+def _base_model(entry: BaseModelEntry):  # noqa: ANN202 - trainer.models.BaseModel, imported lazily
+    return _load(entry.location, entry.family, entry.v_parameterization)
+
+
+@lru_cache(maxsize=2)
+def _load(location: str, family: str, v_parameterization: bool):  # noqa: ANN202
+    from trainer.models import load_base_model
+
+    return load_base_model(location, v2=family == "sd2", v_parameterization=v_parameterization,
+                           sdxl=family == "sdxl")
+
+
+def run_generation(settings: Settings, storage: LocalStorage | S3Storage, generation_id: str) -> str:
+    from trainer.generate import generate
+    from trainer.prompts import PromptSpec, extract_lora_tags
+
+    factory = session_factory(settings.db_url)
+    with factory() as session:
+        generation = session.get(Generation, generation_id)
+        job = session.get(Job, generation.job_id)
+        epoch = session.scalar(select(Epoch).where(Epoch.job_id == job.id, Epoch.n == generation.epoch_n))
+        request, owner, name = dict(generation.request), generation.owner_id, job.name
+        generation.status = "running"
+        session.commit()
+    scratch = settings.scratch.resolve() / f"gen-{generation_id}"
+    try:
+        entry = settings.model_named(job.base_model)
+        if entry is None:
+            raise ValueError(f"base model {job.base_model!r} is no longer offered by this server")
+        lora_path = scratch / f"{name}.safetensors"
+        storage.download_to(epoch.file_key, lora_path)
+        prompt = request["prompt"]
+        if not extract_lora_tags(prompt)[1]:
+            prompt = f"{prompt} <lora:{name}:{request['weight']}>"
+        loras = {name: lora_path, f"{name}-{generation.epoch_n:06d}": lora_path}
+        size = (request.get("width") or entry.resolution, request.get("height") or entry.resolution)
+        spec = PromptSpec(prompt, request.get("negative", ""), size[0], size[1], None, 7.0, request["steps"])
+        images = generate(_base_model(entry), spec, loras, seed=request["seed"], count=1, default_size=size,
+                          sampler=request["sampler"].lower())
+        stored = []
+        for k, image in enumerate(images):
+            buffer = io.BytesIO()
+            image.save(buffer, "PNG")
+            key = keys.generation(owner, generation_id, k)
+            storage.put_bytes(key, buffer.getvalue(), "image/png")
+            stored.append(key)
+        _finish(factory, generation_id, "succeeded", image_keys=stored)
+        return "succeeded"
+    except Exception as exc:  # shown to the user on the page
+        _finish(factory, generation_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        return "failed"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _finish(factory, generation_id: str, status: str, **values: object) -> None:  # noqa: ANN001
+    with factory() as session:
+        generation = session.get(Generation, generation_id)
+        generation.status = status
+        for key, value in values.items():
+            setattr(generation, key, value)
+        session.commit()

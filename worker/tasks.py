@@ -1,0 +1,38 @@
+"""Celery tasks. They take ids only; the database holds everything else."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from sqlalchemy.exc import OperationalError
+
+from core.queue import GENERATE_TASK, RECONCILE_TASK, TRAIN_TASK
+from core.storage import storage_for
+from worker.app import celery, settings
+from worker.generation import run_generation
+from worker.reconcile import reconcile
+from worker.training import run_training
+
+
+@lru_cache(maxsize=1)
+def _storage():  # noqa: ANN202
+    return storage_for(settings)
+
+
+@celery.task(name=TRAIN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
+             time_limit=settings.job_time_limit_s + 300, soft_time_limit=settings.job_time_limit_s)
+def train_job(self, job_id: str) -> str:  # noqa: ANN001
+    # No Celery retry: a lost worker is repaired by `reconcile`, which resumes from the last stored state.
+    return run_training(settings, _storage(), job_id, self.request.hostname or "worker")
+
+
+@celery.task(name=GENERATE_TASK, acks_late=True, autoretry_for=(OperationalError,), max_retries=2,
+             retry_backoff=True, time_limit=900, soft_time_limit=840)
+def generate(generation_id: str) -> str:
+    return run_generation(settings, _storage(), generation_id)
+
+
+@celery.task(name=RECONCILE_TASK, time_limit=120, soft_time_limit=100)
+def reconcile_jobs() -> dict[str, list[str]]:
+    repairs = reconcile(settings, lambda job_id: celery.send_task(TRAIN_TASK, args=[job_id]))
+    return {"requeued": repairs.requeued, "failed": repairs.failed, "started": repairs.started}

@@ -1,0 +1,90 @@
+"""One training attempt of a job, from claim to final status. Called by the Celery task; testable without Celery."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import traceback
+from pathlib import Path
+
+from sqlalchemy import select
+
+from core.db import session_factory
+from core.jobs import claim, transition
+from core.models import Dataset, Epoch, Image, Job, JobStatus, utcnow
+from core.settings import Settings
+from core.storage import LocalStorage, S3Storage
+from worker.materialise import materialise
+from worker.runner import Heartbeat, ServiceCallbacks
+
+log = logging.getLogger(__name__)
+
+
+def train_config_values(job: Job, settings: Settings, data_dir: Path, reg_dir: Path | None, out_dir: Path,
+                        resume: Path | None) -> dict:
+    model = settings.model_named(job.base_model)
+    if model is None:
+        raise ValueError(f"base model {job.base_model!r} is no longer offered by this server")
+    values = dict(job.params)
+    values.update(pretrained_model_name_or_path=model.location, train_data_dir=str(data_dir),
+                  reg_data_dir=str(reg_dir) if reg_dir else None, output_dir=str(out_dir), output_name=job.name,
+                  sample_prompts=list(job.sample_prompts) or None, save_state=True, save_model_as="safetensors",
+                  resume=str(resume) if resume else None)
+    return values
+
+
+def download_state(storage: LocalStorage | S3Storage, prefix: str, target: Path) -> Path:
+    for key in storage.list_keys(prefix):
+        storage.download_to(key, target / key.removeprefix(prefix))
+    return target
+
+
+def run_training(settings: Settings, storage: LocalStorage | S3Storage, job_id: str, worker: str) -> str:
+    """Returns the job's final status for this attempt, or "duplicate" when another worker has it."""
+    from trainer.config import ConfigError, build_config
+    from trainer.loop import train
+
+    factory = session_factory(settings.db_url)
+    with factory() as session:
+        if not claim(session, job_id, worker):
+            log.info("job %s: not queued any more (duplicate delivery); skipping", job_id)
+            return "duplicate"
+        job = session.get(Job, job_id)
+        dataset = session.get(Dataset, job.dataset_id)
+        images = list(session.scalars(select(Image).where(Image.dataset_id == dataset.id)))
+    scratch = settings.scratch.resolve() / job_id / f"attempt-{job.attempt}"
+    beat = Heartbeat(settings.db_url, job_id, settings.heartbeat_s)
+    beat.start()
+    callbacks = ServiceCallbacks(settings.db_url, job, storage, beat)
+    try:
+        callbacks.on_log(f"attempt {job.attempt} on {worker}")
+        data = materialise(dataset, images, storage, scratch / "dataset", job.name)
+        resume = download_state(storage, job.state_key, scratch / "resume") if job.state_key else None
+        cfg = build_config(train_config_values(job, settings, data.train_dir, data.reg_dir, scratch / "out", resume))
+        result = train(cfg, callbacks)
+        with factory() as session:
+            if result.stopped:
+                transition(session, job_id, JobStatus.running, JobStatus.canceled, finished_at=utcnow())
+                return JobStatus.canceled
+            stored = set(session.scalars(select(Epoch.n).where(Epoch.job_id == job_id)))
+            last_epoch = cfg.max_train_epochs or max(stored, default=0)
+            if last_epoch not in stored:
+                raise RuntimeError(f"training ended but epoch {last_epoch} was not stored")
+            transition(session, job_id, JobStatus.running, JobStatus.succeeded, finished_at=utcnow(),
+                       step=result.steps)
+            return JobStatus.succeeded
+    except ConfigError as exc:
+        return _fail(factory, job_id, "invalid parameters: " + "; ".join(exc.messages), callbacks)
+    except Exception as exc:  # stored readably for the user; the traceback goes to the worker log
+        log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+        return _fail(factory, job_id, f"{type(exc).__name__}: {exc}", callbacks)
+    finally:
+        beat.stop()
+        shutil.rmtree(scratch.parent, ignore_errors=True)
+
+
+def _fail(factory, job_id: str, message: str, callbacks: ServiceCallbacks) -> str:  # noqa: ANN001
+    callbacks.on_log(f"failed: {message}")
+    with factory() as session:
+        transition(session, job_id, JobStatus.running, JobStatus.failed, finished_at=utcnow(), error=message)
+    return JobStatus.failed
