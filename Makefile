@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 VAR := var
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run services test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,11 +21,16 @@ $(VAR)/models/tiny-sd15/model_index.json: | $(STAMP)
 	$(BIN)/lorabake models make-tiny $(VAR)/models/tiny-sd15 --family sd15
 
 run: setup $(VAR)/models/tiny-sd15/model_index.json
-	$(BIN)/python -m trainer.demo --var $(VAR)
+	LORABAKE_VAR_DIR=$(VAR) $(BIN)/python scripts/run_embedded.py
+
+services:
+	./scripts/services.sh > $(VAR)/.services.env
 
 test: setup
-	$(BIN)/ruff check trainer tests bench
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	mkdir -p $(VAR)
+	./scripts/services.sh > $(VAR)/.services.env
+	$(BIN)/ruff check trainer core api worker migrations scripts tests bench
+	set -a && . ./$(VAR)/.services.env && set +a && $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 bench: setup
 	$(BIN)/python bench/train_step.py

@@ -15,7 +15,10 @@ RECONCILE_TASK = "lorabake.reconcile"
 
 def make_celery(settings: Settings) -> Celery:
     app = Celery("lorabake", broker=settings.celery_broker)
-    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    # Redis redelivers an unacked task after the visibility timeout: it must outlast the longest job. The embedded
+    # SQLAlchemy transport hands these options to create_engine, so they are only set for Redis.
+    redis = settings.celery_broker.startswith(("redis://", "rediss://"))
+    transport = {"visibility_timeout": settings.visibility_timeout_s} if redis else {}
     app.conf.update(
         task_queues=[Queue(TRAIN_QUEUE), Queue(LIGHT_QUEUE), Queue(CPU_QUEUE)],
         task_default_queue=CPU_QUEUE,
@@ -27,7 +30,6 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         broker_transport_options=transport,
         result_backend_transport_options=transport,
-        visibility_timeout=settings.visibility_timeout_s,
         broker_connection_retry_on_startup=True,
         task_serializer="json",
         accept_content=["json"],

@@ -1,0 +1,57 @@
+"""`make run`'s stack with no servers: SQLite, the SQLAlchemy Celery transport, local storage, one worker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.service.conftest import ROOT, free_port, png_bytes, register, wait_for
+
+
+@pytest.fixture
+def embedded(tmp_path, tiny_sd15):
+    var = tmp_path / "var"
+    shutil.copytree(tiny_sd15, var / "models" / "tiny-sd15")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LORABAKE_")}
+    env.update(LORABAKE_VAR_DIR=str(var), LORABAKE_PORT=str(port), LORABAKE_HEARTBEAT_S="1")
+    log = (tmp_path / "run.log").open("wb")
+    process = subprocess.Popen([sys.executable, "scripts/run_embedded.py"], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return httpx.get(f"{url}/api/v1/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    describe = lambda: (tmp_path / "run.log").read_text(errors="replace")[-4000:]  # noqa: E731
+    wait_for(up, 60, "the embedded service", describe=describe)
+    with httpx.Client(base_url=url, timeout=30) as client:
+        yield client, describe
+    os.killpg(process.pid, 15)
+    process.wait(timeout=30)
+
+
+def test_embedded_service_trains_a_job_and_serves_its_file(embedded):
+    client, describe = embedded
+    me = register(client, "solo@example.com")
+    dataset = client.post("/api/v1/datasets", json={"name": "d", "default_repeats": 1}, headers=me).json()
+    files = [("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(4)]
+    assert all(r["id"] for r in client.post(f"/api/v1/datasets/{dataset['id']}/images", files=files,
+                                            headers=me).json())
+    job = client.post("/api/v1/jobs", headers=me, json={
+        "dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "style", "name": "solo",
+        "params": {"max_train_epochs": 1}}).json()
+    state = wait_for(lambda: (j := client.get(f"/api/v1/jobs/{job['id']}", headers=me).json())["status"]
+                     in ("succeeded", "failed") and j, 180, "the job", describe=describe)
+    assert state["status"] == "succeeded", state["error"]
+    (epoch,) = client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=me).json()
+    blob = client.get(f"/api/v1/jobs/{job['id']}/epochs/1/download", headers=me, follow_redirects=True).content
+    assert len(blob) == epoch["size"] and blob[8:9] == b"{"  # a safetensors header follows the length
