@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,8 +14,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-
-import logging
 
 import httpx
 import pytest
@@ -133,15 +133,15 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", self.queues, "-c", "1",
              "--loglevel", "INFO", "-n", f"test-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         return self
 
     def kill(self) -> None:
+        """SIGKILL to the worker and its pool children at once, as when a machine dies."""
         if self.process and self.process.poll() is None:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=20)
-        subprocess.run(["pkill", "-9", "-f", f"celery.*{self.env.get('LORABAKE_VAR_DIR', '~none~')}"], check=False)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

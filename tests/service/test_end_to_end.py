@@ -48,7 +48,8 @@ def test_register_upload_train_publish_and_isolation(stack):
     assert "damaged" in rejected["cut.jpg"]
 
     batch = {"action": "add", "tags": ["sks"], "position": "start"}
-    assert client.post(f"/api/v1/datasets/{dataset['id']}/tags/batch", json=batch, headers=alice).json()["changed"] == 12
+    tagged = client.post(f"/api/v1/datasets/{dataset['id']}/tags/batch", json=batch, headers=alice).json()
+    assert tagged["changed"] == 12
     client.patch(f"/api/v1/datasets/{dataset['id']}/images/{accepted[0]['id']}", json={"tags": ["sks", "red circle"]},
                  headers=alice)
     assert client.get(f"/api/v1/datasets/{dataset['id']}/tags", headers=alice).json()[0] == {"tag": "sks", "count": 12}

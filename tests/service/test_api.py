@@ -1,0 +1,206 @@
+"""API behaviour on the embedded settings: auth, uploads, tags, estimates, pre-flight errors, ownership."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from api.main import create_app
+from core.settings import Settings
+from tests.service.conftest import png_bytes, register
+
+
+@pytest.fixture
+def client(tmp_path):
+    settings = Settings(var_dir=tmp_path / "var", max_images_per_dataset=5, max_image_pixels=1_000_000)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def alice(client):
+    return register(client, "alice@example.com")
+
+
+def new_dataset(client, headers, **body) -> str:
+    return client.post("/api/v1/datasets", json={"name": "d", **body}, headers=headers).json()["id"]
+
+
+def upload(client, headers, dataset_id, *files):
+    return client.post(f"/api/v1/datasets/{dataset_id}/images", files=[("files", f) for f in files],
+                       headers=headers).json()
+
+
+def test_login_failures_are_the_same_for_unknown_email_and_wrong_password(client, alice):
+    unknown = client.post("/api/v1/auth/login", data={"username": "nobody@example.com", "password": "whatever1"})
+    wrong = client.post("/api/v1/auth/login", data={"username": "alice@example.com", "password": "whatever1"})
+    assert unknown.status_code == wrong.status_code == 401
+    assert unknown.json() == wrong.json()
+    assert client.post("/api/v1/auth/register",
+                       json={"email": "ALICE@example.com", "password": "another one"}).status_code == 409
+    assert client.post("/api/v1/auth/register", json={"email": "x@example.com", "password": "short"}).status_code == 422
+
+
+def test_browser_cookie_session_needs_the_csrf_header_for_changes(client, alice):
+    client.cookies.clear()
+    client.post("/api/v1/auth/login", data={"username": "alice@example.com", "password": "correct horse battery"})
+    assert client.get("/api/v1/me").json()["email"] == "alice@example.com"
+    refused = client.post("/api/v1/datasets", json={"name": "x"})
+    assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
+    csrf = client.cookies.get("lorabake_csrf")
+    assert client.post("/api/v1/datasets", json={"name": "x"}, headers={"X-CSRF-Token": csrf}).status_code == 201
+    assert client.post("/api/v1/auth/logout", headers={"X-CSRF-Token": csrf}).status_code == 204
+    client.cookies.clear()
+    assert client.get("/api/v1/me").status_code == 401
+
+
+def test_personal_tokens_work_for_scripts_and_logout_revokes_a_session(client, alice):
+    token = client.post("/api/v1/me/tokens", json={"name": "ci"}, headers=alice).json()["token"]
+    script = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/me", headers=script).status_code == 200
+    client.cookies.clear()
+    assert client.post("/api/v1/auth/logout", headers=alice).status_code == 204
+    assert client.get("/api/v1/me", headers=alice).status_code == 401
+    assert client.get("/api/v1/me", headers=script).status_code == 200
+    assert client.get("/api/v1/me", headers={"Authorization": "Bearer nonsense"}).status_code == 401
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG header declaring a huge image, with a tiny compressed body."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    body = zlib.compress(b"\x00" * (width + 1) * 4)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def exif_rotated_jpeg() -> bytes:
+    image = Image.new("RGB", (120, 80), (10, 200, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def test_each_file_gets_its_own_result_and_good_files_stay_accepted(client, alice):
+    dataset = new_dataset(client, alice)
+    results = upload(client, alice, dataset,
+                     ("good.png", png_bytes(), "image/png"),
+                     ("fake.jpg", b"GIF89a" + b"\x00" * 100, "image/jpeg"),
+                     ("bomb.png", bomb_png(20000, 20000), "image/png"),
+                     ("rotated.jpg", exif_rotated_jpeg(), "image/jpeg"),
+                     ("empty.png", b"", "image/png"))
+    by_name = {r["filename"]: r for r in results}
+    assert by_name["good.png"]["id"] and by_name["rotated.jpg"]["id"]
+    assert "not a PNG or JPEG" in by_name["fake.jpg"]["error"]
+    assert "decompression bomb" in by_name["bomb.png"]["error"]
+    assert by_name["empty.png"]["error"] == "empty file"
+    images = {i["filename"]: i for i in client.get(f"/api/v1/datasets/{dataset}/images", headers=alice).json()}
+    assert set(images) == {"good.png", "rotated.jpg"}
+    assert (images["rotated.jpg"]["width"], images["rotated.jpg"]["height"]) == (80, 120)  # EXIF applied
+    thumb = client.get(images["good.png"]["thumb_url"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/webp"
+
+
+def test_a_full_dataset_refuses_more_images_by_name(client, alice):
+    dataset = new_dataset(client, alice)
+    results = upload(client, alice, dataset, *[(f"{i}.png", png_bytes(seed=i), "image/png") for i in range(7)])
+    assert [bool(r["id"]) for r in results] == [True] * 5 + [False] * 2
+    assert "dataset is full (5 images at most)" in results[-1]["error"]
+
+
+def test_batch_tags_add_at_start_remove_and_replace(client, alice):
+    dataset = new_dataset(client, alice)
+    ids = [r["id"] for r in upload(client, alice, dataset, *[(f"{i}.png", png_bytes(seed=i), "image/png")
+                                                            for i in range(3)])]
+    client.patch(f"/api/v1/datasets/{dataset}/images/{ids[0]}", json={"tags": ["1girl", "red hair"]}, headers=alice)
+    batch = f"/api/v1/datasets/{dataset}/tags/batch"
+    client.post(batch, json={"action": "add", "tags": ["sks"], "position": "start"}, headers=alice)
+    client.post(batch, json={"action": "add", "tags": ["smile"], "image_ids": [ids[1]]}, headers=alice)
+    client.post(batch, json={"action": "replace", "tags": ["red hair"], "replace_with": ["long hair", "red"]},
+                headers=alice)
+    client.post(batch, json={"action": "remove", "tags": ["1girl"]}, headers=alice)
+    tags = {i["id"]: i["tags"] for i in client.get(f"/api/v1/datasets/{dataset}/images", headers=alice).json()}
+    assert tags == {ids[0]: ["sks", "long hair", "red"], ids[1]: ["sks", "smile"], ids[2]: ["sks"]}
+    frequency = client.get(f"/api/v1/datasets/{dataset}/tags", headers=alice).json()
+    assert frequency[0] == {"tag": "sks", "count": 3}
+    missing = client.post(batch, json={"action": "add", "tags": ["x"], "image_ids": ["nope"]}, headers=alice)
+    assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+
+
+def test_estimate_counts_repeats_reg_images_and_batches(client, alice):
+    dataset = new_dataset(client, alice, default_repeats=3)
+    ids = [r["id"] for r in upload(client, alice, dataset, *[(f"{i}.png", png_bytes(seed=i), "image/png")
+                                                            for i in range(5)])]
+    client.patch(f"/api/v1/datasets/{dataset}/images/{ids[4]}", json={"is_reg": True}, headers=alice)
+    client.patch(f"/api/v1/datasets/{dataset}/images/{ids[0]}", json={"repeats": 5}, headers=alice)
+    body = {"dataset_id": dataset, "base_model": "tiny-sd15", "preset": "standard",
+            "params": {"max_train_epochs": 3, "train_batch_size": 2}}
+    estimate = client.post("/api/v1/jobs/estimate", json=body, headers=alice).json()
+    # train samples 5 + 3×3 = 14; the reg image is cycled to 14 → 28 samples, all in the 64 px bucket: 14 batches of 2
+    assert (estimate["train_samples"], estimate["reg_samples"]) == (14, 14)
+    assert (estimate["steps_per_epoch"], estimate["total_steps"]) == (14, 42)
+    assert estimate["estimated_seconds"] > 0 and estimate["errors"] == []
+
+
+def test_job_with_bad_parameters_is_refused_with_every_problem_named(client, alice):
+    dataset = new_dataset(client, alice)
+    upload(client, alice, dataset, ("a.png", png_bytes(), "image/png"))
+    body = {"dataset_id": dataset, "base_model": "tiny-sd15", "preset": "standard",
+            "params": {"lr_scheduler": "constant", "lr_warmup_steps": 10, "netwrok_dim": 8, "output_dir": "/etc"}}
+    response = client.post("/api/v1/jobs", json=body, headers=alice)
+    assert response.status_code == 422
+    errors = {e["field"]: e["message"] for e in response.json()["detail"]["errors"]}
+    assert "output_dir" in errors and "set by the service" in errors["output_dir"]
+    assert 'did you mean "network_dim"' in errors["netwrok_dim"]
+    assert client.get("/api/v1/jobs", headers=alice).json() == []
+    body["params"] = {"lr_scheduler": "constant", "lr_warmup_steps": 10}
+    errors = client.post("/api/v1/jobs", json=body, headers=alice).json()["detail"]["errors"]
+    assert any(e["field"] == "lr_warmup_steps" for e in errors)
+    body.update(params={}, base_model="sd-nonexistent")
+    errors = client.post("/api/v1/jobs", json=body, headers=alice).json()["detail"]["errors"]
+    assert errors == [{"field": "base_model", "message": "unknown base model 'sd-nonexistent'"}]
+
+
+def test_scheduled_job_waits_for_tonight_and_cancel_ends_it(client, alice):
+    dataset = new_dataset(client, alice)
+    upload(client, alice, dataset, ("a.png", png_bytes(), "image/png"))
+    job = client.post("/api/v1/jobs", json={"dataset_id": dataset, "base_model": "tiny-sd15", "preset": "standard",
+                                            "start_after": "tonight"}, headers=alice).json()
+    assert job["status"] == "scheduled" and job["start_after"] and job["queue_position"] is None
+    canceled = client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=alice).json()
+    assert canceled["status"] == "canceled"
+    assert client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=alice).status_code == 409
+    retrained = client.post(f"/api/v1/jobs/{job['id']}/retrain", json={"params": {"network_dim": 8}}, headers=alice)
+    assert retrained.status_code == 201 and retrained.json()["params"]["network_dim"] == 8
+    assert retrained.json()["status"] == "queued" and retrained.json()["queue_position"] == 1
+
+
+def test_other_users_objects_are_not_found(client, alice):
+    dataset = new_dataset(client, alice)
+    image = upload(client, alice, dataset, ("a.png", png_bytes(), "image/png"))[0]["id"]
+    bob = register(client, "bob@example.com")
+    assert client.get(f"/api/v1/datasets/{dataset}", headers=bob).status_code == 404
+    assert client.patch(f"/api/v1/datasets/{dataset}/images/{image}", json={"tags": ["x"]},
+                        headers=bob).status_code == 404
+    assert client.delete(f"/api/v1/datasets/{dataset}", headers=bob).status_code == 404
+    assert upload(client, bob, dataset, ("b.png", png_bytes(), "image/png")) == {"detail": "dataset not found"}
+    assert client.post("/api/v1/jobs/estimate", json={"dataset_id": dataset, "base_model": "tiny-sd15"},
+                       headers=bob).status_code == 404
+
+
+def test_service_endpoints(client):
+    assert client.get("/api/v1/healthz").json() == {"status": "ok"}
+    assert "lorabake_jobs" in client.get("/api/v1/metrics").text
+    assert client.get("/api/v1/base-models").json()[0] == {"name": "tiny-sd15", "family": "sd15", "resolution": 64}
+    presets = client.get("/api/v1/presets").json()
+    assert len(presets) == 15 and presets[0]["params"]["network_dim"] > 0
+    assert client.get("/api/v1/files/u/x.png?exp=9999999999&name=x.png&sig=bad").status_code == 403
+    assert client.get("/api/v1/openapi.json").json()["info"]["title"] == "lorabake"

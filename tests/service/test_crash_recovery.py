@@ -1,0 +1,96 @@
+"""A worker killed mid-training: the reconciler marks the job interrupted, re-queues it, and a new worker resumes
+from the last stored epoch state."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from core.db import session_factory
+from core.models import Job, JobStatus, utcnow
+from core.queue import TRAIN_TASK, make_celery
+from core.settings import Settings
+from tests.service.conftest import LiveServer, WorkerProcess, fresh_postgres, png_bytes, register, wait_for
+from worker.reconcile import reconcile
+
+
+@pytest.fixture
+def setup(tmp_path, service_urls, tiny_sd15):
+    var = tmp_path / "var"
+    shutil.copytree(tiny_sd15, var / "models" / "tiny-sd15")
+    env = {"LORABAKE_VAR_DIR": str(var), "LORABAKE_DATABASE_URL": fresh_postgres(service_urls["postgres"]),
+           "LORABAKE_REDIS_URL": service_urls["redis"].rsplit("/", 1)[0] + "/6", "LORABAKE_HEARTBEAT_S": "0.5"}
+    import redis
+
+    redis.Redis.from_url(env["LORABAKE_REDIS_URL"]).flushdb()
+    settings = Settings(**{k.removeprefix("LORABAKE_").lower(): v for k, v in env.items()})
+    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client, settings, env, tmp_path
+
+
+def test_killed_worker_job_is_requeued_and_resumes_from_its_last_epoch(setup):
+    client, settings, env, tmp_path = setup
+    me = register(client, "crash@example.com")
+    dataset = client.post("/api/v1/datasets", json={"name": "d", "default_repeats": 16}, headers=me).json()
+    client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=me,
+                files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(8)])
+    job = client.post("/api/v1/jobs", headers=me, json={
+        "dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "standard", "name": "crash",
+        "params": {"max_train_epochs": 3, "sample_every_n_epochs": None}}).json()
+    first = WorkerProcess(env, tmp_path / "worker1.log").start()
+    try:
+        wait_for(lambda: client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=me).json(), 120,
+                 "epoch 1", interval=0.05, describe=first.log)
+    finally:
+        first.kill()
+    state = client.get(f"/api/v1/jobs/{job['id']}", headers=me).json()
+    assert state["status"] == "running", state  # nobody told the database: the worker just vanished
+
+    send = make_celery(settings)
+    assert reconcile(settings, lambda job_id: send.send_task(TRAIN_TASK, args=[job_id])).requeued == []
+    with session_factory(settings.db_url)() as session:  # make the heartbeat old instead of waiting minutes
+        session.execute(update(Job).where(Job.id == job["id"])
+                        .values(heartbeat_at=utcnow() - timedelta(seconds=settings.heartbeat_timeout_s + 1)))
+        session.commit()
+    repairs = reconcile(settings, lambda job_id: send.send_task(TRAIN_TASK, args=[job_id]))
+    assert repairs.requeued == [job["id"]]
+    assert client.get(f"/api/v1/jobs/{job['id']}", headers=me).json()["status"] == JobStatus.queued
+
+    second = WorkerProcess(env, tmp_path / "worker2.log").start()
+    try:
+        final = wait_for(lambda: (j := client.get(f"/api/v1/jobs/{job['id']}", headers=me).json())["status"]
+                         in ("succeeded", "failed") and j, 180, "the resumed job", describe=second.log)
+    finally:
+        second.stop()
+    assert final["status"] == "succeeded", final["error"]
+    assert final["attempt"] == 2
+    assert any(line.startswith("resumed at epoch") for line in final["log_tail"]), final["log_tail"]
+    epochs = client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=me).json()
+    assert [e["n"] for e in epochs] == [1, 2, 3]
+
+
+def test_lost_workers_stop_after_the_attempt_cap_and_due_schedules_start(setup):
+    client, settings, _, _ = setup
+    me = register(client, "cap@example.com")
+    dataset = client.post("/api/v1/datasets", json={"name": "d"}, headers=me).json()
+    client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=me,
+                files=[("files", ("a.png", png_bytes(), "image/png"))])
+    body = {"dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "standard"}
+    lost = client.post("/api/v1/jobs", json=body, headers=me).json()
+    later = client.post("/api/v1/jobs", json={**body, "start_after": "tonight"}, headers=me).json()
+    old = utcnow() - timedelta(hours=1)
+    with session_factory(settings.db_url)() as session:
+        session.execute(update(Job).where(Job.id == lost["id"]).values(
+            status=JobStatus.running, attempt=settings.max_attempts, heartbeat_at=old))
+        session.execute(update(Job).where(Job.id == later["id"]).values(start_after=old))
+        session.commit()
+    sent: list[str] = []
+    repairs = reconcile(settings, sent.append)
+    assert repairs.failed == [lost["id"]] and repairs.started == [later["id"]] and sent == [later["id"]]
+    failed = client.get(f"/api/v1/jobs/{lost['id']}", headers=me).json()
+    assert failed["status"] == "failed" and "lost 3 times" in failed["error"]
+    assert client.get(f"/api/v1/jobs/{later['id']}", headers=me).json()["status"] == "queued"
