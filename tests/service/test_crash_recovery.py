@@ -43,8 +43,11 @@ def test_killed_worker_job_is_requeued_and_resumes_from_its_last_epoch(setup):
         "params": {"max_train_epochs": 3, "sample_every_n_epochs": None}}).json()
     first = WorkerProcess(env, tmp_path / "worker1.log").start()
     try:
-        wait_for(lambda: client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=me).json(), 120,
-                 "epoch 1", interval=0.05, describe=first.log)
+        def state_stored() -> bool:
+            with session_factory(settings.db_url)() as session:
+                return session.get(Job, job["id"]).state_key is not None
+
+        wait_for(state_stored, 120, "epoch 1's resumable state", interval=0.05, describe=first.log)
     finally:
         first.kill()
     state = client.get(f"/api/v1/jobs/{job['id']}", headers=me).json()

@@ -1,0 +1,121 @@
+"""Service benchmarks on this machine, against the API under uvicorn (embedded settings, a separate process).
+
+1. Ingest: 1000 generated ~1-megapixel JPEGs uploaded through the API in requests of 25 files (target ≤ 60 s).
+   Reference in the same run: the same validation (decode, EXIF, re-encode, thumbnail) called in-process.
+2. Read endpoints: p50/p99 latency with 100 concurrent clients (target p99 ≤ 100 ms), next to /healthz as reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def make_jpegs(count: int, size: tuple[int, int] = (1152, 864)) -> list[bytes]:
+    rng = np.random.default_rng(0)
+    base = np.linspace(0, 255, size[0], dtype=np.float32)[None, :, None].repeat(size[1], 0).repeat(3, 2)
+    out = []
+    for i in range(count):
+        noise = rng.normal(0, 12, (size[1] // 8, size[0] // 8, 3)).repeat(8, 0).repeat(8, 1)
+        pixels = np.clip(base * ((i % 7) + 1) / 7 + noise, 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def start_api(var: Path, port: int) -> subprocess.Popen:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LORABAKE_")}, "LORABAKE_VAR_DIR": str(var)}
+    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port",
+                                str(port), "--log-level", "warning"], cwd=ROOT, env=env)
+    for _ in range(200):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v1/healthz").status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError("API did not start")
+
+
+async def latencies(url: str, path: str, headers: dict, clients: int, per_client: int) -> list[float]:
+    times: list[float] = []
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30,
+                                 limits=httpx.Limits(max_connections=clients)) as client:
+        async def one() -> None:
+            for _ in range(per_client):
+                start = time.perf_counter()
+                response = await client.get(path)
+                response.raise_for_status()
+                times.append(time.perf_counter() - start)
+
+        await asyncio.gather(*(one() for _ in range(clients)))
+    return times
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values) * 1000, q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--per-client", type=int, default=20)
+    args = parser.parse_args()
+    from api.uploads import clean_image
+
+    jpegs = make_jpegs(args.images)
+    megabytes = sum(map(len, jpegs)) / 1e6
+    start = time.perf_counter()
+    for blob in jpegs:
+        clean_image(blob, 40 * 2**20, 40_000_000)
+    reference = time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
+        port = 18000 + os.getpid() % 1000
+        api = start_api(Path(tmp), port)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            with httpx.Client(base_url=url, timeout=300) as client:
+                client.post("/api/v1/auth/register", json={"email": "b@e.co", "password": "benchmark pw"})
+                token = client.post("/api/v1/auth/login", data={"username": "b@e.co", "password": "benchmark pw"})
+                headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+                dataset = client.post("/api/v1/datasets", json={"name": "bench"}, headers=headers).json()["id"]
+                start = time.perf_counter()
+                accepted = 0
+                for first in range(0, len(jpegs), 25):
+                    files = [("files", (f"{i}.jpg", jpegs[i], "image/jpeg")) for i in range(first,
+                                                                                       min(first + 25, len(jpegs)))]
+                    results = client.post(f"/api/v1/datasets/{dataset}/images", files=files, headers=headers).json()
+                    accepted += sum(1 for r in results if r["id"])
+                ingest = time.perf_counter() - start
+            print(f"ingest: {accepted}/{len(jpegs)} JPEGs ({megabytes:.0f} MB) in {ingest:.1f} s "
+                  f"({accepted / ingest:.1f} images/s); in-process validation alone {reference:.1f} s "
+                  f"→ ratio {ingest / reference:.2f}")
+            for path in ("/api/v1/healthz", f"/api/v1/datasets/{dataset}", "/api/v1/datasets", "/api/v1/jobs"):
+                times = asyncio.run(latencies(url, path, headers, args.clients, args.per_client))
+                print(f"GET {path.replace(dataset, '{id}'):<28} {args.clients} clients × {args.per_client}: "
+                      f"p50 {percentile(times, 50):6.1f} ms  p99 {percentile(times, 99):6.1f} ms  "
+                      f"mean {statistics.mean(times) * 1000:6.1f} ms")
+        finally:
+            api.terminate()
+            api.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
