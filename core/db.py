@@ -27,10 +27,11 @@ def engine_for(url: str) -> Engine:
         def _sqlite_pragmas(conn, _record) -> None:  # noqa: ANN001 - DB-API connection
             cursor = conn.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
+        with engine.connect() as conn:  # WAL is stored in the file: set once, not on every connection
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=100)
 
