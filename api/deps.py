@@ -15,7 +15,7 @@ from api.security import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, token_hash
 from core.db import session_factory
 from core.models import ApiToken, Dataset, Job, User, utcnow
 from core.settings import Settings
-from core.storage import LocalStorage, S3Storage
+from core.storage import Storage
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -36,11 +36,11 @@ def get_db(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_db)]
 
 
-def get_storage(request: Request) -> LocalStorage | S3Storage:
+def get_storage(request: Request) -> Storage:
     return request.app.state.storage
 
 
-StorageDep = Annotated[LocalStorage | S3Storage, Depends(get_storage)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
 def _unauthorized(detail: str) -> HTTPException:

@@ -12,7 +12,7 @@ from api.routes import auth, datasets, epochs, images, jobs, models, system
 from core.db import migrate
 from core.queue import make_celery
 from core.settings import Settings, get_settings
-from core.storage import LocalStorage, S3Storage, storage_for
+from core.storage import S3Storage, storage_for
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 
@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         migrate(settings.db_url)
     app = FastAPI(title="lorabake", version="0.1.0", openapi_url="/api/v1/openapi.json", docs_url="/api/v1/docs")
     app.state.settings = settings
-    storage: LocalStorage | S3Storage = storage_for(settings)
+    storage = storage_for(settings)
     if isinstance(storage, S3Storage):
         storage.ensure_bucket()
     app.state.storage = storage

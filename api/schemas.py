@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
 TAG_MAX = 200
 
@@ -65,6 +65,11 @@ def _clean_tags(tags: list[str]) -> list[str]:
     return out
 
 
+Tags = Annotated[list[str], AfterValidator(_clean_tags)]
+# A LoRA name is also its file name and its `<lora:name:weight>` tag: no spaces, colons or slashes.
+LoraName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
 class CropBox(BaseModel):
     x: int = Field(ge=0)
     y: int = Field(ge=0)
@@ -73,14 +78,13 @@ class CropBox(BaseModel):
 
 
 class ImagePatch(BaseModel):
-    tags: list[str] | None = None
+    tags: Tags | None = None
     caption: str | None = Field(default=None, max_length=5000)
     repeats: int | None = Field(default=None, ge=1, le=1000)
     is_reg: bool | None = None
     crop: CropBox | None = None
     clear_crop: bool = False
 
-    _tags = field_validator("tags")(lambda cls, v: None if v is None else _clean_tags(v))
 
 
 class ImageOut(BaseModel):
@@ -109,18 +113,17 @@ class UploadResult(BaseModel):
 
 class TagBatch(BaseModel):
     action: Literal["add", "remove", "replace"]
-    tags: list[str] = Field(min_length=1)
+    tags: Tags = Field(min_length=1)
     position: Literal["start", "end"] = "end"
-    replace_with: list[str] = Field(default_factory=list)
+    replace_with: Tags = Field(default_factory=list)
     image_ids: list[str] | None = None
 
-    _tags = field_validator("tags", "replace_with")(lambda cls, v: _clean_tags(v))
 
 
 class JobIn(BaseModel):
     dataset_id: str
     base_model: str
-    name: str = Field(default="lora", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: LoraName = "lora"
     mode: Literal["basic", "pro"] = "basic"
     preset: str | None = "standard"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -132,7 +135,7 @@ class RetrainIn(BaseModel):
     """What to change for a retrain; `params` are merged over the old job's parameters."""
 
     base_model: str | None = None
-    name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: LoraName | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     sample_prompts: list[str] | None = Field(default=None, max_length=8)
     start_after: datetime | Literal["tonight"] | None = None
@@ -207,7 +210,7 @@ class GenerationOut(BaseModel):
 class PublishIn(BaseModel):
     job_id: str
     epoch: int = Field(ge=1)
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: LoraName
     trigger_words: list[str] = Field(default_factory=list)
     description: str = Field(default="", max_length=10000)
     visibility: Literal["private", "public"] = "private"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import warnings
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -41,18 +40,17 @@ def clean_image(raw: bytes, max_bytes: int, max_pixels: int) -> CleanImage:
     if fmt is None:
         raise RejectedUpload("not a PNG or JPEG image (checked from the file's content, not its name)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw))
-            if image.width * image.height > max_pixels:
-                raise RejectedUpload(f"image is {image.width}×{image.height}, more than {max_pixels:,} pixels "
-                                     "(a possible decompression bomb)")
-            image.load()
-    except RejectedUpload:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        image = Image.open(io.BytesIO(raw))  # reads the header only; the pixel count is checked before decoding
+    except Image.DecompressionBombError as exc:
         raise RejectedUpload("image has too many pixels (a possible decompression bomb)") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError) as exc:
+        raise RejectedUpload(f"damaged or unreadable {FORMAT_NAMES[fmt]} file ({exc})") from exc
+    if image.width * image.height > max_pixels:
+        raise RejectedUpload(f"image is {image.width}×{image.height}, more than {max_pixels:,} pixels "
+                             "(a possible decompression bomb)")
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
         raise RejectedUpload(f"damaged or unreadable {FORMAT_NAMES[fmt]} file ({exc})") from exc
     if min(image.size) < 64:
         raise RejectedUpload(f"image is {image.width}×{image.height}; both sides must be at least 64 pixels")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,19 +37,6 @@ def engine_for(url: str) -> Engine:
 @lru_cache(maxsize=8)
 def session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(engine_for(url), expire_on_commit=False)
-
-
-@contextmanager
-def session_scope(url: str) -> Iterator[Session]:
-    session = session_factory(url)()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def migrate(url: str) -> None:

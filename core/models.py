@@ -124,6 +124,10 @@ class Job(Base):
     epochs: Mapped[list[Epoch]] = relationship(back_populates="job", cascade="all, delete-orphan",
                                                order_by="Epoch.n")
 
+    def epoch_lora_name(self, n: int) -> str:
+        """Epoch n's file stem as sd-scripts names it, `{name}-{n:06d}`; `<lora:…>` tags may use it too."""
+        return f"{self.name}-{n:06d}"
+
 
 class Epoch(Base):
     __tablename__ = "epochs"

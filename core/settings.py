@@ -43,7 +43,6 @@ class Settings(BaseSettings):
     s3_addressing_style: Literal["path", "virtual", "auto"] = "path"
 
     secret_key: str = EMBEDDED_SECRET
-    public_url: str = "http://127.0.0.1:8000"
     session_days: int = 14
     cookie_secure: bool = False
     gpu_ids: str = ""
@@ -60,7 +59,6 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = 120.0
     max_attempts: int = 3
     off_peak_start_hour: int = Field(default=1, ge=0, le=23)
-    off_peak_end_hour: int = Field(default=6, ge=0, le=23)
     scratch_dir: Path | None = None
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import os
 import shutil
 import tempfile
@@ -46,11 +47,10 @@ class Storage(Protocol):
 class LocalStorage:
     """Files under a folder; links are HMAC-signed `/files/{key}` URLs served by the API."""
 
-    def __init__(self, root: Path, secret: str, base_url: str = "") -> None:
+    def __init__(self, root: Path, secret: str) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._secret = secret.encode()
-        self._base_url = base_url.rstrip("/")
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -72,8 +72,6 @@ class LocalStorage:
         return written
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> int:
-        import io
-
         return self.put_file(key, io.BytesIO(data), content_type)
 
     def iter_chunks(self, key: str) -> Iterator[bytes]:
@@ -111,11 +109,9 @@ class LocalStorage:
         return sorted(str(p.relative_to(self.root).as_posix()) for p in base.rglob("*") if p.is_file())
 
     def delete_prefix(self, prefix: str) -> int:
-        keys = self.list_keys(prefix)
-        for key in keys:
-            self.delete(key)
+        count = len(self.list_keys(prefix))
         shutil.rmtree(self.root / check_key(prefix.rstrip("/")), ignore_errors=True)
-        return len(keys)
+        return count
 
     def sign(self, key: str, expires: int, filename: str) -> str:
         message = f"{key}\n{expires}\n{filename}".encode()
@@ -130,7 +126,7 @@ class LocalStorage:
         expires = int(time.time()) + expires_s
         name = filename or PurePosixPath(key).name
         query = urlencode({"exp": expires, "name": name, "sig": self.sign(check_key(key), expires, name)})
-        return f"{self._base_url}/api/v1/files/{quote(key)}?{query}"
+        return f"/api/v1/files/{quote(key)}?{query}"
 
 
 class S3Storage:
@@ -222,10 +218,10 @@ class S3Storage:
         return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)
 
 
-def storage_for(settings: Settings) -> LocalStorage | S3Storage:
+def storage_for(settings: Settings) -> Storage:
     if settings.storage_backend == "s3":
         return S3Storage(settings)
-    return LocalStorage(settings.files_dir, settings.secret_key, "")
+    return LocalStorage(settings.files_dir, settings.secret_key)
 
 
 def sha256_of(path: Path) -> str:

@@ -1,7 +1,6 @@
 """Alembic environment: the URL comes from the caller (core.db.migrate) or LORABAKE_* settings."""
 
 from alembic import context
-from sqlalchemy import pool
 
 from core.db import engine_for
 from core.models import Base
@@ -25,12 +24,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = engine_for(_url()) if _url().startswith("sqlite") else None
-    if engine is None:
-        from sqlalchemy import create_engine
-
-        engine = create_engine(_url(), poolclass=pool.NullPool)
-    with engine.connect() as connection:
+    with engine_for(_url()).connect() as connection:
         context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()

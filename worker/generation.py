@@ -12,7 +12,7 @@ from core import keys
 from core.db import session_factory
 from core.models import Epoch, Generation, Job
 from core.settings import BaseModelEntry, Settings
-from core.storage import LocalStorage, S3Storage
+from core.storage import Storage
 
 
 def _base_model(entry: BaseModelEntry):  # noqa: ANN202 - trainer.models.BaseModel, imported lazily
@@ -27,7 +27,7 @@ def _load(location: str, family: str, v_parameterization: bool):  # noqa: ANN202
                            sdxl=family == "sdxl")
 
 
-def run_generation(settings: Settings, storage: LocalStorage | S3Storage, generation_id: str) -> str:
+def run_generation(settings: Settings, storage: Storage, generation_id: str) -> str:
     from trainer.generate import generate
     from trainer.prompts import PromptSpec, extract_lora_tags
 
@@ -49,7 +49,7 @@ def run_generation(settings: Settings, storage: LocalStorage | S3Storage, genera
         prompt = request["prompt"]
         if not extract_lora_tags(prompt)[1]:
             prompt = f"{prompt} <lora:{name}:{request['weight']}>"
-        loras = {name: lora_path, f"{name}-{generation.epoch_n:06d}": lora_path}
+        loras = {name: lora_path, job.epoch_lora_name(generation.epoch_n): lora_path}
         size = (request.get("width") or entry.resolution, request.get("height") or entry.resolution)
         spec = PromptSpec(prompt, request.get("negative", ""), size[0], size[1], None, 7.0, request["steps"])
         images = generate(_base_model(entry), spec, loras, seed=request["seed"], count=1, default_size=size,

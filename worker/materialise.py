@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image as PILImage
 
 from core.models import Dataset, Image
-from core.storage import LocalStorage, S3Storage
+from core.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def concept_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9 _-]+", "", text).strip() or "concept"
 
 
-def materialise(dataset: Dataset, images: list[Image], storage: LocalStorage | S3Storage, root: Path,
+def materialise(dataset: Dataset, images: list[Image], storage: Storage, root: Path,
                 concept: str) -> Materialised:
     train_dir, reg_dir = root / "train", root / "reg"
     name = concept_name(concept)

@@ -12,7 +12,7 @@ from core import keys
 from core.db import session_factory
 from core.jobs import heartbeat
 from core.models import Epoch, Job
-from core.storage import LocalStorage, S3Storage, sha256_of
+from core.storage import Storage, sha256_of
 from trainer.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
 
 LOG_LINES = 50
@@ -41,7 +41,7 @@ class Heartbeat(threading.Thread):
 
 
 class ServiceCallbacks(Callbacks):
-    def __init__(self, db_url: str, job: Job, storage: LocalStorage | S3Storage, beat: Heartbeat,
+    def __init__(self, db_url: str, job: Job, storage: Storage, beat: Heartbeat,
                  progress_every_s: float = 1.0) -> None:
         self.db_url, self.job_id, self.user_id = db_url, job.id, job.owner_id
         self.storage, self.beat = storage, beat

@@ -13,7 +13,7 @@ from core.db import session_factory
 from core.jobs import claim, transition
 from core.models import Dataset, Epoch, Image, Job, JobStatus, utcnow
 from core.settings import Settings
-from core.storage import LocalStorage, S3Storage
+from core.storage import Storage
 from worker.materialise import materialise
 from worker.runner import Heartbeat, ServiceCallbacks
 
@@ -33,13 +33,13 @@ def train_config_values(job: Job, settings: Settings, data_dir: Path, reg_dir: P
     return values
 
 
-def download_state(storage: LocalStorage | S3Storage, prefix: str, target: Path) -> Path:
+def download_state(storage: Storage, prefix: str, target: Path) -> Path:
     for key in storage.list_keys(prefix):
         storage.download_to(key, target / key.removeprefix(prefix))
     return target
 
 
-def run_training(settings: Settings, storage: LocalStorage | S3Storage, job_id: str, worker: str) -> str:
+def run_training(settings: Settings, storage: Storage, job_id: str, worker: str) -> str:
     """Returns the job's final status for this attempt, or "duplicate" when another worker has it."""
     from trainer.config import ConfigError, build_config
     from trainer.loop import train

@@ -6,6 +6,7 @@ from collections import Counter
 
 from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, OwnedDataset, SessionDep, StorageDep
 from api.schemas import DatasetIn, DatasetOut, DatasetPatch, TagBatch
@@ -19,7 +20,7 @@ def _out(dataset: Dataset, count: int) -> DatasetOut:
     return DatasetOut.model_validate(dataset).model_copy(update={"image_count": count})
 
 
-def _count(session: SessionDep, dataset_id: str) -> int:
+def image_count(session: Session, dataset_id: str) -> int:
     return int(session.scalar(select(func.count()).select_from(Image).where(Image.dataset_id == dataset_id)) or 0)
 
 
@@ -42,7 +43,7 @@ def list_datasets(user: CurrentUser, session: SessionDep) -> list[DatasetOut]:
 
 @router.get("/datasets/{dataset_id}")
 def get_dataset(dataset: OwnedDataset, session: SessionDep) -> DatasetOut:
-    return _out(dataset, _count(session, dataset.id))
+    return _out(dataset, image_count(session, dataset.id))
 
 
 @router.patch("/datasets/{dataset_id}")
@@ -51,7 +52,7 @@ def patch_dataset(body: DatasetPatch, dataset: OwnedDataset, session: SessionDep
         if value is not None:
             setattr(dataset, field, value)
     session.commit()
-    return _out(dataset, _count(session, dataset.id))
+    return _out(dataset, image_count(session, dataset.id))
 
 
 @router.delete("/datasets/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -10,7 +10,7 @@ from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, StorageDep
 from api.schemas import EpochOut, GenerateIn, GenerationOut
 from core.models import Epoch, Generation, Job
 from core.queue import GENERATE_TASK
-from core.storage import LocalStorage, S3Storage
+from core.storage import Storage
 from trainer.config import ConfigError
 from trainer.prompts import SAMPLER_ALIASES, extract_lora_tags
 
@@ -18,10 +18,10 @@ router = APIRouter(tags=["epochs"])
 
 
 def epoch_filename(job: Job, n: int) -> str:
-    return f"{job.name}-{n:06d}.safetensors"
+    return f"{job.epoch_lora_name(n)}.safetensors"
 
 
-def epoch_out(job: Job, epoch: Epoch, storage: LocalStorage | S3Storage, expires_s: int) -> EpochOut:
+def epoch_out(job: Job, epoch: Epoch, storage: Storage, expires_s: int) -> EpochOut:
     return EpochOut(n=epoch.n, loss=epoch.loss, size=epoch.size, sha256=epoch.sha256,
                     previews=[storage.signed_url(k, expires_s=expires_s) for k in epoch.previews],
                     download_url=storage.signed_url(epoch.file_key, epoch_filename(job, epoch.n), expires_s))
@@ -58,7 +58,7 @@ def generate(n: int, body: GenerateIn, job: OwnedJob, request: Request, user: Cu
         _, tags = extract_lora_tags(body.prompt)
     except ConfigError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(exc.messages)) from None
-    unknown = sorted({name for name, _ in tags} - {job.name, epoch_filename(job, n).removesuffix(".safetensors")})
+    unknown = sorted({name for name, _ in tags} - {job.name, job.epoch_lora_name(n)})
     if unknown:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             f"unknown LoRA name(s) {', '.join(unknown)}; this epoch is <lora:{job.name}:weight>")

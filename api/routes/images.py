@@ -5,19 +5,20 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Response, UploadFile, status
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from api.deps import OwnedDataset, SessionDep, SettingsDep, StorageDep
+from api.routes.datasets import image_count
 from api.schemas import ImageOut, ImagePatch, UploadResult
 from api.uploads import RejectedUpload, clean_image
 from core import keys
 from core.models import Dataset, Image, new_id
-from core.storage import LocalStorage, S3Storage
+from core.storage import Storage
 
 router = APIRouter(tags=["images"])
 
 
-def image_out(image: Image, storage: LocalStorage | S3Storage) -> ImageOut:
+def image_out(image: Image, storage: Storage) -> ImageOut:
     out = ImageOut.model_validate(image)
     return out.model_copy(update={"thumb_url": storage.signed_url(image.thumb_key),
                                   "url": storage.signed_url(image.storage_key, image.filename)})
@@ -43,7 +44,7 @@ def _store(upload: UploadFile, dataset: Dataset, session: SessionDep, storage: S
 def upload_images(files: Annotated[list[UploadFile], File(description="PNG or JPEG images")],
                   dataset: OwnedDataset, session: SessionDep, storage: StorageDep,
                   settings: SettingsDep) -> list[UploadResult]:
-    count = int(session.scalar(select(func.count()).select_from(Image).where(Image.dataset_id == dataset.id)) or 0)
+    count = image_count(session, dataset.id)
     results: list[UploadResult] = []
     for upload in files:
         name = upload.filename or "upload"

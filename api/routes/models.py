@@ -9,12 +9,12 @@ from api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep
 from api.routes.epochs import find_epoch
 from api.schemas import ModelOut, PublishIn
 from core.models import Epoch, Job, JobStatus, PublishedModel
-from core.storage import LocalStorage, S3Storage
+from core.storage import Storage
 
 router = APIRouter(tags=["models"])
 
 
-def model_out(model: PublishedModel, epoch: Epoch, storage: LocalStorage | S3Storage, expires_s: int) -> ModelOut:
+def model_out(model: PublishedModel, epoch: Epoch, storage: Storage, expires_s: int) -> ModelOut:
     return ModelOut(id=model.id, name=model.name, owner_id=model.owner_id, job_id=model.job_id, epoch=epoch.n,
                     trigger_words=model.trigger_words, description=model.description, visibility=model.visibility,
                     previews=[storage.signed_url(k, expires_s=expires_s) for k in epoch.previews],
