@@ -57,14 +57,12 @@ def get_current_user(request: Request, session: SessionDep, bearer: Annotated[st
                 raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token (X-CSRF-Token header)")
     if not token:
         raise _unauthorized("not signed in")
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(token)))
+    row = session.execute(select(User, ApiToken.id, ApiToken.expires_at).join(ApiToken, ApiToken.user_id == User.id)
+                          .where(ApiToken.token_hash == token_hash(token))).first()
     if row is None or (row.expires_at is not None and _aware(row.expires_at) < utcnow()):
         raise _unauthorized("invalid or expired token")
-    user = session.get(User, row.user_id)
-    if user is None:
-        raise _unauthorized("invalid token")
     request.state.token_id = row.id
-    return user
+    return row.User
 
 
 def _aware(value):  # noqa: ANN001, ANN202 - SQLite hands back naive datetimes

@@ -23,9 +23,14 @@ PLACEHOLDER_PATHS = {"pretrained_model_name_or_path": "base", "train_data_dir": 
                      "output_name": "lora"}
 
 
+EMPTY_PLAN = StepPlan(train_samples=0, reg_samples=0, batches_per_epoch=0, steps_per_epoch=0, epochs=0,
+                      total_steps=0, bucket_counts={})
+
+
 @dataclass
 class Assessment:
     values: dict[str, Any]
+    model: BaseModelEntry | None = None
     config: TrainConfig | None = None
     plan: StepPlan | None = None
     errors: list[dict[str, str]] = field(default_factory=list)
@@ -74,7 +79,7 @@ def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str
         errors.append({"field": key, "message": "is set by the service and cannot be chosen"})
     clean_params = {k: v for k, v in params.items() if k not in SERVICE_KEYS}
     values = job_values(model, mode, preset, clean_params)
-    result = Assessment(values, errors=errors)
+    result = Assessment(values, model, errors=errors)
     try:
         result.config = build_config({**values, **PLACEHOLDER_PATHS, "sample_prompts": sample_prompts or None})
     except ConfigError as exc:
@@ -100,8 +105,8 @@ def _config_error(message: str) -> dict[str, str]:
     return {"field": key, "message": text or message}
 
 
-def estimated_seconds(model: BaseModelEntry, plan: StepPlan | None, config: TrainConfig | None) -> float:
-    if plan is None or config is None:
+def estimated_seconds(result: Assessment) -> float:
+    if result.plan is None or result.config is None or result.model is None:
         return 0.0
-    images = plan.total_steps * config.train_batch_size * config.gradient_accumulation_steps
-    return round(images * model.seconds_per_image, 1)
+    images = result.plan.total_steps * result.config.train_batch_size * result.config.gradient_accumulation_steps
+    return round(images * result.model.seconds_per_image, 1)

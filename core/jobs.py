@@ -58,6 +58,12 @@ def stale_running(session: Session, timeout_s: float, now: datetime | None = Non
     return list(rows)
 
 
+def queue_positions(session: Session) -> dict[str, int]:
+    """Every queued job's 1-based place, in one query (for lists)."""
+    rows = session.scalars(select(Job.id).where(Job.status == JobStatus.queued).order_by(Job.queued_at, Job.id))
+    return {job_id: place for place, job_id in enumerate(rows, start=1)}
+
+
 def queue_position(session: Session, job: Job) -> int | None:
     """1-based place among queued jobs (oldest first); None when the job is not waiting."""
     if job.status != JobStatus.queued or job.queued_at is None:

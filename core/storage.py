@@ -30,6 +30,31 @@ def check_key(key: str) -> str:
     return key
 
 
+class ReadMeter:
+    """A read-only view of a binary stream that counts (and optionally hashes) what passes through, so an upload
+    needs one pass over the data. close() leaves the underlying stream to its owner."""
+
+    def __init__(self, source: BinaryIO, sha256: bool = False) -> None:
+        self._source = source
+        self.size = 0
+        self._digest = hashlib.sha256() if sha256 else None
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self._source.read(n)
+        self.size += len(chunk)
+        if self._digest is not None:
+            self._digest.update(chunk)
+        return chunk
+
+    def hexdigest(self) -> str:
+        if self._digest is None:
+            raise ValueError("this ReadMeter does not hash")
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        pass
+
+
 class Storage(Protocol):
     def put_file(self, key: str, source: BinaryIO, content_type: str = "application/octet-stream") -> int: ...
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> int: ...
@@ -158,8 +183,9 @@ class S3Storage:
             self.client.create_bucket(Bucket=self.bucket)
 
     def put_file(self, key: str, source: BinaryIO, content_type: str = "application/octet-stream") -> int:
-        self.client.upload_fileobj(source, self.bucket, check_key(key), ExtraArgs={"ContentType": content_type})
-        return self.size(key)  # s3transfer may close the source, so the size is asked of the server
+        meter = ReadMeter(source)  # s3transfer may close what it is given; the caller's stream stays open
+        self.client.upload_fileobj(meter, self.bucket, check_key(key), ExtraArgs={"ContentType": content_type})
+        return meter.size
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> int:
         self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data, ContentType=content_type)
@@ -222,11 +248,3 @@ def storage_for(settings: Settings) -> Storage:
     if settings.storage_backend == "s3":
         return S3Storage(settings)
     return LocalStorage(settings.files_dir, settings.secret_key)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

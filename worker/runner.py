@@ -12,7 +12,7 @@ from core import keys
 from core.db import session_factory
 from core.jobs import heartbeat
 from core.models import Epoch, Job
-from core.storage import Storage, sha256_of
+from core.storage import ReadMeter, Storage
 from trainer.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
 
 LOG_LINES = 50
@@ -60,8 +60,9 @@ class ServiceCallbacks(Callbacks):
         """Upload first, then the row: an epoch row always points at a stored file."""
         key = keys.epoch_file(self.user_id, self.job_id, saved.epoch, saved.path.suffix.lstrip("."))
         with saved.path.open("rb") as handle:
-            size = self.storage.put_file(key, handle)
-        digest = sha256_of(saved.path)
+            meter = ReadMeter(handle, sha256=True)
+            self.storage.put_file(key, meter)
+        size, digest = meter.size, meter.hexdigest()
         with session_factory(self.db_url)() as session:
             existing = session.scalar(select(Epoch).where(Epoch.job_id == self.job_id, Epoch.n == saved.epoch))
             if existing is None:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep
 from api.schemas import Estimate, JobIn, JobOut, RetrainIn
-from api.training import assess, estimated_seconds
+from api.training import EMPTY_PLAN, Assessment, assess, estimated_seconds
 from core import jobs as transitions
 from core.db import session_factory
 from core.models import FINISHED, Dataset, Image, Job, JobStatus, utcnow
@@ -33,7 +33,7 @@ def _dataset_for(body: JobIn, user_id: str, session: Session) -> tuple[Dataset, 
     return dataset, list(session.scalars(select(Image).where(Image.dataset_id == dataset.id)))
 
 
-def _assess(body: JobIn, user_id: str, session: Session, settings: Settings):  # noqa: ANN202
+def _assess(body: JobIn, user_id: str, session: Session, settings: Settings) -> Assessment:
     dataset, images = _dataset_for(body, user_id, session)
     return assess(settings.model_named(body.base_model), body.base_model, body.mode, body.preset, body.params,
                   dataset, images, body.sample_prompts)
@@ -42,15 +42,10 @@ def _assess(body: JobIn, user_id: str, session: Session, settings: Settings):  #
 @router.post("/jobs/estimate")
 def estimate(body: JobIn, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> Estimate:
     result = _assess(body, user.id, session, settings)
-    plan = result.plan
-    model = settings.model_named(body.base_model)
-    return Estimate(
-        steps_per_epoch=plan.steps_per_epoch if plan else 0, epochs=plan.epochs if plan else 0,
-        total_steps=plan.total_steps if plan else 0, train_samples=plan.train_samples if plan else 0,
-        reg_samples=plan.reg_samples if plan else 0,
-        estimated_seconds=estimated_seconds(model, plan, result.config) if model else 0.0,
-        warnings=result.warnings, errors=result.errors,
-    )
+    plan = result.plan or EMPTY_PLAN
+    return Estimate(steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs, total_steps=plan.total_steps,
+                    train_samples=plan.train_samples, reg_samples=plan.reg_samples,
+                    estimated_seconds=estimated_seconds(result), warnings=result.warnings, errors=result.errors)
 
 
 def next_off_peak(now: datetime, start_hour: int) -> datetime:
@@ -75,8 +70,7 @@ def _create(body: JobIn, user_id: str, session: Session, settings: Settings, req
               mode=body.mode, preset=body.preset, params=result.values, sample_prompts=body.sample_prompts,
               status=JobStatus.scheduled if scheduled else JobStatus.queued,
               start_after=start_after if scheduled else None, queued_at=None if scheduled else utcnow(),
-              total_steps=result.plan.total_steps if result.plan else 0,
-              epochs_total=result.plan.epochs if result.plan else 0)
+              total_steps=result.plan.total_steps, epochs_total=result.plan.epochs)
     session.add(job)
     session.commit()
     if not scheduled:
@@ -84,11 +78,11 @@ def _create(body: JobIn, user_id: str, session: Session, settings: Settings, req
     return job
 
 
-def job_out(job: Job, session: Session) -> JobOut:
+def job_out(job: Job, session: Session, positions: dict[str, int] | None = None) -> JobOut:
     out = JobOut.model_validate(job)
     progress = 1.0 if job.status == JobStatus.succeeded else (job.step / job.total_steps if job.total_steps else 0.0)
-    return out.model_copy(update={"progress": round(progress, 4),
-                                  "queue_position": transitions.queue_position(session, job)})
+    position = positions.get(job.id) if positions is not None else transitions.queue_position(session, job)
+    return out.model_copy(update={"progress": round(progress, 4), "queue_position": position})
 
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED)
@@ -100,7 +94,8 @@ def create_job(body: JobIn, request: Request, user: CurrentUser, session: Sessio
 @router.get("/jobs")
 def list_jobs(user: CurrentUser, session: SessionDep) -> list[JobOut]:
     rows = session.scalars(select(Job).where(Job.owner_id == user.id).order_by(Job.created_at.desc()))
-    return [job_out(job, session) for job in rows]
+    positions = transitions.queue_positions(session)
+    return [job_out(job, session, positions) for job in rows]
 
 
 @router.get("/jobs/{job_id}")
