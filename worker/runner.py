@@ -49,6 +49,7 @@ class ServiceCallbacks(Callbacks):
         self._last_progress = 0.0
         self._state_key: str | None = job.state_key
         self.logs: list[str] = list(job.log_tail)
+        self.saved_epochs: list[int] = []
 
     def on_progress(self, p: Progress) -> None:
         now = time.monotonic()
@@ -71,6 +72,7 @@ class ServiceCallbacks(Callbacks):
             else:  # a resumed attempt re-saved this epoch
                 existing.file_key, existing.size, existing.sha256, existing.loss = key, size, digest, saved.mean_loss
             session.commit()
+        self.saved_epochs.append(saved.epoch)
         self.on_log(f"epoch {saved.epoch} stored ({size / 1e6:.2f} MB)")
 
     def on_previews(self, previews: PreviewsReady) -> None:

@@ -67,9 +67,9 @@ def run_training(settings: Settings, storage: Storage, job_id: str, worker: str)
                 transition(session, job_id, JobStatus.running, JobStatus.canceled, finished_at=utcnow())
                 return JobStatus.canceled
             stored = set(session.scalars(select(Epoch.n).where(Epoch.job_id == job_id)))
-            last_epoch = cfg.max_train_epochs or max(stored, default=0)
-            if last_epoch not in stored:
-                raise RuntimeError(f"training ended but epoch {last_epoch} was not stored")
+            missing = sorted(set(callbacks.saved_epochs) - stored)
+            if result.final_path is None or missing:
+                raise RuntimeError(f"training ended but epochs {missing or 'final'} were not stored")
             transition(session, job_id, JobStatus.running, JobStatus.succeeded, finished_at=utcnow(),
                        step=result.steps)
             return JobStatus.succeeded

@@ -75,6 +75,28 @@ def s3_env(endpoint: str) -> dict[str, str]:
             "LORABAKE_S3_SECRET_KEY": "testing"}
 
 
+def settings_from_env(env: dict[str, str]):  # noqa: ANN201 - core.settings.Settings
+    from core.settings import Settings
+
+    return Settings(**{k.removeprefix("LORABAKE_").lower(): v for k, v in env.items()})
+
+
+def production_like_env(tmp_path: Path, service_urls: dict[str, str], tiny_model: Path, redis_db: int,
+                        **extra: str) -> dict[str, str]:
+    """LORABAKE_* for a worker and an API sharing a fresh PostgreSQL database, an emptied Redis db and the tiny
+    model; `extra` adds or overrides variables."""
+    import shutil
+
+    import redis
+
+    var = tmp_path / "var"
+    shutil.copytree(tiny_model, var / "models" / "tiny-sd15")
+    env = {"LORABAKE_VAR_DIR": str(var), "LORABAKE_DATABASE_URL": fresh_postgres(service_urls["postgres"]),
+           "LORABAKE_REDIS_URL": service_urls["redis"].rsplit("/", 1)[0] + f"/{redis_db}", **extra}
+    redis.Redis.from_url(env["LORABAKE_REDIS_URL"]).flushdb()
+    return env
+
+
 def png_bytes(size: tuple[int, int] = (96, 96), color: tuple[int, int, int] = (200, 30, 30), seed: int = 0,
               fmt: str = "PNG") -> bytes:
     """A small picture with a shape on it, different for each seed."""

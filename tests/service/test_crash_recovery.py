@@ -3,7 +3,6 @@ from the last stored epoch state."""
 
 from __future__ import annotations
 
-import shutil
 from datetime import timedelta
 
 import httpx
@@ -13,21 +12,22 @@ from sqlalchemy import update
 from core.db import session_factory
 from core.models import Job, JobStatus, utcnow
 from core.queue import TRAIN_TASK, make_celery
-from core.settings import Settings
-from tests.service.conftest import LiveServer, WorkerProcess, fresh_postgres, png_bytes, register, wait_for
+from tests.service.conftest import (
+    LiveServer,
+    WorkerProcess,
+    png_bytes,
+    production_like_env,
+    register,
+    settings_from_env,
+    wait_for,
+)
 from worker.reconcile import reconcile
 
 
 @pytest.fixture
 def setup(tmp_path, service_urls, tiny_sd15):
-    var = tmp_path / "var"
-    shutil.copytree(tiny_sd15, var / "models" / "tiny-sd15")
-    env = {"LORABAKE_VAR_DIR": str(var), "LORABAKE_DATABASE_URL": fresh_postgres(service_urls["postgres"]),
-           "LORABAKE_REDIS_URL": service_urls["redis"].rsplit("/", 1)[0] + "/6", "LORABAKE_HEARTBEAT_S": "0.5"}
-    import redis
-
-    redis.Redis.from_url(env["LORABAKE_REDIS_URL"]).flushdb()
-    settings = Settings(**{k.removeprefix("LORABAKE_").lower(): v for k, v in env.items()})
+    env = production_like_env(tmp_path, service_urls, tiny_sd15, 6, LORABAKE_HEARTBEAT_S="0.5")
+    settings = settings_from_env(env)
     with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         yield client, settings, env, tmp_path
 

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 
 import httpx
 import pytest
 
-from core.settings import Settings
-from tests.service.conftest import LiveServer, WorkerProcess, fresh_postgres, png_bytes, register, s3_env, wait_for
+from tests.service.conftest import (
+    LiveServer,
+    WorkerProcess,
+    png_bytes,
+    production_like_env,
+    register,
+    s3_env,
+    settings_from_env,
+    wait_for,
+)
 
 
 @pytest.fixture
 def stack(tmp_path, service_urls, s3_endpoint, tiny_sd15):
-    var = tmp_path / "var"
-    shutil.copytree(tiny_sd15, var / "models" / "tiny-sd15")
-    env = {"LORABAKE_VAR_DIR": str(var), "LORABAKE_DATABASE_URL": fresh_postgres(service_urls["postgres"]),
-           "LORABAKE_REDIS_URL": service_urls["redis"].rsplit("/", 1)[0] + "/5",
-           "LORABAKE_HEARTBEAT_S": "1", **s3_env(s3_endpoint)}
-    import redis
-
-    redis.Redis.from_url(env["LORABAKE_REDIS_URL"]).flushdb()
-    settings = Settings(**{k.removeprefix("LORABAKE_").lower(): v for k, v in env.items()})
+    env = production_like_env(tmp_path, service_urls, tiny_sd15, 5, LORABAKE_HEARTBEAT_S="1", **s3_env(s3_endpoint))
+    settings = settings_from_env(env)
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         yield client, worker

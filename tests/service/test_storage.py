@@ -8,14 +8,13 @@ import time
 import httpx
 import pytest
 
-from core.settings import Settings
 from core.storage import LocalStorage, S3Storage, StorageError
-from tests.service.conftest import s3_env
+from tests.service.conftest import s3_env, settings_from_env
 
 
 def s3_storage(endpoint: str) -> S3Storage:
     env = s3_env(endpoint)
-    backend = S3Storage(Settings(**{k.removeprefix("LORABAKE_").lower(): v for k, v in env.items()}))
+    backend = S3Storage(settings_from_env(env))
     backend.ensure_bucket()
     return backend
 
