@@ -35,8 +35,10 @@ def embedded(tmp_path, tiny_sd15):
     wait_for(up, 60, "the embedded service", describe=describe)
     with httpx.Client(base_url=url, timeout=30) as client:
         yield client, describe
-    os.killpg(process.pid, 15)
-    process.wait(timeout=30)
+    os.killpg(process.pid, 15)  # what Ctrl-C does to `make run`: the whole foreground group gets the signal
+    process.wait(timeout=45)
+    leftovers = subprocess.run(["pgrep", "-f", str(var)], capture_output=True, text=True).stdout.split()
+    assert leftovers == [], "the worker outlived `make run`"
 
 
 def test_embedded_service_trains_a_job_and_serves_its_file(embedded):
