@@ -33,7 +33,8 @@ test: setup
 	set -a && . ./$(VAR)/.services.env && set +a && $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 bench: setup
-	$(BIN)/python bench/train_step.py
+	$(BIN)/python -m bench.train_step
+	$(BIN)/python -m bench.service
 
 clean:
 	rm -rf $(VAR) $(VENV)

@@ -22,8 +22,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from bench.load import get_latencies
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def make_jpegs(count: int, size: tuple[int, int] = (1152, 864)) -> list[bytes]:
@@ -39,10 +40,10 @@ def make_jpegs(count: int, size: tuple[int, int] = (1152, 864)) -> list[bytes]:
     return out
 
 
-def start_api(var: Path, port: int) -> subprocess.Popen:
+def start_api(var: Path, port: int, workers: int) -> subprocess.Popen:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("LORABAKE_")}, "LORABAKE_VAR_DIR": str(var)}
     process = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port",
-                                str(port), "--log-level", "warning"], cwd=ROOT, env=env)
+                                str(port), "--workers", str(workers), "--log-level", "warning"], cwd=ROOT, env=env)
     for _ in range(200):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/api/v1/healthz").status_code == 200:
@@ -50,21 +51,6 @@ def start_api(var: Path, port: int) -> subprocess.Popen:
         except httpx.TransportError:
             time.sleep(0.1)
     raise RuntimeError("API did not start")
-
-
-async def latencies(url: str, path: str, headers: dict, clients: int, per_client: int) -> list[float]:
-    times: list[float] = []
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30,
-                                 limits=httpx.Limits(max_connections=clients)) as client:
-        async def one() -> None:
-            for _ in range(per_client):
-                start = time.perf_counter()
-                response = await client.get(path)
-                response.raise_for_status()
-                times.append(time.perf_counter() - start)
-
-        await asyncio.gather(*(one() for _ in range(clients)))
-    return times
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -76,6 +62,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--per-client", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     args = parser.parse_args()
     from api.uploads import clean_image
 
@@ -88,7 +75,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         port = 18000 + os.getpid() % 1000
-        api = start_api(Path(tmp), port)
+        api = start_api(Path(tmp), port, args.workers)
         url = f"http://127.0.0.1:{port}"
         try:
             with httpx.Client(base_url=url, timeout=300) as client:
@@ -108,7 +95,7 @@ def main() -> None:
                   f"({accepted / ingest:.1f} images/s); in-process validation alone {reference:.1f} s "
                   f"→ ratio {ingest / reference:.2f}")
             for path in ("/api/v1/healthz", f"/api/v1/datasets/{dataset}", "/api/v1/datasets", "/api/v1/jobs"):
-                times = asyncio.run(latencies(url, path, headers, args.clients, args.per_client))
+                times = asyncio.run(get_latencies(url, path, headers, args.clients, args.per_client))
                 print(f"GET {path.replace(dataset, '{id}'):<28} {args.clients} clients × {args.per_client}: "
                       f"p50 {percentile(times, 50):6.1f} ms  p99 {percentile(times, 99):6.1f} ms  "
                       f"mean {statistics.mean(times) * 1000:6.1f} ms")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -17,9 +16,11 @@ def engine_for(url: str) -> Engine:
     if url.startswith("sqlite"):
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        # No pool limit: a request holds its connection until its cleanup gets a worker thread, so a bounded pool
-        # smaller than the number of requests in flight can deadlock under load. SQLite connections are cheap.
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, poolclass=NullPool)
+        # Kept connections save the open + pragmas on every request. No hard limit (overflow -1): a request holds its
+        # connection until its cleanup gets a worker thread, so a bounded pool smaller than the number of requests in
+        # flight can deadlock under load.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=16,
+                               max_overflow=-1)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(conn, _record) -> None:  # noqa: ANN001 - DB-API connection
