@@ -170,8 +170,10 @@ class JobOut(BaseModel):
     progress: float = 0.0
     loss: float | None
     lr: float | None
-    eta_s: float | None
+    eta_s: float | None = Field(description="seconds until the job ends (running: measured; queued: estimated)")
+    estimated_s: float | None = Field(description="duration estimated at creation")
     queue_position: int | None = None
+    starts_in_s: float | None = Field(None, description="queued: estimated seconds until a worker takes it")
     start_after: datetime | None
     created_at: datetime
     started_at: datetime | None

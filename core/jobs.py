@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.models import Job, JobStatus, utcnow
@@ -58,16 +60,69 @@ def stale_running(session: Session, timeout_s: float, now: datetime | None = Non
     return list(rows)
 
 
-def queue_positions(session: Session) -> dict[str, int]:
-    """Every queued job's 1-based place, in one query (for lists)."""
-    rows = session.scalars(select(Job.id).where(Job.status == JobStatus.queued).order_by(Job.queued_at, Job.id))
-    return {job_id: place for place, job_id in enumerate(rows, start=1)}
+@dataclass(frozen=True)
+class QueueSlot:
+    """Where a queued job stands: its 1-based place and the estimated seconds until it starts and until it ends."""
+
+    position: int
+    starts_in_s: float | None
+    ends_in_s: float | None
 
 
-def queue_position(session: Session, job: Job) -> int | None:
-    """1-based place among queued jobs (oldest first); None when the job is not waiting."""
-    if job.status != JobStatus.queued or job.queued_at is None:
+def fair_order(session: Session) -> list[str]:
+    """Queued job ids in the order workers take them: round robin over owners, oldest first within an owner.
+
+    An owner's running jobs count as turns already taken, so one user's ten jobs cannot hold every GPU while another
+    user's single job waits behind them.
+    """
+    turns = Counter(session.scalars(select(Job.owner_id).where(Job.status == JobStatus.running)))
+    keyed: list[tuple[int, int, str]] = []
+    rows = session.execute(select(Job.id, Job.owner_id).where(Job.status == JobStatus.queued)
+                           .order_by(Job.queued_at, Job.id))
+    for arrival, (job_id, owner_id) in enumerate(rows):
+        keyed.append((turns[owner_id], arrival, job_id))
+        turns[owner_id] += 1
+    return [job_id for *_, job_id in sorted(keyed)]
+
+
+def claim_next(session: Session, worker: str) -> str | None:
+    """Claims the fairest queued job; None when nothing is queued (every job already has its worker)."""
+    for job_id in fair_order(session):
+        if claim(session, job_id, worker):
+            return job_id
+    return None
+
+
+def _remaining_s(job: Job) -> float | None:
+    if job.eta_s is not None:
+        return job.eta_s
+    if job.estimated_s is None:
         return None
-    ahead = session.scalar(select(func.count()).select_from(Job).where(
-        Job.status == JobStatus.queued, Job.queued_at < job.queued_at))
-    return int(ahead or 0) + 1
+    done = job.step / job.total_steps if job.total_steps else 0.0
+    return job.estimated_s * (1.0 - done)
+
+
+def queue_slots(session: Session) -> dict[str, QueueSlot]:
+    """Every queued job's place and ETA, simulating the queue on as many workers as are busy now (at least one).
+
+    A job whose duration is unknown makes the times of the jobs behind it unknown too; places stay exact.
+    """
+    running = session.scalars(select(Job).where(Job.status == JobStatus.running)).all()
+    free_at: list[float | None] = [_remaining_s(job) for job in running] or [0.0]
+    queued = {job.id: job for job in session.scalars(select(Job).where(Job.status == JobStatus.queued))}
+    slots: dict[str, QueueSlot] = {}
+    for position, job_id in enumerate(fair_order(session), start=1):
+        known = [t for t in free_at if t is not None]
+        start = min(known) if len(known) == len(free_at) else None
+        duration = queued[job_id].estimated_s
+        end = start + duration if start is not None and duration is not None else None
+        slots[job_id] = QueueSlot(position, start, end)
+        free_at[free_at.index(start) if start is not None else 0] = end
+    return slots
+
+
+def queue_slot(session: Session, job: Job) -> QueueSlot | None:
+    """The job's place in the queue; None when it is not waiting."""
+    if job.status != JobStatus.queued:
+        return None
+    return queue_slots(session).get(job.id)

@@ -110,6 +110,7 @@ class Job(Base):
     loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     lr: Mapped[float | None] = mapped_column(Float, nullable=True)
     eta_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    estimated_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     start_after: Mapped[datetime | None] = mapped_column(nullable=True)
     queued_at: Mapped[datetime | None] = mapped_column(nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from core.db import session_factory
+from core.events import notices_for
 from core.jobs import stale_running, transition
 from core.models import Job, JobStatus, utcnow
 from core.settings import Settings
@@ -40,4 +41,7 @@ def reconcile(settings: Settings, send_train: Callable[[str], None]) -> Repairs:
             if transition(session, job_id, JobStatus.scheduled, JobStatus.queued, queued_at=utcnow()):
                 send_train(job_id)
                 repairs.started.append(job_id)
+    notices = notices_for(settings.redis_url)
+    for job_id in repairs.requeued + repairs.failed + repairs.started:
+        notices.changed(job_id)
     return repairs

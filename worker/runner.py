@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 
 from core import keys
 from core.db import session_factory
+from core.events import JobNotices
 from core.jobs import heartbeat
 from core.models import Epoch, Job
 from core.storage import ReadMeter, Storage
@@ -21,9 +22,9 @@ LOG_LINES = 50
 class Heartbeat(threading.Thread):
     """Beats while the job runs, also through long phases without steps (loading, caching, previews)."""
 
-    def __init__(self, db_url: str, job_id: str, interval_s: float) -> None:
+    def __init__(self, db_url: str, job_id: str, interval_s: float, notices: JobNotices) -> None:
         super().__init__(daemon=True, name=f"heartbeat-{job_id}")
-        self.db_url, self.job_id, self.interval_s = db_url, job_id, interval_s
+        self.db_url, self.job_id, self.interval_s, self.notices = db_url, job_id, interval_s, notices
         self.cancel_requested = threading.Event()
         self._done = threading.Event()
 
@@ -35,6 +36,8 @@ class Heartbeat(threading.Thread):
         with session_factory(self.db_url)() as session:
             if heartbeat(session, self.job_id, **progress):
                 self.cancel_requested.set()
+        if progress:
+            self.notices.changed(self.job_id)
 
     def stop(self) -> None:
         self._done.set()
@@ -73,6 +76,7 @@ class ServiceCallbacks(Callbacks):
                 existing.file_key, existing.size, existing.sha256, existing.loss = key, size, digest, saved.mean_loss
             session.commit()
         self.saved_epochs.append(saved.epoch)
+        self.beat.notices.changed(self.job_id)
         self.on_log(f"epoch {saved.epoch} stored ({size / 1e6:.2f} MB)")
 
     def on_previews(self, previews: PreviewsReady) -> None:
@@ -88,6 +92,7 @@ class ServiceCallbacks(Callbacks):
             session.execute(update(Epoch).where(Epoch.job_id == self.job_id, Epoch.n == previews.epoch)
                             .values(previews=uploaded))
             session.commit()
+        self.beat.notices.changed(self.job_id)
 
     def on_state_saved(self, folder: Path, epoch: int) -> None:
         prefix = keys.state(self.user_id, self.job_id, f"epoch-{epoch:06d}")
@@ -106,6 +111,7 @@ class ServiceCallbacks(Callbacks):
         with session_factory(self.db_url)() as session:
             session.execute(update(Job).where(Job.id == self.job_id).values(log_tail=self.logs))
             session.commit()
+        self.beat.notices.changed(self.job_id)
 
     def should_stop(self) -> bool:
         return self.beat.cancel_requested.is_set()

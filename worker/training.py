@@ -10,7 +10,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from core.db import session_factory
-from core.jobs import claim, transition
+from core.events import notices_for
+from core.jobs import claim_next, transition
 from core.models import Dataset, Epoch, Image, Job, JobStatus, utcnow
 from core.settings import Settings
 from core.storage import Storage
@@ -39,21 +40,29 @@ def download_state(storage: Storage, prefix: str, target: Path) -> Path:
     return target
 
 
-def run_training(settings: Settings, storage: Storage, job_id: str, worker: str) -> str:
-    """Returns the job's final status for this attempt, or "duplicate" when another worker has it."""
+def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: str) -> str:
+    """Runs one attempt of the fairest queued job; returns its final status, or "idle" when nothing is queued.
+
+    A train message is a turn on a GPU rather than a claim on one job: it was sent when `trigger_id` was queued, but
+    the worker takes whichever queued job is next in the fair order. Every queued job has sent one message, so each
+    still gets its turn; messages left over (duplicate deliveries, canceled jobs) find nothing to do.
+    """
     from trainer.config import ConfigError, build_config
     from trainer.loop import train
 
     factory = session_factory(settings.db_url)
     with factory() as session:
-        if not claim(session, job_id, worker):
-            log.info("job %s: not queued any more (duplicate delivery); skipping", job_id)
-            return "duplicate"
+        job_id = claim_next(session, worker)
+        if job_id is None:
+            log.info("train message for job %s: nothing queued (duplicate delivery or canceled); skipping", trigger_id)
+            return "idle"
         job = session.get(Job, job_id)
         dataset = session.get(Dataset, job.dataset_id)
         images = list(session.scalars(select(Image).where(Image.dataset_id == dataset.id)))
     scratch = settings.scratch.resolve() / job_id / f"attempt-{job.attempt}"
-    beat = Heartbeat(settings.db_url, job_id, settings.heartbeat_s)
+    notices = notices_for(settings.redis_url)
+    notices.changed(job_id)
+    beat = Heartbeat(settings.db_url, job_id, settings.heartbeat_s, notices)
     beat.start()
     callbacks = ServiceCallbacks(settings.db_url, job, storage, beat)
     try:
@@ -80,6 +89,7 @@ def run_training(settings: Settings, storage: Storage, job_id: str, worker: str)
         return _fail(factory, job_id, f"{type(exc).__name__}: {exc}", callbacks)
     finally:
         beat.stop()
+        notices.changed(job_id)
         shutil.rmtree(scratch.parent, ignore_errors=True)
 
 

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep
+from api.live import job_stream
 from api.schemas import Estimate, JobIn, JobOut, RetrainIn
 from api.training import EMPTY_PLAN, Assessment, assess, estimated_seconds
 from core import jobs as transitions
-from core.db import session_factory
+from core.events import notices_for
 from core.models import FINISHED, Dataset, Image, Job, JobStatus, utcnow
 from core.queue import TRAIN_TASK
 from core.settings import Settings
@@ -70,7 +67,8 @@ def _create(body: JobIn, user_id: str, session: Session, settings: Settings, req
               mode=body.mode, preset=body.preset, params=result.values, sample_prompts=body.sample_prompts,
               status=JobStatus.scheduled if scheduled else JobStatus.queued,
               start_after=start_after if scheduled else None, queued_at=None if scheduled else utcnow(),
-              total_steps=result.plan.total_steps, epochs_total=result.plan.epochs)
+              total_steps=result.plan.total_steps, epochs_total=result.plan.epochs,
+              estimated_s=estimated_seconds(result) or None)
     session.add(job)
     session.commit()
     if not scheduled:
@@ -78,11 +76,14 @@ def _create(body: JobIn, user_id: str, session: Session, settings: Settings, req
     return job
 
 
-def job_out(job: Job, session: Session, positions: dict[str, int] | None = None) -> JobOut:
+def job_out(job: Job, session: Session, slots: dict[str, transitions.QueueSlot] | None = None) -> JobOut:
     out = JobOut.model_validate(job)
     progress = 1.0 if job.status == JobStatus.succeeded else (job.step / job.total_steps if job.total_steps else 0.0)
-    position = positions.get(job.id) if positions is not None else transitions.queue_position(session, job)
-    return out.model_copy(update={"progress": round(progress, 4), "queue_position": position})
+    update: dict[str, Any] = {"progress": round(progress, 4)}
+    slot = slots.get(job.id) if slots is not None else transitions.queue_slot(session, job)
+    if slot is not None:
+        update.update(queue_position=slot.position, starts_in_s=slot.starts_in_s, eta_s=slot.ends_in_s)
+    return out.model_copy(update=update)
 
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED)
@@ -94,8 +95,8 @@ def create_job(body: JobIn, request: Request, user: CurrentUser, session: Sessio
 @router.get("/jobs")
 def list_jobs(user: CurrentUser, session: SessionDep) -> list[JobOut]:
     rows = session.scalars(select(Job).where(Job.owner_id == user.id).order_by(Job.created_at.desc()))
-    positions = transitions.queue_positions(session)
-    return [job_out(job, session, positions) for job in rows]
+    slots = transitions.queue_slots(session)
+    return [job_out(job, session, slots) for job in rows]
 
 
 @router.get("/jobs/{job_id}")
@@ -104,11 +105,13 @@ def get_job(job: OwnedJob, session: SessionDep) -> JobOut:
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel_job(job: OwnedJob, session: SessionDep) -> JobOut:
+def cancel_job(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> JobOut:
     if job.status in FINISHED:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job already {job.status}")
     waiting = [JobStatus.draft, JobStatus.scheduled, JobStatus.queued, JobStatus.interrupted]
-    if not transitions.transition(session, job.id, waiting, JobStatus.canceled, finished_at=utcnow()):
+    if transitions.transition(session, job.id, waiting, JobStatus.canceled, finished_at=utcnow()):
+        notices_for(settings.redis_url).changed(job.id)
+    else:
         job.cancel_requested = True  # running: the worker stops at its next step and keeps finished epochs
         session.commit()
     session.refresh(job)
@@ -129,33 +132,9 @@ def retrain(job: OwnedJob, request: Request, user: CurrentUser, session: Session
     return job_out(_create(body, user.id, session, settings, request), session)
 
 
-def _snapshot(settings: Settings, job_id: str) -> dict[str, Any]:
-    with session_factory(settings.db_url)() as session:
-        job = session.get(Job, job_id)
-        return {"status": job.status, "step": job.step, "total_steps": job.total_steps, "loss": job.loss,
-                "lr": job.lr, "eta_s": job.eta_s, "epochs": [e.n for e in job.epochs], "error": job.error}
-
-
 @router.get("/jobs/{job_id}/events")
-async def job_events(job: OwnedJob, settings: SettingsDep, request: Request) -> StreamingResponse:
-    """Server-Sent Events: `progress`, `epoch` (one per new epoch), `status`; ends when the job is finished."""
-    interval = request.app.state.sse_interval_s
-
-    async def stream() -> AsyncIterator[str]:
-        last: dict[str, Any] = {}
-        while not await request.is_disconnected():
-            now = await run_in_threadpool(_snapshot, settings, job.id)
-            if now["step"] != last.get("step"):
-                progress = {k: now[k] for k in ("step", "total_steps", "loss", "lr", "eta_s")}
-                yield f"event: progress\ndata: {json.dumps(progress)}\n\n"
-            for n in now["epochs"]:
-                if n not in last.get("epochs", []):
-                    yield f"event: epoch\ndata: {json.dumps({'n': n})}\n\n"
-            if now["status"] != last.get("status"):
-                yield f"event: status\ndata: {json.dumps({'status': now['status'], 'error': now['error']})}\n\n"
-            last = now
-            if now["status"] in FINISHED:
-                return
-            await asyncio.sleep(interval)
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+async def job_events(job: OwnedJob, session: SessionDep, settings: SettingsDep, request: Request) -> StreamingResponse:
+    """Server-Sent Events: `progress`, `epoch`, `log` and `status` as they happen; the stream ends with the job."""
+    session.close()  # the stream may last hours: it must not hold a pooled connection
+    return StreamingResponse(job_stream(settings, job.id, request, request.app.state.sse_interval_s),
+                             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

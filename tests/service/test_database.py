@@ -14,14 +14,15 @@ from core.db import engine_for, migrate, session_factory
 from core.models import Base, Dataset, Job, JobStatus, User, utcnow
 
 
-def make_job(session, status: JobStatus = JobStatus.queued, **values) -> Job:
-    user = User(email=f"u{utcnow().timestamp()}@x.io", password_hash="h")
-    session.add(user)
-    session.flush()
-    dataset = Dataset(owner_id=user.id, name="d")
+def make_job(session, status: JobStatus = JobStatus.queued, owner: User | None = None, **values) -> Job:
+    if owner is None:
+        owner = User(email=f"u{utcnow().timestamp()}@x.io", password_hash="h")
+        session.add(owner)
+        session.flush()
+    dataset = Dataset(owner_id=owner.id, name="d")
     session.add(dataset)
     session.flush()
-    job = Job(owner_id=user.id, dataset_id=dataset.id, name="j", base_model="tiny", status=status,
+    job = Job(owner_id=owner.id, dataset_id=dataset.id, name="j", base_model="tiny", status=status,
               queued_at=utcnow(), **values)
     session.add(job)
     session.commit()
@@ -76,8 +77,41 @@ def test_queue_position_counts_older_queued_jobs(db_url):
     with session_factory(db_url)() as session:
         first = make_job(session)
         second = make_job(session)
-        assert jobs.queue_position(session, first) == 1
-        assert jobs.queue_position(session, second) == 2
-        jobs.claim(session, first.id, "w")
-        session.refresh(second)
-        assert jobs.queue_position(session, second) == 1
+        assert jobs.queue_slot(session, first).position == 1
+        assert jobs.queue_slot(session, second).position == 2
+        assert jobs.claim_next(session, "w") == first.id
+        session.refresh(first)
+        assert jobs.queue_slot(session, first) is None
+        assert jobs.queue_slot(session, second).position == 1
+
+
+def test_the_queue_takes_owners_in_turn_counting_their_running_jobs(db_url):
+    migrate(db_url)
+    with session_factory(db_url)() as session:
+        busy = make_job(session)
+        owner = session.get(User, busy.owner_id)
+        a1, a2, a3 = (make_job(session, owner=owner) for _ in range(3))
+        b1 = make_job(session)
+        assert jobs.fair_order(session) == [busy.id, b1.id, a1.id, a2.id, a3.id]
+        assert jobs.claim_next(session, "w") == busy.id
+        # busy's owner now has a running job: b1 goes first, then the owner's queued jobs oldest first
+        assert jobs.fair_order(session) == [b1.id, a1.id, a2.id, a3.id]
+        assert [jobs.claim_next(session, "w") for _ in range(5)] == [b1.id, a1.id, a2.id, a3.id, None]
+
+
+def test_queued_jobs_get_an_eta_from_the_jobs_ahead_of_them(db_url):
+    migrate(db_url)
+    with session_factory(db_url)() as session:
+        running = make_job(session, estimated_s=400.0)
+        jobs.claim_next(session, "w")
+        jobs.heartbeat(session, running.id, step=3, total_steps=4, eta_s=100.0)
+        first = make_job(session, estimated_s=50.0)
+        second = make_job(session, estimated_s=30.0)
+        slots = jobs.queue_slots(session)
+        assert slots[first.id] == jobs.QueueSlot(1, 100.0, 150.0)
+        assert slots[second.id] == jobs.QueueSlot(2, 150.0, 180.0)
+        unknown = make_job(session)  # no estimate: its own end and everything behind it is unknown
+        behind = make_job(session, estimated_s=10.0)
+        slots = jobs.queue_slots(session)
+        assert slots[unknown.id] == jobs.QueueSlot(3, 180.0, None)
+        assert slots[behind.id] == jobs.QueueSlot(4, None, None)

@@ -51,6 +51,10 @@ def test_embedded_service_trains_a_job_and_serves_its_file(embedded):
     job = client.post("/api/v1/jobs", headers=me, json={
         "dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "style", "name": "solo",
         "params": {"max_train_epochs": 1}}).json()
+    # Without Redis the event stream polls the database; it ends by itself when the job does
+    with client.stream("GET", f"/api/v1/jobs/{job['id']}/events", headers=me, timeout=180) as stream:
+        events = [line.removeprefix("event: ") for line in stream.iter_lines() if line.startswith("event: ")]
+    assert events.count("progress") >= 2 and "epoch" in events and events[-1] == "status"
     state = wait_for(lambda: (j := client.get(f"/api/v1/jobs/{job['id']}", headers=me).json())["status"]
                      in ("succeeded", "failed") and j, 180, "the job", describe=describe)
     assert state["status"] == "succeeded", state["error"]

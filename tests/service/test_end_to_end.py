@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import threading
 
 import httpx
 import pytest
@@ -27,6 +29,16 @@ def stack(tmp_path, service_urls, s3_endpoint, tiny_sd15):
     with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         yield client, worker
     worker.stop()
+
+
+def follow_events(client: httpx.Client, path: str, headers: dict[str, str], into: list[tuple[str, dict]]) -> None:
+    with httpx.Client(base_url=client.base_url, timeout=300) as own, own.stream("GET", path, headers=headers) as stream:
+        name = ""
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                into.append((name, json.loads(line.removeprefix("data: "))))
 
 
 def test_register_upload_train_publish_and_isolation(stack):
@@ -63,6 +75,10 @@ def test_register_upload_train_publish_and_isolation(stack):
     assert job.status_code == 201, job.text
     job = job.json()
     assert job["status"] == "queued" and job["total_steps"] == estimate["total_steps"]
+    assert job["queue_position"] == 1 and job["estimated_s"] > 0 and job["eta_s"] >= job["estimated_s"]
+    live: list[tuple[str, dict]] = []
+    listener = threading.Thread(target=follow_events, args=(client, f"/api/v1/jobs/{job['id']}/events", alice, live))
+    listener.start()
 
     def finished():
         state = client.get(f"/api/v1/jobs/{job['id']}", headers=alice).json()
@@ -82,8 +98,15 @@ def test_register_upload_train_publish_and_isolation(stack):
     assert hashlib.sha256(download.content).hexdigest() == epochs[1]["sha256"]
     assert len(download.content) == epochs[1]["size"]
 
-    events = client.get(f"/api/v1/jobs/{job['id']}/events", headers=alice).text
-    assert "event: epoch" in events and '"status": "succeeded"' in events
+    listener.join(timeout=30)
+    assert not listener.is_alive(), "the event stream did not end with the job"
+    # Redis notices push every change: many progress events, where a stream left to its 15 s keep-alive gets one or two
+    steps = [data["step"] for name, data in live if name == "progress"]
+    assert len(set(steps)) >= 3 and steps == sorted(steps) and steps[-1] == estimate["total_steps"], live
+    assert {(data["n"], data["previews"]) for name, data in live if name == "epoch"} >= {(1, 4), (2, 4)}
+    statuses = [data["status"] for name, data in live if name == "status"]
+    assert statuses[-1] == "succeeded" and "running" in statuses, statuses
+    assert any("epoch 2 stored" in line for name, data in live if name == "log" for line in data["lines"])
 
     generation = client.post(f"/api/v1/jobs/{job['id']}/epochs/2/generate",
                              json={"prompt": "sks, red circle <lora:shapes:0.8>", "steps": 3, "seed": 7},

@@ -1,0 +1,100 @@
+"""Server-Sent Events for one job: woken by Redis notices when there is a Redis, by polling the database otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
+
+from core.db import session_factory
+from core.events import channel
+from core.models import FINISHED, Job
+from core.settings import Settings
+
+KEEPALIVE_S = 15.0  # also the longest a lost notice can delay an update
+PROGRESS_KEYS = ("step", "total_steps", "loss", "lr", "eta_s")
+
+Waiter = Callable[[], Awaitable[bool]]
+
+
+def _snapshot(settings: Settings, job_id: str) -> dict[str, Any]:
+    with session_factory(settings.db_url)() as session:
+        job = session.get(Job, job_id)
+        return {"status": job.status, "step": job.step, "total_steps": job.total_steps, "loss": job.loss,
+                "lr": job.lr, "eta_s": job.eta_s, "error": job.error, "log_tail": list(job.log_tail),
+                "epochs": {e.n: len(e.previews) for e in job.epochs}}
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n"
+
+
+def changes(last: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The events that take a listener from snapshot `last` to `now` (`last` empty: everything so far)."""
+    events = []
+    if any(now[k] != last.get(k) for k in PROGRESS_KEYS):
+        events.append(_event("progress", {k: now[k] for k in PROGRESS_KEYS}))
+    seen_epochs = last.get("epochs", {})
+    for n, previews in now["epochs"].items():
+        if seen_epochs.get(n) != previews:
+            events.append(_event("epoch", {"n": n, "previews": previews}))
+    seen_log = last.get("log_tail", [])
+    if now["log_tail"] != seen_log:
+        # log_tail is a sliding window: send the lines after the last one this listener has
+        fresh = now["log_tail"]
+        if seen_log and seen_log[-1] in fresh:
+            fresh = fresh[len(fresh) - fresh[::-1].index(seen_log[-1]):]
+        events.append(_event("log", {"lines": fresh}))
+    if now["status"] != last.get("status"):
+        events.append(_event("status", {"status": now["status"], "error": now["error"]}))
+    return events
+
+
+@asynccontextmanager
+async def _redis_waiter(redis_url: str, job_id: str) -> AsyncIterator[Waiter]:
+    client = aioredis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(channel(job_id))
+
+    async def wait() -> bool:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=KEEPALIVE_S)
+        while message is not None and await pubsub.get_message(ignore_subscribe_messages=True, timeout=0):
+            pass  # a burst of notices needs one re-read
+        return message is not None
+
+    try:
+        yield wait
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+
+
+@asynccontextmanager
+async def _polling_waiter(interval_s: float) -> AsyncIterator[Waiter]:
+    async def wait() -> bool:
+        await asyncio.sleep(interval_s)
+        return True
+
+    yield wait
+
+
+async def job_stream(settings: Settings, job_id: str, request: Request, poll_s: float) -> AsyncIterator[str]:
+    """`progress`, `epoch` (per epoch, again when its previews arrive), `log`, `status`; ends with the job."""
+    waiter = _redis_waiter(settings.redis_url, job_id) if settings.redis_url else _polling_waiter(poll_s)
+    async with waiter as wait:  # subscribed before the first read, so no change falls in between
+        last: dict[str, Any] = {}
+        while True:
+            now = await run_in_threadpool(_snapshot, settings, job_id)
+            for event in changes(last, now):
+                yield event
+            last = now
+            if now["status"] in FINISHED or await request.is_disconnected():
+                return
+            if not await wait():
+                yield ": keep-alive\n\n"
