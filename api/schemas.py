@@ -180,6 +180,7 @@ class JobOut(BaseModel):
     finished_at: datetime | None
     error: str | None
     log_tail: list[str]
+    history: list[list[float]] = Field(description="[step, loss, lr] points, oldest first")
 
 
 class EpochOut(BaseModel):

@@ -40,13 +40,13 @@ def make_jpegs(count: int, size: tuple[int, int] = (1152, 864)) -> list[bytes]:
     return out
 
 
-def start_api(var: Path, port: int, workers: int) -> subprocess.Popen:
+def start_server(app: list[str], ready_path: str, var: Path, port: int, workers: int) -> subprocess.Popen:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("LORABAKE_")}, "LORABAKE_VAR_DIR": str(var)}
-    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port",
-                                str(port), "--workers", str(workers), "--log-level", "warning"], cwd=ROOT, env=env)
+    process = subprocess.Popen([sys.executable, "-m", "uvicorn", *app, "--port", str(port), "--workers",
+                                str(workers), "--log-level", "warning"], cwd=ROOT, env=env)
     for _ in range(200):
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v1/healthz").status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}{ready_path}").status_code == 200:
                 return process
         except httpx.TransportError:
             time.sleep(0.1)
@@ -75,7 +75,16 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         port = 18000 + os.getpid() % 1000
-        api = start_api(Path(tmp), port, args.workers)
+        bare = start_server(["bench.reference_app:app"], "/ping", Path(tmp), port + 1, args.workers)
+        try:
+            times = asyncio.run(get_latencies(f"http://127.0.0.1:{port + 1}", "/ping", {}, args.clients,
+                                              args.per_client))
+            floor = percentile(times, 99)
+            print(f"GET /ping, bare FastAPI app (reference): p50 {percentile(times, 50):6.1f} ms  p99 {floor:6.1f} ms")
+        finally:
+            bare.terminate()
+            bare.wait(timeout=30)
+        api = start_server(["api.main:create_app", "--factory"], "/api/v1/healthz", Path(tmp), port, args.workers)
         url = f"http://127.0.0.1:{port}"
         try:
             with httpx.Client(base_url=url, timeout=300) as client:
@@ -98,7 +107,8 @@ def main() -> None:
                 times = asyncio.run(get_latencies(url, path, headers, args.clients, args.per_client))
                 print(f"GET {path.replace(dataset, '{id}'):<28} {args.clients} clients × {args.per_client}: "
                       f"p50 {percentile(times, 50):6.1f} ms  p99 {percentile(times, 99):6.1f} ms  "
-                      f"mean {statistics.mean(times) * 1000:6.1f} ms")
+                      f"mean {statistics.mean(times) * 1000:6.1f} ms  p99 ratio to reference "
+                      f"{percentile(times, 99) / floor:4.1f}")
         finally:
             api.terminate()
             api.wait(timeout=30)

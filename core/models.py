@@ -121,6 +121,7 @@ class Job(Base):
     state_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     log_tail: Mapped[list[Any]] = mapped_column(default=list)
+    history: Mapped[list[Any]] = mapped_column(default=list)  # [step, loss, lr] points for the charts
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     epochs: Mapped[list[Epoch]] = relationship(back_populates="job", cascade="all, delete-orphan",
                                                order_by="Epoch.n")

@@ -17,6 +17,7 @@ from core.storage import ReadMeter, Storage
 from trainer.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
 
 LOG_LINES = 50
+HISTORY_POINTS = 600  # chart points kept per job; when full, every other one is dropped
 
 
 class Heartbeat(threading.Thread):
@@ -52,13 +53,18 @@ class ServiceCallbacks(Callbacks):
         self._last_progress = 0.0
         self._state_key: str | None = job.state_key
         self.logs: list[str] = list(job.log_tail)
+        self.history: list[list[float]] = list(job.history)
         self.saved_epochs: list[int] = []
 
     def on_progress(self, p: Progress) -> None:
         now = time.monotonic()
         if now - self._last_progress >= self.progress_every_s or p.step == p.total_steps:
             self._last_progress = now
-            self.beat.beat(step=p.step, total_steps=p.total_steps, loss=p.loss, lr=p.lr, eta_s=p.eta_seconds)
+            self.history = [point for point in self.history if point[0] < p.step] + [[p.step, p.loss, p.lr]]
+            if len(self.history) > HISTORY_POINTS:
+                self.history = self.history[::2]
+            self.beat.beat(step=p.step, total_steps=p.total_steps, loss=p.loss, lr=p.lr, eta_s=p.eta_seconds,
+                           history=self.history)
 
     def on_epoch_saved(self, saved: EpochSaved) -> None:
         """Upload first, then the row: an epoch row always points at a stored file."""

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from sqlalchemy import func, select, text
 
 from api.deps import SessionDep, SettingsDep, StorageDep
+from api.param_catalog import catalog
 from core.models import Job
 from core.storage import LocalStorage, StorageError
 from trainer.presets import FAMILIES, THEMES, preset_values
@@ -42,6 +43,12 @@ def base_models(settings: SettingsDep) -> list[dict[str, object]]:
 def presets() -> list[dict[str, object]]:
     return [{"theme": theme, "family": family, "params": preset_values(theme, family)}
             for theme in THEMES for family in FAMILIES]
+
+
+@router.get("/params")
+def params() -> list[dict[str, object]]:
+    """Every parameter of pro mode, grouped, with its type, bounds, default and what it really does."""
+    return catalog()
 
 
 @router.get("/files/{key:path}")

@@ -204,3 +204,16 @@ def test_service_endpoints(client):
     assert len(presets) == 15 and presets[0]["params"]["network_dim"] > 0
     assert client.get("/api/v1/files/u/x.png?exp=9999999999&name=x.png&sig=bad").status_code == 403
     assert client.get("/api/v1/openapi.json").json()["info"]["title"] == "lorabake"
+
+
+def test_pro_mode_catalog_offers_every_user_parameter_with_help_and_bounds(client):
+    from api.training import SERVICE_KEYS
+    from trainer.config import TrainConfig
+
+    groups = client.get("/api/v1/params").json()
+    params = {p["key"]: p for group in groups for p in group["params"]}
+    assert set(params) == set(TrainConfig.model_fields) - SERVICE_KEYS
+    assert all(p["help"] for p in params.values())
+    assert params["network_dim"]["minimum"] == 1 and params["network_dim"]["default"] == 4
+    assert "Prodigy" in params["optimizer_type"]["choices"]
+    assert "TAGS" in params["keep_tokens"]["help"].upper()

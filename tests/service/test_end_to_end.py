@@ -87,6 +87,7 @@ def test_register_upload_train_publish_and_isolation(stack):
     final = wait_for(finished, 240, "the job to finish", describe=worker.log)
     assert final["status"] == "succeeded", (final["error"], worker.log())
     assert final["progress"] == 1.0 and final["step"] == estimate["total_steps"]
+    assert final["history"][-1][0] == estimate["total_steps"] and len(final["history"]) >= 2
 
     epochs = client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=alice).json()
     assert [e["n"] for e in epochs] == [1, 2]
