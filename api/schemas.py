@@ -111,6 +111,13 @@ class UploadResult(BaseModel):
     error: str | None = None
 
 
+class CropRequest(BaseModel):
+    mode: Literal["center"] = "center"
+    width: int = Field(ge=64, le=4096, description="target width; only the aspect ratio decides the box")
+    height: int = Field(ge=64, le=4096)
+    image_ids: list[str] | None = None
+
+
 class TagBatch(BaseModel):
     action: Literal["add", "remove", "replace"]
     tags: Tags = Field(min_length=1)

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, OwnedDataset, SessionDep, StorageDep
-from api.schemas import DatasetIn, DatasetOut, DatasetPatch, TagBatch
+from api.schemas import CropRequest, DatasetIn, DatasetOut, DatasetPatch, TagBatch
 from core import keys
 from core.models import Dataset, Image, Job
 
@@ -91,16 +91,41 @@ def apply_tag_batch(tags: list[str], batch: TagBatch) -> list[str]:
     return out
 
 
+def selected_images(session: Session, dataset: Dataset, image_ids: list[str] | None) -> list[Image]:
+    """The dataset's images, or those of `image_ids` (404 naming any that are not in this dataset)."""
+    query = select(Image).where(Image.dataset_id == dataset.id)
+    if image_ids is not None:
+        query = query.where(Image.id.in_(image_ids))
+    images = list(session.scalars(query))
+    if image_ids is not None and len(images) != len(set(image_ids)):
+        found = {i.id for i in images}
+        missing = [i for i in image_ids if i not in found]
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"images not in this dataset: {', '.join(missing[:10])}")
+    return images
+
+
+def center_box(width: int, height: int, aspect_w: int, aspect_h: int) -> dict[str, int]:
+    """The largest box of the aspect aspect_w:aspect_h centred in a width × height image."""
+    if width * aspect_h > height * aspect_w:  # wider than the target: trim the sides
+        box_w, box_h = max(8, round(height * aspect_w / aspect_h)), height
+    else:
+        box_w, box_h = width, max(8, round(width * aspect_h / aspect_w))
+    return {"x": (width - box_w) // 2, "y": (height - box_h) // 2, "width": box_w, "height": box_h}
+
+
+@router.post("/datasets/{dataset_id}/crop")
+def crop_images(body: CropRequest, dataset: OwnedDataset, session: SessionDep) -> dict[str, int]:
+    """Stores a crop box per image (nothing is cut now: the box is applied when the dataset is materialised)."""
+    images = selected_images(session, dataset, body.image_ids)
+    for image in images:
+        image.crop = center_box(image.width, image.height, body.width, body.height)
+    session.commit()
+    return {"changed": len(images)}
+
+
 @router.post("/datasets/{dataset_id}/tags/batch")
 def batch_tags(body: TagBatch, dataset: OwnedDataset, session: SessionDep) -> dict[str, int]:
-    query = select(Image).where(Image.dataset_id == dataset.id)
-    if body.image_ids is not None:
-        query = query.where(Image.id.in_(body.image_ids))
-    images = list(session.scalars(query))
-    if body.image_ids is not None and len(images) != len(set(body.image_ids)):
-        found = {i.id for i in images}
-        missing = [i for i in body.image_ids if i not in found]
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"images not in this dataset: {', '.join(missing[:10])}")
+    images = selected_images(session, dataset, body.image_ids)
     changed = 0
     for image in images:
         new = apply_tag_batch(list(image.tags), body)

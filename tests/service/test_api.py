@@ -217,3 +217,21 @@ def test_pro_mode_catalog_offers_every_user_parameter_with_help_and_bounds(clien
     assert params["network_dim"]["minimum"] == 1 and params["network_dim"]["default"] == 4
     assert "Prodigy" in params["optimizer_type"]["choices"]
     assert "TAGS" in params["keep_tokens"]["help"].upper()
+
+
+def test_center_crop_stores_the_largest_centred_box_of_the_chosen_aspect(client, alice):
+    dataset = client.post("/api/v1/datasets", json={"name": "c"}, headers=alice).json()
+    files = [("files", ("wide.png", png_bytes(size=(200, 100)), "image/png")),
+             ("files", ("tall.png", png_bytes(size=(100, 300)), "image/png"))]
+    wide, tall = (r["id"] for r in client.post(f"/api/v1/datasets/{dataset['id']}/images", files=files,
+                                               headers=alice).json())
+    url = f"/api/v1/datasets/{dataset['id']}/crop"
+    assert client.post(url, json={"width": 512, "height": 512}, headers=alice).json() == {"changed": 2}
+    crops = {i["id"]: i["crop"] for i in client.get(f"/api/v1/datasets/{dataset['id']}/images", headers=alice).json()}
+    assert crops[wide] == {"x": 50, "y": 0, "width": 100, "height": 100}
+    assert crops[tall] == {"x": 0, "y": 100, "width": 100, "height": 100}
+    portrait = {"width": 512, "height": 768, "image_ids": [wide]}
+    assert client.post(url, json=portrait, headers=alice).json() == {"changed": 1}
+    crop = client.get(f"/api/v1/datasets/{dataset['id']}/images/{wide}", headers=alice).json()["crop"]
+    assert crop == {"x": 66, "y": 0, "width": 67, "height": 100}
+    assert client.post(url, json={**portrait, "image_ids": ["nope"]}, headers=alice).status_code == 404
