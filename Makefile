@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 VAR := var
 
-.PHONY: setup run services test lint bench clean
+.PHONY: setup run services browser test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,7 +26,11 @@ run: setup $(VAR)/models/tiny-sd15/model_index.json
 services:
 	./scripts/services.sh > $(VAR)/.services.env
 
-test: setup
+# The browser tests drive Debian's chromium through Playwright (never a Playwright browser download).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: setup browser
 	mkdir -p $(VAR)
 	./scripts/services.sh > $(VAR)/.services.env
 	$(BIN)/ruff check trainer core api worker migrations scripts tests bench

@@ -198,3 +198,43 @@ def tiny_sd15(tmp_path_factory) -> Path:
     from trainer.tiny import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("base") / "tiny-sd15", "sd15")
+
+
+class EmbeddedStack:
+    """`make run`'s stack (scripts/run_embedded.py: SQLite, no servers, one worker) on a free port."""
+
+    def __init__(self, tmp_path: Path, tiny_model: Path) -> None:
+        import shutil
+
+        self.var = tmp_path / "var"
+        shutil.copytree(tiny_model, self.var / "models" / "tiny-sd15")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / "run.log"
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> EmbeddedStack:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LORABAKE_")}
+        env.update(LORABAKE_VAR_DIR=str(self.var), LORABAKE_PORT=str(self.port), LORABAKE_HEARTBEAT_S="1")
+        self.process = subprocess.Popen([sys.executable, "scripts/run_embedded.py"], cwd=ROOT, env=env,
+                                        stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{self.url}/api/v1/healthz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(up, 60, "the embedded service", describe=self.log)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)  # as Ctrl-C reaches `make run`'s whole foreground group
+        self.process.wait(timeout=45)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def leftovers(self) -> list[str]:
+        return subprocess.run(["pgrep", "-f", str(self.var)], capture_output=True, text=True).stdout.split()

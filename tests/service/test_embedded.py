@@ -2,43 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 
 import httpx
 import pytest
 
-from tests.service.conftest import ROOT, free_port, png_bytes, register, wait_for
+from tests.service.conftest import EmbeddedStack, png_bytes, register, wait_for
 
 
 @pytest.fixture
 def embedded(tmp_path, tiny_sd15):
-    var = tmp_path / "var"
-    shutil.copytree(tiny_sd15, var / "models" / "tiny-sd15")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LORABAKE_")}
-    env.update(LORABAKE_VAR_DIR=str(var), LORABAKE_PORT=str(port), LORABAKE_HEARTBEAT_S="1")
-    log = (tmp_path / "run.log").open("wb")
-    process = subprocess.Popen([sys.executable, "scripts/run_embedded.py"], cwd=ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return httpx.get(f"{url}/api/v1/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    describe = lambda: (tmp_path / "run.log").read_text(errors="replace")[-4000:]  # noqa: E731
-    wait_for(up, 60, "the embedded service", describe=describe)
-    with httpx.Client(base_url=url, timeout=30) as client:
-        yield client, describe
-    os.killpg(process.pid, 15)  # what Ctrl-C does to `make run`: the whole foreground group gets the signal
-    process.wait(timeout=45)
-    leftovers = subprocess.run(["pgrep", "-f", str(var)], capture_output=True, text=True).stdout.split()
-    assert leftovers == [], "the worker outlived `make run`"
+    with EmbeddedStack(tmp_path, tiny_sd15) as stack, httpx.Client(base_url=stack.url, timeout=30) as client:
+        yield client, stack.log
+    assert stack.leftovers() == [], "the worker outlived `make run`"
 
 
 def test_embedded_service_trains_a_job_and_serves_its_file(embedded):

@@ -1,0 +1,117 @@
+"""The web workbench in real Chromium (Debian's, driven by Playwright) against `make run`'s embedded stack."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.service.conftest import ROOT, EmbeddedStack, png_bytes
+
+SCREENSHOTS = ROOT / "tests" / "_artifacts" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def browser_page(tmp_path, tiny_sd15):
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install chromium)")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with EmbeddedStack(tmp_path, tiny_sd15) as stack, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        context = browser.new_context(base_url=stack.url, viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(30_000)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        yield page, stack
+        browser.close()
+        assert errors == [], f"JavaScript errors on the pages: {errors}"
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
+    from playwright.sync_api import expect
+
+    page, stack = browser_page
+    page.goto("/")
+    expect(page.get_by_role("heading", name="Sign in to lorabake")).to_be_visible()
+    page.get_by_label("Email").fill("painter@example.com")
+    page.get_by_label("Password").fill("a long enough password")
+    shot(page, "01-sign-in")
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_role("heading", name="Datasets")).to_be_visible()
+
+    page.get_by_label("New dataset name").fill("circles")
+    page.get_by_role("button", name="Create dataset").click()
+    expect(page.get_by_role("heading", name="circles")).to_be_visible()
+    shot(page, "02-datasets-new")
+
+    files = [{"name": f"circle{i}.png", "mimeType": "image/png", "buffer": png_bytes(seed=i)} for i in range(8)]
+    files.insert(3, {"name": "notes.png", "mimeType": "image/png", "buffer": b"plain text, not a picture"})
+    page.locator("#picker").set_input_files(files)
+    expect(page.get_by_role("status").filter(has_text="8 of 9 added")).to_be_visible()
+    expect(page.get_by_role("list", name="Uploaded files").get_by_text(re.compile("notes.png: .*not a PNG or JPEG"))
+           ).to_be_visible()
+    expect(page.get_by_role("listbox", name="Images").get_by_role("option")).to_have_count(8)
+    shot(page, "03-workbench-uploaded")
+
+    page.get_by_label("Tags (comma-separated)").fill("sks")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_text("8 of 8 images changed")).to_be_visible()
+    tag_list = page.locator(".freq")
+    expect(tag_list.get_by_role("button", name=re.compile(r"sks\s*8"))).to_be_visible()
+    page.get_by_role("button", name="Center crop").click()
+    expect(page.locator(".tile .crop")).to_have_count(8)
+    shot(page, "04-workbench-tagged")
+
+    page.get_by_role("link", name=re.compile("Train a LoRA")).click()
+    expect(page.get_by_role("heading", name="Train on circles")).to_be_visible()
+    page.get_by_label("LoRA name").fill("circles")
+    page.get_by_role("radio", name="standard").check()
+    page.get_by_label("Repeats per image").fill("1")
+    page.get_by_label("Epochs", exact=True).fill("2")
+    page.get_by_label("Preview prompt").fill("sks, red circle --s 4 --d 1")
+    expect(page.get_by_role("status").filter(has_text=re.compile(r"\d+ steps .* 2 epochs"))).to_be_visible()
+    shot(page, "05-train-form")
+    page.get_by_role("button", name="Start now").click()
+
+    expect(page.get_by_role("heading", name="circles")).to_be_visible()
+    progress = page.get_by_role("progressbar", name="Training progress")
+    expect(progress).to_have_attribute("value", "1", timeout=240_000)
+    expect(page.get_by_role("status").filter(has_text="succeeded")).to_be_visible(timeout=60_000)
+    cards = page.get_by_role("region", name=re.compile(r"Epoch \d"))
+    expect(cards).to_have_count(2)
+    for n in (1, 2):
+        expect(page.get_by_role("region", name=f"Epoch {n}").get_by_role("img")).to_have_count(4)
+    expect(page.locator("svg.chart polyline")).to_have_count(2)
+    shot(page, "06-job-finished")
+
+    test_form = page.get_by_role("form", name="Test an epoch")
+    test_form.get_by_label("LoRA weight").fill("0.6")
+    expect(test_form.get_by_label(re.compile("Prompt"))).to_have_value(re.compile("<lora:circles:0.6>"))
+    test_form.get_by_role("button", name="Generate").click()
+    expect(test_form.get_by_role("img", name=re.compile("test image of epoch 2"))).to_be_visible(timeout=120_000)
+    shot(page, "07-test-generation")
+
+    page.get_by_role("region", name="Epoch 2").get_by_role("link", name="Publish").click()
+    page.get_by_label("Trigger words").fill("sks")
+    page.get_by_label("Visibility").select_option("public")
+    shot(page, "08-publish")
+    page.get_by_role("button", name="Publish").click()
+    expect(page.locator("code.snippet")).to_have_text("<lora:circles:0.8>")
+    download = page.get_by_role("link", name="Download circles.safetensors")
+    response = page.request.get(download.get_attribute("href"))
+    assert response.status == 200 and response.body()[8:9] == b"{"  # safetensors: header length, then JSON
+    shot(page, "09-model-page")
+
+    page.get_by_role("link", name="Models").click()
+    expect(page.get_by_role("link", name="circles")).to_be_visible()
+    shot(page, "10-models-list")

@@ -1,0 +1,68 @@
+// The one way pages talk to /api/v1: cookie session, CSRF header, errors turned into words.
+
+export class ApiError extends Error {
+  constructor(status, message, fields) {
+    super(message);
+    this.status = status;
+    this.fields = fields; // {field: message} for 422 answers
+  }
+}
+
+function cookie(name) {
+  const found = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
+  return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
+}
+
+export function describe(status, detail) {
+  if (typeof detail === "string") return { message: detail, fields: {} };
+  if (detail && Array.isArray(detail.errors)) {
+    const fields = {};
+    for (const e of detail.errors) fields[e.field] = e.message;
+    const list = detail.errors.map((e) => (e.field ? `${e.field}: ${e.message}` : e.message)).join("; ");
+    return { message: `${detail.message || "the request has problems"}: ${list}`, fields };
+  }
+  return { message: `the server answered ${status}`, fields: {} };
+}
+
+export async function api(method, path, body, { form = false } = {}) {
+  const headers = { "X-CSRF-Token": cookie("lorabake_csrf") };
+  let payload;
+  if (form) payload = body;
+  else if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    payload = JSON.stringify(body);
+  }
+  const response = await fetch("/api/v1" + path, { method, headers, body: payload, credentials: "same-origin" });
+  if (response.status === 204) return null;
+  const data = await response.json().catch(() => null);
+  if (!response.ok) {
+    const { message, fields } = describe(response.status, data && data.detail);
+    throw new ApiError(response.status, message, fields);
+  }
+  return data;
+}
+
+export const get = (path) => api("GET", path);
+export const post = (path, body) => api("POST", path, body);
+export const patch = (path, body) => api("PATCH", path, body);
+export const del = (path) => api("DELETE", path);
+
+// Multipart upload with upload progress (fetch cannot report it): resolves to the per-file results.
+export function upload(path, files, onProgress) {
+  return new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    const body = new FormData();
+    for (const file of files) body.append("files", file, file.name);
+    request.open("POST", "/api/v1" + path);
+    request.setRequestHeader("X-CSRF-Token", cookie("lorabake_csrf"));
+    request.upload.onprogress = (e) => e.lengthComputable && onProgress(e.loaded, e.total);
+    request.onload = () => {
+      let data = null;
+      try { data = JSON.parse(request.responseText); } catch { /* not JSON */ }
+      if (request.status >= 200 && request.status < 300) resolve(data);
+      else reject(new ApiError(request.status, describe(request.status, data && data.detail).message, {}));
+    };
+    request.onerror = () => reject(new ApiError(0, "the upload was cut off (network error)", {}));
+    request.send(body);
+  });
+}

@@ -1,0 +1,53 @@
+// Hash router: each page module renders into <main> and may return a cleanup function.
+import { ApiError, get, post } from "./api.js";
+import { accountPage } from "./pages/account.js";
+import { datasetsPage } from "./pages/datasets.js";
+import { workbenchPage } from "./pages/workbench.js";
+import { trainPage } from "./pages/train.js";
+import { jobsPage, jobPage } from "./pages/jobs.js";
+import { modelsPage, modelPage, publishPage } from "./pages/models.js";
+import { mount, h } from "./dom.js";
+
+const routes = [
+  [/^#\/sign-in$/, () => accountPage()],
+  [/^#\/datasets$/, () => datasetsPage()],
+  [/^#\/datasets\/(\w+)$/, (id) => workbenchPage(id)],
+  [/^#\/datasets\/(\w+)\/train$/, (id) => trainPage({ datasetId: id })],
+  [/^#\/jobs$/, () => jobsPage()],
+  [/^#\/jobs\/(\w+)$/, (id) => jobPage(id)],
+  [/^#\/jobs\/(\w+)\/retrain$/, (id) => trainPage({ fromJob: id })],
+  [/^#\/jobs\/(\w+)\/publish\/(\d+)$/, (id, n) => publishPage(id, Number(n))],
+  [/^#\/models$/, () => modelsPage()],
+  [/^#\/models\/(\w+)$/, (id) => modelPage(id)],
+];
+
+let cleanup = null;
+
+async function route() {
+  if (cleanup) cleanup();
+  cleanup = null;
+  const hash = location.hash || "#/datasets";
+  const signedIn = await get("/me").then(() => true, () => false);
+  document.getElementById("nav").hidden = !signedIn;
+  if (!signedIn && hash !== "#/sign-in") { location.hash = "#/sign-in"; return; }
+  for (const [pattern, render] of routes) {
+    const match = hash.match(pattern);
+    if (!match) continue;
+    try {
+      cleanup = (await render(...match.slice(1))) || null;
+    } catch (error) {
+      const message = error instanceof ApiError ? error.message : String(error);
+      mount(h("h1", {}, "Something went wrong"), h("p", { class: "error", role: "alert" }, message));
+    }
+    document.getElementById("main").focus();
+    return;
+  }
+  mount(h("h1", {}, "Page not found"), h("a", { href: "#/datasets" }, "Back to the datasets"));
+}
+
+document.getElementById("sign-out").addEventListener("click", async () => {
+  await post("/auth/logout").catch(() => null);
+  location.hash = "#/sign-in";
+});
+window.addEventListener("hashchange", route);
+route();

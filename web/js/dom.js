@@ -1,0 +1,57 @@
+// A small element builder and the helpers every page shares.
+
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "class") el.className = value;
+    else if (key === "style") el.setAttribute("style", value);
+    else if (key in el && typeof value !== "string") el[key] = value;
+    else el.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+export function mount(...children) {
+  const main = document.getElementById("main");
+  main.replaceChildren(...children);
+  return main;
+}
+
+// Shows an API error next to what caused it: fields by name inside `form`, the rest in `box`.
+export function showErrors(form, box, error) {
+  for (const old of form.querySelectorAll(".field-error")) old.remove();
+  const fields = (error && error.fields) || {};
+  const unplaced = [];
+  for (const [field, message] of Object.entries(fields)) {
+    const named = [...form.querySelectorAll(`[name="${CSS.escape(field)}"]`)];
+    const input = named.find((el) => el.offsetParent !== null) || named[0]; // the one on show
+    if (input) input.closest(".field, label").append(h("span", { class: "error field-error", role: "alert" }, message));
+    else unplaced.push(field ? `${field}: ${message}` : message);
+  }
+  box.textContent = unplaced.length || !Object.keys(fields).length ? (unplaced.join("; ") || error.message) : "";
+}
+
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "unknown";
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 90) return `${s} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+let fieldIds = 0;
+
+// A labelled control; the hint is its description, not part of its name (screen readers read it after).
+export function field(label, input, hint) {
+  const control = input.matches("input, select, textarea") ? input : input.querySelector("input, select, textarea");
+  control.id = control.id || `field-${++fieldIds}`;
+  const hintBox = hint && h("span", { class: "hint", id: `${control.id}-hint` }, hint);
+  if (hintBox) control.setAttribute("aria-describedby", hintBox.id);
+  return h("div", { class: "field" }, h("label", { for: control.id }, label), input, hintBox);
+}

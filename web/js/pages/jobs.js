@@ -1,0 +1,154 @@
+// The queue, and a job page that follows the job live over Server-Sent Events.
+import { get, post } from "../api.js";
+import { lineChart } from "../chart.js";
+import { duration, field, h, mount } from "../dom.js";
+
+const FINISHED = ["succeeded", "failed", "canceled"];
+
+export async function jobsPage() {
+  const jobs = await get("/jobs");
+  const rows = jobs.map((j) => h("tr", {},
+    h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.name)), h("td", {}, j.status),
+    h("td", {}, j.queue_position ? `#${j.queue_position}, starts in ${duration(j.starts_in_s)}` : ""),
+    h("td", {}, `${Math.round(j.progress * 100)} %`),
+    h("td", {}, FINISHED.includes(j.status) ? "" : `ends in ${duration(j.eta_s)}`)));
+  mount(h("h1", {}, "Jobs"), jobs.length
+    ? h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Status", "Queue", "Progress", "ETA"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows))
+    : h("p", { class: "muted" }, "No jobs yet: open a dataset and train a LoRA on it."));
+}
+
+function epochCard(job, epoch, onTest) {
+  return h("section", { class: "card epoch", "aria-label": `Epoch ${epoch.n}` },
+    h("h2", {}, `Epoch ${epoch.n}`),
+    h("p", { class: "muted" }, `loss ${epoch.loss?.toFixed(4) ?? "?"} · ${(epoch.size / 1e6).toFixed(2)} MB`),
+    h("div", { class: "chips" }, epoch.previews.map((url, i) => h("img", { src: url, alt: `epoch ${epoch.n} preview ${i + 1}`, loading: "lazy" }))),
+    h("div", { class: "row" },
+      h("a", { href: epoch.download_url, download: `${job.name}-${String(epoch.n).padStart(6, "0")}.safetensors` }, "Download"),
+      h("button", { type: "button", class: "secondary", onclick: () => onTest(epoch.n) }, "Test"),
+      h("a", { href: `#/jobs/${job.id}/publish/${epoch.n}` }, "Publish")));
+}
+
+function comparison(job, epochs) {
+  const perPrompt = job.params.sample_images_per_prompt || 1;
+  if (!job.sample_prompts.length || !epochs.some((e) => e.previews.length)) return null;
+  return h("table", { class: "compare" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Epoch"), job.sample_prompts.map((p) => h("th", {}, p)))),
+    h("tbody", {}, epochs.map((e) => h("tr", {}, h("th", {}, e.n), job.sample_prompts.map((p, i) =>
+      h("td", {}, e.previews[i * perPrompt] ? h("img", { src: e.previews[i * perPrompt], alt: `epoch ${e.n}: ${p}` }) : ""))))));
+}
+
+function testPanel(job) {
+  const epoch = h("select", { "aria-label": "Epoch" });
+  const prompt = h("input", { type: "text", size: 60, value: `${job.sample_prompts[0] || job.name} <lora:${job.name}:0.8>` });
+  const weight = h("input", { type: "range", min: 0, max: 1.5, step: 0.05, value: 0.8 });
+  const weightText = h("output", {}, "0.8");
+  const result = h("div", { class: "generated chips", "aria-live": "polite" });
+  const status = h("p", { class: "muted", role: "status" });
+  const syncPrompt = () => {
+    weightText.textContent = weight.value;
+    prompt.value = prompt.value.replace(/<lora:([^:>]+):[^>]*>/, `<lora:$1:${weight.value}>`);
+  };
+  weight.addEventListener("input", syncPrompt);
+  const run = async (e) => {
+    e.preventDefault();
+    status.textContent = "Rendering…";
+    status.className = "muted";
+    try {
+      let gen = await post(`/jobs/${job.id}/epochs/${epoch.value}/generate`, { prompt: prompt.value, weight: Number(weight.value), steps: 20 });
+      while (!["succeeded", "failed"].includes(gen.status)) {
+        await new Promise((r) => setTimeout(r, 700));
+        gen = await get(`/generations/${gen.id}`);
+      }
+      if (gen.status === "failed") throw new Error(gen.error);
+      status.textContent = `Epoch ${epoch.value}: done`;
+      result.prepend(...gen.images.map((url) => h("img", { src: url, alt: `test image of epoch ${epoch.value}` })));
+    } catch (error) {
+      status.textContent = error.message;
+      status.className = "error";
+    }
+  };
+  const form = h("form", { class: "card", onsubmit: run, "aria-label": "Test an epoch" }, h("h2", {}, "Test an epoch"),
+    h("div", { class: "row" }, field("Epoch", epoch), field("Prompt (accepts <lora:name:weight>)", prompt),
+      field("LoRA weight", h("span", {}, weight, " ", weightText)), h("button", { type: "submit" }, "Generate")),
+    status, result);
+  let picked = null; // the newest epoch until the user picks one
+  epoch.addEventListener("change", () => (picked = epoch.value));
+  form.setEpochs = (epochs) => {
+    epoch.replaceChildren(...epochs.map((e) => h("option", { value: e.n }, `epoch ${e.n}`)));
+    if (epochs.length) epoch.value = picked ?? epochs[epochs.length - 1].n;
+  };
+  form.pick = (n) => {
+    picked = epoch.value = String(n);
+    prompt.focus();
+  };
+  return form;
+}
+
+export async function jobPage(jobId) {
+  let job = await get(`/jobs/${jobId}`);
+  const history = [...job.history];
+  const title = h("h1", {}, job.name);
+  const statusLine = h("p", { role: "status" });
+  const bar = h("progress", { max: 1, value: job.progress, "aria-label": "Training progress" });
+  const charts = h("div", { class: "row", style: "display:grid;grid-template-columns:1fr 1fr" });
+  const log = h("pre", { class: "log", "aria-label": "Log" }, job.log_tail.join("\n"));
+  const epochsBox = h("div", { class: "epochs" });
+  const compareBox = h("div");
+  const tester = testPanel(job);
+  const actions = h("div", { class: "row" });
+
+  function drawStatus() {
+    const pct = Math.round(job.progress * 100);
+    bar.value = job.progress;
+    let text = `${job.status} · step ${job.step}/${job.total_steps} · ${pct} %`;
+    if (job.status === "queued") text += ` · place ${job.queue_position ?? "?"}, starts in ${duration(job.starts_in_s)}`;
+    if (!FINISHED.includes(job.status)) text += ` · ends in ${duration(job.eta_s)}`;
+    if (job.loss !== null && job.loss !== undefined) text += ` · loss ${job.loss.toFixed(4)}`;
+    if (job.error) text += ` · ${job.error}`;
+    statusLine.textContent = text;
+    statusLine.className = job.status === "failed" ? "error" : "";
+    charts.replaceChildren(lineChart("loss", history.map(([s, l]) => [s, l])), lineChart("learning rate", history.map(([s, , lr]) => [s, lr])));
+    actions.replaceChildren(...[
+      !FINISHED.includes(job.status) && h("button", { type: "button", class: "secondary", onclick: async () => {
+        job = await post(`/jobs/${jobId}/cancel`);
+        drawStatus();
+      } }, "Cancel"),
+      h("a", { href: `#/jobs/${jobId}/retrain` }, "Retrain with changes")].filter(Boolean));
+  }
+
+  async function drawEpochs() {
+    const epochs = await get(`/jobs/${jobId}/epochs`);
+    epochsBox.replaceChildren(...epochs.map((e) => epochCard(job, e, (n) => { tester.pick(n); })));
+    compareBox.replaceChildren(...[comparison(job, epochs)].filter(Boolean));
+    tester.setEpochs(epochs);
+  }
+
+  drawStatus();
+  await drawEpochs();
+  mount(title, statusLine, bar, actions, h("h2", {}, "Loss and learning rate"), charts, h("h2", {}, "Log"), log,
+    h("h2", {}, "Epochs"), epochsBox, compareBox, tester);
+
+  if (FINISHED.includes(job.status)) return null;
+  const events = new EventSource(`/api/v1/jobs/${jobId}/events`);
+  events.addEventListener("progress", (e) => {
+    const p = JSON.parse(e.data);
+    Object.assign(job, p, { progress: p.total_steps ? p.step / p.total_steps : 0 });
+    if (p.loss !== null && (!history.length || history[history.length - 1][0] < p.step)) history.push([p.step, p.loss, p.lr]);
+    drawStatus();
+  });
+  events.addEventListener("epoch", () => drawEpochs());
+  let firstLog = true; // the stream starts with the whole tail, which replaces what the page loaded
+  events.addEventListener("log", (e) => {
+    const lines = JSON.parse(e.data).lines.join("\n");
+    log.textContent = firstLog ? lines : log.textContent + (log.textContent ? "\n" : "") + lines;
+    firstLog = false;
+    log.scrollTop = log.scrollHeight;
+  });
+  events.addEventListener("status", async () => {
+    job = await get(`/jobs/${jobId}`);
+    drawStatus();
+    if (FINISHED.includes(job.status)) { events.close(); await drawEpochs(); }
+  });
+  return () => events.close();
+}

@@ -1,0 +1,52 @@
+// Publishing an epoch, the model page (previews, download, a copyable <lora:…> snippet) and the models list.
+import { get, post } from "../api.js";
+import { field, h, mount, showErrors } from "../dom.js";
+
+export async function publishPage(jobId, n) {
+  const job = await get(`/jobs/${jobId}`);
+  const name = h("input", { type: "text", name: "name", required: true, value: job.name });
+  const triggers = h("input", { type: "text", name: "trigger_words", placeholder: "sks" });
+  const description = h("textarea", { name: "description", rows: 4, cols: 60 });
+  const visibility = h("select", { name: "visibility" }, h("option", { value: "private" }, "private (only you)"),
+    h("option", { value: "public" }, "public (everybody on this server)"));
+  const box = h("p", { class: "error", role: "alert" });
+  const form = h("form", { class: "card", onsubmit: async (e) => {
+    e.preventDefault();
+    try {
+      const model = await post("/models", { job_id: jobId, epoch: n, name: name.value, description: description.value,
+        trigger_words: triggers.value.split(",").map((t) => t.trim()).filter(Boolean), visibility: visibility.value });
+      location.hash = `#/models/${model.id}`;
+    } catch (error) {
+      showErrors(form, box, error);
+    }
+  } },
+  field("Name", name, "Also the file name and the <lora:name:weight> tag: no spaces, colons or slashes."),
+  field("Trigger words (comma-separated)", triggers), field("Description", description), field("Visibility", visibility),
+  box, h("button", { type: "submit" }, "Publish"));
+  mount(h("h1", {}, `Publish ${job.name}, epoch ${n}`), form);
+}
+
+export async function modelPage(modelId) {
+  const model = await get(`/models/${modelId}`);
+  const snippet = h("code", { class: "snippet" }, model.snippet);
+  const copied = h("span", { class: "muted", role: "status" });
+  mount(h("h1", {}, model.name),
+    h("p", { class: "muted" }, `${model.visibility} · epoch ${model.epoch} · published ${new Date(model.created_at).toLocaleString()}`),
+    model.description && h("p", {}, model.description),
+    model.trigger_words.length > 0 && h("p", {}, "Trigger words: ", model.trigger_words.join(", ")),
+    h("p", {}, "Use it with ", snippet, " ", h("button", { type: "button", class: "secondary", onclick: async () => {
+      await navigator.clipboard.writeText(model.snippet).then(() => (copied.textContent = "copied"),
+        () => (copied.textContent = "select the text to copy it"));
+    } }, "Copy"), " ", copied),
+    h("p", {}, h("a", { href: model.download_url, download: `${model.name}.safetensors` }, `Download ${model.name}.safetensors`)),
+    h("div", { class: "chips" }, model.previews.map((url, i) => h("img", { src: url, alt: `preview ${i + 1}`, style: "width:160px" }))));
+}
+
+export async function modelsPage() {
+  const models = await get("/models");
+  mount(h("h1", {}, "Models"), models.length
+    ? h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Trigger words", "Visibility", "Snippet"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, models.map((m) => h("tr", {}, h("td", {}, h("a", { href: `#/models/${m.id}` }, m.name)),
+        h("td", {}, m.trigger_words.join(", ")), h("td", {}, m.visibility), h("td", {}, h("code", {}, m.snippet))))))
+    : h("p", { class: "muted" }, "Nothing published yet: publish an epoch from a job page."));
+}

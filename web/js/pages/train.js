@@ -1,0 +1,133 @@
+// Training form: basic (preset card × base model, repeats, epochs, preview prompt) or pro (every parameter),
+// with a live step count and time estimate, pre-flight errors next to their fields, start now or tonight.
+import { get, patch, post } from "../api.js";
+import { duration, field, h, mount, showErrors } from "../dom.js";
+
+function paramInput(spec) {
+  const name = spec.key;
+  if (spec.types.includes("boolean")) return h("input", { type: "checkbox", name });
+  if (spec.choices) {
+    return h("select", { name }, spec.nullable && h("option", { value: "" }, "(none)"),
+      spec.choices.map((c) => h("option", { value: String(c) }, String(c))));
+  }
+  if (spec.types.includes("number") || spec.types.includes("integer")) {
+    return h("input", { type: "number", name, step: spec.types.includes("integer") ? 1 : "any",
+                        min: spec.minimum, max: spec.maximum });
+  }
+  return h("input", { type: "text", name });
+}
+
+function setParam(spec, input, value) {
+  if (input.type === "checkbox") input.checked = Boolean(value);
+  else if (Array.isArray(value)) input.value = input.type === "number" ? value[0] : value.join(", ");
+  else input.value = value === null || value === undefined ? "" : String(value);
+}
+
+function readParam(spec, input) {
+  if (input.type === "checkbox") return input.checked;
+  if (input.value === "") return spec.nullable ? null : spec.types.includes("array") ? [] : undefined;
+  if (spec.choices) return spec.choices.find((c) => String(c) === input.value);
+  if (input.type === "number") return Number(input.value);
+  if (spec.types.includes("array")) return input.value.split(",").map((s) => s.trim()).filter(Boolean);
+  return input.value;
+}
+
+export async function trainPage({ datasetId, fromJob }) {
+  const job = fromJob ? await get(`/jobs/${fromJob}`) : null;
+  datasetId = datasetId || job.dataset_id;
+  const [dataset, models, presets, catalog] = await Promise.all([get(`/datasets/${datasetId}`), get("/base-models"),
+    get("/presets"), get("/params")]);
+  const specs = catalog.flatMap((g) => g.params);
+  const themes = [...new Set(presets.map((p) => p.theme))];
+
+  const name = h("input", { type: "text", name: "name", required: true, value: job ? job.name : dataset.name.replace(/[^\w.-]+/g, "_") });
+  const model = h("select", { name: "base_model" }, models.map((m) => h("option", { value: m.name, selected: job && job.base_model === m.name },
+    `${m.name} (${m.family}, ${m.resolution}px)`)));
+  const mode = job ? "pro" : "basic";
+  const modeInputs = ["basic", "pro"].map((m) => h("label", { style: "display:inline;margin-right:1rem" },
+    h("input", { type: "radio", name: "mode", value: m, checked: m === mode }), ` ${m === "basic" ? "Basic" : "Pro"}`));
+  const cards = h("div", { class: "cards", role: "radiogroup", "aria-label": "Preset" }, themes.map((theme, i) =>
+    h("label", { class: "preset" }, h("input", { type: "radio", name: "preset", value: theme, checked: i === themes.indexOf("standard") || (themes.indexOf("standard") < 0 && i === 0) }),
+      ` ${theme.replace(/_/g, " ")}`)));
+  const repeats = h("input", { type: "number", name: "repeats", min: 1, max: 1000, value: dataset.default_repeats });
+  const epochs = h("input", { type: "number", name: "max_train_epochs", min: 1, max: 1000, value: job ? job.params.max_train_epochs ?? 10 : 10 });
+  const prompt = h("input", { type: "text", name: "sample_prompts", size: 60,
+                              value: job ? (job.sample_prompts[0] || "") : "", placeholder: "sks, portrait --s 20 --d 1" });
+  const basic = h("div", {}, h("h2", {}, "Preset"), cards,
+    h("div", { class: "row" }, field("Repeats per image", repeats, "How often each image is seen per epoch."),
+      field("Epochs", epochs)));
+  const pro = h("div", {}, catalog.map((group) => h("fieldset", {}, h("legend", {}, group.group),
+    h("div", { class: "params" }, group.params.map((spec) => field(spec.key, paramInput(spec), spec.help))))));
+  const estimateBox = h("p", { role: "status", "aria-live": "polite" });
+  const warnings = h("ul", { class: "muted" });
+  const box = h("p", { class: "error", role: "alert" });
+
+  const currentMode = () => modeInputs.map((l) => l.querySelector("input")).find((i) => i.checked).value;
+  const preset = () => cards.querySelector("input:checked").value;
+  const family = () => models.find((m) => m.name === model.value).family;
+  function fillPro(values) {
+    for (const spec of specs) {
+      setParam(spec, pro.querySelector(`[name="${spec.key}"]`), spec.key in values ? values[spec.key] : spec.default);
+    }
+  }
+  const presetValues = () => (presets.find((p) => p.theme === preset() && p.family === family()) || {}).params || {};
+  fillPro(job ? job.params : presetValues());
+
+  function body(startAfter) {
+    const common = { dataset_id: datasetId, base_model: model.value, name: name.value,
+                     sample_prompts: prompt.value.trim() ? [prompt.value.trim()] : [], start_after: startAfter };
+    if (currentMode() === "basic") {
+      return { ...common, mode: "basic", preset: preset(), params: { max_train_epochs: Number(epochs.value) } };
+    }
+    const params = {};
+    for (const spec of specs) {
+      const value = readParam(spec, pro.querySelector(`[name="${spec.key}"]`));
+      if (value !== undefined) params[spec.key] = value;
+    }
+    return { ...common, mode: "pro", preset: null, params };
+  }
+
+  let timer = null;
+  async function estimate() {
+    try {
+      const result = await post("/jobs/estimate", body(null));
+      estimateBox.textContent = `${result.total_steps} steps (${result.steps_per_epoch} per epoch × ${result.epochs} ` +
+        `epochs, ${result.train_samples} samples per epoch), about ${duration(result.estimated_seconds)}`;
+      warnings.replaceChildren(...result.warnings.map((w) => h("li", {}, `${w.field}: ${w.message}`)));
+      showErrors(form, box, { fields: Object.fromEntries(result.errors.map((e) => [e.field, e.message])), message: "" });
+    } catch (error) {
+      showErrors(form, box, error);
+    }
+  }
+  const later = () => { clearTimeout(timer); timer = setTimeout(estimate, 300); };
+
+  async function start(startAfter) {
+    try {
+      if (Number(repeats.value) !== dataset.default_repeats && currentMode() === "basic") {
+        await patch(`/datasets/${datasetId}`, { default_repeats: Number(repeats.value) });
+      }
+      const created = job
+        ? await post(`/jobs/${job.id}/retrain`, { ...body(startAfter), dataset_id: undefined })
+        : await post("/jobs", body(startAfter));
+      location.hash = `#/jobs/${created.id}`;
+    } catch (error) {
+      showErrors(form, box, error);
+    }
+  }
+
+  const form = h("form", { class: "card", oninput: later, onchange: (e) => {
+    if (e.target.name === "preset" || e.target.name === "base_model") fillPro(presetValues());
+    if (e.target.name === "mode") { basic.hidden = currentMode() !== "basic"; pro.hidden = !basic.hidden; }
+    later();
+  }, onsubmit: (e) => { e.preventDefault(); start(e.submitter && e.submitter.value === "tonight" ? "tonight" : null); } },
+  h("div", { class: "row" }, field("LoRA name", name, "Also the file name and the <lora:name:weight> tag."),
+    field("Base model", model), h("div", {}, h("span", { class: "muted" }, "Mode"), h("div", {}, modeInputs))),
+  basic, pro, field("Preview prompt", prompt, "Rendered after each epoch; --s steps, --d seed, --n negative."),
+  estimateBox, warnings, box,
+  h("div", { class: "row" }, h("button", { type: "submit", value: "now" }, "Start now"),
+    h("button", { type: "submit", value: "tonight", class: "secondary" }, "Start tonight (off-peak)")));
+  basic.hidden = mode !== "basic";
+  pro.hidden = mode === "basic";
+  mount(h("h1", {}, job ? `Retrain ${job.name}` : `Train on ${dataset.name}`), form);
+  estimate();
+}

@@ -1,0 +1,151 @@
+// Dataset workbench: upload, a lazy thumbnail grid with selection, per-image tags/repeats/reg, crop, batch tags.
+import { del, get, patch, post } from "../api.js";
+import { field, h, mount } from "../dom.js";
+import { batchTagPanel, frequencyList, splitTags } from "./tags.js";
+import { uploadPanel } from "./upload.js";
+
+const CROP_SIZES = {
+  sd15: ["512x512", "512x768", "768x512"],
+  sd2: ["768x768", "640x960", "960x640"],
+  sdxl: ["1024x1024", "832x1216", "1216x832", "896x1152", "1152x896"],
+};
+
+function cropOverlay(image) {
+  if (!image.crop) return null;
+  const s = 1 / Math.max(image.width, image.height);
+  const left = (1 - image.width * s) / 2 + image.crop.x * s, top = (1 - image.height * s) / 2 + image.crop.y * s;
+  const pct = (v) => `${(v * 100).toFixed(2)}%`;
+  return h("span", { class: "crop", title: "crop box", style: `left:${pct(left)};top:${pct(top)};` +
+    `width:${pct(image.crop.width * s)};height:${pct(image.crop.height * s)}` });
+}
+
+export async function workbenchPage(datasetId) {
+  const state = { dataset: null, images: [], frequencies: [], selected: new Set(), filter: null, last: null };
+  const gridBox = h("div", { class: "grid", role: "listbox", "aria-multiselectable": "true", "aria-label": "Images" });
+  const side = h("div");
+  const counter = h("p", { class: "muted", role: "status" });
+  const message = h("p", { class: "error", role: "alert" });
+  const selectedIds = () => [...state.selected];
+
+  async function reload() {
+    [state.dataset, state.images, state.frequencies] = await Promise.all([
+      get(`/datasets/${datasetId}`), get(`/datasets/${datasetId}/images`), get(`/datasets/${datasetId}/tags`)]);
+    const ids = new Set(state.images.map((i) => i.id));
+    state.selected = new Set([...state.selected].filter((id) => ids.has(id)));
+    render();
+  }
+
+  function visible() {
+    return state.filter ? state.images.filter((i) => i.tags.includes(state.filter)) : state.images;
+  }
+
+  function toggle(image, event) {
+    const shown = visible();
+    if (event.shiftKey && state.last) {
+      const [a, b] = [shown.findIndex((i) => i.id === state.last), shown.findIndex((i) => i.id === image.id)].sort((x, y) => x - y);
+      shown.slice(a, b + 1).forEach((i) => state.selected.add(i.id));
+    } else if (event.ctrlKey || event.metaKey || state.selected.size > 1 || state.selected.has(image.id)) {
+      state.selected.has(image.id) ? state.selected.delete(image.id) : state.selected.add(image.id);
+    } else {
+      state.selected = new Set([image.id]);
+    }
+    state.last = image.id;
+    render();
+  }
+
+  function tile(image) {
+    const selected = state.selected.has(image.id);
+    return h("button", { type: "button", class: "tile" + (selected ? " selected" : ""), role: "option",
+                         "aria-selected": String(selected), title: image.tags.join(", "),
+                         onclick: (e) => toggle(image, e) },
+      h("div", { style: "position:relative" },
+        h("img", { src: image.thumb_url, alt: image.filename, loading: "lazy", decoding: "async" }),
+        cropOverlay(image)),
+      image.is_reg && h("span", { class: "badge" }, "reg"),
+      h("div", { class: "meta" }, image.filename),
+      h("div", { class: "meta muted" }, image.tags.slice(0, 4).join(", ") || "no tags"));
+  }
+
+  function detail(image) {
+    const tags = [...image.tags];
+    const chips = h("div", { class: "chips" });
+    const drawChips = () => chips.replaceChildren(...tags.map((tag, i) => h("span", { class: "chip" }, tag,
+      h("button", { type: "button", "aria-label": `remove tag ${tag}`, onclick: () => { tags.splice(i, 1); drawChips(); } }, "×"))));
+    drawChips();
+    const adder = h("input", { type: "text", list: "dataset-tags", placeholder: "add a tag, Enter",
+      onkeydown: (e) => {
+        if (e.key !== "Enter") return;
+        e.preventDefault();
+        for (const tag of splitTags(adder.value)) if (!tags.includes(tag)) tags.push(tag);
+        adder.value = "";
+        drawChips();
+      } });
+    const repeats = h("input", { type: "number", min: 1, max: 1000, value: image.repeats ?? "",
+                                 placeholder: String(state.dataset.default_repeats) });
+    const reg = h("input", { type: "checkbox", checked: image.is_reg });
+    const save = async () => {
+      try {
+        await patch(`/datasets/${datasetId}/images/${image.id}`, { tags, is_reg: reg.checked,
+          repeats: repeats.value ? Number(repeats.value) : null });
+        await reload();
+      } catch (error) { message.textContent = error.message; }
+    };
+    return h("section", { class: "card", "aria-label": "Selected image" },
+      h("h2", {}, image.filename), h("p", { class: "muted" }, `${image.width}×${image.height} ${image.format}`),
+      chips, field("Add tags", adder),
+      field("Repeats", repeats, "Empty: the dataset's default."),
+      h("label", {}, reg, " Regularization image"),
+      h("button", { type: "button", onclick: save }, "Save image"));
+  }
+
+  function cropPanel() {
+    const family = h("select", { "aria-label": "Base family" }, Object.keys(CROP_SIZES).map((f) => h("option", { value: f }, f)));
+    const size = h("select", { "aria-label": "Crop size" });
+    const fill = () => size.replaceChildren(...CROP_SIZES[family.value].map((s) => h("option", { value: s }, s)));
+    family.addEventListener("change", fill);
+    fill();
+    const apply = async () => {
+      const [width, height] = size.value.split("x").map(Number);
+      const ids = selectedIds();
+      try {
+        await post(`/datasets/${datasetId}/crop`, { mode: "center", width, height, image_ids: ids.length ? ids : null });
+        await reload();
+      } catch (error) { message.textContent = error.message; }
+    };
+    return h("div", { class: "row" }, field("Crop for", family), field("Size", size),
+      h("button", { type: "button", class: "secondary", onclick: apply }, "Center crop"));
+  }
+
+  async function each(action) {
+    const ids = selectedIds();
+    for (const id of ids) await action(id).catch((error) => (message.textContent = error.message));
+    await reload();
+  }
+
+  function render() {
+    const shown = visible();
+    gridBox.replaceChildren(...shown.map(tile));
+    counter.textContent = `${state.images.length} images` + (state.filter ? `, ${shown.length} tagged “${state.filter}”` : "") +
+      `, ${state.selected.size} selected`;
+    const one = state.selected.size === 1 ? state.images.find((i) => state.selected.has(i.id)) : null;
+    side.replaceChildren(...[one && detail(one), frequencyList(state.frequencies, state.filter, (tag) => {
+      state.filter = tag;
+      render();
+    })].filter(Boolean));
+  }
+
+  const toolbar = h("section", { class: "card row", "aria-label": "Selection" },
+    h("button", { type: "button", class: "secondary", onclick: () => { visible().forEach((i) => state.selected.add(i.id)); render(); } }, "Select all"),
+    h("button", { type: "button", class: "secondary", onclick: () => { state.selected.clear(); render(); } }, "Select none"),
+    h("button", { type: "button", class: "secondary", onclick: () => each((id) => patch(`/datasets/${datasetId}/images/${id}`, { is_reg: true })) }, "Mark as regularization"),
+    h("button", { type: "button", class: "secondary", onclick: () => each((id) => patch(`/datasets/${datasetId}/images/${id}`, { is_reg: false })) }, "Mark as training"),
+    h("button", { type: "button", class: "secondary", onclick: () => state.selected.size &&
+      confirm(`Delete ${state.selected.size} image(s)?`) && each((id) => del(`/datasets/${datasetId}/images/${id}`)) }, "Delete selected"),
+    cropPanel());
+
+  await reload();
+  mount(h("h1", {}, state.dataset.name),
+    h("p", {}, h("a", { href: `#/datasets/${datasetId}/train`, class: "button" }, "Train a LoRA on this dataset →")),
+    uploadPanel(datasetId, reload), batchTagPanel(datasetId, selectedIds, reload), toolbar, counter, message,
+    h("div", { class: "layout" }, gridBox, side));
+}
