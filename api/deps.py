@@ -49,7 +49,12 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_current_user(request: Request, session: SessionDep, bearer: Annotated[str | None, Depends(oauth2)]) -> User:
+# Reads that are one or a few indexed lookups run on the event loop (`async def` with plain queries): a trip through
+# the thread pool and back costs more than such a query, and under load the GIL hand-offs between the loop and the
+# pool threads dominate (docs/benchmarks.md). Work that can take long (uploads, image lists with many signed links,
+# job creation) stays in sync handlers, which FastAPI runs in the thread pool.
+async def get_current_user(request: Request, session: SessionDep,
+                           bearer: Annotated[str | None, Depends(oauth2)]) -> User:
     token = bearer
     if token is None:
         token = request.cookies.get(SESSION_COOKIE)
@@ -76,14 +81,14 @@ def _aware(value):  # noqa: ANN001, ANN202 - SQLite hands back naive datetimes
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def owned_dataset(dataset_id: str, session: SessionDep, user: CurrentUser) -> Dataset:
+async def owned_dataset(dataset_id: str, session: SessionDep, user: CurrentUser) -> Dataset:
     dataset = session.get(Dataset, dataset_id)
     if dataset is None or dataset.owner_id != user.id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "dataset not found")
     return dataset
 
 
-def owned_job(job_id: str, session: SessionDep, user: CurrentUser) -> Job:
+async def owned_job(job_id: str, session: SessionDep, user: CurrentUser) -> Job:
     job = session.get(Job, job_id)
     if job is None or job.owner_id != user.id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "job not found")

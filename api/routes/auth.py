@@ -58,7 +58,7 @@ def logout(request: Request, user: CurrentUser, session: SessionDep) -> Response
 
 
 @router.get("/me")
-def me(user: CurrentUser) -> UserOut:
+async def me(user: CurrentUser) -> UserOut:
     return UserOut.model_validate(user)
 
 

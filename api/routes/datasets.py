@@ -33,7 +33,7 @@ def create_dataset(body: DatasetIn, user: CurrentUser, session: SessionDep) -> D
 
 
 @router.get("/datasets")
-def list_datasets(user: CurrentUser, session: SessionDep) -> list[DatasetOut]:
+async def list_datasets(user: CurrentUser, session: SessionDep) -> list[DatasetOut]:
     counts = dict(session.execute(
         select(Image.dataset_id, func.count()).join(Dataset).where(Dataset.owner_id == user.id)
         .group_by(Image.dataset_id)).all())
@@ -42,7 +42,7 @@ def list_datasets(user: CurrentUser, session: SessionDep) -> list[DatasetOut]:
 
 
 @router.get("/datasets/{dataset_id}")
-def get_dataset(dataset: OwnedDataset, session: SessionDep) -> DatasetOut:
+async def get_dataset(dataset: OwnedDataset, session: SessionDep) -> DatasetOut:
     return _out(dataset, image_count(session, dataset.id))
 
 
@@ -67,7 +67,7 @@ def delete_dataset(dataset: OwnedDataset, session: SessionDep, storage: StorageD
 
 
 @router.get("/datasets/{dataset_id}/tags")
-def tag_frequency(dataset: OwnedDataset, session: SessionDep) -> list[dict[str, object]]:
+async def tag_frequency(dataset: OwnedDataset, session: SessionDep) -> list[dict[str, object]]:
     counter: Counter[str] = Counter()
     for tags in session.scalars(select(Image.tags).where(Image.dataset_id == dataset.id)):
         counter.update(tags)

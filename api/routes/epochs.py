@@ -35,12 +35,12 @@ def find_epoch(job: Job, n: int, session: SessionDep) -> Epoch:
 
 
 @router.get("/jobs/{job_id}/epochs")
-def list_epochs(job: OwnedJob, storage: StorageDep, settings: SettingsDep) -> list[EpochOut]:
+async def list_epochs(job: OwnedJob, storage: StorageDep, settings: SettingsDep) -> list[EpochOut]:
     return [epoch_out(job, e, storage, settings.download_link_seconds) for e in job.epochs]
 
 
 @router.get("/jobs/{job_id}/epochs/{n}/download")
-def download_epoch(n: int, job: OwnedJob, session: SessionDep, storage: StorageDep,
+async def download_epoch(n: int, job: OwnedJob, session: SessionDep, storage: StorageDep,
                    settings: SettingsDep) -> RedirectResponse:
     epoch = find_epoch(job, n, session)
     url = storage.signed_url(epoch.file_key, epoch_filename(job, n), settings.download_link_seconds)
@@ -70,7 +70,8 @@ def generate(n: int, body: GenerateIn, job: OwnedJob, request: Request, user: Cu
 
 
 @router.get("/generations/{generation_id}")
-def get_generation(generation_id: str, user: CurrentUser, session: SessionDep, storage: StorageDep) -> GenerationOut:
+async def get_generation(generation_id: str, user: CurrentUser, session: SessionDep,
+                         storage: StorageDep) -> GenerationOut:
     generation = session.get(Generation, generation_id)
     if generation is None or generation.owner_id != user.id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "generation not found")

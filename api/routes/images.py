@@ -74,7 +74,7 @@ def _owned_image(dataset: Dataset, image_id: str, session: SessionDep) -> Image:
 
 
 @router.get("/datasets/{dataset_id}/images/{image_id}")
-def get_image(image_id: str, dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> ImageOut:
+async def get_image(image_id: str, dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> ImageOut:
     return image_out(_owned_image(dataset, image_id, session), storage)
 
 

@@ -93,14 +93,14 @@ def create_job(body: JobIn, request: Request, user: CurrentUser, session: Sessio
 
 
 @router.get("/jobs")
-def list_jobs(user: CurrentUser, session: SessionDep) -> list[JobOut]:
+async def list_jobs(user: CurrentUser, session: SessionDep) -> list[JobOut]:
     rows = session.scalars(select(Job).where(Job.owner_id == user.id).order_by(Job.created_at.desc()))
     slots = transitions.queue_slots(session)
     return [job_out(job, session, slots) for job in rows]
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job: OwnedJob, session: SessionDep) -> JobOut:
+async def get_job(job: OwnedJob, session: SessionDep) -> JobOut:
     return job_out(job, session)
 
 

@@ -40,7 +40,8 @@ def publish(body: PublishIn, user: CurrentUser, session: SessionDep, storage: St
 
 
 @router.get("/models")
-def list_models(user: CurrentUser, session: SessionDep, storage: StorageDep, settings: SettingsDep) -> list[ModelOut]:
+async def list_models(user: CurrentUser, session: SessionDep, storage: StorageDep,
+                      settings: SettingsDep) -> list[ModelOut]:
     rows = session.execute(
         select(PublishedModel, Epoch).join(Epoch, Epoch.id == PublishedModel.epoch_id)
         .where(or_(PublishedModel.owner_id == user.id, PublishedModel.visibility == "public"))
@@ -50,7 +51,7 @@ def list_models(user: CurrentUser, session: SessionDep, storage: StorageDep, set
 
 
 @router.get("/models/{model_id}")
-def get_model(model_id: str, user: CurrentUser, session: SessionDep, storage: StorageDep,
+async def get_model(model_id: str, user: CurrentUser, session: SessionDep, storage: StorageDep,
               settings: SettingsDep) -> ModelOut:
     model = session.get(PublishedModel, model_id)
     if model is None or (model.owner_id != user.id and model.visibility != "public"):

@@ -20,7 +20,7 @@ MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}
 
 
 @router.get("/healthz")
-def healthz(session: SessionDep) -> dict[str, str]:
+async def healthz(session: SessionDep) -> dict[str, str]:
     session.execute(text("SELECT 1"))
     return {"status": "ok"}
 
@@ -35,18 +35,18 @@ def metrics(session: SessionDep) -> Response:
 
 
 @router.get("/base-models")
-def base_models(settings: SettingsDep) -> list[dict[str, object]]:
+async def base_models(settings: SettingsDep) -> list[dict[str, object]]:
     return [{"name": m.name, "family": m.family, "resolution": m.resolution} for m in settings.models()]
 
 
 @router.get("/presets")
-def presets() -> list[dict[str, object]]:
+async def presets() -> list[dict[str, object]]:
     return [{"theme": theme, "family": family, "params": preset_values(theme, family)}
             for theme in THEMES for family in FAMILIES]
 
 
 @router.get("/params")
-def params() -> list[dict[str, object]]:
+async def params() -> list[dict[str, object]]:
     """Every parameter of pro mode, grouped, with its type, bounds, default and what it really does."""
     return catalog()
 
