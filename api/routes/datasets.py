@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from fastapi import APIRouter, HTTPException, Response, status
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, OwnedDataset, SessionDep, StorageDep
@@ -20,8 +20,11 @@ def _out(dataset: Dataset, count: int) -> DatasetOut:
     return DatasetOut.model_validate(dataset).model_copy(update={"image_count": count})
 
 
+IMAGE_COUNT = select(func.count()).select_from(Image).where(Image.dataset_id == bindparam("dataset_id"))
+
+
 def image_count(session: Session, dataset_id: str) -> int:
-    return int(session.scalar(select(func.count()).select_from(Image).where(Image.dataset_id == dataset_id)) or 0)
+    return int(session.scalar(IMAGE_COUNT, {"dataset_id": dataset_id}) or 0)
 
 
 @router.post("/datasets", status_code=status.HTTP_201_CREATED)
