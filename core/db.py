@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -40,6 +43,28 @@ def session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(engine_for(url), expire_on_commit=False)
 
 
+MIGRATION_LOCK_ID = 0x6C6F7261  # PostgreSQL advisory-lock key: "lora"
+
+
+@contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    """One migrating process at a time: several API processes start together on a fresh database."""
+    if url.startswith("sqlite:///"):
+        with Path(url.removeprefix("sqlite:///") + ".migrate-lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+    elif url.startswith("postgresql"):
+        with engine_for(url).connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_ID})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_ID})
+                conn.commit()
+    else:
+        yield
+
+
 def migrate(url: str) -> None:
     """Bring the schema to the newest revision (the only way tables are created)."""
     from alembic import command
@@ -48,4 +73,5 @@ def migrate(url: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["url"] = url
-    command.upgrade(config, "head")
+    with _migration_lock(url):
+        command.upgrade(config, "head")

@@ -115,3 +115,26 @@ def test_queued_jobs_get_an_eta_from_the_jobs_ahead_of_them(db_url):
         slots = jobs.queue_slots(session)
         assert slots[unknown.id] == jobs.QueueSlot(3, 180.0, None)
         assert slots[behind.id] == jobs.QueueSlot(4, None, None)
+
+
+def _migrate_after(barrier, url: str, failures) -> None:  # noqa: ANN001 - multiprocessing objects
+    barrier.wait()
+    try:
+        migrate(url)
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        failures.put(repr(exc))
+
+
+def test_processes_starting_together_migrate_one_at_a_time(db_url):
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, failures = context.Barrier(4), context.Queue()
+    processes = [context.Process(target=_migrate_after, args=(barrier, db_url, failures)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=60)
+    assert failures.empty(), failures.get()  # without the lock: "table users already exists"
+    with engine_for(db_url).connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
