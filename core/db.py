@@ -50,7 +50,9 @@ MIGRATION_LOCK_ID = 0x6C6F7261  # PostgreSQL advisory-lock key: "lora"
 def _migration_lock(url: str) -> Iterator[None]:
     """One migrating process at a time: several API processes start together on a fresh database."""
     if url.startswith("sqlite:///"):
-        with Path(url.removeprefix("sqlite:///") + ".migrate-lock").open("a") as handle:
+        lock = Path(url.removeprefix("sqlite:///") + ".migrate-lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
     elif url.startswith("postgresql"):
