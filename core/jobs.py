@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
 from core.models import Job, JobStatus, utcnow
@@ -69,20 +69,27 @@ class QueueSlot:
     ends_in_s: float | None
 
 
-def fair_order(session: Session) -> list[str]:
-    """Queued job ids in the order workers take them: round robin over owners, oldest first within an owner.
+# Only the columns the queue needs: whole rows would drag each job's params, log and chart history along.
+_RUNNING = select(Job.owner_id, Job.step, Job.total_steps, Job.eta_s, Job.estimated_s).where(
+    Job.status == JobStatus.running)
+_QUEUED = select(Job.id, Job.owner_id, Job.estimated_s).where(Job.status == JobStatus.queued).order_by(
+    Job.queued_at, Job.id)
 
-    An owner's running jobs count as turns already taken, so one user's ten jobs cannot hold every GPU while another
-    user's single job waits behind them.
-    """
-    turns = Counter(session.scalars(select(Job.owner_id).where(Job.status == JobStatus.running)))
+
+def _fair(running: Sequence[Row], queued: Sequence[Row]) -> list[str]:
+    """Round robin over owners, oldest first within an owner; an owner's running jobs count as turns taken."""
+    turns = Counter(row.owner_id for row in running)
     keyed: list[tuple[int, int, str]] = []
-    rows = session.execute(select(Job.id, Job.owner_id).where(Job.status == JobStatus.queued)
-                           .order_by(Job.queued_at, Job.id))
-    for arrival, (job_id, owner_id) in enumerate(rows):
-        keyed.append((turns[owner_id], arrival, job_id))
-        turns[owner_id] += 1
+    for arrival, row in enumerate(queued):
+        keyed.append((turns[row.owner_id], arrival, row.id))
+        turns[row.owner_id] += 1
     return [job_id for *_, job_id in sorted(keyed)]
+
+
+def fair_order(session: Session) -> list[str]:
+    """Queued job ids in the order workers take them, so one user's ten jobs cannot hold every GPU while another
+    user's single job waits behind them."""
+    return _fair(session.execute(_RUNNING).all(), session.execute(_QUEUED).all())
 
 
 def claim_next(session: Session, worker: str) -> str | None:
@@ -93,7 +100,7 @@ def claim_next(session: Session, worker: str) -> str | None:
     return None
 
 
-def _remaining_s(job: Job) -> float | None:
+def _remaining_s(job: Row) -> float | None:
     if job.eta_s is not None:
         return job.eta_s
     if job.estimated_s is None:
@@ -107,14 +114,14 @@ def queue_slots(session: Session) -> dict[str, QueueSlot]:
 
     A job whose duration is unknown makes the times of the jobs behind it unknown too; places stay exact.
     """
-    running = session.scalars(select(Job).where(Job.status == JobStatus.running)).all()
-    free_at: list[float | None] = [_remaining_s(job) for job in running] or [0.0]
-    queued = {job.id: job for job in session.scalars(select(Job).where(Job.status == JobStatus.queued))}
+    running, queued = session.execute(_RUNNING).all(), session.execute(_QUEUED).all()
+    estimates = {row.id: row.estimated_s for row in queued}
+    free_at: list[float | None] = [_remaining_s(row) for row in running] or [0.0]
     slots: dict[str, QueueSlot] = {}
-    for position, job_id in enumerate(fair_order(session), start=1):
+    for position, job_id in enumerate(_fair(running, queued), start=1):
         known = [t for t in free_at if t is not None]
         start = min(known) if len(known) == len(free_at) else None
-        duration = queued[job_id].estimated_s
+        duration = estimates[job_id]
         end = start + duration if start is not None and duration is not None else None
         slots[job_id] = QueueSlot(position, start, end)
         free_at[free_at.index(start) if start is not None else 0] = end
