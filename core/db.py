@@ -14,11 +14,19 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a file-backed SQLite URL, its folder created; None for other databases."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
     if url.startswith("sqlite"):
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        sqlite_file(url)
         # Kept connections save the open + pragmas on every request. No hard limit (overflow -1): a request holds its
         # connection until its cleanup gets a worker thread, so a bounded pool smaller than the number of requests in
         # flight can deadlock under load.
@@ -49,10 +57,9 @@ MIGRATION_LOCK_ID = 0x6C6F7261  # PostgreSQL advisory-lock key: "lora"
 @contextmanager
 def _migration_lock(url: str) -> Iterator[None]:
     """One migrating process at a time: several API processes start together on a fresh database."""
-    if url.startswith("sqlite:///"):
-        lock = Path(url.removeprefix("sqlite:///") + ".migrate-lock")
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with lock.open("a") as handle:
+    database = sqlite_file(url)
+    if database is not None:
+        with database.with_name(database.name + ".migrate-lock").open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
     elif url.startswith("postgresql"):
