@@ -37,6 +37,8 @@ export function showErrors(form, box, error) {
   box.textContent = unplaced.length || !Object.keys(fields).length ? (unplaced.join("; ") || error.message) : "";
 }
 
+export const splitList = (text) => text.split(",").map((item) => item.trim()).filter(Boolean);
+
 export function duration(seconds) {
   if (seconds === null || seconds === undefined) return "unknown";
   const s = Math.max(0, Math.round(seconds));

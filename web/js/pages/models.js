@@ -1,6 +1,6 @@
 // Publishing an epoch, the model page (previews, download, a copyable <lora:…> snippet) and the models list.
 import { get, post } from "../api.js";
-import { field, h, mount, showErrors } from "../dom.js";
+import { field, h, mount, showErrors, splitList } from "../dom.js";
 
 export async function publishPage(jobId, n) {
   const job = await get(`/jobs/${jobId}`);
@@ -14,7 +14,7 @@ export async function publishPage(jobId, n) {
     e.preventDefault();
     try {
       const model = await post("/models", { job_id: jobId, epoch: n, name: name.value, description: description.value,
-        trigger_words: triggers.value.split(",").map((t) => t.trim()).filter(Boolean), visibility: visibility.value });
+        trigger_words: splitList(triggers.value), visibility: visibility.value });
       location.hash = `#/models/${model.id}`;
     } catch (error) {
       showErrors(form, box, error);

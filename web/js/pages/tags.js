@@ -1,8 +1,6 @@
 // Batch tag editing and the tag-frequency list (a click filters the grid).
 import { post } from "../api.js";
-import { field, h } from "../dom.js";
-
-const splitTags = (text) => text.split(",").map((t) => t.trim()).filter(Boolean);
+import { field, h, splitList } from "../dom.js";
 
 export function batchTagPanel(datasetId, selectedIds, onDone) {
   const tags = h("input", { type: "text", name: "tags", placeholder: "sks", list: "dataset-tags" });
@@ -16,8 +14,8 @@ export function batchTagPanel(datasetId, selectedIds, onDone) {
     const ids = selectedIds();
     try {
       const result = await post(`/datasets/${datasetId}/tags/batch`, {
-        action: action.value, tags: splitTags(tags.value), position: position.value,
-        replace_with: splitTags(replaceWith.value), image_ids: ids.length ? ids : null });
+        action: action.value, tags: splitList(tags.value), position: position.value,
+        replace_with: splitList(replaceWith.value), image_ids: ids.length ? ids : null });
       status.textContent = `${result.changed} of ${result.matched} images changed`;
       status.className = "muted";
       onDone();
@@ -44,5 +42,3 @@ export function frequencyList(frequencies, activeTag, onPick) {
       : h("p", { class: "muted" }, "No tags yet."),
     h("datalist", { id: "dataset-tags" }, frequencies.map(({ tag }) => h("option", { value: tag }))));
 }
-
-export { splitTags };

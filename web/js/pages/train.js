@@ -1,7 +1,7 @@
 // Training form: basic (preset card × base model, repeats, epochs, preview prompt) or pro (every parameter),
 // with a live step count and time estimate, pre-flight errors next to their fields, start now or tonight.
 import { get, patch, post } from "../api.js";
-import { duration, field, h, mount, showErrors } from "../dom.js";
+import { duration, field, h, mount, showErrors, splitList } from "../dom.js";
 
 function paramInput(spec) {
   const name = spec.key;
@@ -28,7 +28,7 @@ function readParam(spec, input) {
   if (input.value === "") return spec.nullable ? null : spec.types.includes("array") ? [] : undefined;
   if (spec.choices) return spec.choices.find((c) => String(c) === input.value);
   if (input.type === "number") return Number(input.value);
-  if (spec.types.includes("array")) return input.value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (spec.types.includes("array")) return splitList(input.value);
   return input.value;
 }
 
@@ -39,6 +39,7 @@ export async function trainPage({ datasetId, fromJob }) {
     get("/presets"), get("/params")]);
   const specs = catalog.flatMap((g) => g.params);
   const themes = [...new Set(presets.map((p) => p.theme))];
+  const firstTheme = themes.includes("standard") ? "standard" : themes[0];
 
   const name = h("input", { type: "text", name: "name", required: true, value: job ? job.name : dataset.name.replace(/[^\w.-]+/g, "_") });
   const model = h("select", { name: "base_model" }, models.map((m) => h("option", { value: m.name, selected: job && job.base_model === m.name },
@@ -46,8 +47,8 @@ export async function trainPage({ datasetId, fromJob }) {
   const mode = job ? "pro" : "basic";
   const modeInputs = ["basic", "pro"].map((m) => h("label", { style: "display:inline;margin-right:1rem" },
     h("input", { type: "radio", name: "mode", value: m, checked: m === mode }), ` ${m === "basic" ? "Basic" : "Pro"}`));
-  const cards = h("div", { class: "cards", role: "radiogroup", "aria-label": "Preset" }, themes.map((theme, i) =>
-    h("label", { class: "preset" }, h("input", { type: "radio", name: "preset", value: theme, checked: i === themes.indexOf("standard") || (themes.indexOf("standard") < 0 && i === 0) }),
+  const cards = h("div", { class: "cards", role: "radiogroup", "aria-label": "Preset" }, themes.map((theme) =>
+    h("label", { class: "preset" }, h("input", { type: "radio", name: "preset", value: theme, checked: theme === firstTheme }),
       ` ${theme.replace(/_/g, " ")}`)));
   const repeats = h("input", { type: "number", name: "repeats", min: 1, max: 1000, value: dataset.default_repeats });
   const epochs = h("input", { type: "number", name: "max_train_epochs", min: 1, max: 1000, value: job ? job.params.max_train_epochs ?? 10 : 10 });

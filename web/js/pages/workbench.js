@@ -1,7 +1,7 @@
 // Dataset workbench: upload, a lazy thumbnail grid with selection, per-image tags/repeats/reg, crop, batch tags.
 import { del, get, patch, post } from "../api.js";
-import { field, h, mount } from "../dom.js";
-import { batchTagPanel, frequencyList, splitTags } from "./tags.js";
+import { field, h, mount, splitList } from "../dom.js";
+import { batchTagPanel, frequencyList } from "./tags.js";
 import { uploadPanel } from "./upload.js";
 
 const CROP_SIZES = {
@@ -76,7 +76,7 @@ export async function workbenchPage(datasetId) {
       onkeydown: (e) => {
         if (e.key !== "Enter") return;
         e.preventDefault();
-        for (const tag of splitTags(adder.value)) if (!tags.includes(tag)) tags.push(tag);
+        for (const tag of splitList(adder.value)) if (!tags.includes(tag)) tags.push(tag);
         adder.value = "";
         drawChips();
       } });
