@@ -11,10 +11,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import bindparam, select
 
 from core.db import session_factory
 from core.events import channel
-from core.models import FINISHED, Job
+from core.models import FINISHED, Epoch, Job
 from core.settings import Settings
 
 KEEPALIVE_S = 15.0  # also the longest a lost notice can delay an update
@@ -23,12 +24,17 @@ PROGRESS_KEYS = ("step", "total_steps", "loss", "lr", "eta_s")
 Waiter = Callable[[], Awaitable[bool]]
 
 
+_JOB_STATE = select(Job.status, Job.step, Job.total_steps, Job.loss, Job.lr, Job.eta_s, Job.error, Job.log_tail).where(
+    Job.id == bindparam("job_id"))
+_EPOCH_PREVIEWS = select(Epoch.n, Epoch.previews).where(Epoch.job_id == bindparam("job_id")).order_by(Epoch.n)
+
+
 def _snapshot(settings: Settings, job_id: str) -> dict[str, Any]:
+    """What a listener sees of the job; only these columns (not params or the chart history) on every notice."""
     with session_factory(settings.db_url)() as session:
-        job = session.get(Job, job_id)
-        return {"status": job.status, "step": job.step, "total_steps": job.total_steps, "loss": job.loss,
-                "lr": job.lr, "eta_s": job.eta_s, "error": job.error, "log_tail": list(job.log_tail),
-                "epochs": {e.n: len(e.previews) for e in job.epochs}}
+        state = session.execute(_JOB_STATE, {"job_id": job_id}).one()._asdict()
+        epochs = {n: len(previews) for n, previews in session.execute(_EPOCH_PREVIEWS, {"job_id": job_id})}
+    return {**state, "log_tail": list(state["log_tail"]), "epochs": epochs}
 
 
 def _event(name: str, data: dict[str, Any]) -> str:
