@@ -54,7 +54,7 @@ class DatasetOut(BaseModel):
     image_count: int = 0
 
 
-def _clean_tags(tags: list[str]) -> list[str]:
+def clean_tags(tags: list[str]) -> list[str]:
     out: list[str] = []
     for tag in tags:
         tag = " ".join(tag.replace(",", " ").split())
@@ -65,7 +65,7 @@ def _clean_tags(tags: list[str]) -> list[str]:
     return out
 
 
-Tags = Annotated[list[str], AfterValidator(_clean_tags)]
+Tags = Annotated[list[str], AfterValidator(clean_tags)]
 # A LoRA name is also its file name and its `<lora:name:weight>` tag: no spaces, colons or slashes.
 LoraName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 

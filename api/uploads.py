@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.phash import phash
+
 THUMB_SIZE = 320
 MAGIC = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpg"}
 FORMAT_NAMES = {"png": "PNG", "jpg": "JPEG"}
@@ -25,6 +27,7 @@ class CleanImage:
     width: int
     height: int
     sha256: str
+    phash: str
 
 
 def sniff(head: bytes) -> str | None:
@@ -61,7 +64,8 @@ def clean_image(raw: bytes, max_bytes: int, max_pixels: int) -> CleanImage:
     thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
     thumb_out = io.BytesIO()
     thumb.save(thumb_out, "WEBP", quality=80)
-    return CleanImage(data, thumb_out.getvalue(), fmt, image.width, image.height, hashlib.sha256(data).hexdigest())
+    return CleanImage(data, thumb_out.getvalue(), fmt, image.width, image.height, hashlib.sha256(data).hexdigest(),
+                      phash(thumb))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -87,8 +87,34 @@ class Image(Base):
     repeats: Mapped[int | None] = mapped_column(Integer, nullable=True)
     crop: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     is_reg: Mapped[bool] = mapped_column(Boolean, default=False)
+    phash: Mapped[str | None] = mapped_column(String(16), nullable=True)  # 64-bit DCT hash, hex
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     dataset: Mapped[Dataset] = relationship(back_populates="images")
+
+
+class TaskStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class DatasetTask(Base):
+    """Long work over a dataset's images on the cpu queue (auto-tagging, focus crops), with its progress."""
+
+    __tablename__ = "dataset_tasks"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.queued)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Job(Base):

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 40 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     download_link_seconds: int = 3600
+    import_max_entries: int = 4000  # entries in an imported zip (images, captions and folders)
+    import_max_bytes: int = 8 * 1024**3  # uncompressed, all entries together
+    import_max_ratio: float = 100.0  # uncompressed ÷ compressed of one entry: more is a zip bomb
+    tagger_dir: Path | None = None  # folders of WD14-style taggers (model.onnx + selected_tags.csv); var/taggers
+    taggers_from_hub: list[str] = Field(default_factory=list)  # hub ids, loaded from the local Hugging Face cache
 
     job_time_limit_s: int = 24 * 3600
     visibility_timeout_s: int = 48 * 3600
@@ -88,6 +93,10 @@ class Settings(BaseSettings):
     @property
     def scratch(self) -> Path:
         return self.scratch_dir or self.var_dir / "scratch"
+
+    @property
+    def taggers_dir(self) -> Path:
+        return self.tagger_dir or self.var_dir / "taggers"
 
     def models(self) -> list[BaseModelEntry]:
         if self.base_models:

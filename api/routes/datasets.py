@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import io
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from PIL import Image as PILImage
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, OwnedDataset, SessionDep, StorageDep
 from api.schemas import CropRequest, DatasetIn, DatasetOut, DatasetPatch, TagBatch
 from core import keys
+from core.kohya_layout import tag_counts
 from core.models import Dataset, Image, Job
+from core.phash import DEFAULT_MAX_DISTANCE, near_duplicate_groups, phash
 
 router = APIRouter(tags=["datasets"])
 
 
-def _out(dataset: Dataset, count: int) -> DatasetOut:
+def dataset_out(dataset: Dataset, count: int) -> DatasetOut:
     return DatasetOut.model_validate(dataset).model_copy(update={"image_count": count})
 
 
@@ -32,7 +36,7 @@ def create_dataset(body: DatasetIn, user: CurrentUser, session: SessionDep) -> D
     dataset = Dataset(owner_id=user.id, **body.model_dump())
     session.add(dataset)
     session.commit()
-    return _out(dataset, 0)
+    return dataset_out(dataset, 0)
 
 
 @router.get("/datasets")
@@ -41,12 +45,12 @@ async def list_datasets(user: CurrentUser, session: SessionDep) -> list[DatasetO
         select(Image.dataset_id, func.count()).join(Dataset).where(Dataset.owner_id == user.id)
         .group_by(Image.dataset_id)).all())
     rows = session.scalars(select(Dataset).where(Dataset.owner_id == user.id).order_by(Dataset.created_at.desc()))
-    return [_out(d, counts.get(d.id, 0)) for d in rows]
+    return [dataset_out(d, counts.get(d.id, 0)) for d in rows]
 
 
 @router.get("/datasets/{dataset_id}")
 async def get_dataset(dataset: OwnedDataset, session: SessionDep) -> DatasetOut:
-    return _out(dataset, image_count(session, dataset.id))
+    return dataset_out(dataset, image_count(session, dataset.id))
 
 
 @router.patch("/datasets/{dataset_id}")
@@ -55,7 +59,7 @@ def patch_dataset(body: DatasetPatch, dataset: OwnedDataset, session: SessionDep
         if value is not None:
             setattr(dataset, field, value)
     session.commit()
-    return _out(dataset, image_count(session, dataset.id))
+    return dataset_out(dataset, image_count(session, dataset.id))
 
 
 @router.delete("/datasets/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -71,10 +75,8 @@ def delete_dataset(dataset: OwnedDataset, session: SessionDep, storage: StorageD
 
 @router.get("/datasets/{dataset_id}/tags")
 async def tag_frequency(dataset: OwnedDataset, session: SessionDep) -> list[dict[str, object]]:
-    counter: Counter[str] = Counter()
-    for tags in session.scalars(select(Image.tags).where(Image.dataset_id == dataset.id)):
-        counter.update(tags)
-    return [{"tag": tag, "count": count} for tag, count in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))]
+    tag_lists = session.scalars(select(Image.tags).where(Image.dataset_id == dataset.id))
+    return [{"tag": tag, "count": count} for tag, count in tag_counts(tag_lists)]
 
 
 def apply_tag_batch(tags: list[str], batch: TagBatch) -> list[str]:
@@ -114,6 +116,21 @@ def center_box(width: int, height: int, aspect_w: int, aspect_h: int) -> dict[st
     else:
         box_w, box_h = width, max(8, round(width * aspect_h / aspect_w))
     return {"x": (width - box_w) // 2, "y": (height - box_h) // 2, "width": box_w, "height": box_h}
+
+
+@router.get("/datasets/{dataset_id}/duplicates")
+def near_duplicates(dataset: OwnedDataset, session: SessionDep, storage: StorageDep,
+                    max_distance: Annotated[int, Query(ge=0, le=32)] = DEFAULT_MAX_DISTANCE) -> dict[str, object]:
+    """Groups of near-identical images (perceptual hashes at most `max_distance` of 64 bits apart)."""
+    images = list(session.scalars(select(Image).where(Image.dataset_id == dataset.id)
+                                  .order_by(Image.created_at, Image.id)))
+    for image in images:
+        if image.phash is None:  # stored before hashes were kept
+            with PILImage.open(io.BytesIO(storage.get_bytes(image.thumb_key))) as thumb:
+                image.phash = phash(thumb)
+    session.commit()
+    groups = near_duplicate_groups({i.id: i.phash for i in images if i.phash}, max_distance)
+    return {"max_distance": max_distance, "groups": groups}
 
 
 @router.post("/datasets/{dataset_id}/crop")

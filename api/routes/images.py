@@ -8,11 +8,11 @@ from fastapi import APIRouter, File, HTTPException, Response, UploadFile, status
 from sqlalchemy import select
 
 from api.deps import OwnedDataset, SessionDep, SettingsDep, StorageDep
+from api.ingest import store_image
 from api.routes.datasets import image_count
 from api.schemas import ImageOut, ImagePatch, UploadResult
-from api.uploads import RejectedUpload, clean_image
-from core import keys
-from core.models import Dataset, Image, new_id
+from api.uploads import RejectedUpload
+from core.models import Dataset, Image
 from core.storage import Storage
 
 router = APIRouter(tags=["images"])
@@ -22,22 +22,6 @@ def image_out(image: Image, storage: Storage) -> ImageOut:
     out = ImageOut.model_validate(image)
     return out.model_copy(update={"thumb_url": storage.signed_url(image.thumb_key),
                                   "url": storage.signed_url(image.storage_key, image.filename)})
-
-
-def _store(upload: UploadFile, dataset: Dataset, session: SessionDep, storage: StorageDep,
-           settings: SettingsDep) -> str:
-    raw = upload.file.read(settings.max_upload_bytes + 1)
-    clean = clean_image(raw, settings.max_upload_bytes, settings.max_image_pixels)
-    image_id = new_id()
-    key = keys.image(dataset.owner_id, dataset.id, image_id, clean.format)
-    thumb_key = keys.thumb(dataset.owner_id, dataset.id, image_id)
-    storage.put_bytes(key, clean.data, "image/png" if clean.format == "png" else "image/jpeg")
-    storage.put_bytes(thumb_key, clean.thumb, "image/webp")
-    session.add(Image(id=image_id, dataset_id=dataset.id, filename=(upload.filename or "upload")[:255],
-                      storage_key=key, thumb_key=thumb_key, sha256=clean.sha256, size=len(clean.data),
-                      format=clean.format, width=clean.width, height=clean.height, tags=[]))
-    session.commit()
-    return image_id
 
 
 @router.post("/datasets/{dataset_id}/images")
@@ -53,7 +37,10 @@ def upload_images(files: Annotated[list[UploadFile], File(description="PNG or JP
                                                                  "images at most)"))
             continue
         try:
-            results.append(UploadResult(filename=name, id=_store(upload, dataset, session, storage, settings)))
+            raw = upload.file.read(settings.max_upload_bytes + 1)
+            image = store_image(session, storage, settings, dataset, name, raw)
+            session.commit()
+            results.append(UploadResult(filename=name, id=image.id))
             count += 1
         except RejectedUpload as exc:
             results.append(UploadResult(filename=name, error=str(exc)))

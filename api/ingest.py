@@ -1,0 +1,29 @@
+"""Adding a checked image to a dataset: the one path that uploads and zip imports share."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from api.uploads import clean_image
+from core import keys
+from core.models import Dataset, Image, new_id
+from core.settings import Settings
+from core.storage import Storage
+
+
+def store_image(session: Session, storage: Storage, settings: Settings, dataset: Dataset, filename: str,
+                raw: bytes, **fields: object) -> Image:
+    """Validates `raw` (RejectedUpload names the problem), stores it and its thumbnail, and adds the row.
+
+    The caller commits; `fields` sets tags, repeats, is_reg and the like on the new row."""
+    clean = clean_image(raw, settings.max_upload_bytes, settings.max_image_pixels)
+    image_id = new_id()
+    key = keys.image(dataset.owner_id, dataset.id, image_id, clean.format)
+    thumb_key = keys.thumb(dataset.owner_id, dataset.id, image_id)
+    storage.put_bytes(key, clean.data, "image/png" if clean.format == "png" else "image/jpeg")
+    storage.put_bytes(thumb_key, clean.thumb, "image/webp")
+    image = Image(id=image_id, dataset_id=dataset.id, filename=filename[:255] or "upload", storage_key=key,
+                  thumb_key=thumb_key, sha256=clean.sha256, phash=clean.phash, size=len(clean.data),
+                  format=clean.format, width=clean.width, height=clean.height, **{"tags": [], **fields})
+    session.add(image)
+    return image

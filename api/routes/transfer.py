@@ -1,0 +1,95 @@
+"""Datasets in and out in the kohya layout: zip import with a per-entry report, zip export, the tag summary."""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from typing import Annotated, BinaryIO
+
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from api.dataset_import import TAG_SUMMARY, EntryReport, HostileArchive, import_archive
+from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, StorageDep
+from api.routes.datasets import dataset_out, image_count
+from api.schemas import DatasetOut
+from core.kohya_layout import caption_for, concept_name, image_bytes, place, readable_stem, tag_occurrence
+from core.models import Dataset, Image
+from core.storage import Storage
+
+router = APIRouter(tags=["datasets"])
+
+
+class ImportOut(BaseModel):
+    dataset: DatasetOut
+    imported: int
+    report: list[EntryReport]
+
+
+def _problem(message: str, errors: list[dict[str, str]]) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"message": message, "errors": errors})
+
+
+@router.post("/datasets/import", status_code=status.HTTP_201_CREATED)
+def import_dataset(file: Annotated[UploadFile, File(description="a zip in kohya layout")],
+                   user: CurrentUser, session: SessionDep, storage: StorageDep, settings: SettingsDep,
+                   name: Annotated[str | None, Form(max_length=200)] = None) -> ImportOut:
+    title = (name or "").strip() or (file.filename or "imported").rsplit(".", 1)[0][:200] or "imported"
+    try:
+        result = import_archive(file.file, title, user.id, session, storage, settings)
+    except HostileArchive as exc:
+        raise _problem("the archive was refused; nothing was imported",
+                       [{"field": "file", "message": p} for p in exc.problems]) from None
+    if result.dataset is None:
+        raise _problem("no image in the archive could be imported",
+                       [{"field": r.entry, "message": f"{r.status}: {r.reason}"} for r in result.report])
+    return ImportOut(dataset=dataset_out(result.dataset, image_count(session, result.dataset.id)),
+                     imported=result.imported, report=result.report)
+
+
+def write_kohya_zip(target: BinaryIO, dataset: Dataset, images: list[Image], storage: Storage) -> None:
+    with zipfile.ZipFile(target, "w") as archive:
+        for spot in place(dataset, images, dataset.name, stem_of=readable_stem):
+            # images are compressed already: stored as they are; captions deflate well
+            archive.writestr(f"{spot.folder}/{spot.stem}.{spot.image.format}", image_bytes(spot.image, storage),
+                             zipfile.ZIP_STORED)
+            archive.writestr(f"{spot.folder}/{spot.stem}.txt", caption_for(spot.image), zipfile.ZIP_DEFLATED)
+        archive.writestr(TAG_SUMMARY, tag_occurrence(i.tags for i in images), zipfile.ZIP_DEFLATED)
+
+
+def _chunks(handle: BinaryIO, size: int = 1024 * 1024) -> Iterator[bytes]:
+    with handle:
+        handle.seek(0)
+        while chunk := handle.read(size):
+            yield chunk
+
+
+def _images(session: SessionDep, dataset: Dataset) -> list[Image]:
+    query = select(Image).where(Image.dataset_id == dataset.id).order_by(Image.created_at, Image.id)
+    return list(session.scalars(query))
+
+
+@router.get("/datasets/{dataset_id}/export")
+def export_dataset(dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> StreamingResponse:
+    """The dataset as sd-scripts reads it: crops applied, `.txt` captions, repeats in the folder names."""
+    # Built whole before the response starts, so a storage error is a clean 5xx rather than a cut zip.
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _chunks once streamed
+    try:
+        write_kohya_zip(spool, dataset, _images(session, dataset), storage)
+    except BaseException:
+        spool.close()
+        raise
+    size = spool.tell()
+    filename = f"{concept_name(dataset.name).replace(' ', '_')}.zip"
+    return StreamingResponse(_chunks(spool), media_type="application/zip",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                                      "Content-Length": str(size)})
+
+
+@router.get("/datasets/{dataset_id}/tag-occurrence", response_class=PlainTextResponse)
+def tag_summary(dataset: OwnedDataset, session: SessionDep) -> PlainTextResponse:
+    text = tag_occurrence(session.scalars(select(Image.tags).where(Image.dataset_id == dataset.id)))
+    return PlainTextResponse(text, headers={"Content-Disposition": f'attachment; filename="{TAG_SUMMARY}"'})

@@ -1,0 +1,96 @@
+"""The kohya folder layout a dataset becomes: `N_concept/` folders of images and `.txt` captions, reg under `reg/`.
+
+Used by the worker (a training folder on scratch) and by the dataset export (a zip for sd-scripts users)."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from PIL import Image as PILImage
+
+from core.models import Dataset, Image
+from core.storage import Storage
+
+REG_ROOT = "reg"
+CONCEPT_FOLDER = re.compile(r"^(\d+)_(.+)$")  # "10_alice": 10 repeats of the concept "alice"
+
+
+@dataclass(frozen=True)
+class Placement:
+    image: Image
+    folder: str  # "10_alice" or "reg/1_woman"
+    stem: str  # file name without extension, unique within the folder
+
+
+def concept_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9 _-]+", "", text).strip() or "concept"
+
+
+def caption_for(image: Image) -> str:
+    """Tags in order (trigger word first when it was added at the start), then any free-text caption."""
+    parts = list(image.tags)
+    if image.caption.strip():
+        parts.append(image.caption.strip())
+    return ", ".join(parts)
+
+
+def effective_repeats(image: Image, dataset: Dataset) -> int:
+    return image.repeats or (1 if image.is_reg else dataset.default_repeats)
+
+
+def place(dataset: Dataset, images: Iterable[Image], concept: str, stem_of=None) -> list[Placement]:  # noqa: ANN001
+    """Where each image goes. `stem_of(image)` names the files (default: the image id); clashes get `-2`, `-3`…"""
+    name = concept_name(concept)
+    taken: set[tuple[str, str]] = set()
+    out: list[Placement] = []
+    for image in images:
+        folder = f"{effective_repeats(image, dataset)}_{name}"
+        if image.is_reg:
+            folder = f"{REG_ROOT}/{folder}"
+        base = stem_of(image) if stem_of else image.id
+        stem, n = base, 1
+        while (folder, stem.lower()) in taken:
+            n += 1
+            stem = f"{base}-{n}"
+        taken.add((folder, stem.lower()))
+        out.append(Placement(image, folder, stem))
+    return out
+
+
+def readable_stem(image: Image) -> str:
+    stem = PurePosixPath(image.filename).stem
+    return re.sub(r"[^\w.-]+", "_", stem).strip("._") or image.id
+
+
+def image_bytes(image: Image, storage: Storage) -> bytes:
+    """The stored file, or, when a crop box is set, the cropped picture in the same format."""
+    data = storage.get_bytes(image.storage_key)
+    if not image.crop:
+        return data
+    box = image.crop
+    with PILImage.open(io.BytesIO(data)) as pil:
+        cropped = pil.crop((box["x"], box["y"], box["x"] + box["width"], box["y"] + box["height"]))
+        out = io.BytesIO()
+        if image.format == "png":
+            cropped.save(out, "PNG")
+        else:
+            cropped.save(out, "JPEG", quality=95, subsampling=0)
+    return out.getvalue()
+
+
+def tag_counts(tag_lists: Iterable[list[str]]) -> list[tuple[str, int]]:
+    """Each tag with the number of images carrying it, most frequent first (ties by name)."""
+    counter: Counter[str] = Counter()
+    for tags in tag_lists:
+        counter.update(tags)
+    return sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def tag_occurrence(tag_lists: Iterable[list[str]]) -> str:
+    """The tag summary file: `count tag` lines, most frequent first."""
+    return "".join(f"{count} {tag}\n" for tag, count in tag_counts(tag_lists))
