@@ -9,7 +9,7 @@ COPY api api
 COPY worker worker
 COPY migrations migrations
 COPY scripts scripts
-RUN pip install '.[train,gpu]'
+RUN pip install '.[train,gpu,tagger]'
 COPY web web
 RUN useradd --create-home lorabake && mkdir -p /data && chown lorabake /data
 USER lorabake

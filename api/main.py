@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.routes import auth, datasets, epochs, images, jobs, models, system, transfer
+from api.routes import auth, datasets, epochs, images, jobs, models, system, tools, transfer
 from core.db import migrate
 from core.queue import make_celery
 from core.settings import Settings, get_settings
@@ -31,7 +31,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.state.sse_interval_s = 1.0
 
     api = APIRouter(prefix="/api/v1")
-    for module in (auth, transfer, datasets, images, jobs, epochs, models, system):
+    for module in (auth, transfer, datasets, tools, images, jobs, epochs, models, system):
         api.include_router(module.router)
     app.include_router(api)
 

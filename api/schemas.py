@@ -112,10 +112,41 @@ class UploadResult(BaseModel):
 
 
 class CropRequest(BaseModel):
-    mode: Literal["center"] = "center"
+    mode: Literal["center", "focus"] = "center"
     width: int = Field(ge=64, le=4096, description="target width; only the aspect ratio decides the box")
     height: int = Field(ge=64, le=4096)
     image_ids: list[str] | None = None
+
+
+class AutotagRequest(BaseModel):
+    tagger: str | None = Field(default=None, description="a name from GET /taggers; default: the first installed")
+    general_threshold: float = Field(default=0.35, ge=0.0, le=1.0)
+    character_threshold: float = Field(default=0.85, ge=0.0, le=1.0)
+    include_ratings: bool = False
+    underscores_to_spaces: bool = True
+    blacklist: Tags = Field(default_factory=list)
+    mode: Literal["append", "overwrite", "skip_tagged"] = "append"
+    image_ids: list[str] | None = None
+
+
+class TaggerOut(BaseModel):
+    name: str
+    source: Literal["folder", "hub"]
+    installed: bool
+
+
+class TaskOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    dataset_id: str
+    kind: str
+    status: str
+    done: int
+    total: int
+    result: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
 
 
 class TagBatch(BaseModel):

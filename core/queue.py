@@ -11,6 +11,7 @@ TRAIN_QUEUE, LIGHT_QUEUE, CPU_QUEUE = "train", "gpu-light", "cpu"
 TRAIN_TASK = "lorabake.train_job"
 GENERATE_TASK = "lorabake.generate"
 RECONCILE_TASK = "lorabake.reconcile"
+DATASET_TASK = "lorabake.dataset_task"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -23,7 +24,7 @@ def make_celery(settings: Settings) -> Celery:
         task_queues=[Queue(TRAIN_QUEUE), Queue(LIGHT_QUEUE), Queue(CPU_QUEUE)],
         task_default_queue=CPU_QUEUE,
         task_routes={TRAIN_TASK: {"queue": TRAIN_QUEUE}, GENERATE_TASK: {"queue": LIGHT_QUEUE},
-                     RECONCILE_TASK: {"queue": CPU_QUEUE}},
+                     RECONCILE_TASK: {"queue": CPU_QUEUE}, DATASET_TASK: {"queue": CPU_QUEUE}},
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

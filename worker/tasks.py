@@ -6,9 +6,10 @@ from functools import lru_cache
 
 from sqlalchemy.exc import OperationalError
 
-from core.queue import GENERATE_TASK, RECONCILE_TASK, TRAIN_TASK
+from core.queue import DATASET_TASK, GENERATE_TASK, RECONCILE_TASK, TRAIN_TASK
 from core.storage import storage_for
 from worker.app import celery, settings
+from worker.dataset_tasks import run_dataset_task
 from worker.generation import run_generation
 from worker.reconcile import reconcile
 from worker.training import run_training
@@ -36,3 +37,10 @@ def generate(generation_id: str) -> str:
 def reconcile_jobs() -> dict[str, list[str]]:
     repairs = reconcile(settings, lambda job_id: celery.send_task(TRAIN_TASK, args=[job_id]))
     return {"requeued": repairs.requeued, "failed": repairs.failed, "started": repairs.started}
+
+
+@celery.task(name=DATASET_TASK, acks_late=True, autoretry_for=(OperationalError,), max_retries=2,
+             retry_backoff=True, time_limit=4 * 3600, soft_time_limit=4 * 3600 - 60)
+def dataset_task(task_id: str) -> str:
+    """Auto-tagging or focus crops over a dataset; safe to run twice (see worker.dataset_tasks)."""
+    return run_dataset_task(settings, _storage(), task_id)

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, OwnedDataset, SessionDep, StorageDep
-from api.schemas import CropRequest, DatasetIn, DatasetOut, DatasetPatch, TagBatch
+from api.schemas import DatasetIn, DatasetOut, DatasetPatch, TagBatch
 from core import keys
 from core.kohya_layout import tag_counts
 from core.models import Dataset, Image, Job
@@ -109,15 +109,6 @@ def selected_images(session: Session, dataset: Dataset, image_ids: list[str] | N
     return images
 
 
-def center_box(width: int, height: int, aspect_w: int, aspect_h: int) -> dict[str, int]:
-    """The largest box of the aspect aspect_w:aspect_h centred in a width × height image."""
-    if width * aspect_h > height * aspect_w:  # wider than the target: trim the sides
-        box_w, box_h = max(8, round(height * aspect_w / aspect_h)), height
-    else:
-        box_w, box_h = width, max(8, round(width * aspect_h / aspect_w))
-    return {"x": (width - box_w) // 2, "y": (height - box_h) // 2, "width": box_w, "height": box_h}
-
-
 @router.get("/datasets/{dataset_id}/duplicates")
 def near_duplicates(dataset: OwnedDataset, session: SessionDep, storage: StorageDep,
                     max_distance: Annotated[int, Query(ge=0, le=32)] = DEFAULT_MAX_DISTANCE) -> dict[str, object]:
@@ -131,16 +122,6 @@ def near_duplicates(dataset: OwnedDataset, session: SessionDep, storage: Storage
     session.commit()
     groups = near_duplicate_groups({i.id: i.phash for i in images if i.phash}, max_distance)
     return {"max_distance": max_distance, "groups": groups}
-
-
-@router.post("/datasets/{dataset_id}/crop")
-def crop_images(body: CropRequest, dataset: OwnedDataset, session: SessionDep) -> dict[str, int]:
-    """Stores a crop box per image (nothing is cut now: the box is applied when the dataset is materialised)."""
-    images = selected_images(session, dataset, body.image_ids)
-    for image in images:
-        image.crop = center_box(image.width, image.height, body.width, body.height)
-    session.commit()
-    return {"changed": len(images)}
 
 
 @router.post("/datasets/{dataset_id}/tags/batch")

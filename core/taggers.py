@@ -1,0 +1,69 @@
+"""Which auto-taggers this server has: WD14-style folders (model.onnx + selected_tags.csv) and hub ids.
+
+Listing only: nothing here loads a model, so the API can answer without onnxruntime. The worker loads them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from core.settings import Settings
+
+MODEL_FILE = "model.onnx"
+TAGS_FILE = "selected_tags.csv"
+
+
+@dataclass(frozen=True)
+class TaggerEntry:
+    name: str  # what a request names: the folder name, or the hub id
+    source: Literal["folder", "hub"]
+    location: str
+    installed: bool  # both files are on this server; a hub tagger that is not downloads on first use
+
+
+def hub_cache_dir() -> Path:
+    if cache := os.environ.get("HF_HUB_CACHE"):
+        return Path(cache)
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+
+
+def hub_snapshot(repo_id: str) -> Path | None:
+    """The cached snapshot folder of a hub repository's main revision, as the Hugging Face cache lays it out."""
+    repo = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}"
+    try:
+        revision = (repo / "refs" / "main").read_text().strip()
+    except OSError:
+        return None
+    snapshot = repo / "snapshots" / revision
+    return snapshot if snapshot.is_dir() else None
+
+
+def _complete(folder: Path | None) -> bool:
+    return folder is not None and (folder / MODEL_FILE).is_file() and (folder / TAGS_FILE).is_file()
+
+
+def list_taggers(settings: Settings) -> list[TaggerEntry]:
+    entries: list[TaggerEntry] = []
+    root = settings.taggers_dir
+    if root.is_dir():
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            if _complete(folder):
+                entries.append(TaggerEntry(folder.name, "folder", str(folder.resolve()), True))
+    for repo_id in settings.taggers_from_hub:
+        entries.append(TaggerEntry(repo_id, "hub", repo_id, _complete(hub_snapshot(repo_id))))
+    return entries
+
+
+def find_tagger(settings: Settings, name: str | None) -> TaggerEntry | None:
+    """The named tagger, or without a name the first installed one."""
+    taggers = list_taggers(settings)
+    if name is None:
+        return next((t for t in taggers if t.installed), None)
+    return next((t for t in taggers if t.name == name), None)
+
+
+def no_tagger_message(settings: Settings) -> str:
+    return (f"no auto-tagger is installed on this server: put a WD14-style tagger ({MODEL_FILE} and {TAGS_FILE}) "
+            f"in a folder under {settings.taggers_dir}, or list a hub id in LORABAKE_TAGGERS_FROM_HUB")

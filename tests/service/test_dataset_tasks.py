@@ -1,0 +1,111 @@
+"""Auto-tagging and focus crops through the API, run by a real Celery worker on the cpu queue."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from core.settings import Settings
+from tests.service.conftest import (
+    LiveServer,
+    WorkerProcess,
+    production_like_env,
+    register,
+    settings_from_env,
+    wait_for,
+)
+from tests.test_dataset_tools import contains, scene
+from tests.tiny_tagger import make_tiny_tagger
+
+
+def png(image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def solid(color: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    return png(Image.new("RGB", (96, 96), color))
+
+
+def test_without_a_tagger_the_api_says_so_plainly(tmp_path):
+    with TestClient(create_app(Settings(var_dir=tmp_path / "var"))) as client:
+        alice = register(client, "alice@example.com")
+        listed = client.get("/api/v1/taggers", headers=alice).json()
+        assert listed["taggers"] == [] and "no auto-tagger is installed" in listed["message"]
+        dataset = client.post("/api/v1/datasets", json={"name": "d"}, headers=alice).json()["id"]
+        refused = client.post(f"/api/v1/datasets/{dataset}/autotag", json={}, headers=alice)
+        assert refused.status_code == 409 and "model.onnx and selected_tags.csv" in refused.json()["detail"]
+        named = client.post(f"/api/v1/datasets/{dataset}/autotag", json={"tagger": "wd-vit"}, headers=alice)
+        assert named.status_code == 409 and "'wd-vit' is not on this server" in named.json()["detail"]
+        bad = client.post(f"/api/v1/datasets/{dataset}/autotag", json={"general_threshold": 2}, headers=alice)
+        assert bad.status_code == 422 and bad.json()["detail"]["errors"][0]["field"] == "general_threshold"
+
+
+@pytest.fixture
+def stack(tmp_path, service_urls, tiny_sd15):
+    env = production_like_env(tmp_path, service_urls, tiny_sd15, 6)
+    make_tiny_tagger(tmp_path / "var" / "taggers" / "tiny-wd14")
+    worker = WorkerProcess(env, tmp_path / "worker.log", queues="cpu").start()
+    with LiveServer(settings_from_env(env)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client, worker
+    worker.stop()
+
+
+def finished(client, headers, task: dict, worker) -> dict:
+    return wait_for(lambda: (t := client.get(f"/api/v1/tasks/{task['id']}", headers=headers).json())["status"]
+                    in ("succeeded", "failed") and t, 90, f"task {task['kind']}", describe=worker.log)
+
+
+def test_autotag_and_focus_crop_run_on_the_cpu_queue_with_progress(stack):
+    client, worker = stack
+    alice = register(client, "alice@example.com")
+    assert client.get("/api/v1/taggers", headers=alice).json() == {
+        "taggers": [{"name": "tiny-wd14", "source": "folder", "installed": True}], "message": None}
+    dataset = client.post("/api/v1/datasets", json={"name": "colours"}, headers=alice).json()["id"]
+    files = {"red.png": solid((220, 30, 30)), "green.png": solid((40, 200, 40)), "blue.png": solid((30, 30, 220)),
+             "subject.png": png(scene((600, 400), (80, 200)))}
+    uploaded = client.post(f"/api/v1/datasets/{dataset}/images", headers=alice,
+                           files=[("files", (n, d, "image/png")) for n, d in files.items()]).json()
+    ids = {u["filename"]: u["id"] for u in uploaded}
+    client.patch(f"/api/v1/datasets/{dataset}/images/{ids['red.png']}", json={"tags": ["mytrigger"]}, headers=alice)
+
+    task = client.post(f"/api/v1/datasets/{dataset}/autotag", headers=alice,
+                       json={"blacklist": ["simple background"], "image_ids": [ids["red.png"], ids["green.png"]]})
+    assert task.status_code == 202 and task.json()["status"] == "queued"
+    done = finished(client, alice, task.json(), worker)
+    assert done["status"] == "succeeded" and done["done"] == done["total"] == 2, done
+    assert done["result"] == {"tagged": 2, "tags_added": 5}
+
+    def tags_of(name: str) -> list[str]:
+        return client.get(f"/api/v1/datasets/{dataset}/images/{ids[name]}", headers=alice).json()["tags"]
+
+    assert tags_of("red.png") == ["mytrigger", "red theme", "^_^"]
+    assert tags_of("green.png") == ["hatsune miku", "green theme", "^_^"]
+    assert tags_of("blue.png") == []
+
+    skip = client.post(f"/api/v1/datasets/{dataset}/autotag", json={"mode": "skip_tagged"}, headers=alice).json()
+    assert finished(client, alice, skip, worker)["result"] == {"skipped": 2, "tagged": 2, "tags_added": 6}
+    assert tags_of("red.png") == ["mytrigger", "red theme", "^_^"]
+    assert tags_of("blue.png") == ["blue theme", "^_^", "simple background"]
+    overwrite = client.post(f"/api/v1/datasets/{dataset}/autotag", headers=alice,
+                            json={"mode": "overwrite", "include_ratings": True, "image_ids": [ids["red.png"]]}).json()
+    finished(client, alice, overwrite, worker)
+    assert tags_of("red.png") == ["red theme", "^_^", "simple background", "general"]
+
+    crop = client.post(f"/api/v1/datasets/{dataset}/crop", headers=alice,
+                       json={"mode": "focus", "width": 512, "height": 512, "image_ids": [ids["subject.png"]]})
+    assert crop.status_code == 202
+    assert finished(client, alice, crop.json(), worker)["result"] == {"saliency": 1}
+    box = client.get(f"/api/v1/datasets/{dataset}/images/{ids['subject.png']}", headers=alice).json()["crop"]
+    assert box["width"] == box["height"] == 400 and contains(box, (80, 200))
+    listed = client.get(f"/api/v1/datasets/{dataset}/tasks", headers=alice).json()
+    assert [t["kind"] for t in listed] == ["focus_crop", "autotag", "autotag", "autotag"]
+    bob = register(client, "bob@example.com")
+    assert client.get(f"/api/v1/tasks/{task.json()['id']}", headers=bob).status_code == 404

@@ -1,0 +1,121 @@
+"""Dataset tasks on the cpu queue: auto-tagging and focus crops, image by image, with stored progress.
+
+Each image's result is committed as it is made, so a task redelivered after a lost worker simply runs again: every
+mode gives the same tags and boxes a second time."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from PIL import Image as PILImage
+from sqlalchemy import select
+
+from core.db import session_factory
+from core.kohya_layout import image_bytes
+from core.models import DatasetTask, Image, TaskStatus, utcnow
+from core.settings import Settings
+from core.storage import Storage
+from core.taggers import find_tagger
+from worker.focus_crop import focus_box
+from worker.tagging import Labeler, TaggerError, TagOptions, load_tagger
+
+log = logging.getLogger(__name__)
+BATCH = 8  # images per tagger call and per progress update
+ImageStep = Callable[[list[Image], list[PILImage.Image]], None]
+
+
+def merged_tags(existing: list[str], found: list[str], mode: str) -> list[str]:
+    if mode == "overwrite":
+        return list(dict.fromkeys(found))
+    return existing + [t for t in dict.fromkeys(found) if t not in existing]
+
+
+def tagging_step(settings: Settings, params: dict, result: Counter) -> ImageStep:
+    entry = find_tagger(settings, params.get("tagger"))
+    if entry is None:
+        raise TaggerError(f"tagger {params.get('tagger')!r} is not installed on this server")
+    knobs = ("general_threshold", "character_threshold", "include_ratings", "underscores_to_spaces")
+    options = TagOptions(**{k: params[k] for k in knobs}, blacklist=frozenset(params["blacklist"]))
+    labeler: Labeler = load_tagger(entry, options)
+
+    def step(rows: list[Image], pictures: list[PILImage.Image]) -> None:
+        for row, labels in zip(rows, labeler.label(pictures), strict=True):
+            new = merged_tags(list(row.tags), labels.tags, params["mode"])
+            result["tags_added"] += len(set(new) - set(row.tags))
+            row.tags = new
+            result["tagged"] += 1
+
+    return step
+
+
+def focus_step(params: dict, result: Counter) -> ImageStep:
+    def step(rows: list[Image], pictures: list[PILImage.Image]) -> None:
+        for row, picture in zip(rows, pictures, strict=True):
+            focus = focus_box(picture, params["width"], params["height"])
+            row.crop = focus.box
+            result[focus.method] += 1
+
+    return step
+
+
+def run_dataset_task(settings: Settings, storage: Storage, task_id: str) -> str:
+    factory = session_factory(settings.db_url)
+    with factory() as session:
+        task = session.get(DatasetTask, task_id)
+        if task is None or task.status in (TaskStatus.succeeded, TaskStatus.failed):
+            return "gone" if task is None else task.status
+        params, kind = dict(task.params), task.kind
+        query = select(Image.id).where(Image.dataset_id == task.dataset_id).order_by(Image.created_at, Image.id)
+        if params.get("image_ids") is not None:
+            query = query.where(Image.id.in_(params["image_ids"]))
+        image_ids = list(session.scalars(query))
+        task.status, task.total, task.done, task.error = TaskStatus.running, len(image_ids), 0, None
+        session.commit()
+    result: Counter = Counter()
+    try:
+        step = tagging_step(settings, params, result) if kind == "autotag" else focus_step(params, result)
+        for start in range(0, len(image_ids), BATCH):
+            _run_batch(factory, storage, task_id, image_ids[start:start + BATCH], step, params, result,
+                       cropped=kind == "autotag")  # tags describe what is trained; a new focus box needs it all
+    except Exception as exc:  # the message is for the user; the traceback for the worker log
+        log.exception("dataset task %s failed", task_id)
+        _finish(factory, task_id, TaskStatus.failed, result, f"{type(exc).__name__}: {exc}")
+        return TaskStatus.failed
+    _finish(factory, task_id, TaskStatus.succeeded, result, None)
+    return TaskStatus.succeeded
+
+
+def _run_batch(factory, storage: Storage, task_id: str, ids: list[str], step: ImageStep,  # noqa: ANN001
+               params: dict, result: Counter, cropped: bool) -> None:
+    with factory() as session:
+        rows = list(session.scalars(select(Image).where(Image.id.in_(ids)).order_by(Image.created_at, Image.id)))
+        if params.get("mode") == "skip_tagged":
+            result["skipped"] += sum(1 for r in rows if r.tags)
+            rows = [r for r in rows if not r.tags]
+        started = time.monotonic()
+        pictures = [_picture(row, storage, cropped) for row in rows]
+        if rows:
+            step(rows, pictures)
+        task = session.get(DatasetTask, task_id)
+        task.done += len(ids)
+        task.result = dict(result)
+        session.commit()
+        log.info("task %s: %d/%d images (%.2f s for this batch)", task_id, task.done, task.total,
+                 time.monotonic() - started)
+
+
+def _picture(row: Image, storage: Storage, cropped: bool) -> PILImage.Image:
+    data = image_bytes(row, storage) if cropped else storage.get_bytes(row.storage_key)
+    with PILImage.open(io.BytesIO(data)) as picture:
+        return picture.convert("RGB")
+
+
+def _finish(factory, task_id: str, status: TaskStatus, result: Counter, error: str | None) -> None:  # noqa: ANN001
+    with factory() as session:
+        task = session.get(DatasetTask, task_id)
+        task.status, task.result, task.error, task.finished_at = status, dict(result), error, utcnow()
+        session.commit()
