@@ -1,4 +1,5 @@
-"""Reading configurations: sd-scripts TOML (flat or sectioned), LoRA_Easy_Training_Scripts JSON, `--set k=v`."""
+"""Reading configurations: sd-scripts TOML (flat or sectioned) and its dataset_config TOML, kohya_ss GUI JSON,
+LoRA_Easy_Training_Scripts JSON, `--set k=v`. Each reader gives flat TrainConfig values plus what it left out."""
 
 from __future__ import annotations
 
@@ -47,6 +48,49 @@ LORA_EASY_SCRIPT_ONLY = frozenset({
 })
 
 
+# sd-scripts' names for the two data-loader options that TrainConfig names after torch's DataLoader
+SD_SCRIPTS_RENAMES: dict[str, str] = {"max_data_loader_n_workers": "num_workers",
+                                      "persistent_data_loader_workers": "persistent_workers"}
+
+KOHYA_GUI_RENAMES: dict[str, str] = {
+    "epoch": "max_train_epochs", "optimizer": "optimizer_type", "max_resolution": "resolution",
+    "lora_network_weights": "network_weights", **SD_SCRIPTS_RENAMES,
+}
+KOHYA_GUI_ONLY = frozenset({  # GUI state with no training meaning
+    "LoRA_type", "additional_parameters", "num_cpu_threads_per_process", "model_list", "use_wandb", "wandb_api_key",
+    "sample_every_n_steps", "save_every_n_steps", "save_last_n_steps", "save_last_n_steps_state", "mem_eff_attn",
+    "block_alphas", "block_dims", "block_lr_zero_threshold", "conv_alphas", "conv_dims", "down_lr_weight",
+    "mid_lr_weight", "up_lr_weight", "stop_text_encoder_training", "vae_batch_size",
+})
+ZERO_MEANS_OFF = frozenset({
+    "min_snr_gamma", "multires_noise_iterations", "clip_skip", "save_every_n_epochs", "sample_every_n_epochs",
+    "max_train_epochs", "save_last_n_epochs", "noise_offset", "max_train_steps", "lr_scheduler_num_cycles",
+})
+LORA_TYPES_WITH_CONV = {"LoCon", "Kohya LoCon"}
+SUBSET_LAYOUT_KEYS = frozenset({"image_dir", "num_repeats", "is_reg", "class_tokens", "metadata_file"})
+
+# dataset_config TOML: blueprint keys (general / datasets / subsets) that are training parameters
+DATASET_KEYS: dict[str, str] = {
+    "batch_size": "train_batch_size", **{k: k for k in (
+        "resolution", "enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps",
+        "bucket_no_upscale", "caption_extension", "shuffle_caption", "keep_tokens", "caption_dropout_rate",
+        "caption_dropout_every_n_epochs", "caption_tag_dropout_rate", "color_aug", "flip_aug", "random_crop")},
+}
+
+
+@dataclass
+class DatasetLayout:
+    """What a dataset_config says about the data itself: repeats per subset folder, which are regularization."""
+
+    subsets: list[dict[str, Any]] = field(default_factory=list)  # {"image_dir", "num_repeats", "is_reg", ...}
+
+
+@dataclass
+class ReadValues:
+    values: dict[str, Any]
+    ignored: list[str] = field(default_factory=list)  # "key: reason" for what was read but deliberately not used
+
+
 @dataclass
 class LoadedConfig:
     config: TrainConfig
@@ -90,10 +134,85 @@ def toml_values(data: dict[str, Any]) -> dict[str, Any]:
     for key, value in data.items():
         if isinstance(value, dict):
             for inner_key, inner_value in value.items():
-                _put_once(flat, inner_key, inner_value)
+                _put_once(flat, SD_SCRIPTS_RENAMES.get(inner_key, inner_key), inner_value)
         else:
-            _put_once(flat, key, value)
+            _put_once(flat, SD_SCRIPTS_RENAMES.get(key, key), value)
     return flat
+
+
+def _gui_number(value: Any) -> Any:
+    """The GUI stores many numbers as text ("0.0001", "75") and unset ones as ""."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def kohya_gui_values(data: dict[str, Any]) -> ReadValues:
+    """A kohya_ss GUI LoRA config (JSON saved by its LoRA tab) as TrainConfig values."""
+    out = ReadValues({})
+    lora_type = data.get("LoRA_type", "Standard")
+    for key, raw in data.items():
+        value = _gui_number(raw)
+        if value == "" or value is None:
+            continue
+        if key == "LoRA_type" and value not in ("Standard", *LORA_TYPES_WITH_CONV):
+            out.ignored.append(f"LoRA_type: {value} is a LyCORIS network; this server trains LoRA and LoCon")
+        elif key in ("conv_dim", "conv_alpha") and lora_type not in LORA_TYPES_WITH_CONV:
+            continue  # the GUI keeps these even when the LoRA type does not use them
+        elif key == "lr_warmup":
+            if value:
+                out.values["lr_warmup_steps"] = float(value) / 100  # a percentage of the steps in the GUI
+        elif key == "xformers":
+            attention = {True: "xformers", False: "none"}.get(value, value)
+            out.values["xformers"], out.values["sdpa"] = attention == "xformers", attention == "sdpa"
+        elif key == "optimizer_args" or key == "network_args":
+            out.values[key] = str(value).split()
+        elif key in KOHYA_GUI_ONLY:
+            if key != "LoRA_type" and value not in (0, False):
+                out.ignored.append(f"{key}: a kohya_ss GUI option with no training parameter here")
+        elif key in ZERO_MEANS_OFF and value == 0:
+            continue
+        else:
+            out.values[KOHYA_GUI_RENAMES.get(key, key)] = value
+    return out
+
+
+def dataset_config_values(data: dict[str, Any]) -> tuple[ReadValues, DatasetLayout]:
+    """sd-scripts' dataset_config TOML: [general], [[datasets]] and their [[datasets.subsets]].
+
+    Training values come from general, then the first dataset, then its first subset (later wins); subsets keep
+    their folders, repeats and reg flags for the layout. Values that differ between subsets cannot be per-subset
+    here and are reported."""
+    out, layout = ReadValues({}), DatasetLayout()
+    levels = [data.get("general", {})]
+    datasets = data.get("datasets", [])
+    if len(datasets) > 1:
+        out.ignored.append(f"datasets: {len(datasets)} datasets; only the first is used (one per job here)")
+    if datasets:
+        levels.append({k: v for k, v in datasets[0].items() if k != "subsets"})
+        subsets = datasets[0].get("subsets", [])
+        layout.subsets = [dict(s) for s in subsets]
+        levels.extend(subsets[:1])
+        for subset in subsets[1:]:
+            for key, value in subset.items():
+                first = subsets[0].get(key)
+                if key in DATASET_KEYS and first is not None and value != first:
+                    out.ignored.append(f"{key}: differs between subsets; the first subset's {first!r} is used")
+    seen = {key for table in levels + layout.subsets for key in table}
+    out.ignored.extend(f"{key}: not a dataset option this server uses" for key in sorted(seen)
+                       if key not in DATASET_KEYS and key not in SUBSET_LAYOUT_KEYS)
+    for level in levels:
+        for key, value in level.items():
+            if key in DATASET_KEYS:
+                out.values[DATASET_KEYS[key]] = ",".join(map(str, value)) if key == "resolution" and \
+                    isinstance(value, list) else value
+    return out, layout
 
 
 def _put_once(flat: dict[str, Any], key: str, value: Any) -> None:

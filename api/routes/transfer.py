@@ -12,15 +12,17 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from api.config_transfer import ConfigFileError, ImportedConfig, export_config, import_config
 from api.dataset_import import TAG_SUMMARY, EntryReport, HostileArchive, import_archive
-from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, StorageDep
+from api.deps import CurrentUser, OwnedDataset, OwnedJob, SessionDep, SettingsDep, StorageDep
 from api.routes.datasets import dataset_out, image_count
 from api.schemas import DatasetOut
 from core.kohya_layout import caption_for, concept_name, image_bytes, place, readable_stem, tag_occurrence
 from core.models import Dataset, Image
 from core.storage import Storage
 
-router = APIRouter(tags=["datasets"])
+router = APIRouter(tags=["import and export"])
+CONFIG_MAX_BYTES = 1024 * 1024
 
 
 class ImportOut(BaseModel):
@@ -50,14 +52,28 @@ def import_dataset(file: Annotated[UploadFile, File(description="a zip in kohya 
                      imported=result.imported, report=result.report)
 
 
-def write_kohya_zip(target: BinaryIO, dataset: Dataset, images: list[Image], storage: Storage) -> None:
-    with zipfile.ZipFile(target, "w") as archive:
-        for spot in place(dataset, images, dataset.name, stem_of=readable_stem):
-            # images are compressed already: stored as they are; captions deflate well
-            archive.writestr(f"{spot.folder}/{spot.stem}.{spot.image.format}", image_bytes(spot.image, storage),
-                             zipfile.ZIP_STORED)
-            archive.writestr(f"{spot.folder}/{spot.stem}.txt", caption_for(spot.image), zipfile.ZIP_DEFLATED)
-        archive.writestr(TAG_SUMMARY, tag_occurrence(i.tags for i in images), zipfile.ZIP_DEFLATED)
+def write_kohya_zip(archive: zipfile.ZipFile, dataset: Dataset, images: list[Image], storage: Storage) -> None:
+    for spot in place(dataset, images, dataset.name, stem_of=readable_stem):
+        # images are compressed already: stored as they are; captions deflate well
+        archive.writestr(f"{spot.folder}/{spot.stem}.{spot.image.format}", image_bytes(spot.image, storage),
+                         zipfile.ZIP_STORED)
+        archive.writestr(f"{spot.folder}/{spot.stem}.txt", caption_for(spot.image), zipfile.ZIP_DEFLATED)
+    archive.writestr(TAG_SUMMARY, tag_occurrence(i.tags for i in images), zipfile.ZIP_DEFLATED)
+
+
+def _zip_response(filename: str, write) -> StreamingResponse:  # noqa: ANN001 - write(zipfile.ZipFile)
+    # Built whole before the response starts, so a storage error is a clean 5xx rather than a cut zip.
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _chunks once streamed
+    try:
+        with zipfile.ZipFile(spool, "w") as archive:
+            write(archive)
+    except BaseException:
+        spool.close()
+        raise
+    size = spool.tell()
+    return StreamingResponse(_chunks(spool), media_type="application/zip",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                                      "Content-Length": str(size)})
 
 
 def _chunks(handle: BinaryIO, size: int = 1024 * 1024) -> Iterator[bytes]:
@@ -75,21 +91,56 @@ def _images(session: SessionDep, dataset: Dataset) -> list[Image]:
 @router.get("/datasets/{dataset_id}/export")
 def export_dataset(dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> StreamingResponse:
     """The dataset as sd-scripts reads it: crops applied, `.txt` captions, repeats in the folder names."""
-    # Built whole before the response starts, so a storage error is a clean 5xx rather than a cut zip.
-    spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _chunks once streamed
-    try:
-        write_kohya_zip(spool, dataset, _images(session, dataset), storage)
-    except BaseException:
-        spool.close()
-        raise
-    size = spool.tell()
-    filename = f"{concept_name(dataset.name).replace(' ', '_')}.zip"
-    return StreamingResponse(_chunks(spool), media_type="application/zip",
-                             headers={"Content-Disposition": f'attachment; filename="{filename}"',
-                                      "Content-Length": str(size)})
+    images = _images(session, dataset)
+    return _zip_response(f"{_file_stem(dataset.name)}.zip",
+                         lambda archive: write_kohya_zip(archive, dataset, images, storage))
+
+
+def _file_stem(name: str) -> str:
+    return concept_name(name).replace(" ", "_")
 
 
 @router.get("/datasets/{dataset_id}/tag-occurrence", response_class=PlainTextResponse)
 def tag_summary(dataset: OwnedDataset, session: SessionDep) -> PlainTextResponse:
     text = tag_occurrence(session.scalars(select(Image.tags).where(Image.dataset_id == dataset.id)))
     return PlainTextResponse(text, headers={"Content-Disposition": f'attachment; filename="{TAG_SUMMARY}"'})
+
+
+@router.post("/jobs/import-config")
+async def import_job_config(
+        file: Annotated[UploadFile, File(description="sd-scripts TOML, kohya_ss GUI JSON or LoRA_Easy JSON")],
+        _: CurrentUser,
+        dataset_config: Annotated[UploadFile | None, File(description="sd-scripts dataset_config TOML")] = None,
+) -> ImportedConfig:
+    """Job parameters from another trainer's config file, with what was ignored or not understood, and why."""
+    texts = []
+    for upload in (file, dataset_config):
+        if upload is None:
+            texts.append(None)
+            continue
+        raw = await upload.read(CONFIG_MAX_BYTES + 1)
+        name = upload.filename or "config"
+        if len(raw) > CONFIG_MAX_BYTES:
+            raise _problem("the file is refused", [{"field": name, "message": "larger than 1 MB: not a config"}])
+        try:
+            texts.append(raw.decode("utf-8-sig"))
+        except UnicodeDecodeError:
+            raise _problem("the file is refused", [{"field": name, "message": "not UTF-8 text"}]) from None
+    try:
+        return import_config(texts[0], file.filename or "config", texts[1],
+                             (dataset_config.filename if dataset_config else None) or "dataset_config.toml")
+    except ConfigFileError as exc:
+        raise _problem("the file could not be read", [{"field": "file", "message": str(exc)}]) from None
+
+
+@router.get("/jobs/{job_id}/export-config")
+def export_job_config(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> StreamingResponse:
+    """config.toml + dataset_config.toml (+ sample_prompts.txt) that reproduce this job with sd-scripts."""
+    dataset = session.get(Dataset, job.dataset_id)
+    files = export_config(job, dataset, _images(session, dataset), settings)
+
+    def write(archive: zipfile.ZipFile) -> None:
+        for name, text in files.items():
+            archive.writestr(name, text, zipfile.ZIP_DEFLATED)
+
+    return _zip_response(f"{job.name}-sd-scripts.zip", write)
