@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,27 @@ def _generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _import_dataset(args: argparse.Namespace) -> int:
+    from core.dataset_client import ImportFailed, import_dataset
+
+    source = Path(args.source)
+    if not source.exists():
+        print(f"{source}: no such folder or zip", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        answer, left_out = import_dataset(source, args.server, args.token, args.name)
+    except ImportFailed as exc:
+        print(f"import refused: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for line in left_out:
+        print(f"left out  {line}")
+    for entry in answer["report"]:
+        print(f"{entry['status']:<9} {entry['entry']}" + (f": {entry['reason']}" if entry["reason"] else ""))
+    dataset = answer["dataset"]
+    print(f"dataset {dataset['id']} \"{dataset['name']}\": {answer['imported']} images imported")
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="lorabake", description="kohya-compatible LoRA training")
     commands = root.add_subparsers(dest="command", required=True)
@@ -126,6 +148,15 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--size", type=int, default=512)
     gen.add_argument("--out", default="generated")
     gen.set_defaults(run=_generate)
+    datasets = commands.add_parser("datasets", help="dataset tools").add_subparsers(dest="datasets_command",
+                                                                                     required=True)
+    imp = datasets.add_parser("import", help="send a kohya-layout folder or zip to a lorabake server")
+    imp.add_argument("source", help="a folder with N_concept/ subfolders (and an optional reg/), or a zip of one")
+    imp.add_argument("--server", default=os.environ.get("LORABAKE_SERVER", "http://127.0.0.1:8000"))
+    imp.add_argument("--token", default=os.environ.get("LORABAKE_TOKEN"), required="LORABAKE_TOKEN" not in os.environ,
+                     help="a personal API token (Account page); or set LORABAKE_TOKEN")
+    imp.add_argument("--name", help="dataset name (default: the folder or zip name)")
+    imp.set_defaults(run=_import_dataset)
     return root
 
 

@@ -179,3 +179,29 @@ def test_near_duplicates_are_grouped_and_different_pictures_are_not(client, alic
     assert body["groups"] == [[ids["a.png"], ids["a-small.png"], ids["a.jpg"]]]
     bad = client.get(f"/api/v1/datasets/{dataset}/duplicates?max_distance=99", headers=alice)
     assert bad.status_code == 422 and bad.json()["detail"]["errors"][0]["field"] == "query.max_distance"
+
+
+def test_cli_imports_a_folder_leaving_out_links_and_names_a_refusal(tmp_path, capsys):
+    from tests.service.conftest import LiveServer
+    from trainer.cli import main
+
+    folder = tmp_path / "mychar"
+    (folder / "img" / "6_mychar").mkdir(parents=True)
+    (folder / "img" / "6_mychar" / "a.png").write_bytes(png_bytes(seed=1))
+    (folder / "img" / "6_mychar" / "a.txt").write_text("mychar, smiling")
+    (folder / "img" / "6_mychar" / "b.png").write_bytes(png_bytes(seed=2))
+    (folder / "img" / "6_mychar" / "secret.png").symlink_to("/etc/hostname")
+    settings = Settings(var_dir=tmp_path / "var")
+    with LiveServer(settings) as server, TestClient(server.app) as client:
+        headers = register(client, "alice@example.com")
+        token = client.post("/api/v1/me/tokens", json={"name": "cli"}, headers=headers).json()["token"]
+        assert main(["datasets", "import", str(folder), "--server", server.url, "--token", token]) == 0
+        out = capsys.readouterr().out
+        assert "left out  img/6_mychar/secret.png: symbolic link" in out
+        assert 'dataset ' in out and '"mychar": 2 images imported' in out
+        datasets = client.get("/api/v1/datasets", headers=headers).json()
+        assert [(d["name"], d["image_count"], d["default_repeats"]) for d in datasets] == [("mychar", 2, 6)]
+        hostile = tmp_path / "evil.zip"
+        hostile.write_bytes(zip_of({"../evil.png": png_bytes(seed=3)}))
+        assert main(["datasets", "import", str(hostile), "--server", server.url, "--token", token]) != 0
+        assert "../evil.png: path leaves the archive" in capsys.readouterr().err
