@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.service.conftest import ROOT, EmbeddedStack, png_bytes
+from tests.service.test_dataset_tasks import png, solid
+from tests.service.test_dataset_transfer import zip_of
+from tests.test_dataset_tools import scene
+from tests.tiny_tagger import make_tiny_tagger
 
 SCREENSHOTS = ROOT / "tests" / "_artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -21,7 +25,9 @@ def browser_page(tmp_path, tiny_sd15):
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install chromium)")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with EmbeddedStack(tmp_path, tiny_sd15) as stack, sync_playwright() as playwright:
+    stack = EmbeddedStack(tmp_path, tiny_sd15)
+    make_tiny_tagger(stack.var / "taggers" / "tiny-wd14")
+    with stack, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         context = browser.new_context(base_url=stack.url, viewport={"width": 1280, "height": 900})
         context.set_default_timeout(30_000)
@@ -115,3 +121,55 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     page.get_by_role("link", name="Models").click()
     expect(page.get_by_role("link", name="circles")).to_be_visible()
     shot(page, "10-models-list")
+
+
+def test_import_autotag_focus_crop_duplicates_export_and_config_import_in_the_browser(browser_page):
+    import io
+    import zipfile
+
+    from playwright.sync_api import expect
+
+    page, stack = browser_page
+    page.goto("/")
+    page.get_by_label("Email").fill("tools@example.com")
+    page.get_by_label("Password").fill("a long enough password")
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_role("heading", name="Datasets")).to_be_visible()
+
+    subject = png(scene((600, 400), (80, 200)))
+    archive = zip_of({"5_mychar/red.png": solid((220, 30, 30)), "5_mychar/red.txt": b"mychar",
+                      "5_mychar/red-copy.png": solid((220, 30, 30)), "5_mychar/subject.png": subject,
+                      "5_mychar/broken.png": b"not an image"})
+    page.get_by_label("Zip file").set_input_files({"name": "mychar.zip", "mimeType": "application/zip",
+                                                   "buffer": archive})
+    page.get_by_role("button", name="Import").click()
+    expect(page.get_by_text("3 images imported into")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"5_mychar/broken.png: rejected \(not a PNG or JPEG"))).to_be_visible()
+    shot(page, "11-dataset-imported")
+    page.get_by_role("link", name="mychar", exact=True).click()
+    expect(page.get_by_role("listbox", name="Images").get_by_role("option")).to_have_count(3)
+
+    page.get_by_role("button", name="Auto-tag").click()
+    expect(page.get_by_text(re.compile("done: .*tagged 3"))).to_be_visible(timeout=60_000)
+    expect(page.locator(".freq").get_by_role("button", name=re.compile(r"red theme\s*2"))).to_be_visible()
+    page.get_by_role("button", name="Focus crop").click()
+    expect(page.get_by_text(re.compile("done: .*saliency 1"))).to_be_visible(timeout=60_000)
+    expect(page.locator(".tile .crop")).to_have_count(3)
+    page.get_by_role("button", name="Find near-duplicates").click()
+    expect(page.get_by_text("red.png ≈ red-copy.png")).to_be_visible()
+    shot(page, "12-workbench-tools")
+
+    exported = page.request.get(page.get_by_role("link", name="Export kohya zip").get_attribute("href"))
+    names = zipfile.ZipFile(io.BytesIO(exported.body())).namelist()
+    assert exported.status == 200 and "5_mychar/subject.png" in names and "tag_occurrence.txt" in names
+
+    page.get_by_role("link", name=re.compile("Train a LoRA")).click()
+    page.get_by_text("Import parameters from sd-scripts").click()
+    page.get_by_label("Config file (.toml or .json)").set_input_files({
+        "name": "config.toml", "mimeType": "application/toml",
+        "buffer": b"[additional_network_arguments]\nnetwork_dim = 8\nnetwork_alpha = 2\noutput_dir = '/out'\n"})
+    page.get_by_role("button", name="Read parameters").click()
+    expect(page.get_by_text("2 parameters read from a sd-scripts file")).to_be_visible()
+    expect(page.get_by_text("ignored: output_dir")).to_be_visible()
+    expect(page.get_by_label("network_dim", exact=True)).to_have_value("8")
+    shot(page, "13-config-imported")

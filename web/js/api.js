@@ -47,12 +47,10 @@ export const post = (path, body) => api("POST", path, body);
 export const patch = (path, body) => api("PATCH", path, body);
 export const del = (path) => api("DELETE", path);
 
-// Multipart upload with upload progress (fetch cannot report it): resolves to the per-file results.
-export function upload(path, files, onProgress) {
+// Multipart POST with upload progress (fetch cannot report it): resolves to the answer's JSON.
+export function postForm(path, body, onProgress = () => {}) {
   return new Promise((resolve, reject) => {
     const request = new XMLHttpRequest();
-    const body = new FormData();
-    for (const file of files) body.append("files", file, file.name);
     request.open("POST", "/api/v1" + path);
     request.setRequestHeader("X-CSRF-Token", cookie("lorabake_csrf"));
     request.upload.onprogress = (e) => e.lengthComputable && onProgress(e.loaded, e.total);
@@ -60,9 +58,19 @@ export function upload(path, files, onProgress) {
       let data = null;
       try { data = JSON.parse(request.responseText); } catch { /* not JSON */ }
       if (request.status >= 200 && request.status < 300) resolve(data);
-      else reject(new ApiError(request.status, describe(request.status, data && data.detail).message, {}));
+      else {
+        const { message, fields } = describe(request.status, data && data.detail);
+        reject(new ApiError(request.status, message, fields));
+      }
     };
     request.onerror = () => reject(new ApiError(0, "the upload was cut off (network error)", {}));
     request.send(body);
   });
+}
+
+// Images into a dataset: one result per file.
+export function upload(path, files, onProgress) {
+  const body = new FormData();
+  for (const file of files) body.append("files", file, file.name);
+  return postForm(path, body, onProgress);
 }

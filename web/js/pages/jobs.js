@@ -114,7 +114,8 @@ export async function jobPage(jobId) {
         job = await post(`/jobs/${jobId}/cancel`);
         drawStatus();
       } }, "Cancel"),
-      h("a", { href: `#/jobs/${jobId}/retrain` }, "Retrain with changes")].filter(Boolean));
+      h("a", { href: `#/jobs/${jobId}/retrain` }, "Retrain with changes"),
+      h("a", { href: `/api/v1/jobs/${jobId}/export-config`, download: "" }, "Export sd-scripts config")].filter(Boolean));
   }
 
   async function drawEpochs() {

@@ -1,6 +1,6 @@
 // Training form: basic (preset card × base model, repeats, epochs, preview prompt) or pro (every parameter),
 // with a live step count and time estimate, pre-flight errors next to their fields, start now or tonight.
-import { get, patch, post } from "../api.js";
+import { get, patch, post, postForm } from "../api.js";
 import { duration, field, h, mount, showErrors, splitList } from "../dom.js";
 
 function paramInput(spec) {
@@ -59,6 +59,36 @@ export async function trainPage({ datasetId, fromJob }) {
       field("Epochs", epochs)));
   const pro = h("div", {}, catalog.map((group) => h("fieldset", {}, h("legend", {}, group.group),
     h("div", { class: "params" }, group.params.map((spec) => field(spec.key, paramInput(spec), spec.help))))));
+  const importBox = h("div", { role: "status" });
+  const configFile = h("input", { type: "file", name: "config_file", accept: ".toml,.json" });
+  const datasetFile = h("input", { type: "file", name: "dataset_config_file", accept: ".toml" });
+  async function importConfig() {
+    if (!configFile.files.length) return;
+    const upload = new FormData();
+    upload.append("file", configFile.files[0]);
+    if (datasetFile.files.length) upload.append("dataset_config", datasetFile.files[0]);
+    try {
+      const answer = await postForm("/jobs/import-config", upload);
+      modeInputs.forEach((l) => { const i = l.querySelector("input"); i.checked = i.value === "pro"; });
+      basic.hidden = true;
+      pro.hidden = false;
+      fillPro(answer.params);
+      if (answer.sample_prompts.length) prompt.value = answer.sample_prompts[0];
+      const notes = [...answer.problems.map((n) => `problem: ${n.key}: ${n.message}`),
+        ...answer.unknown.map((n) => `not understood: ${n.message}`),
+        ...answer.ignored.map((n) => `ignored: ${n.key}: ${n.message}`)];
+      importBox.replaceChildren(h("p", {}, `${Object.keys(answer.params).length} parameters read from a ` +
+        `${answer.format} file` + (answer.default_repeats ? `; its dataset used ${answer.default_repeats} repeats` : "")),
+      h("ul", { class: "muted" }, notes.map((n) => h("li", {}, n))));
+      later();
+    } catch (error) {
+      importBox.replaceChildren(h("p", { class: "error" }, error.message));
+    }
+  }
+  const importPanel = h("details", { class: "card" }, h("summary", {}, "Import parameters from sd-scripts, kohya_ss or LoRA_Easy"),
+    h("div", { class: "row" }, field("Config file (.toml or .json)", configFile),
+      field("dataset_config (.toml, optional)", datasetFile),
+      h("button", { type: "button", class: "secondary", onclick: importConfig }, "Read parameters")), importBox);
   const estimateBox = h("p", { role: "status", "aria-live": "polite" });
   const warnings = h("ul", { class: "muted" });
   const box = h("p", { class: "error", role: "alert" });
@@ -129,6 +159,6 @@ export async function trainPage({ datasetId, fromJob }) {
     h("button", { type: "submit", value: "tonight", class: "secondary" }, "Start tonight (off-peak)")));
   basic.hidden = mode !== "basic";
   pro.hidden = mode === "basic";
-  mount(h("h1", {}, job ? `Retrain ${job.name}` : `Train on ${dataset.name}`), form);
+  mount(h("h1", {}, job ? `Retrain ${job.name}` : `Train on ${dataset.name}`), importPanel, form);
   estimate();
 }

@@ -2,6 +2,7 @@
 import { del, get, patch, post } from "../api.js";
 import { field, h, mount, splitList } from "../dom.js";
 import { batchTagPanel, frequencyList } from "./tags.js";
+import { autotagPanel, duplicatesPanel, exportLinks, followTask } from "./tools.js";
 import { uploadPanel } from "./upload.js";
 
 const CROP_SIZES = {
@@ -104,16 +105,20 @@ export async function workbenchPage(datasetId) {
     const fill = () => size.replaceChildren(...CROP_SIZES[family.value].map((s) => h("option", { value: s }, s)));
     family.addEventListener("change", fill);
     fill();
-    const apply = async () => {
+    const progress = h("span", { role: "status" });
+    const apply = async (mode) => {
       const [width, height] = size.value.split("x").map(Number);
       const ids = selectedIds();
       try {
-        await post(`/datasets/${datasetId}/crop`, { mode: "center", width, height, image_ids: ids.length ? ids : null });
+        const answer = await post(`/datasets/${datasetId}/crop`, { mode, width, height, image_ids: ids.length ? ids : null });
+        if (answer.kind) await followTask(answer, progress);
         await reload();
       } catch (error) { message.textContent = error.message; }
     };
     return h("div", { class: "row" }, field("Crop for", family), field("Size", size),
-      h("button", { type: "button", class: "secondary", onclick: apply }, "Center crop"));
+      h("button", { type: "button", class: "secondary", onclick: () => apply("center") }, "Center crop"),
+      h("button", { type: "button", class: "secondary", onclick: () => apply("focus"),
+                    title: "Faces first, else the most salient region" }, "Focus crop"), progress);
   }
 
   async function each(action) {
@@ -144,8 +149,10 @@ export async function workbenchPage(datasetId) {
     cropPanel());
 
   await reload();
+  const pick = (ids) => { state.selected = new Set(ids); render(); };
   mount(h("h1", {}, state.dataset.name),
     h("p", {}, h("a", { href: `#/datasets/${datasetId}/train`, class: "button" }, "Train a LoRA on this dataset →")),
-    uploadPanel(datasetId, reload), batchTagPanel(datasetId, selectedIds, reload), toolbar, counter, message,
-    h("div", { class: "layout" }, gridBox, side));
+    exportLinks(datasetId), uploadPanel(datasetId, reload), await autotagPanel(datasetId, selectedIds, reload),
+    batchTagPanel(datasetId, selectedIds, reload), duplicatesPanel(datasetId, () => state.images, pick),
+    toolbar, counter, message, h("div", { class: "layout" }, gridBox, side));
 }
