@@ -5,7 +5,7 @@ import { field, h, mount, showErrors, splitList } from "../dom.js";
 export async function publishPage(jobId, n) {
   const job = await get(`/jobs/${jobId}`);
   const name = h("input", { type: "text", name: "name", required: true, value: job.name });
-  const triggers = h("input", { type: "text", name: "trigger_words", placeholder: "sks" });
+  const triggers = h("input", { type: "text", name: "trigger_words" });
   const description = h("textarea", { name: "description", rows: 4, cols: 60 });
   const visibility = h("select", { name: "visibility" }, h("option", { value: "private" }, "private (only you)"),
     h("option", { value: "public" }, "public (everybody on this server)"));
@@ -21,7 +21,7 @@ export async function publishPage(jobId, n) {
     }
   } },
   field("Name", name, "Also the file name and the <lora:name:weight> tag: no spaces, colons or slashes."),
-  field("Trigger words (comma-separated)", triggers), field("Description", description), field("Visibility", visibility),
+  field("Trigger words (comma-separated)", triggers, "For example: sks"), field("Description", description), field("Visibility", visibility),
   box, h("button", { type: "submit" }, "Publish"));
   mount(h("h1", {}, `Publish ${job.name}, epoch ${n}`), form);
 }

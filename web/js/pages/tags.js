@@ -3,11 +3,11 @@ import { post } from "../api.js";
 import { field, h, splitList } from "../dom.js";
 
 export function batchTagPanel(datasetId, selectedIds, onDone) {
-  const tags = h("input", { type: "text", name: "tags", placeholder: "sks", list: "dataset-tags" });
+  const tags = h("input", { type: "text", name: "tags", list: "dataset-tags" });
   const action = h("select", { name: "action" }, ["add", "remove", "replace"].map((a) => h("option", { value: a }, a)));
   const position = h("select", { name: "position" }, h("option", { value: "start" }, "at the start"),
     h("option", { value: "end" }, "at the end"));
-  const replaceWith = h("input", { type: "text", name: "replace_with", placeholder: "new tag(s)" });
+  const replaceWith = h("input", { type: "text", name: "replace_with" });
   const status = h("p", { class: "muted", role: "status" });
   const form = h("form", { class: "card", onsubmit: async (e) => {
     e.preventDefault();
@@ -27,8 +27,8 @@ export function batchTagPanel(datasetId, selectedIds, onDone) {
   h("h2", {}, "Batch tags"),
   h("p", { class: "hint" }, "Add the trigger word at the start: training keeps the first keep_tokens tags in " +
     "front and never shuffles or drops them. Applies to the selected images, or to all when none is selected."),
-  h("div", { class: "row" }, field("Action", action), field("Tags (comma-separated)", tags), field("Where", position),
-    field("Replace with", replaceWith), h("button", { type: "submit" }, "Apply")),
+  h("div", { class: "row" }, field("Action", action), field("Tags (comma-separated)", tags, "For example: sks"), field("Where", position),
+    field("Replace with", replaceWith, "For replace: the new tag(s)"), h("button", { type: "submit" }, "Apply")),
   status);
   return form;
 }

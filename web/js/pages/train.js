@@ -53,7 +53,7 @@ export async function trainPage({ datasetId, fromJob }) {
   const repeats = h("input", { type: "number", name: "repeats", min: 1, max: 1000, value: dataset.default_repeats });
   const epochs = h("input", { type: "number", name: "max_train_epochs", min: 1, max: 1000, value: job ? job.params.max_train_epochs ?? 10 : 10 });
   const prompt = h("input", { type: "text", name: "sample_prompts", size: 60,
-                              value: job ? (job.sample_prompts[0] || "") : "", placeholder: "sks, portrait --s 20 --d 1" });
+                              value: job ? (job.sample_prompts[0] || "") : "" });
   const basic = h("div", {}, h("h2", {}, "Preset"), cards,
     h("div", { class: "row" }, field("Repeats per image", repeats, "How often each image is seen per epoch."),
       field("Epochs", epochs)));
@@ -153,7 +153,7 @@ export async function trainPage({ datasetId, fromJob }) {
   }, onsubmit: (e) => { e.preventDefault(); start(e.submitter && e.submitter.value === "tonight" ? "tonight" : null); } },
   h("div", { class: "row" }, field("LoRA name", name, "Also the file name and the <lora:name:weight> tag."),
     field("Base model", model), h("div", {}, h("span", { class: "muted" }, "Mode"), h("div", {}, modeInputs))),
-  basic, pro, field("Preview prompt", prompt, "Rendered after each epoch; --s steps, --d seed, --n negative."),
+  basic, pro, field("Preview prompt", prompt, "Rendered after each epoch, e.g. sks, portrait --s 20 --d 1 (--s steps, --d seed, --n negative)."),
   estimateBox, warnings, box,
   h("div", { class: "row" }, h("button", { type: "submit", value: "now" }, "Start now"),
     h("button", { type: "submit", value: "tonight", class: "secondary" }, "Start tonight (off-peak)")));

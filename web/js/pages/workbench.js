@@ -73,7 +73,7 @@ export async function workbenchPage(datasetId) {
     const drawChips = () => chips.replaceChildren(...tags.map((tag, i) => h("span", { class: "chip" }, tag,
       h("button", { type: "button", "aria-label": `remove tag ${tag}`, onclick: () => { tags.splice(i, 1); drawChips(); } }, "×"))));
     drawChips();
-    const adder = h("input", { type: "text", list: "dataset-tags", placeholder: "add a tag, Enter",
+    const adder = h("input", { type: "text", list: "dataset-tags",
       onkeydown: (e) => {
         if (e.key !== "Enter") return;
         e.preventDefault();
@@ -81,8 +81,7 @@ export async function workbenchPage(datasetId) {
         adder.value = "";
         drawChips();
       } });
-    const repeats = h("input", { type: "number", min: 1, max: 1000, value: image.repeats ?? "",
-                                 placeholder: String(state.dataset.default_repeats) });
+    const repeats = h("input", { type: "number", min: 1, max: 1000, value: image.repeats ?? "" });
     const reg = h("input", { type: "checkbox", checked: image.is_reg });
     const save = async () => {
       try {
@@ -93,8 +92,8 @@ export async function workbenchPage(datasetId) {
     };
     return h("section", { class: "card", "aria-label": "Selected image" },
       h("h2", {}, image.filename), h("p", { class: "muted" }, `${image.width}×${image.height} ${image.format}`),
-      chips, field("Add tags", adder),
-      field("Repeats", repeats, "Empty: the dataset's default."),
+      chips, field("Add tags", adder, "Enter adds them; commas separate tags."),
+      field("Repeats", repeats, `Empty: the dataset's default (${state.dataset.default_repeats}).`),
       h("label", {}, reg, " Regularization image"),
       h("button", { type: "button", onclick: save }, "Save image"));
   }
