@@ -58,19 +58,22 @@ def _note(text: str) -> KeyNote:
     return KeyNote(key=key, message=message or text)
 
 
+def _is_json(text: str) -> bool:
+    return text.lstrip().startswith("{")
+
+
 def _parse(text: str, filename: str) -> dict[str, Any]:
     try:
-        data = json.loads(text) if text.lstrip().startswith("{") else tomllib.loads(text)
+        data = json.loads(text) if _is_json(text) else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        kind = "JSON" if text.lstrip().startswith("{") else "TOML"
-        raise ConfigFileError(f"{filename}: not valid {kind} ({exc})") from None
+        raise ConfigFileError(f"{filename}: not valid {'JSON' if _is_json(text) else 'TOML'} ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigFileError(f"{filename}: expected a table of parameters")
     return data
 
 
 def detect_format(text: str, data: dict[str, Any]) -> Format:
-    if not text.lstrip().startswith("{"):
+    if not _is_json(text):
         return "sd-scripts"
     if "LoRA_type" in data or "max_resolution" in data:
         return "kohya_ss"
@@ -125,17 +128,13 @@ def import_config(text: str, filename: str, dataset_text: str | None = None,
     return out
 
 
-def _toml_value(value: Any) -> Any:
-    return [_toml_value(v) for v in value] if isinstance(value, list) else value
-
-
 def export_config(job: Job, dataset: Dataset, images: list[Image], settings: Settings) -> dict[str, str]:
     """config.toml, dataset_config.toml and (when the job has them) sample_prompts.txt for sd-scripts."""
     model = settings.model_named(job.base_model)
     config = TrainConfig(**{**job.params, **PLACEHOLDER_PATHS})
     values = {k: v for k, v in config.model_dump().items() if v is not None and k not in LORABAKE_ONLY
               and k not in DATASET_KEYS.values() and k not in SERVICE_KEYS}
-    for ours, theirs in ((v, k) for k, v in SD_SCRIPTS_RENAMES.items()):
+    for theirs, ours in SD_SCRIPTS_RENAMES.items():
         values[theirs] = values.pop(ours)
     values.update(pretrained_model_name_or_path=model.location if model else job.base_model,
                   v2=config.v2, v_parameterization=config.v_parameterization, output_dir="output",
@@ -148,7 +147,7 @@ def export_config(job: Job, dataset: Dataset, images: list[Image], settings: Set
     header = (f"# lorabake job {job.id} ({job.name}) for kohya-ss/sd-scripts.\n"
               f"# Unzip the dataset export into ./{DATASET_DIR}, then run:\n"
               f"#   accelerate launch {script} --config_file config.toml\n")
-    files["config.toml"] = header + tomli_w.dumps({k: _toml_value(v) for k, v in sorted(values.items())})
+    files["config.toml"] = header + tomli_w.dumps(dict(sorted(values.items())))
     files["dataset_config.toml"] = dataset_config_toml(config, dataset, images)
     return files
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -43,7 +43,8 @@ def effective_repeats(image: Image, dataset: Dataset) -> int:
     return image.repeats or (1 if image.is_reg else dataset.default_repeats)
 
 
-def place(dataset: Dataset, images: Iterable[Image], concept: str, stem_of=None) -> list[Placement]:  # noqa: ANN001
+def place(dataset: Dataset, images: Iterable[Image], concept: str,
+          stem_of: Callable[[Image], str] | None = None) -> list[Placement]:
     """Where each image goes. `stem_of(image)` names the files (default: the image id); clashes get `-2`, `-3`…"""
     name = concept_name(concept)
     taken: set[tuple[str, str]] = set()

@@ -209,9 +209,10 @@ def dataset_config_values(data: dict[str, Any]) -> tuple[ReadValues, DatasetLayo
                        if key not in DATASET_KEYS and key not in SUBSET_LAYOUT_KEYS)
     for level in levels:
         for key, value in level.items():
+            if key == "resolution" and isinstance(value, list):
+                value = ",".join(map(str, value))  # [768, 512] → "768,512"
             if key in DATASET_KEYS:
-                out.values[DATASET_KEYS[key]] = ",".join(map(str, value)) if key == "resolution" and \
-                    isinstance(value, list) else value
+                out.values[DATASET_KEYS[key]] = value
     return out, layout
 
 

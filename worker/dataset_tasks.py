@@ -10,6 +10,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from PIL import Image as PILImage
 from sqlalchemy import select
@@ -25,7 +26,15 @@ from worker.tagging import Labeler, TaggerError, TagOptions, load_tagger
 
 log = logging.getLogger(__name__)
 BATCH = 8  # images per tagger call and per progress update
-ImageStep = Callable[[list[Image], list[PILImage.Image]], None]
+
+
+@dataclass(frozen=True)
+class ImageStep:
+    """What a task does to a batch of images; `wants` leaves rows out before their pictures are read."""
+
+    apply: Callable[[list[Image], list[PILImage.Image]], None]
+    cropped: bool  # the picture as trained (crop applied), or the whole stored image
+    wants: Callable[[Image], bool] = lambda row: True
 
 
 def merged_tags(existing: list[str], found: list[str], mode: str) -> list[str]:
@@ -42,24 +51,27 @@ def tagging_step(settings: Settings, params: dict, result: Counter) -> ImageStep
     options = TagOptions(**{k: params[k] for k in knobs}, blacklist=frozenset(params["blacklist"]))
     labeler: Labeler = load_tagger(entry, options)
 
-    def step(rows: list[Image], pictures: list[PILImage.Image]) -> None:
+    def apply(rows: list[Image], pictures: list[PILImage.Image]) -> None:
         for row, labels in zip(rows, labeler.label(pictures), strict=True):
             new = merged_tags(list(row.tags), labels.tags, params["mode"])
             result["tags_added"] += len(set(new) - set(row.tags))
             row.tags = new
             result["tagged"] += 1
 
-    return step
+    # tags describe what is trained, so the tagger sees the crop
+    if params["mode"] == "skip_tagged":
+        return ImageStep(apply, cropped=True, wants=lambda row: not row.tags)
+    return ImageStep(apply, cropped=True)
 
 
 def focus_step(params: dict, result: Counter) -> ImageStep:
-    def step(rows: list[Image], pictures: list[PILImage.Image]) -> None:
+    def apply(rows: list[Image], pictures: list[PILImage.Image]) -> None:
         for row, picture in zip(rows, pictures, strict=True):
             focus = focus_box(picture, params["width"], params["height"])
             row.crop = focus.box
             result[focus.method] += 1
 
-    return step
+    return ImageStep(apply, cropped=False)  # a new box needs the whole picture
 
 
 def run_dataset_task(settings: Settings, storage: Storage, task_id: str) -> str:
@@ -79,8 +91,7 @@ def run_dataset_task(settings: Settings, storage: Storage, task_id: str) -> str:
     try:
         step = tagging_step(settings, params, result) if kind == "autotag" else focus_step(params, result)
         for start in range(0, len(image_ids), BATCH):
-            _run_batch(factory, storage, task_id, image_ids[start:start + BATCH], step, params, result,
-                       cropped=kind == "autotag")  # tags describe what is trained; a new focus box needs it all
+            _run_batch(factory, storage, task_id, image_ids[start:start + BATCH], step, result)
     except Exception as exc:  # the message is for the user; the traceback for the worker log
         log.exception("dataset task %s failed", task_id)
         _finish(factory, task_id, TaskStatus.failed, result, f"{type(exc).__name__}: {exc}")
@@ -90,16 +101,15 @@ def run_dataset_task(settings: Settings, storage: Storage, task_id: str) -> str:
 
 
 def _run_batch(factory, storage: Storage, task_id: str, ids: list[str], step: ImageStep,  # noqa: ANN001
-               params: dict, result: Counter, cropped: bool) -> None:
+               result: Counter) -> None:
     with factory() as session:
         rows = list(session.scalars(select(Image).where(Image.id.in_(ids)).order_by(Image.created_at, Image.id)))
-        if params.get("mode") == "skip_tagged":
-            result["skipped"] += sum(1 for r in rows if r.tags)
-            rows = [r for r in rows if not r.tags]
+        wanted = [row for row in rows if step.wants(row)]
+        if len(wanted) < len(rows):
+            result["skipped"] += len(rows) - len(wanted)
         started = time.monotonic()
-        pictures = [_picture(row, storage, cropped) for row in rows]
-        if rows:
-            step(rows, pictures)
+        if wanted:
+            step.apply(wanted, [_picture(row, storage, step.cropped) for row in wanted])
         task = session.get(DatasetTask, task_id)
         task.done += len(ids)
         task.result = dict(result)

@@ -97,8 +97,8 @@ def apply_tag_batch(tags: list[str], batch: TagBatch) -> list[str]:
 
 
 def selected_images(session: Session, dataset: Dataset, image_ids: list[str] | None) -> list[Image]:
-    """The dataset's images, or those of `image_ids` (404 naming any that are not in this dataset)."""
-    query = select(Image).where(Image.dataset_id == dataset.id)
+    """The dataset's images in upload order, or those of `image_ids` (404 naming any not in this dataset)."""
+    query = select(Image).where(Image.dataset_id == dataset.id).order_by(Image.created_at, Image.id)
     if image_ids is not None:
         query = query.where(Image.id.in_(image_ids))
     images = list(session.scalars(query))
@@ -113,8 +113,7 @@ def selected_images(session: Session, dataset: Dataset, image_ids: list[str] | N
 def near_duplicates(dataset: OwnedDataset, session: SessionDep, storage: StorageDep,
                     max_distance: Annotated[int, Query(ge=0, le=32)] = DEFAULT_MAX_DISTANCE) -> dict[str, object]:
     """Groups of near-identical images (perceptual hashes at most `max_distance` of 64 bits apart)."""
-    images = list(session.scalars(select(Image).where(Image.dataset_id == dataset.id)
-                                  .order_by(Image.created_at, Image.id)))
+    images = selected_images(session, dataset, None)
     for image in images:
         if image.phash is None:  # stored before hashes were kept
             with PILImage.open(io.BytesIO(storage.get_bytes(image.thumb_key))) as thumb:

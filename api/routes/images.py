@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Response, UploadFile, status
-from sqlalchemy import select
 
 from api.deps import OwnedDataset, SessionDep, SettingsDep, StorageDep
 from api.ingest import store_image
-from api.routes.datasets import image_count
+from api.routes.datasets import image_count, selected_images
 from api.schemas import ImageOut, ImagePatch, UploadResult
 from api.uploads import RejectedUpload
 from core.models import Dataset, Image
@@ -49,8 +48,7 @@ def upload_images(files: Annotated[list[UploadFile], File(description="PNG or JP
 
 @router.get("/datasets/{dataset_id}/images")
 def list_images(dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> list[ImageOut]:
-    rows = session.scalars(select(Image).where(Image.dataset_id == dataset.id).order_by(Image.created_at, Image.id))
-    return [image_out(i, storage) for i in rows]
+    return [image_out(i, storage) for i in selected_images(session, dataset, None)]
 
 
 def _owned_image(dataset: Dataset, image_id: str, session: SessionDep) -> Image:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep
 from api.live import job_stream
+from api.routes.datasets import selected_images
 from api.schemas import Estimate, JobIn, JobOut, RetrainIn
 from api.training import EMPTY_PLAN, Assessment, assess, estimated_seconds
 from core import jobs as transitions
@@ -27,7 +28,7 @@ def _dataset_for(body: JobIn, user_id: str, session: Session) -> tuple[Dataset, 
     dataset = session.get(Dataset, body.dataset_id)
     if dataset is None or dataset.owner_id != user_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "dataset not found")
-    return dataset, list(session.scalars(select(Image).where(Image.dataset_id == dataset.id)))
+    return dataset, selected_images(session, dataset, None)
 
 
 def _assess(body: JobIn, user_id: str, session: Session, settings: Settings) -> Assessment:

@@ -35,7 +35,7 @@ def crop_images(body: CropRequest, dataset: OwnedDataset, session: SessionDep,
     queue and answers 202 with a task."""
     images = selected_images(session, dataset, body.image_ids)
     if body.mode == "focus":
-        params = {"width": body.width, "height": body.height, "image_ids": [i.id for i in images]}
+        params = {"width": body.width, "height": body.height, "image_ids": body.image_ids}
         return start_task(request, session, dataset, "focus_crop", params)
     for image in images:
         image.crop = center_box(image.width, image.height, body.width, body.height)
@@ -58,8 +58,8 @@ def autotag(body: AutotagRequest, dataset: OwnedDataset, session: SessionDep, se
         message = no_tagger_message(settings) if body.tagger is None else (
             f"tagger {body.tagger!r} is not on this server; GET /api/v1/taggers lists those that are")
         raise HTTPException(status.HTTP_409_CONFLICT, message)
-    images = selected_images(session, dataset, body.image_ids)
-    params = {**body.model_dump(exclude={"image_ids"}), "tagger": entry.name, "image_ids": [i.id for i in images]}
+    selected_images(session, dataset, body.image_ids)  # 404 naming any image not in this dataset
+    params = {**body.model_dump(), "tagger": entry.name}
     return start_task(request, session, dataset, "autotag", params)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from api.config_transfer import ConfigFileError, ImportedConfig, export_config, import_config
 from api.dataset_import import TAG_SUMMARY, EntryReport, HostileArchive, import_archive
 from api.deps import CurrentUser, OwnedDataset, OwnedJob, SessionDep, SettingsDep, StorageDep
-from api.routes.datasets import dataset_out, image_count
+from api.routes.datasets import dataset_out, image_count, selected_images
 from api.schemas import DatasetOut
 from core.kohya_layout import caption_for, concept_name, image_bytes, place, readable_stem, tag_occurrence
 from core.models import Dataset, Image
@@ -83,15 +83,10 @@ def _chunks(handle: BinaryIO, size: int = 1024 * 1024) -> Iterator[bytes]:
             yield chunk
 
 
-def _images(session: SessionDep, dataset: Dataset) -> list[Image]:
-    query = select(Image).where(Image.dataset_id == dataset.id).order_by(Image.created_at, Image.id)
-    return list(session.scalars(query))
-
-
 @router.get("/datasets/{dataset_id}/export")
 def export_dataset(dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> StreamingResponse:
     """The dataset as sd-scripts reads it: crops applied, `.txt` captions, repeats in the folder names."""
-    images = _images(session, dataset)
+    images = selected_images(session, dataset, None)
     return _zip_response(f"{_file_stem(dataset.name)}.zip",
                          lambda archive: write_kohya_zip(archive, dataset, images, storage))
 
@@ -137,7 +132,7 @@ async def import_job_config(
 def export_job_config(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> StreamingResponse:
     """config.toml + dataset_config.toml (+ sample_prompts.txt) that reproduce this job with sd-scripts."""
     dataset = session.get(Dataset, job.dataset_id)
-    files = export_config(job, dataset, _images(session, dataset), settings)
+    files = export_config(job, dataset, selected_images(session, dataset, None), settings)
 
     def write(archive: zipfile.ZipFile) -> None:
         for name, text in files.items():
