@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -12,14 +14,15 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from api.security import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, token_hash
-from core.db import session_factory
+from core.db import read_rows
 from core.models import ApiToken, Dataset, Job, User, utcnow
 from core.settings import Settings
 from core.storage import Storage
 
-# Built once: on a hot path, building the statement costs as much as running it.
-TOKEN_LOOKUP = (select(User, ApiToken.id, ApiToken.expires_at).join(ApiToken, ApiToken.user_id == User.id)
-                .where(ApiToken.token_hash == bindparam("token_hash")))
+# Built once: on a hot path, building the statement costs as much as running it. Columns, not the ORM entity:
+# loading an entity into the session costs more than the query itself.
+TOKEN_LOOKUP = (select(User.id, User.email, User.created_at, ApiToken.id.label("token_id"), ApiToken.expires_at)
+                .join(ApiToken, ApiToken.user_id == User.id).where(ApiToken.token_hash == bindparam("token_hash")))
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -31,10 +34,10 @@ async def get_app_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-async def get_db(settings: SettingsDep) -> AsyncIterator[Session]:
+async def get_db(request: Request) -> AsyncIterator[Session]:
     # Opening a session costs nothing (it connects on first use) and closing one hands its connection back to the
     # pool, so neither needs a trip through the thread pool.
-    with session_factory(settings.db_url)() as session:
+    with request.app.state.sessions() as session:
         yield session
 
 
@@ -48,6 +51,21 @@ async def get_storage(request: Request) -> Storage:
 StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent the request: the account, and the token it came with (so that logging out ends just that one)."""
+
+    id: str
+    email: str
+    created_at: datetime
+    token_id: str
+
+
+def not_found(what: str) -> HTTPException:
+    """The answer for a missing object and for another user's object alike, so that ids reveal nothing."""
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found")
+
+
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
@@ -57,7 +75,7 @@ def _unauthorized(detail: str) -> HTTPException:
 # pool threads dominate (docs/benchmarks.md). Work that can take long (uploads, image lists with many signed links,
 # job creation) stays in sync handlers, which FastAPI runs in the thread pool.
 async def get_current_user(request: Request, session: SessionDep,
-                           bearer: Annotated[str | None, Depends(oauth2)]) -> User:
+                           bearer: Annotated[str | None, Depends(oauth2)]) -> Caller:
     token = bearer
     if token is None:
         token = request.cookies.get(SESSION_COOKIE)
@@ -67,33 +85,30 @@ async def get_current_user(request: Request, session: SessionDep,
                 raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token (X-CSRF-Token header)")
     if not token:
         raise _unauthorized("not signed in")
-    row = session.execute(TOKEN_LOOKUP, {"token_hash": token_hash(token)}).first()
+    row = read_rows(session, TOKEN_LOOKUP, {"token_hash": token_hash(token)}).first()
     if row is None or (row.expires_at is not None and _aware(row.expires_at) < utcnow()):
         raise _unauthorized("invalid or expired token")
-    request.state.token_id = row.id
-    return row.User
+    return Caller(row.id, row.email, row.created_at, row.token_id)
 
 
-def _aware(value):  # noqa: ANN001, ANN202 - SQLite hands back naive datetimes
-    from datetime import UTC
-
+def _aware(value: datetime) -> datetime:  # SQLite hands back naive datetimes
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-CurrentUser = Annotated[User, Depends(get_current_user)]
+CurrentUser = Annotated[Caller, Depends(get_current_user)]
 
 
 async def owned_dataset(dataset_id: str, session: SessionDep, user: CurrentUser) -> Dataset:
     dataset = session.get(Dataset, dataset_id)
     if dataset is None or dataset.owner_id != user.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "dataset not found")
+        raise not_found("dataset")
     return dataset
 
 
 async def owned_job(job_id: str, session: SessionDep, user: CurrentUser) -> Job:
     job = session.get(Job, job_id)
     if job is None or job.owner_id != user.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "job not found")
+        raise not_found("job")
     return job
 
 

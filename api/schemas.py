@@ -190,7 +190,9 @@ class Estimate(BaseModel):
     errors: list[dict[str, str]]
 
 
-class JobOut(BaseModel):
+class JobSummary(BaseModel):
+    """A job as the queue lists it: state and timing, without the parameters, log and chart history."""
+
     model_config = ConfigDict(from_attributes=True)
     id: str
     name: str
@@ -198,8 +200,6 @@ class JobOut(BaseModel):
     base_model: str
     mode: str
     preset: str | None
-    params: dict[str, Any]
-    sample_prompts: list[str]
     status: str
     attempt: int
     step: int
@@ -207,7 +207,6 @@ class JobOut(BaseModel):
     epochs_total: int
     progress: float = 0.0
     loss: float | None
-    lr: float | None
     eta_s: float | None = Field(description="seconds until the job ends (running: measured; queued: estimated)")
     estimated_s: float | None = Field(description="duration estimated at creation")
     queue_position: int | None = None
@@ -217,6 +216,12 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+
+
+class JobOut(JobSummary):
+    params: dict[str, Any]
+    sample_prompts: list[str]
+    lr: float | None
     log_tail: list[str]
     history: list[list[float]] = Field(description="[step, loss, lr] points, oldest first")
 

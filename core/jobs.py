@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
+from core.db import read_rows
 from core.models import Job, JobStatus, utcnow
 
 ALLOWED: dict[JobStatus, set[JobStatus]] = {
@@ -89,7 +90,7 @@ def _fair(running: Sequence[Row], queued: Sequence[Row]) -> list[str]:
 def fair_order(session: Session) -> list[str]:
     """Queued job ids in the order workers take them, so one user's ten jobs cannot hold every GPU while another
     user's single job waits behind them."""
-    return _fair(session.execute(_RUNNING).all(), session.execute(_QUEUED).all())
+    return _fair(read_rows(session, _RUNNING).all(), read_rows(session, _QUEUED).all())
 
 
 def claim_next(session: Session, worker: str) -> str | None:
@@ -114,7 +115,7 @@ def queue_slots(session: Session) -> dict[str, QueueSlot]:
 
     A job whose duration is unknown makes the times of the jobs behind it unknown too; places stay exact.
     """
-    running, queued = session.execute(_RUNNING).all(), session.execute(_QUEUED).all()
+    running, queued = read_rows(session, _RUNNING).all(), read_rows(session, _QUEUED).all()
     estimates = {row.id: row.estimated_s for row in queued}
     free_at: list[float | None] = [_remaining_s(row) for row in running] or [0.0]
     slots: dict[str, QueueSlot] = {}
@@ -128,7 +129,7 @@ def queue_slots(session: Session) -> dict[str, QueueSlot]:
     return slots
 
 
-def queue_slot(session: Session, job: Job) -> QueueSlot | None:
+def queue_slot(session: Session, job: Job | Row) -> QueueSlot | None:
     """The job's place in the queue; None when it is not waiting."""
     if job.status != JobStatus.queued:
         return None

@@ -6,16 +6,17 @@ import secrets
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy import delete, select
 
 from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.routes import API_PREFIX
 from api.schemas import NewApiToken, Registration, TokenOut, UserOut
 from api.security import CSRF_COOKIE, SESSION_COOKIE, hash_password, new_token, token_hash, verify_password
 from core.models import ApiToken, User, utcnow
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(prefix=API_PREFIX, tags=["auth"])
 
 
 @router.post("/auth/register", status_code=status.HTTP_201_CREATED)
@@ -48,8 +49,8 @@ def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], response: Respo
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
-def logout(request: Request, user: CurrentUser, session: SessionDep) -> Response:
-    session.execute(delete(ApiToken).where(ApiToken.id == request.state.token_id, ApiToken.user_id == user.id))
+def logout(user: CurrentUser, session: SessionDep) -> Response:
+    session.execute(delete(ApiToken).where(ApiToken.id == user.token_id, ApiToken.user_id == user.id))
     session.commit()
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(SESSION_COOKIE)

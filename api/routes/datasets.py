@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import io
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from PIL import Image as PILImage
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentUser, OwnedDataset, SessionDep, StorageDep
+from api.deps import CurrentUser, OwnedDataset, SessionDep, StorageDep, not_found
+from api.routes import API_PREFIX
 from api.schemas import DatasetIn, DatasetOut, DatasetPatch, TagBatch
 from core import keys
+from core.db import read_rows
 from core.kohya_layout import tag_counts
 from core.models import Dataset, Image, Job
 from core.phash import DEFAULT_MAX_DISTANCE, near_duplicate_groups, phash
 
-router = APIRouter(tags=["datasets"])
+router = APIRouter(prefix=API_PREFIX, tags=["datasets"])
 
 
 def dataset_out(dataset: Dataset, count: int) -> DatasetOut:
@@ -25,6 +27,12 @@ def dataset_out(dataset: Dataset, count: int) -> DatasetOut:
 
 
 IMAGE_COUNT = select(func.count()).select_from(Image).where(Image.dataset_id == bindparam("dataset_id"))
+# The read endpoints answer from one statement: a dataset's columns with its image count, for its owner only.
+_DATASET_VIEWS = select(Dataset.id, Dataset.name, Dataset.description, Dataset.default_repeats, Dataset.created_at,
+                        select(func.count()).where(Image.dataset_id == Dataset.id).correlate(Dataset)
+                        .scalar_subquery().label("image_count")).where(Dataset.owner_id == bindparam("owner_id"))
+_ONE_VIEW = _DATASET_VIEWS.where(Dataset.id == bindparam("dataset_id"))
+_ALL_VIEWS = _DATASET_VIEWS.order_by(Dataset.created_at.desc())
 
 
 def image_count(session: Session, dataset_id: str) -> int:
@@ -39,18 +47,18 @@ def create_dataset(body: DatasetIn, user: CurrentUser, session: SessionDep) -> D
     return dataset_out(dataset, 0)
 
 
-@router.get("/datasets")
-async def list_datasets(user: CurrentUser, session: SessionDep) -> list[DatasetOut]:
-    counts = dict(session.execute(
-        select(Image.dataset_id, func.count()).join(Dataset).where(Dataset.owner_id == user.id)
-        .group_by(Image.dataset_id)).all())
-    rows = session.scalars(select(Dataset).where(Dataset.owner_id == user.id).order_by(Dataset.created_at.desc()))
-    return [dataset_out(d, counts.get(d.id, 0)) for d in rows]
+# Reads return plain rows; FastAPI validates them against the response model once, on the way out.
+@router.get("/datasets", response_model=list[DatasetOut])
+async def list_datasets(user: CurrentUser, session: SessionDep) -> list[dict[str, Any]]:
+    return [row._asdict() for row in read_rows(session, _ALL_VIEWS, {"owner_id": user.id})]
 
 
-@router.get("/datasets/{dataset_id}")
-async def get_dataset(dataset: OwnedDataset, session: SessionDep) -> DatasetOut:
-    return dataset_out(dataset, image_count(session, dataset.id))
+@router.get("/datasets/{dataset_id}", response_model=DatasetOut)
+async def get_dataset(dataset_id: str, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+    row = read_rows(session, _ONE_VIEW, {"owner_id": user.id, "dataset_id": dataset_id}).first()
+    if row is None:
+        raise not_found("dataset")
+    return row._asdict()
 
 
 @router.patch("/datasets/{dataset_id}")

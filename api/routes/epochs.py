@@ -6,7 +6,8 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 
-from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, StorageDep
+from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, StorageDep, not_found
+from api.routes import API_PREFIX
 from api.schemas import EpochOut, GenerateIn, GenerationOut
 from core.models import Epoch, Generation, Job
 from core.queue import GENERATE_TASK
@@ -14,7 +15,7 @@ from core.storage import Storage
 from trainer.config import ConfigError
 from trainer.prompts import SAMPLER_ALIASES, extract_lora_tags
 
-router = APIRouter(tags=["epochs"])
+router = APIRouter(prefix=API_PREFIX, tags=["epochs"])
 
 
 def epoch_filename(job: Job, n: int) -> str:
@@ -74,6 +75,6 @@ async def get_generation(generation_id: str, user: CurrentUser, session: Session
                          storage: StorageDep) -> GenerationOut:
     generation = session.get(Generation, generation_id)
     if generation is None or generation.owner_id != user.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "generation not found")
+        raise not_found("generation")
     return GenerationOut(id=generation.id, status=generation.status, error=generation.error,
                          images=[storage.signed_url(k) for k in generation.image_keys])

@@ -6,15 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Response, UploadFile, status
 
-from api.deps import OwnedDataset, SessionDep, SettingsDep, StorageDep
+from api.deps import OwnedDataset, SessionDep, SettingsDep, StorageDep, not_found
 from api.ingest import store_image
+from api.routes import API_PREFIX
 from api.routes.datasets import image_count, selected_images
 from api.schemas import ImageOut, ImagePatch, UploadResult
 from api.uploads import RejectedUpload
 from core.models import Dataset, Image
 from core.storage import Storage
 
-router = APIRouter(tags=["images"])
+router = APIRouter(prefix=API_PREFIX, tags=["images"])
 
 
 def image_out(image: Image, storage: Storage) -> ImageOut:
@@ -54,7 +55,7 @@ def list_images(dataset: OwnedDataset, session: SessionDep, storage: StorageDep)
 def _owned_image(dataset: Dataset, image_id: str, session: SessionDep) -> Image:
     image = session.get(Image, image_id)
     if image is None or image.dataset_id != dataset.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "image not found")
+        raise not_found("image")
     return image
 
 

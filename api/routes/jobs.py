@@ -7,27 +7,30 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from pydantic import BaseModel
+from sqlalchemy import ColumnElement, Row, bindparam, select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep
+from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, not_found
 from api.live import job_stream
+from api.routes import API_PREFIX
 from api.routes.datasets import selected_images
-from api.schemas import Estimate, JobIn, JobOut, RetrainIn
+from api.schemas import Estimate, JobIn, JobOut, JobSummary, RetrainIn
 from api.training import EMPTY_PLAN, Assessment, assess, estimated_seconds
 from core import jobs as transitions
+from core.db import read_rows
 from core.events import notices_for
 from core.models import FINISHED, Dataset, Image, Job, JobStatus, utcnow
 from core.queue import TRAIN_TASK
 from core.settings import Settings
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
 
 
 def _dataset_for(body: JobIn, user_id: str, session: Session) -> tuple[Dataset, list[Image]]:
     dataset = session.get(Dataset, body.dataset_id)
     if dataset is None or dataset.owner_id != user_id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "dataset not found")
+        raise not_found("dataset")
     return dataset, selected_images(session, dataset, None)
 
 
@@ -77,14 +80,30 @@ def _create(body: JobIn, user_id: str, session: Session, settings: Settings, req
     return job
 
 
-def job_out(job: Job, session: Session, slots: dict[str, transitions.QueueSlot] | None = None) -> JobOut:
-    out = JobOut.model_validate(job)
+def _columns_for(view: type[BaseModel]) -> list[ColumnElement[Any]]:
+    return [column for column in Job.__table__.c if column.key in view.model_fields]
+
+
+# Reads select just the columns their answer shows, as rows: loading entities into the session would cost more than
+# the query. FastAPI validates the rows against the response model once, on the way out.
+_OWN_JOBS = (select(*_columns_for(JobSummary)).where(Job.owner_id == bindparam("owner_id"))
+             .order_by(Job.created_at.desc()))
+_OWN_JOB = select(*_columns_for(JobOut)).where(Job.id == bindparam("job_id"), Job.owner_id == bindparam("owner_id"))
+
+
+def _live_fields(job: Job | Row[Any], session: Session,
+                 slots: dict[str, transitions.QueueSlot] | None) -> dict[str, Any]:
+    """Progress, and for a queued job its place and times in the queue (`slots`: the whole queue, read once)."""
     progress = 1.0 if job.status == JobStatus.succeeded else (job.step / job.total_steps if job.total_steps else 0.0)
-    update: dict[str, Any] = {"progress": round(progress, 4)}
+    fields: dict[str, Any] = {"progress": round(progress, 4)}
     slot = slots.get(job.id) if slots is not None else transitions.queue_slot(session, job)
     if slot is not None:
-        update.update(queue_position=slot.position, starts_in_s=slot.starts_in_s, eta_s=slot.ends_in_s)
-    return out.model_copy(update=update)
+        fields.update(queue_position=slot.position, starts_in_s=slot.starts_in_s, eta_s=slot.ends_in_s)
+    return fields
+
+
+def job_out(job: Job, session: Session) -> JobOut:
+    return JobOut.model_validate(job).model_copy(update=_live_fields(job, session, None))
 
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED)
@@ -93,16 +112,20 @@ def create_job(body: JobIn, request: Request, user: CurrentUser, session: Sessio
     return job_out(_create(body, user.id, session, settings, request), session)
 
 
-@router.get("/jobs")
-async def list_jobs(user: CurrentUser, session: SessionDep) -> list[JobOut]:
-    rows = session.scalars(select(Job).where(Job.owner_id == user.id).order_by(Job.created_at.desc()))
-    slots = transitions.queue_slots(session)
-    return [job_out(job, session, slots) for job in rows]
+@router.get("/jobs", response_model=list[JobSummary])
+async def list_jobs(user: CurrentUser, session: SessionDep) -> list[dict[str, Any]]:
+    rows = read_rows(session, _OWN_JOBS, {"owner_id": user.id}).all()
+    waiting = any(row.status == JobStatus.queued for row in rows)
+    slots = transitions.queue_slots(session) if waiting else {}
+    return [{**row._asdict(), **_live_fields(row, session, slots)} for row in rows]
 
 
-@router.get("/jobs/{job_id}")
-async def get_job(job: OwnedJob, session: SessionDep) -> JobOut:
-    return job_out(job, session)
+@router.get("/jobs/{job_id}", response_model=JobOut)
+async def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+    row = read_rows(session, _OWN_JOB, {"job_id": job_id, "owner_id": user.id}).first()
+    if row is None:
+        raise not_found("job")
+    return {**row._asdict(), **_live_fields(row, session, None)}
 
 
 @router.post("/jobs/{job_id}/cancel")

@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import or_, select
 
-from api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep
+from api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep, not_found
+from api.routes import API_PREFIX
 from api.routes.epochs import find_epoch
 from api.schemas import ModelOut, PublishIn
 from core.models import Epoch, Job, JobStatus, PublishedModel
 from core.storage import Storage
 
-router = APIRouter(tags=["models"])
+router = APIRouter(prefix=API_PREFIX, tags=["models"])
 
 
 def model_out(model: PublishedModel, epoch: Epoch, storage: Storage, expires_s: int) -> ModelOut:
@@ -27,7 +28,7 @@ def publish(body: PublishIn, user: CurrentUser, session: SessionDep, storage: St
             settings: SettingsDep) -> ModelOut:
     job = session.get(Job, body.job_id)
     if job is None or job.owner_id != user.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "job not found")
+        raise not_found("job")
     if job.status == JobStatus.running:
         raise HTTPException(status.HTTP_409_CONFLICT, "the job is still training; publish when it has finished")
     epoch = find_epoch(job, body.epoch, session)
@@ -55,5 +56,5 @@ async def get_model(model_id: str, user: CurrentUser, session: SessionDep, stora
               settings: SettingsDep) -> ModelOut:
     model = session.get(PublishedModel, model_id)
     if model is None or (model.owner_id != user.id and model.visibility != "public"):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "model not found")
+        raise not_found("model")
     return model_out(model, session.get(Epoch, model.epoch_id), storage, settings.download_link_seconds)

@@ -11,11 +11,12 @@ from sqlalchemy import func, select, text
 
 from api.deps import SessionDep, SettingsDep, StorageDep
 from api.param_catalog import catalog
+from api.routes import API_PREFIX
 from core.models import Job
 from core.storage import LocalStorage, StorageError
 from trainer.presets import FAMILIES, THEMES, preset_values
 
-router = APIRouter(tags=["system"])
+router = APIRouter(prefix=API_PREFIX, tags=["system"])
 MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}
 
 

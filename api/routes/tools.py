@@ -6,7 +6,8 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep
+from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, not_found
+from api.routes import API_PREFIX
 from api.routes.datasets import selected_images
 from api.schemas import AutotagRequest, CropRequest, TaggerOut, TaskOut
 from core.geometry import center_box
@@ -14,7 +15,7 @@ from core.models import Dataset, DatasetTask
 from core.queue import DATASET_TASK
 from core.taggers import find_tagger, list_taggers, no_tagger_message
 
-router = APIRouter(tags=["dataset tools"])
+router = APIRouter(prefix=API_PREFIX, tags=["dataset tools"])
 
 
 def start_task(request: Request, session: SessionDep, dataset: Dataset, kind: str, params: dict) -> JSONResponse:
@@ -67,7 +68,7 @@ def autotag(body: AutotagRequest, dataset: OwnedDataset, session: SessionDep, se
 async def get_task(task_id: str, user: CurrentUser, session: SessionDep) -> TaskOut:
     task = session.get(DatasetTask, task_id)
     if task is None or task.owner_id != user.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "task not found")
+        raise not_found("task")
     return TaskOut.model_validate(task)
 
 

@@ -15,13 +15,14 @@ from sqlalchemy import select
 from api.config_transfer import ConfigFileError, ImportedConfig, export_config, import_config
 from api.dataset_import import TAG_SUMMARY, EntryReport, HostileArchive, import_archive
 from api.deps import CurrentUser, OwnedDataset, OwnedJob, SessionDep, SettingsDep, StorageDep
+from api.routes import API_PREFIX
 from api.routes.datasets import dataset_out, image_count, selected_images
 from api.schemas import DatasetOut
 from core.kohya_layout import caption_for, concept_name, image_bytes, place, readable_stem, tag_occurrence
 from core.models import Dataset, Image
 from core.storage import Storage
 
-router = APIRouter(tags=["import and export"])
+router = APIRouter(prefix=API_PREFIX, tags=["import and export"])
 CONFIG_MAX_BYTES = 1024 * 1024
 
 

@@ -183,11 +183,30 @@ def test_scheduled_job_waits_for_tonight_and_cancel_ends_it(client, alice):
     assert retrained.json()["status"] == "queued" and retrained.json()["queue_position"] == 1
 
 
+def test_lists_show_counts_and_queue_places_and_a_job_page_shows_everything(client, alice):
+    first, second = new_dataset(client, alice), new_dataset(client, alice)
+    upload(client, alice, second, *[(f"{i}.png", png_bytes(seed=i), "image/png") for i in range(3)])
+    listed = client.get("/api/v1/datasets", headers=alice).json()
+    assert [(d["id"], d["image_count"]) for d in listed] == [(second, 3), (first, 0)]
+    assert client.get(f"/api/v1/datasets/{second}", headers=alice).json()["image_count"] == 3
+    body = {"dataset_id": second, "base_model": "tiny-sd15", "preset": "standard", "sample_prompts": ["a cat"]}
+    older = client.post("/api/v1/jobs", json=body, headers=alice).json()
+    newer = client.post("/api/v1/jobs", json={**body, "start_after": "tonight"}, headers=alice).json()
+    jobs = client.get("/api/v1/jobs", headers=alice).json()
+    assert [(j["id"], j["status"], j["queue_position"]) for j in jobs] == [
+        (newer["id"], "scheduled", None), (older["id"], "queued", 1)]
+    assert not {"params", "history", "log_tail"} & set(jobs[0])  # the queue page needs none of these
+    page = client.get(f"/api/v1/jobs/{older['id']}", headers=alice).json()
+    assert page["queue_position"] == 1 and page["params"] == older["params"] and page["sample_prompts"] == ["a cat"]
+    assert page["history"] == [] and page["progress"] == 0.0
+
+
 def test_other_users_objects_are_not_found(client, alice):
     dataset = new_dataset(client, alice)
     image = upload(client, alice, dataset, ("a.png", png_bytes(), "image/png"))[0]["id"]
     bob = register(client, "bob@example.com")
     assert client.get(f"/api/v1/datasets/{dataset}", headers=bob).status_code == 404
+    assert client.get("/api/v1/datasets", headers=bob).json() == []
     assert client.patch(f"/api/v1/datasets/{dataset}/images/{image}", json={"tags": ["x"]},
                         headers=bob).status_code == 404
     assert client.delete(f"/api/v1/datasets/{dataset}", headers=bob).status_code == 404
