@@ -8,6 +8,7 @@ speaks just enough HTTP/1.1 (Content-Length bodies, keep-alive) to time GET requ
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from urllib.parse import urlsplit
 
@@ -46,6 +47,10 @@ async def get_latencies(url: str, path: str, headers: dict[str, str], clients: i
     header_lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     request = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{header_lines}\r\n".encode()
     times: list[float] = []
+    # The client's own full garbage collections (this process holds the benchmark's images and imports) would stall
+    # every connection at once and show up as server latency.
+    gc.collect()
+    gc.freeze()
     await asyncio.gather(*(_client(parts.hostname or "127.0.0.1", parts.port or 80, request, per_client, times)
                            for _ in range(clients)))
     return times
