@@ -70,11 +70,19 @@ class QueueSlot:
     ends_in_s: float | None
 
 
-# Only the columns the queue needs: whole rows would drag each job's params, log and chart history along.
-_RUNNING = select(Job.owner_id, Job.step, Job.total_steps, Job.eta_s, Job.estimated_s).where(
-    Job.status == JobStatus.running)
-_QUEUED = select(Job.id, Job.owner_id, Job.estimated_s).where(Job.status == JobStatus.queued).order_by(
-    Job.queued_at, Job.id)
+# Only the columns the queue needs: whole rows would drag each job's params, log and chart history along. One
+# statement for both kinds: the queue is read on every job list, and a statement costs more than its few rows.
+_ACTIVE = (select(Job.id, Job.owner_id, Job.status, Job.step, Job.total_steps, Job.eta_s, Job.estimated_s)
+           .where(Job.status.in_([JobStatus.running, JobStatus.queued])).order_by(Job.queued_at, Job.id))
+
+
+def _running_and_queued(session: Session) -> tuple[list[Row], list[Row]]:
+    """Running jobs, and queued ones oldest first."""
+    running: list[Row] = []
+    queued: list[Row] = []
+    for row in read_rows(session, _ACTIVE):
+        (running if row.status == JobStatus.running else queued).append(row)
+    return running, queued
 
 
 def _fair(running: Sequence[Row], queued: Sequence[Row]) -> list[str]:
@@ -90,7 +98,7 @@ def _fair(running: Sequence[Row], queued: Sequence[Row]) -> list[str]:
 def fair_order(session: Session) -> list[str]:
     """Queued job ids in the order workers take them, so one user's ten jobs cannot hold every GPU while another
     user's single job waits behind them."""
-    return _fair(read_rows(session, _RUNNING).all(), read_rows(session, _QUEUED).all())
+    return _fair(*_running_and_queued(session))
 
 
 def claim_next(session: Session, worker: str) -> str | None:
@@ -115,7 +123,7 @@ def queue_slots(session: Session) -> dict[str, QueueSlot]:
 
     A job whose duration is unknown makes the times of the jobs behind it unknown too; places stay exact.
     """
-    running, queued = read_rows(session, _RUNNING).all(), read_rows(session, _QUEUED).all()
+    running, queued = _running_and_queued(session)
     estimates = {row.id: row.estimated_s for row in queued}
     free_at: list[float | None] = [_remaining_s(row) for row in running] or [0.0]
     slots: dict[str, QueueSlot] = {}
