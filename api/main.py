@@ -27,6 +27,7 @@ async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
     # a request now and then: the largest part of the read p99 (docs/benchmarks.md).
     gc.freeze()
     yield
+    gc.unfreeze()  # an app made and shut down inside a longer-lived process (tests) leaves nothing pinned
 
 
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:

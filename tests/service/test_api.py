@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import struct
 import zlib
@@ -254,3 +255,12 @@ def test_center_crop_stores_the_largest_centred_box_of_the_chosen_aspect(client,
     crop = client.get(f"/api/v1/datasets/{dataset['id']}/images/{wide}", headers=alice).json()["crop"]
     assert crop == {"x": 66, "y": 0, "width": 67, "height": 100}
     assert client.post(url, json={**portrait, "image_ids": ["nope"]}, headers=alice).status_code == 404
+
+
+def test_a_serving_app_keeps_its_start_up_objects_out_of_full_collections(tmp_path):
+    app = create_app(Settings(var_dir=tmp_path / "var"))
+    assert gc.get_freeze_count() == 0
+    with TestClient(app) as client:
+        assert gc.get_freeze_count() > 10_000  # modules, routes, pools: what a full collection would scan each time
+        assert client.get("/api/v1/healthz").status_code == 200
+    assert gc.get_freeze_count() == 0
