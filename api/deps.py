@@ -37,7 +37,8 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 async def get_db(request: Request) -> AsyncIterator[Session]:
     # Opening a session costs nothing (it connects on first use) and closing one hands its connection back to the
     # pool, so neither needs a trip through the thread pool.
-    with request.app.state.sessions() as session:
+    state = request.app.state
+    with (state.read_sessions if request.method in SAFE_METHODS else state.sessions)() as session:
         yield session
 
 

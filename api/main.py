@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.routes import auth, datasets, epochs, images, jobs, models, system, tools, transfer
-from core.db import migrate, session_factory
+from core.db import migrate, read_session_factory, session_factory
 from core.queue import make_celery
 from core.settings import Settings, get_settings
 from core.storage import S3Storage, storage_for
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
                   lifespan=_lifespan)
     app.state.settings = settings
     app.state.sessions = session_factory(settings.db_url)
+    app.state.read_sessions = read_session_factory(settings.db_url)
     storage = storage_for(settings)
     if isinstance(storage, S3Storage):
         storage.ensure_bucket()

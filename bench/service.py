@@ -41,8 +41,10 @@ def make_jpegs(count: int, size: tuple[int, int] = (1152, 864)) -> list[bytes]:
     return out
 
 
-def start_server(app: list[str], ready_path: str, var: Path, port: int, workers: int) -> subprocess.Popen:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LORABAKE_")}, "LORABAKE_VAR_DIR": str(var)}
+def start_server(app: list[str], ready_path: str, settings: dict[str, str], port: int,
+                 workers: int) -> subprocess.Popen:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LORABAKE_")},
+           **{f"LORABAKE_{name.upper()}": value for name, value in settings.items()}}
     process = subprocess.Popen([sys.executable, "-m", "uvicorn", *app, "--port", str(port), "--workers",
                                 str(workers), "--log-level", "warning"], cwd=ROOT, env=env)
     for _ in range(200):
@@ -54,17 +56,16 @@ def start_server(app: list[str], ready_path: str, var: Path, port: int, workers:
     raise RuntimeError("API did not start")
 
 
-def seed_jobs(var: Path, owner_id: str, dataset_id: str, count: int = 12) -> list[str]:
+def seed_jobs(db_url: str, owner_id: str, dataset_id: str, count: int = 12) -> list[str]:
     """Jobs as a user accumulates them (most finished with their loss history, one running, a few queued), written
     straight to the database: training them is not what this benchmark measures."""
     from core.db import session_factory
     from core.models import Job, JobStatus, utcnow
-    from core.settings import Settings
     from trainer.presets import preset_values
 
     statuses = [JobStatus.succeeded] * (count - 5) + [JobStatus.running] + [JobStatus.queued] * 3 + [JobStatus.canceled]
     history = [[step, 0.12 - step * 1e-5, 1e-4] for step in range(0, 2000, 10)]
-    with session_factory(Settings(var_dir=var).db_url)() as session:
+    with session_factory(db_url)() as session:
         jobs = [Job(owner_id=owner_id, dataset_id=dataset_id, name=f"bench-{i}", base_model="tiny-sd15",
                     preset="anime_character", params=preset_values("anime_character", "sd15"),
                     sample_prompts=["a photo of bench"], status=status, step=2000 if status == "succeeded" else 500,
@@ -86,8 +87,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--per-client", type=int, default=20)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--postgres", metavar="ADMIN_URL",
+                        help="serve from a fresh database on this PostgreSQL server instead of the embedded SQLite")
     args = parser.parse_args()
     from api.uploads import clean_image
+    from core.db import fresh_database
+    from core.settings import Settings
 
     jpegs = make_jpegs(args.images)
     megabytes = sum(map(len, jpegs)) / 1e6
@@ -98,7 +103,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         port = 18000 + os.getpid() % 1000
-        bare = start_server(["bench.reference_app:app"], "/ping", Path(tmp), port + 1, args.workers)
+        settings = {"var_dir": tmp}
+        if args.postgres:
+            settings["database_url"] = fresh_database(args.postgres)
+        db_url = Settings(**settings).db_url
+        print(f"database: {db_url.split('://')[0]}, API processes: {args.workers}")
+        bare = start_server(["bench.reference_app:app"], "/ping", settings, port + 1, args.workers)
         try:
             times = asyncio.run(get_latencies(f"http://127.0.0.1:{port + 1}", "/ping", {}, args.clients,
                                               args.per_client))
@@ -107,7 +117,7 @@ def main() -> None:
         finally:
             bare.terminate()
             bare.wait(timeout=30)
-        api = start_server(["api.main:create_app", "--factory"], "/api/v1/healthz", Path(tmp), port, args.workers)
+        api = start_server(["api.main:create_app", "--factory"], "/api/v1/healthz", settings, port, args.workers)
         url = f"http://127.0.0.1:{port}"
         try:
             with httpx.Client(base_url=url, timeout=300) as client:
@@ -124,7 +134,7 @@ def main() -> None:
                     accepted += sum(1 for r in results if r["id"])
                 ingest = time.perf_counter() - start
                 owner = client.get("/api/v1/me", headers=headers).json()["id"]
-            job_id = seed_jobs(Path(tmp), owner, dataset)[0]
+            job_id = seed_jobs(db_url, owner, dataset)[0]
             print(f"ingest: {accepted}/{len(jpegs)} JPEGs ({megabytes:.0f} MB) in {ingest:.1f} s "
                   f"({accepted / ingest:.1f} images/s); in-process validation alone {reference:.1f} s "
                   f"→ ratio {ingest / reference:.2f}")

@@ -19,6 +19,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from core.db import fresh_database
+
 ROOT = Path(__file__).resolve().parents[2]
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
@@ -40,22 +42,11 @@ def service_urls() -> dict[str, str]:
     return {"postgres": os.environ["LORABAKE_TEST_POSTGRES_URL"], "redis": os.environ["LORABAKE_TEST_REDIS_URL"]}
 
 
-def fresh_postgres(admin_url: str) -> str:
-    from sqlalchemy import create_engine, text
-
-    name = f"lb_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return admin_url.rsplit("/", 1)[0] + f"/{name}"
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'test.sqlite'}"
-    return fresh_postgres(request.getfixturevalue("service_urls")["postgres"])
+    return fresh_database(request.getfixturevalue("service_urls")["postgres"])
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +82,7 @@ def production_like_env(tmp_path: Path, service_urls: dict[str, str], tiny_model
 
     var = tmp_path / "var"
     shutil.copytree(tiny_model, var / "models" / "tiny-sd15")
-    env = {"LORABAKE_VAR_DIR": str(var), "LORABAKE_DATABASE_URL": fresh_postgres(service_urls["postgres"]),
+    env = {"LORABAKE_VAR_DIR": str(var), "LORABAKE_DATABASE_URL": fresh_database(service_urls["postgres"]),
            "LORABAKE_REDIS_URL": service_urls["redis"].rsplit("/", 1)[0] + f"/{redis_db}", **extra}
     redis.Redis.from_url(env["LORABAKE_REDIS_URL"]).flushdb()
     return env

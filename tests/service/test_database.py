@@ -7,10 +7,12 @@ from datetime import timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import OperationalError
 
+import core.db
 from core import jobs
-from core.db import engine_for, migrate, session_factory
+from core.db import engine_for, fresh_database, migrate, read_session_factory, session_factory
 from core.models import Base, Dataset, Job, JobStatus, User, utcnow
 
 
@@ -138,3 +140,24 @@ def test_processes_starting_together_migrate_one_at_a_time(db_url):
     assert failures.empty(), failures.get()  # without the lock: "table users already exists"
     with engine_for(db_url).connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_a_connection_the_server_dropped_is_replaced_after_idling_not_reported(service_urls, monkeypatch):
+    url = fresh_database(service_urls["postgres"])
+    admin = create_engine(service_urls["postgres"], isolation_level="AUTOCOMMIT")
+
+    def drop_pooled_connection() -> None:
+        with engine_for(url).connect() as conn:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with admin.connect() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+
+    drop_pooled_connection()
+    monkeypatch.setattr(core.db, "IDLE_PING_S", 3600.0)  # used again at once: handed out without a check
+    with pytest.raises(OperationalError), engine_for(url).connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+    drop_pooled_connection()
+    monkeypatch.setattr(core.db, "IDLE_PING_S", 0.0)  # idle long enough: checked, and replaced
+    with read_session_factory(url)() as session:
+        assert session.execute(text("SELECT 1")).scalar() == 1
+    admin.dispose()
