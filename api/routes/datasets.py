@@ -22,12 +22,8 @@ from core.phash import DEFAULT_MAX_DISTANCE, near_duplicate_groups, phash
 router = APIRouter(prefix=API_PREFIX, tags=["datasets"])
 
 
-def dataset_out(dataset: Dataset, count: int) -> DatasetOut:
-    return DatasetOut.model_validate(dataset).model_copy(update={"image_count": count})
-
-
 IMAGE_COUNT = select(func.count()).select_from(Image).where(Image.dataset_id == bindparam("dataset_id"))
-# The read endpoints answer from one statement: a dataset's columns with its image count, for its owner only.
+# Every answer about a dataset comes from one statement: its columns with its image count, for its owner only.
 _DATASET_VIEWS = select(Dataset.id, Dataset.name, Dataset.description, Dataset.default_repeats, Dataset.created_at,
                         select(func.count()).where(Image.dataset_id == Dataset.id).correlate(Dataset)
                         .scalar_subquery().label("image_count")).where(Dataset.owner_id == bindparam("owner_id"))
@@ -39,15 +35,23 @@ def image_count(session: Session, dataset_id: str) -> int:
     return int(session.scalar(IMAGE_COUNT, {"dataset_id": dataset_id}) or 0)
 
 
-@router.post("/datasets", status_code=status.HTTP_201_CREATED)
-def create_dataset(body: DatasetIn, user: CurrentUser, session: SessionDep) -> DatasetOut:
+def dataset_view(session: Session, dataset_id: str, owner_id: str) -> dict[str, Any]:
+    """A dataset as the API shows it (a DatasetOut's fields); 404 when it is not the owner's."""
+    row = read_rows(session, _ONE_VIEW, {"owner_id": owner_id, "dataset_id": dataset_id}).first()
+    if row is None:
+        raise not_found("dataset")
+    return row._asdict()
+
+
+# Answers are plain rows; FastAPI validates them against the response model once, on the way out.
+@router.post("/datasets", status_code=status.HTTP_201_CREATED, response_model=DatasetOut)
+def create_dataset(body: DatasetIn, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
     dataset = Dataset(owner_id=user.id, **body.model_dump())
     session.add(dataset)
     session.commit()
-    return dataset_out(dataset, 0)
+    return dataset_view(session, dataset.id, user.id)
 
 
-# Reads return plain rows; FastAPI validates them against the response model once, on the way out.
 @router.get("/datasets", response_model=list[DatasetOut])
 async def list_datasets(user: CurrentUser, session: SessionDep) -> list[dict[str, Any]]:
     return [row._asdict() for row in read_rows(session, _ALL_VIEWS, {"owner_id": user.id})]
@@ -55,19 +59,16 @@ async def list_datasets(user: CurrentUser, session: SessionDep) -> list[dict[str
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut)
 async def get_dataset(dataset_id: str, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
-    row = read_rows(session, _ONE_VIEW, {"owner_id": user.id, "dataset_id": dataset_id}).first()
-    if row is None:
-        raise not_found("dataset")
-    return row._asdict()
+    return dataset_view(session, dataset_id, user.id)
 
 
-@router.patch("/datasets/{dataset_id}")
-def patch_dataset(body: DatasetPatch, dataset: OwnedDataset, session: SessionDep) -> DatasetOut:
+@router.patch("/datasets/{dataset_id}", response_model=DatasetOut)
+def patch_dataset(body: DatasetPatch, dataset: OwnedDataset, session: SessionDep) -> dict[str, Any]:
     for field, value in body.model_dump(exclude_unset=True).items():
         if value is not None:
             setattr(dataset, field, value)
     session.commit()
-    return dataset_out(dataset, image_count(session, dataset.id))
+    return dataset_view(session, dataset.id, dataset.owner_id)
 
 
 @router.delete("/datasets/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)

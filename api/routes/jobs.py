@@ -84,14 +84,14 @@ def _columns_for(view: type[BaseModel]) -> list[ColumnElement[Any]]:
     return [column for column in Job.__table__.c if column.key in view.model_fields]
 
 
-# Reads select just the columns their answer shows, as rows: loading entities into the session would cost more than
+# Answers about jobs select just the columns they show, as rows: loading entities into the session would cost more than
 # the query. FastAPI validates the rows against the response model once, on the way out.
 _OWN_JOBS = (select(*_columns_for(JobSummary)).where(Job.owner_id == bindparam("owner_id"))
              .order_by(Job.created_at.desc()))
 _OWN_JOB = select(*_columns_for(JobOut)).where(Job.id == bindparam("job_id"), Job.owner_id == bindparam("owner_id"))
 
 
-def _live_fields(job: Job | Row[Any], session: Session,
+def _live_fields(job: Row[Any], session: Session,
                  slots: dict[str, transitions.QueueSlot] | None) -> dict[str, Any]:
     """Progress, and for a queued job its place and times in the queue (`slots`: the whole queue, read once)."""
     progress = 1.0 if job.status == JobStatus.succeeded else (job.step / job.total_steps if job.total_steps else 0.0)
@@ -102,14 +102,18 @@ def _live_fields(job: Job | Row[Any], session: Session,
     return fields
 
 
-def job_out(job: Job, session: Session) -> JobOut:
-    return JobOut.model_validate(job).model_copy(update=_live_fields(job, session, None))
+def job_view(session: Session, job_id: str, owner_id: str) -> dict[str, Any]:
+    """A job as its page shows it (a JobOut's fields, with progress and queue place); 404 when not the owner's."""
+    row = read_rows(session, _OWN_JOB, {"job_id": job_id, "owner_id": owner_id}).first()
+    if row is None:
+        raise not_found("job")
+    return {**row._asdict(), **_live_fields(row, session, None)}
 
 
-@router.post("/jobs", status_code=status.HTTP_201_CREATED)
+@router.post("/jobs", status_code=status.HTTP_201_CREATED, response_model=JobOut)
 def create_job(body: JobIn, request: Request, user: CurrentUser, session: SessionDep,
-               settings: SettingsDep) -> JobOut:
-    return job_out(_create(body, user.id, session, settings, request), session)
+               settings: SettingsDep) -> dict[str, Any]:
+    return job_view(session, _create(body, user.id, session, settings, request).id, user.id)
 
 
 @router.get("/jobs", response_model=list[JobSummary])
@@ -122,14 +126,11 @@ async def list_jobs(user: CurrentUser, session: SessionDep) -> list[dict[str, An
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
 async def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
-    row = read_rows(session, _OWN_JOB, {"job_id": job_id, "owner_id": user.id}).first()
-    if row is None:
-        raise not_found("job")
-    return {**row._asdict(), **_live_fields(row, session, None)}
+    return job_view(session, job_id, user.id)
 
 
-@router.post("/jobs/{job_id}/cancel")
-def cancel_job(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> JobOut:
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     if job.status in FINISHED:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job already {job.status}")
     waiting = [JobStatus.draft, JobStatus.scheduled, JobStatus.queued, JobStatus.interrupted]
@@ -138,13 +139,12 @@ def cancel_job(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> Job
     else:
         job.cancel_requested = True  # running: the worker stops at its next step and keeps finished epochs
         session.commit()
-    session.refresh(job)
-    return job_out(job, session)
+    return job_view(session, job.id, job.owner_id)
 
 
-@router.post("/jobs/{job_id}/retrain", status_code=status.HTTP_201_CREATED)
+@router.post("/jobs/{job_id}/retrain", status_code=status.HTTP_201_CREATED, response_model=JobOut)
 def retrain(job: OwnedJob, request: Request, user: CurrentUser, session: SessionDep, settings: SettingsDep,
-            changes: RetrainIn | None = None) -> JobOut:
+            changes: RetrainIn | None = None) -> dict[str, Any]:
     """A new job (pro mode) from this one's parameters, with the given changes."""
     changes = changes or RetrainIn()
     params = {k: v for k, v in job.params.items() if k not in ("v2", "sdxl", "v_parameterization")}
@@ -153,7 +153,7 @@ def retrain(job: OwnedJob, request: Request, user: CurrentUser, session: Session
                  name=changes.name or job.name, mode="pro", preset=None, params=params,
                  sample_prompts=job.sample_prompts if changes.sample_prompts is None else changes.sample_prompts,
                  start_after=changes.start_after)
-    return job_out(_create(body, user.id, session, settings, request), session)
+    return job_view(session, _create(body, user.id, session, settings, request).id, user.id)
 
 
 @router.get("/jobs/{job_id}/events")

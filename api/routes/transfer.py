@@ -16,7 +16,7 @@ from api.config_transfer import ConfigFileError, ImportedConfig, export_config, 
 from api.dataset_import import TAG_SUMMARY, EntryReport, HostileArchive, import_archive
 from api.deps import CurrentUser, OwnedDataset, OwnedJob, SessionDep, SettingsDep, StorageDep
 from api.routes import API_PREFIX
-from api.routes.datasets import dataset_out, image_count, selected_images
+from api.routes.datasets import dataset_view, selected_images
 from api.schemas import DatasetOut
 from core.kohya_layout import caption_for, concept_name, image_bytes, place, readable_stem, tag_occurrence
 from core.models import Dataset, Image
@@ -49,7 +49,7 @@ def import_dataset(file: Annotated[UploadFile, File(description="a zip in kohya 
     if result.dataset is None:
         raise _problem("no image in the archive could be imported",
                        [{"field": r.entry, "message": f"{r.status}: {r.reason}"} for r in result.report])
-    return ImportOut(dataset=dataset_out(result.dataset, image_count(session, result.dataset.id)),
+    return ImportOut(dataset=dataset_view(session, result.dataset.id, user.id),
                      imported=result.imported, report=result.report)
 
 
