@@ -13,7 +13,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import bindparam, select
 
-from core.db import session_factory
+from core.db import read_rows, read_session_factory
 from core.events import channel
 from core.models import FINISHED, Epoch, Job
 from core.settings import Settings
@@ -31,9 +31,9 @@ _EPOCH_PREVIEWS = select(Epoch.n, Epoch.previews).where(Epoch.job_id == bindpara
 
 def _snapshot(settings: Settings, job_id: str) -> dict[str, Any]:
     """What a listener sees of the job; only these columns (not params or the chart history) on every notice."""
-    with session_factory(settings.db_url)() as session:
-        state = session.execute(_JOB_STATE, {"job_id": job_id}).one()._asdict()
-        epochs = {n: len(previews) for n, previews in session.execute(_EPOCH_PREVIEWS, {"job_id": job_id})}
+    with read_session_factory(settings.db_url)() as session:
+        state = read_rows(session, _JOB_STATE, {"job_id": job_id}).one()._asdict()
+        epochs = {n: len(previews) for n, previews in read_rows(session, _EPOCH_PREVIEWS, {"job_id": job_id})}
     return {**state, "log_tail": list(state["log_tail"]), "epochs": epochs}
 
 
