@@ -18,7 +18,9 @@ SchedulerName = Literal[
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial", "adafactor"
 ]
 SamplerName = Literal["euler_a", "euler", "ddim", "dpm++ 2m", "dpm++ 2m karras"]
-Family = Literal["sd15", "sd2", "sdxl"]
+Family = str  # a name in trainer.families.FAMILIES
+TimestepSampling = Literal["sigma", "uniform", "sigmoid", "shift", "flux_shift"]
+WeightingScheme = Literal["none", "sigma_sqrt", "logit_normal", "mode", "cosmap"]
 
 
 class ConfigError(ValueError):
@@ -39,6 +41,30 @@ class TrainConfig(BaseModel):
     sdxl: bool = False
     vae: str | None = None
     pretrained_model_config: str | None = None  # lorabake: local diffusers folder describing a single-file model
+    model_family: str | None = None  # lorabake: sd15 | sd2 | sdxl | flux | chroma; None = from flags and files
+
+    # FLUX.1 / Chroma (flux_train_network.py); refused for families that do not use them
+    model_type: Literal["flux", "chroma"] | None = None
+    clip_l: str | None = None
+    t5xxl: str | None = None
+    ae: str | None = None
+    timestep_sampling: TimestepSampling = "sigma"
+    sigmoid_scale: float = Field(1.0, gt=0)
+    discrete_flow_shift: float = Field(3.0, gt=0)
+    model_prediction_type: Literal["raw", "additive", "sigma_scaled"] = "sigma_scaled"
+    weighting_scheme: WeightingScheme = "none"
+    logit_mean: float = 0.0
+    logit_std: float = Field(1.0, gt=0)
+    mode_scale: float = 1.29
+    # sd-scripts defaults to 3.5, the value for inference; a LoRA trained at 3.5 learns against an over-guided
+    # model and looks burnt at normal settings. FLUX.1-dev is trained at 1.0; Chroma has no guidance input.
+    guidance_scale: float = Field(1.0, ge=0)
+    t5xxl_max_token_length: int | None = Field(None, ge=8, le=512)
+    apply_t5_attn_mask: bool = False
+    fp8_base: bool = False
+    fp8_base_unet: bool = False
+    blocks_to_swap: int | None = Field(None, ge=0)
+    cpu_offload_checkpointing: bool = False
 
     # Network
     network_module: str = "networks.lora"
@@ -99,6 +125,7 @@ class TrainConfig(BaseModel):
     cache_latents: bool = False
     cache_latents_to_disk: bool = False
     cache_text_encoder_outputs: bool = False
+    cache_text_encoder_outputs_to_disk: bool = False
     color_aug: bool = False
     flip_aug: bool = False
     random_crop: bool = False
@@ -172,6 +199,9 @@ class TrainConfig(BaseModel):
             arg = _arg(self.network_args, "conv_alpha")
             value = float(arg) if arg is not None else 1.0
         return value if value else float(self.effective_conv_dim or 1)
+
+    def network_arg(self, key: str) -> str | None:
+        return _arg(self.network_args, key)
 
     @property
     def unet_learning_rate(self) -> float:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from trainer.config import ConfigError
-from trainer.models import BaseModel
+from trainer.families import runtime
+from trainer.families.base import LoadedModel, RenderSettings
 from trainer.network import LoRANetwork
 from trainer.prompts import PromptSpec, extract_lora_tags
 from trainer.sampling import render
@@ -22,7 +25,7 @@ def load_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def attach_loras(model: BaseModel, prompt: str, loras: dict[str, str | Path]) -> tuple[str, list[LoRANetwork]]:
+def attach_loras(model: LoadedModel, prompt: str, loras: dict[str, str | Path]) -> tuple[str, list[LoRANetwork]]:
     """Strips the tags from the prompt and hooks each named LoRA in with its weight. Unknown names are an error."""
     cleaned, tags = extract_lora_tags(prompt)
     unknown = [name for name, _ in tags if name not in loras]
@@ -30,26 +33,38 @@ def attach_loras(model: BaseModel, prompt: str, loras: dict[str, str | Path]) ->
         raise ConfigError([f'prompt: no LoRA called "{name}" (known: {", ".join(sorted(loras)) or "none"})'
                            for name in unknown])
     networks = []
-    device = model.unet.device
+    family = runtime(model.family)
+    device = next(model.denoiser.parameters()).device
+    candidates = family.lora_targets(model, with_conv=True)
     for name, weight in tags:
-        network, unmatched = LoRANetwork.from_weights(load_lora_file(loras[name]), model.unet, model.text_encoders,
-                                                      model.family, multiplier=weight)
+        weights = family.kohya_weights(load_lora_file(loras[name]))
+        network, unmatched = LoRANetwork.from_weights_candidates(weights, candidates, multiplier=weight)
         if unmatched and not network.loras:
-            raise ConfigError([f'prompt: LoRA "{name}" does not fit this base model ({len(unmatched)} modules)'])
+            made_for = lora_family(loras[name])
+            detail = f"it was made for {made_for}" if made_for else f"none of its {len(unmatched)} modules match"
+            raise ConfigError([f'prompt: LoRA "{name}" does not fit this {family.info.label} base model ({detail})'])
         network.to(device)
         network.attach()
         networks.append(network)
     return cleaned, networks
 
 
-def generate(model: BaseModel, spec: PromptSpec, loras: dict[str, str | Path], *, seed: int, count: int = 1,
+def lora_family(path: str | Path) -> str | None:
+    """What a LoRA file says it was trained on (ss_base_model_version / modelspec.architecture), if it says."""
+    if Path(path).suffix != ".safetensors":
+        return None
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    return metadata.get("modelspec.architecture") or metadata.get("ss_base_model_version")
+
+
+def generate(model: LoadedModel, spec: PromptSpec, loras: dict[str, str | Path], *, seed: int, count: int = 1,
              default_size: tuple[int, int] = (512, 512), sampler: str = "euler_a") -> list[Image.Image]:
     prompt, networks = attach_loras(model, spec.prompt, loras)
     try:
-        plain = PromptSpec(prompt, spec.negative, spec.width, spec.height, spec.seed, spec.cfg_scale, spec.steps,
-                           spec.sampler)
-        return [render(model, plain, seed=seed + k, default_size=default_size, default_sampler=sampler)
-                for k in range(count)]
+        plain = dataclasses.replace(spec, prompt=prompt)
+        settings = RenderSettings(default_size, sampler)
+        return [render(model, plain, seed=seed + k, settings=settings) for k in range(count)]
     finally:
         for network in reversed(networks):
             network.detach()

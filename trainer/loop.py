@@ -1,4 +1,6 @@
-"""The training loop, top to bottom: load, attach the network, then epochs of noise prediction."""
+"""The training loop, top to bottom: load, attach the network, then epochs of denoising steps.
+
+What differs between model families (loading, text, noise and target, previews) is asked of the family."""
 
 from __future__ import annotations
 
@@ -10,20 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from safetensors.torch import load_file
 
 from trainer import preflight
-from trainer.cache import cache_latents, cache_text
+from trainer.cache import cache_latents, cache_text, stack_text
 from trainer.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import BatchDataset, EpochPlan
 from trainer.dataset import DatasetScan, scan_dataset
-from trainer.models import BaseModel, encode_text, load_base_model, sdxl_time_ids
+from trainer.families import resolve_family, runtime
+from trainer.families.base import LoadedModel, ModelFamily
+from trainer.generate import load_lora_file
 from trainer.network import LoRANetwork
-from trainer.noise import min_snr_weight, sample_noise
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.prompts import parse_prompts
 from trainer.sampling import render_previews
@@ -48,7 +49,8 @@ class Session:
 
     cfg: TrainConfig
     accelerator: Accelerator
-    model: BaseModel
+    family: ModelFamily
+    model: LoadedModel
     network: LoRANetwork
     scan: DatasetScan
     plan: EpochPlan
@@ -85,37 +87,25 @@ def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
     AcceleratorState._reset_state()
     GradientState._reset_state()
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
-    model = load_base_model(cfg.pretrained_model_name_or_path, v2=cfg.v2,
-                            v_parameterization=cfg.v_parameterization, sdxl=cfg.sdxl or None, vae=cfg.vae,
-                            single_file_config=cfg.pretrained_model_config)
+    model = runtime(resolve_family(cfg)).load(cfg)
+    family = runtime(model.family)  # a single file may turn out to be another family than its flags said
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
-    vae_dtype = torch.float32 if model.family == "sdxl" and weight_dtype == torch.float16 else weight_dtype
     device = accelerator.device
-    for module in (model.unet, model.vae, *model.text_encoders):
-        module.requires_grad_(False)
-    model.unet.to(device, weight_dtype)
-    model.vae.to(device, vae_dtype)
-    for encoder in model.text_encoders:
-        encoder.to(device, weight_dtype)
-    if cfg.xformers:
-        model.unet.enable_xformers_memory_efficient_attention()
-    elif not cfg.sdpa:
-        from diffusers.models.attention_processor import AttnProcessor
-
-        model.unet.set_attn_processor(AttnProcessor())
+    family.place(model, cfg, device, weight_dtype)
+    vae_dtype = next(model.vae.parameters()).dtype
 
     te_lrs = cfg.text_encoder_learning_rates(len(model.text_encoders))
     lrs = {"unet": cfg.unet_learning_rate, **{f"te{i + 1}": lr for i, lr in enumerate(te_lrs)}}
-    network = make_network(cfg, model)
+    network = make_network(cfg, family, model)
     network.drop_groups({group for group, lr in lrs.items() if lr <= 0})
     network.to(device)
     network.attach()
     if cfg.gradient_checkpointing:
-        model.unet.enable_gradient_checkpointing()
+        model.denoiser.enable_gradient_checkpointing()
         if network.trains_text_encoder:
             for encoder in model.text_encoders:
                 encoder.gradient_checkpointing_enable()
-    model.unet.train()
+    model.denoiser.train()
     for encoder in model.text_encoders:
         encoder.train(network.trains_text_encoder)
 
@@ -129,28 +119,29 @@ def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
     latent_cache = None
     if cfg.cache_latents:
         disk = Path(cfg.output_dir) / ".latent_cache" if cfg.cache_latents_to_disk else None
-        latent_cache = cache_latents(plan, model, device, vae_dtype, disk, cfg.flip_aug)
+        latent_cache = cache_latents(plan, family, model, device, vae_dtype, disk, cfg.flip_aug)
     text_cache = None
     if cfg.cache_text_encoder_outputs:
-        text_cache = cache_text(plan, model, cfg.clip_skip, cfg.max_token_length)
+        disk = Path(cfg.output_dir) / ".text_cache" if cfg.cache_text_encoder_outputs_to_disk else None
+        text_cache = cache_text(plan, family, model, cfg, disk)
 
     noise_generator = torch.Generator(device).manual_seed(cfg.seed)
-    facts = RunFacts(model.family, model.v_prediction, model.name, step_plan.epochs, time.time())
-    session = Session(cfg, accelerator, model, network, scan, plan, optimizer, scheduler, noise_generator, facts,
-                      latent_cache, text_cache)
+    facts = RunFacts(model.family, family.facts(model), model.name, step_plan.epochs, time.time())
+    session = Session(cfg, accelerator, family, model, network, scan, plan, optimizer, scheduler, noise_generator,
+                      facts, latent_cache, text_cache)
     return session, step_plan.total_steps, step_plan.epochs
 
 
-def make_network(cfg: TrainConfig, model: BaseModel) -> LoRANetwork:
-    weights = load_file(cfg.network_weights) if cfg.network_weights else None
+def make_network(cfg: TrainConfig, family: ModelFamily, model: LoadedModel) -> LoRANetwork:
+    weights = family.kohya_weights(load_lora_file(cfg.network_weights)) if cfg.network_weights else None
     dim = cfg.network_dim
     if weights is not None and cfg.dim_from_weights:
         dim = next(v.shape[0] for k, v in weights.items() if k.endswith(".lora_down.weight"))
-    network = LoRANetwork.create(
-        model.unet, model.text_encoders, model.family, dim=dim, alpha=cfg.effective_alpha,
-        conv_dim=cfg.effective_conv_dim, conv_alpha=cfg.effective_conv_alpha,
-        train_unet=cfg.train_unet, train_text_encoder=cfg.train_text_encoder,
-    )
+    text = family.default_text_encoders(cfg) if cfg.train_text_encoder else False
+    candidates = family.lora_targets(model, with_conv=cfg.effective_conv_dim is not None, denoiser=cfg.train_unet,
+                                     text=text, network_args=cfg.network_args)
+    network = LoRANetwork.from_candidates(candidates, dim=dim, alpha=cfg.effective_alpha,
+                                          conv_dim=cfg.effective_conv_dim, conv_alpha=cfg.effective_conv_alpha)
     if weights is not None:
         network.load_kohya(weights)
     return network
@@ -158,47 +149,29 @@ def make_network(cfg: TrainConfig, model: BaseModel) -> LoRANetwork:
 
 def batch_loss(s: Session, batch: dict) -> torch.Tensor:
     cfg, model, device = s.cfg, s.model, s.accelerator.device
-    unet_dtype = next(model.unet.parameters()).dtype
     if "latents" in batch:
         latents = batch["latents"].to(device)
     else:
         with torch.no_grad():
             pixels = batch["pixels"].to(device, next(model.vae.parameters()).dtype)
-            latents = model.vae.encode(pixels).latent_dist.mean * model.vae.config.scaling_factor
+            latents = s.family.encode_images(model, pixels)
     latents = latents.float()
-    noise = sample_noise(latents, s.noise_generator, cfg.noise_offset, cfg.multires_noise_iterations,
-                         cfg.multires_noise_discount)
-    scheduler = model.noise_scheduler
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],),
-                              generator=s.noise_generator, device=device)
-    noisy = scheduler.add_noise(latents, noise, timesteps)
     if s.text_cache is not None:
-        entries = [s.text_cache[c] for c in batch["captions"]]
-        hidden = torch.stack([e[0] for e in entries]).to(device)
-        pooled = torch.stack([e[1] for e in entries]).to(device) if model.family == "sdxl" else None
+        text = stack_text([s.text_cache[c] for c in batch["captions"]], device)
     else:
         with torch.set_grad_enabled(s.network.trains_text_encoder), s.accelerator.autocast():
-            hidden, pooled = encode_text(model, batch["captions"], cfg.clip_skip, cfg.max_token_length)
-    extra = {}
-    if model.family == "sdxl":
-        height, width = latents.shape[-2] * 8, latents.shape[-1] * 8
-        time_ids = sdxl_time_ids(batch["original_sizes"], batch["crops"], [(height, width)] * latents.shape[0])
-        extra["added_cond_kwargs"] = {"text_embeds": pooled.to(device, unet_dtype),
-                                      "time_ids": time_ids.to(device, unet_dtype)}
+            text = s.family.encode_text(model, batch["captions"], cfg)
     with s.accelerator.autocast():
-        prediction = model.unet(noisy.to(unet_dtype), timesteps, hidden.to(unet_dtype), **extra).sample
-    target = scheduler.get_velocity(latents, noise, timesteps) if model.v_prediction else noise
-    loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        loss = s.family.loss(model, cfg, latents, text, batch, s.noise_generator)
     loss = loss * torch.where(batch["is_reg"].to(device), cfg.prior_loss_weight, 1.0)
-    if cfg.min_snr_gamma:
-        loss = loss * min_snr_weight(scheduler.alphas_cumprod, timesteps, cfg.min_snr_gamma, model.v_prediction)
     return loss.mean()
 
 
 def _save_epoch(s: Session, epoch: int, step: int, final: bool) -> tuple[Path, dict[str, str]]:
     cfg = s.cfg
     dtype = SAVE_DTYPES.get(cfg.save_precision) if cfg.save_precision else None
-    metadata = build_metadata(cfg, s.facts, s.scan, epoch, step, finished=final)
+    metadata = build_metadata(cfg, s.facts, s.family.metadata(cfg, s.facts.model), s.scan, epoch, step,
+                              finished=final)
     path = epoch_file(cfg, None if final else epoch)
     save_lora(path, s.network.kohya_state_dict(dtype), metadata, cfg.save_model_as)
     return path, metadata
@@ -211,8 +184,7 @@ def _previews(s: Session, epoch: int, callbacks: Callbacks) -> None:
     paths = render_previews(
         s.model, specs, Path(s.cfg.output_dir) / "sample", s.cfg.output_name, epoch,
         images_per_prompt=s.cfg.sample_images_per_prompt, base_seed=s.cfg.seed,
-        default_size=s.cfg.resolution_wh, default_sampler=s.cfg.sample_sampler, clip_skip=s.cfg.clip_skip,
-        max_token_length=s.cfg.max_token_length,
+        settings=s.family.render_settings(s.cfg),
     )
     callbacks.on_previews(PreviewsReady(epoch, paths))
 

@@ -18,6 +18,7 @@ from diffusers import (
 from torch import nn
 
 from trainer.config import Family
+from trainer.families import folder_family
 
 CHUNK = 75  # CLIP's 77 positions less BOS and EOS
 
@@ -37,6 +38,10 @@ class BaseModel:
     scheduler_config: dict
     v_prediction: bool
     extra: dict = field(default_factory=dict)
+
+    @property
+    def denoiser(self) -> nn.Module:
+        return self.unet
 
     @cached_property
     def noise_scheduler(self) -> DDPMScheduler:
@@ -61,7 +66,10 @@ def load_pipeline(location: str, sdxl: bool | None = None, single_file_config: s
         index = path / "model_index.json"
         if not index.is_file():
             raise ModelLoadError(f"{location}: a model folder needs model_index.json (diffusers layout)")
-        is_xl = "text_encoder_2" in json.loads(index.read_text())
+        family = folder_family(str(path))
+        if family is not None and family not in ("sd15", "sd2", "sdxl"):
+            raise ModelLoadError(f"{location}: a {family} model folder, not Stable Diffusion")
+        is_xl = family == "sdxl" or "text_encoder_2" in json.loads(index.read_text())
         cls = StableDiffusionXLPipeline if is_xl else StableDiffusionPipeline
         return cls.from_pretrained(path) if is_xl else cls.from_pretrained(path, safety_checker=None)
     if path.is_file():

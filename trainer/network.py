@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from trainer.config import Family
@@ -22,50 +24,67 @@ TEXT_CLASSES = frozenset({"CLIPAttention", "CLIPSdpaAttention", "CLIPFlashAttent
 
 
 class LoRAModule(nn.Module):
-    def __init__(self, name: str, target: nn.Linear | nn.Conv2d, dim: int, alpha: float,
+    """One kohya module. With several targets (FLUX's fused qkv, diffusers' split to_q/to_k/to_v), the targets
+    share one input and their outputs, in order, are the fused module's output: one down, one tall up whose row
+    slices feed each target."""
+
+    def __init__(self, name: str, target: nn.Linear | nn.Conv2d | tuple[nn.Linear, ...], dim: int, alpha: float,
                  multiplier: float = 1.0) -> None:
         super().__init__()
+        targets = target if isinstance(target, tuple) else (target,)
+        first = targets[0]
         self.lora_name = name
         self.dim = dim
         self.multiplier = multiplier
-        if isinstance(target, nn.Conv2d):
-            self.lora_down = nn.Conv2d(target.in_channels, dim, target.kernel_size, target.stride,
-                                       target.padding, bias=False)
-            self.lora_up = nn.Conv2d(dim, target.out_channels, 1, 1, bias=False)
+        if isinstance(first, nn.Conv2d):
+            self.lora_down = nn.Conv2d(first.in_channels, dim, first.kernel_size, first.stride,
+                                       first.padding, bias=False)
+            self.lora_up = nn.Conv2d(dim, first.out_channels, 1, 1, bias=False)
         else:
-            self.lora_down = nn.Linear(target.in_features, dim, bias=False)
-            self.lora_up = nn.Linear(dim, target.out_features, bias=False)
+            self.lora_down = nn.Linear(first.in_features, dim, bias=False)
+            self.lora_up = nn.Linear(dim, sum(t.out_features for t in targets), bias=False)
         nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
         alpha = float(alpha) if alpha else float(dim)
         self.register_buffer("alpha", torch.tensor(alpha))
         self.scale = alpha / dim
-        self._target = [target]  # a list, so the base module is not registered as a child
-        self._original_forward: Callable[..., torch.Tensor] | None = None
+        self._targets = list(targets)  # a list, so the base modules are not registered as children
+        bounds = [0]
+        for t in targets[:-1] if len(targets) > 1 else ():
+            bounds.append(bounds[-1] + t.out_features)
+        self._starts = bounds
+        self._originals: list[Callable[..., torch.Tensor]] = []
+        self._chained: list[bool] = []
 
     @property
     def target(self) -> nn.Module:
-        return self._target[0]
+        return self._targets[0]
 
     def attach(self) -> None:
-        # Another adapter may already hook this module (several LoRAs at once); chain onto it.
-        self._chained = "forward" in self.target.__dict__
-        self._original_forward = self.target.forward
-        self.target.forward = self.forward
+        # Another adapter may already hook a module (several LoRAs at once); chain onto it.
+        for index, target in enumerate(self._targets):
+            self._chained.append("forward" in target.__dict__)
+            self._originals.append(target.forward)
+            target.forward = self.forward if len(self._targets) == 1 else partial(self._forward_part, index)
 
     def detach(self) -> None:
-        if self._original_forward is None:
-            return
-        if self._chained:
-            self.target.forward = self._original_forward
-        else:
-            del self.target.forward  # the class's own forward shows through again
-        self._original_forward = None
+        for target, original, chained in zip(self._targets, self._originals, self._chained, strict=True):
+            if chained:
+                target.forward = original
+            else:
+                del target.forward  # the class's own forward shows through again
+        self._originals, self._chained = [], []
 
     def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        assert self._original_forward is not None
-        base = self._original_forward(x, *args, **kwargs)
+        base = self._originals[0](x, *args, **kwargs)
         delta = self.lora_up(self.lora_down(x.to(self.lora_down.weight.dtype)))
+        return base + (delta * (self.multiplier * self.scale)).to(base.dtype)
+
+    def _forward_part(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        base = self._originals[index](x)
+        start = self._starts[index]
+        rows = self.lora_up.weight[start : start + self._targets[index].out_features]
+        delta = F.linear(self.lora_down(x.to(self.lora_down.weight.dtype)), rows)
         return base + (delta * (self.multiplier * self.scale)).to(base.dtype)
 
 
@@ -75,6 +94,11 @@ class Candidate:
     module: nn.Linear | nn.Conv2d
     group: str  # "unet", "te1", "te2"
     is_conv3x3: bool
+    parts: tuple[nn.Linear, ...] = ()  # a fused kohya module over these modules (module is the first)
+
+    @property
+    def targets(self) -> nn.Module | tuple[nn.Linear, ...]:
+        return self.parts if self.parts else self.module
 
 
 def _is_1x1(module: nn.Module) -> bool:
@@ -130,37 +154,48 @@ class LoRANetwork(nn.Module):
     def create(cls, unet: nn.Module, text_encoders: list[nn.Module], family: Family, *, dim: int, alpha: float,
                conv_dim: int | None = None, conv_alpha: float = 1.0, train_unet: bool = True,
                train_text_encoder: bool = True) -> LoRANetwork:
+        """An SD network (other families build theirs from their own candidates with `from_candidates`)."""
         candidates: list[Candidate] = []
         if train_text_encoder:
             candidates += text_candidates(text_encoders, family)
         if train_unet:
             candidates += unet_candidates(unet, family, with_conv=conv_dim is not None)
+        return cls.from_candidates(candidates, dim=dim, alpha=alpha, conv_dim=conv_dim, conv_alpha=conv_alpha)
+
+    @classmethod
+    def from_candidates(cls, candidates: list[Candidate], *, dim: int, alpha: float, conv_dim: int | None = None,
+                        conv_alpha: float = 1.0) -> LoRANetwork:
         pairs = []
         for c in candidates:
             rank, scale = (conv_dim, conv_alpha) if c.is_conv3x3 and conv_dim else (dim, alpha)
-            pairs.append((c, LoRAModule(c.name, c.module, rank, scale)))
+            pairs.append((c, LoRAModule(c.name, c.targets, rank, scale)))
         return cls(pairs)
 
     @classmethod
     def from_weights(cls, weights: dict[str, torch.Tensor], unet: nn.Module, text_encoders: list[nn.Module],
                      family: Family, multiplier: float = 1.0) -> tuple[LoRANetwork, list[str]]:
-        """A network shaped like a kohya state dict, with its weights. Returns it and the names matching no module."""
-        candidates = {c.name: c for c in text_candidates(text_encoders, family)}
-        candidates.update({c.name: c for c in unet_candidates(unet, family, with_conv=True)})
+        """An SD network shaped like a kohya state dict, with its weights; and the names matching no module."""
+        candidates = text_candidates(text_encoders, family) + unet_candidates(unet, family, with_conv=True)
+        return cls.from_weights_candidates(weights, candidates, multiplier)
+
+    @classmethod
+    def from_weights_candidates(cls, weights: dict[str, torch.Tensor], candidates: list[Candidate],
+                                multiplier: float = 1.0) -> tuple[LoRANetwork, list[str]]:
+        by_name = {c.name: c for c in candidates}
         names = sorted({key.split(".", 1)[0] for key in weights})
         pairs, unmatched = [], []
         for name in names:
             down = weights.get(f"{name}.lora_down.weight")
-            if name not in candidates or down is None:
+            if name not in by_name or down is None:
                 unmatched.append(name)
                 continue
             alpha = weights.get(f"{name}.alpha")
             rank = down.shape[0]
-            lora = LoRAModule(name, candidates[name].module, rank, float(alpha) if alpha is not None else rank,
+            lora = LoRAModule(name, by_name[name].targets, rank, float(alpha) if alpha is not None else rank,
                               multiplier)
             lora.lora_down.weight.data.copy_(down)
             lora.lora_up.weight.data.copy_(weights[f"{name}.lora_up.weight"])
-            pairs.append((candidates[name], lora))
+            pairs.append((by_name[name], lora))
         return cls(pairs), unmatched
 
     @property

@@ -6,12 +6,12 @@ Imports no torch, so the API runs the same checks before a job is queued.
 from __future__ import annotations
 
 import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from trainer.config import Family, TrainConfig
+from trainer.families import family_info, refused_keys, resolve_family
 
 OPTIMIZER_PACKAGES: dict[str, tuple[str, str]] = {
     "AdamW8bit": ("bitsandbytes", "bitsandbytes"),
@@ -33,29 +33,24 @@ class Finding:
         return f"{self.level}: {self.field}: {self.message}"
 
 
-def declared_family(cfg: TrainConfig) -> Family:
-    """The base family from the flags, or from a local diffusers folder's model_index.json."""
-    if cfg.sdxl:
-        return "sdxl"
-    if cfg.v2:
-        return "sd2"
-    index = Path(cfg.pretrained_model_name_or_path) / "model_index.json"
-    if index.is_file():
-        try:
-            if "text_encoder_2" in json.loads(index.read_text()):
-                return "sdxl"
-        except (OSError, json.JSONDecodeError):
-            pass
-    return "sd15"
-
-
 def module_available(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def family_findings(cfg: TrainConfig, family: str) -> list[Finding]:
+    """Keys that do not apply to the family (set to something other than their default), and its own rules."""
+    found = []
+    defaults = TrainConfig.model_fields
+    for key, why in refused_keys(family).items():
+        if key in cfg.model_fields_set and getattr(cfg, key) != defaults[key].default:
+            found.append(Finding("error", key, f"does not apply to {family_info(family).label}: {why}"))
+    found += [Finding(rule.level, rule.field, rule.message) for rule in family_info(family).rules if rule.when(cfg)]
+    return found
+
+
 def check(cfg: TrainConfig, family: Family | None = None) -> list[Finding]:
-    family = family or declared_family(cfg)
-    found: list[Finding] = []
+    family = family or resolve_family(cfg)
+    found: list[Finding] = family_findings(cfg, family)
 
     def error(field: str, message: str) -> None:
         found.append(Finding("error", field, message))
@@ -81,8 +76,6 @@ def check(cfg: TrainConfig, family: Family | None = None) -> list[Finding]:
         for name in ("min_bucket_reso", "max_bucket_reso"):
             if getattr(cfg, name) != defaults[name].default:
                 warn(name, "ignored with bucket_no_upscale: every image gets its own bucket, never upscaled")
-    if family == "sdxl" and cfg.mixed_precision == "fp16":
-        warn("mixed_precision", "SDXL's VAE overflows in fp16: lorabake keeps the VAE in float32 (use bf16 if you can)")
     if cfg.network_train_unet_only and cfg.network_train_text_encoder_only:
         error("network_train_text_encoder_only", "cannot be combined with network_train_unet_only: nothing to train")
     if cfg.optimizer_type in OPTIMIZER_PACKAGES:
@@ -93,10 +86,8 @@ def check(cfg: TrainConfig, family: Family | None = None) -> list[Finding]:
         error("xformers", "the package xformers is not installed: use sdpa (PyTorch's own attention)")
     if cfg.dim_from_weights and not cfg.network_weights:
         error("dim_from_weights", "needs network_weights (the file to take the rank from)")
-    if isinstance(cfg.text_encoder_lr, list) and len(cfg.text_encoder_lr) > (2 if family == "sdxl" else 1):
+    if isinstance(cfg.text_encoder_lr, list) and len(cfg.text_encoder_lr) > family_info(family).text_encoders:
         error("text_encoder_lr", f"{len(cfg.text_encoder_lr)} values given, the model has fewer text encoders")
-    if cfg.v_parameterization and family == "sd15":
-        warn("v_parameterization", "SD1.x models predict noise, not v: this is only right for v-prediction models")
     if cfg.keep_tokens and not (cfg.shuffle_caption or cfg.caption_tag_dropout_rate):
         warn("keep_tokens", "has no effect without shuffle_caption or caption_tag_dropout_rate")
     if cfg.lr_scheduler == "adafactor" and cfg.optimizer_type != "Adafactor":

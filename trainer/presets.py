@@ -5,19 +5,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from trainer.config import Family, TrainConfig, build_config
+from trainer.families import FAMILIES as FAMILY_REGISTRY
+from trainer.families import family_info, refused_keys
 
 Theme = Literal["anime_character", "real_person", "2_5d", "style", "standard"]
 THEMES: tuple[Theme, ...] = ("anime_character", "real_person", "2_5d", "style", "standard")
-FAMILIES: tuple[Family, ...] = ("sd15", "sd2", "sdxl")
-
-_FAMILY_DEFAULTS: dict[Family, dict[str, Any]] = {
-    "sd15": {"resolution": "512", "min_bucket_reso": 256, "max_bucket_reso": 1024, "mixed_precision": "bf16"},
-    "sd2": {"resolution": "768", "v2": True, "v_parameterization": True, "min_bucket_reso": 384,
-            "max_bucket_reso": 1280, "mixed_precision": "bf16"},
-    "sdxl": {"resolution": "1024", "sdxl": True, "min_bucket_reso": 512, "max_bucket_reso": 2048,
-             "mixed_precision": "bf16", "network_train_unet_only": True, "cache_text_encoder_outputs": False,
-             "gradient_checkpointing": True},
-}
+FAMILIES: tuple[Family, ...] = tuple(FAMILY_REGISTRY)
 
 _THEMES: dict[Theme, dict[str, Any]] = {
     # Characters: the trigger word stays first, tags are shuffled so the others do not stick to it.
@@ -45,15 +38,15 @@ _COMMON: dict[str, Any] = {
 
 
 def preset_values(theme: Theme, family: Family) -> dict[str, Any]:
+    """Common values, then the theme's, then the family's defaults (FamilyInfo.defaults), then the family's own
+    take on the theme (FamilyInfo.themes). Keys the family refuses are left out."""
     if theme not in _THEMES:
         raise KeyError(f"unknown preset theme {theme!r}")
-    if family not in _FAMILY_DEFAULTS:
-        raise KeyError(f"unknown base family {family!r}")
-    values = {**_COMMON, **_THEMES[theme], **_FAMILY_DEFAULTS[family]}
-    if family == "sdxl":
-        values.pop("clip_skip", None)  # SDXL always conditions on the penultimate layer
-        values["text_encoder_lr"] = None
-    return values
+    info = family_info(family)
+    values = {**_COMMON, **_THEMES[theme], **info.defaults, **info.themes.get(theme, {}),
+              "model_family": info.name}
+    refused = refused_keys(family)
+    return {k: v for k, v in values.items() if k not in refused or v == TrainConfig.model_fields[k].default}
 
 
 def preset_config(theme: Theme, family: Family, **overrides: Any) -> TrainConfig:

@@ -26,6 +26,7 @@ class PromptSpec:
     cfg_scale: float = 7.0
     steps: int = 20
     sampler: str | None = None
+    guidance: float | None = None  # --g: FLUX.1's distilled guidance (3.5 when not given)
 
 
 def _sampler(name: str) -> str:
@@ -37,7 +38,7 @@ def _sampler(name: str) -> str:
 
 
 def parse_prompt_line(line: str) -> PromptSpec:
-    """`prompt --n negative --w 512 --h 512 --d seed --l cfg --s steps --sampler name`."""
+    """`prompt --n negative --w 512 --h 512 --d seed --l cfg --s steps --g guidance --sampler name`."""
     parts = re.split(r"\s--(?=[a-z]+\b)", " " + line.strip())
     prompt = parts[0].strip()
     if not prompt:
@@ -60,6 +61,8 @@ def parse_prompt_line(line: str) -> PromptSpec:
                     values["cfg_scale"] = float(value)
                 case "s":
                     values["steps"] = int(value)
+                case "g":
+                    values["guidance"] = float(value)
                 case "sampler" | "ss":
                     values["sampler"] = _sampler(value)
                 case _:

@@ -1,4 +1,5 @@
-"""Rendering images from the in-memory model: preview samples per epoch and test generations."""
+"""Rendering images from the in-memory model: preview samples per epoch and test generations (SD samplers here;
+other families render through their runtime)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from diffusers import (
 )
 from PIL import Image
 
+from trainer.families import runtime
+from trainer.families.base import LoadedModel, RenderSettings
 from trainer.models import BaseModel, encode_text
 from trainer.prompts import PromptSpec
 
@@ -47,9 +50,9 @@ def build_pipeline(model: BaseModel, sampler: str):
 
 
 @torch.no_grad()
-def render(model: BaseModel, spec: PromptSpec, *, seed: int, default_size: tuple[int, int], default_sampler: str,
-           clip_skip: int | None = None, max_token_length: int | None = None) -> Image.Image:
-    """One image; the same spec and seed give the same image whatever else was rendered before."""
+def render_sd(model: BaseModel, spec: PromptSpec, *, seed: int, default_size: tuple[int, int], default_sampler: str,
+              clip_skip: int | None = None, max_token_length: int | None = None) -> Image.Image:
+    """One SD image; the same spec and seed give the same image whatever else was rendered before."""
     pipe = build_pipeline(model, spec.sampler or default_sampler)
     pipe.set_progress_bar_config(disable=True)
     width, height = spec.width or default_size[0], spec.height or default_size[1]
@@ -69,12 +72,16 @@ def render(model: BaseModel, spec: PromptSpec, *, seed: int, default_size: tuple
     return pipe(**kwargs).images[0]
 
 
-def render_previews(model: BaseModel, specs: list[PromptSpec], out_dir: Path, output_name: str, epoch: int, *,
-                    images_per_prompt: int, base_seed: int, default_size: tuple[int, int], default_sampler: str,
-                    clip_skip: int | None = None, max_token_length: int | None = None) -> list[Path]:
+@torch.no_grad()
+def render(model: LoadedModel, spec: PromptSpec, *, seed: int, settings: RenderSettings) -> Image.Image:
+    return runtime(model.family).render(model, spec, seed=seed, settings=settings)
+
+
+def render_previews(model: LoadedModel, specs: list[PromptSpec], out_dir: Path, output_name: str, epoch: int, *,
+                    images_per_prompt: int, base_seed: int, settings: RenderSettings) -> list[Path]:
     """`sample/{output_name}_e{epoch:06d}_{prompt:02d}_{k}.png`; image k of a prompt uses seed (--d or seed) + k."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    modules = [model.unet, *model.text_encoders]
+    modules = [model.denoiser, *model.text_encoders]
     was_training = [m.training for m in modules]
     for m in modules:
         m.eval()
@@ -83,8 +90,7 @@ def render_previews(model: BaseModel, specs: list[PromptSpec], out_dir: Path, ou
         for index, spec in enumerate(specs):
             seed = spec.seed if spec.seed is not None else base_seed
             for k in range(images_per_prompt):
-                image = render(model, spec, seed=seed + k, default_size=default_size, default_sampler=default_sampler,
-                               clip_skip=clip_skip, max_token_length=max_token_length)
+                image = render(model, spec, seed=seed + k, settings=settings)
                 path = out_dir / f"{output_name}_e{epoch:06d}_{index:02d}_{k}.png"
                 image.save(path)
                 paths.append(path)

@@ -9,6 +9,7 @@ import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save as safetensors_bytes
@@ -19,12 +20,6 @@ from trainer.dataset import DatasetScan
 SAVE_DTYPES = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MINIMUM_KEYS = ("ss_v2", "ss_base_model_version", "ss_network_module", "ss_network_dim", "ss_network_alpha",
                 "ss_network_args")
-ARCHITECTURES = {
-    "sd_v1": "stable-diffusion-v1/lora",
-    "sd_v2": "stable-diffusion-v2-512/lora",
-    "sd_v2_v": "stable-diffusion-v2-768-v/lora",
-    "sdxl_base_v1-0": "stable-diffusion-xl-v1-base/lora",
-}
 
 
 @dataclass(frozen=True)
@@ -32,23 +27,15 @@ class RunFacts:
     """What the metadata says about the run besides the config."""
 
     family: Family
-    v_prediction: bool
+    model: dict[str, Any]  # what the family says about the loaded model (ModelFamily.facts)
     model_name: str
     num_epochs: int
     started_at: float
 
 
-def base_model_version(family: Family, v_prediction: bool) -> str:
-    if family == "sdxl":
-        return "sdxl_base_v1-0"
-    if family == "sd2":
-        return "sd_v2_v" if v_prediction else "sd_v2"
-    return "sd_v1"
-
-
-def build_metadata(cfg: TrainConfig, facts: RunFacts, scan: DatasetScan, epoch: int, step: int,
-                   finished: bool) -> dict[str, str]:
-    version = base_model_version(facts.family, facts.v_prediction)
+def build_metadata(cfg: TrainConfig, facts: RunFacts, family_values: dict[str, Any], scan: DatasetScan, epoch: int,
+                   step: int, finished: bool) -> dict[str, str]:
+    """The common ss_* / modelspec.* values, then the family's own (ModelFamily.metadata) over them."""
     network_args = dict(item.split("=", 1) for item in cfg.network_args if "=" in item)
     if cfg.conv_dim:
         network_args.update(conv_dim=str(cfg.conv_dim), conv_alpha=str(cfg.effective_conv_alpha))
@@ -60,8 +47,6 @@ def build_metadata(cfg: TrainConfig, facts: RunFacts, scan: DatasetScan, epoch: 
         "ss_network_dim": cfg.network_dim,
         "ss_network_alpha": cfg.effective_alpha,
         "ss_network_args": json.dumps(network_args) if network_args else None,
-        "ss_base_model_version": version,
-        "ss_v2": facts.family == "sd2",
         "ss_sd_model_name": facts.model_name,
         "ss_output_name": cfg.output_name,
         "ss_epoch": epoch,
@@ -80,19 +65,13 @@ def build_metadata(cfg: TrainConfig, facts: RunFacts, scan: DatasetScan, epoch: 
         "ss_gradient_accumulation_steps": cfg.gradient_accumulation_steps,
         "ss_resolution": f"({width}, {height})",
         "ss_enable_bucket": cfg.enable_bucket,
-        "ss_clip_skip": cfg.clip_skip,
-        "ss_max_token_length": cfg.max_token_length,
         "ss_seed": cfg.seed,
-        "ss_noise_offset": cfg.noise_offset,
-        "ss_multires_noise_iterations": cfg.multires_noise_iterations,
-        "ss_min_snr_gamma": cfg.min_snr_gamma,
         "ss_mixed_precision": cfg.mixed_precision,
         "ss_shuffle_caption": cfg.shuffle_caption,
         "ss_keep_tokens": cfg.keep_tokens,
         "ss_caption_dropout_rate": cfg.caption_dropout_rate,
         "ss_caption_tag_dropout_rate": cfg.caption_tag_dropout_rate,
         "ss_prior_loss_weight": cfg.prior_loss_weight,
-        "ss_v_parameterization": facts.v_prediction,
         "ss_training_comment": cfg.training_comment,
         "ss_training_started_at": facts.started_at,
         "ss_training_finished_at": now.timestamp() if finished else None,
@@ -100,16 +79,11 @@ def build_metadata(cfg: TrainConfig, facts: RunFacts, scan: DatasetScan, epoch: 
         "ss_dataset_dirs": json.dumps(scan.dataset_dirs()),
         "ss_reg_dataset_dirs": json.dumps(scan.dataset_dirs(reg=True)),
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": ARCHITECTURES[version],
-        "modelspec.implementation": ("https://github.com/Stability-AI/generative-models" if facts.family == "sdxl"
-                                     else "diffusers"),
         "modelspec.title": f"{cfg.output_name}-{epoch:06d}" if not finished else cfg.output_name,
         "modelspec.resolution": f"{width}x{height}",
-        "modelspec.prediction_type": "v" if facts.v_prediction else "epsilon",
         "modelspec.date": now.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    if cfg.clip_skip:
-        values["modelspec.encoder_layer"] = cfg.clip_skip
+    values.update(family_values)
     metadata = {key: str(value) for key, value in values.items() if value is not None}
     if cfg.no_metadata:
         metadata = {key: metadata[key] for key in MINIMUM_KEYS if key in metadata}

@@ -1,6 +1,7 @@
-"""`lorabake models make-tiny`: a tiny random-weight SD-architecture model in diffusers layout.
+"""`lorabake models make-tiny`: a tiny random-weight model of a family's architecture in diffusers layout.
 
-Same module structure as SD1.5 / SD2 / SDXL (cross-attention transformers, CLIP text encoder(s), an 8× VAE),
+Same module structure as SD1.5 / SD2 / SDXL (cross-attention transformers, CLIP text encoder(s), an 8× VAE) or
+FLUX.1 / Chroma (double and single stream blocks, T5 + CLIP-L / T5 only, a 16-channel VAE),
 but a few MB, so training runs on a CPU in seconds. The tokenizer is a byte-level CLIP BPE vocabulary built
 here, with no merges: every character is one token.
 """
@@ -99,6 +100,71 @@ def _sdxl_unet() -> UNet2DConditionModel:
     )
 
 
+def write_t5_tokenizer(folder: Path) -> int:
+    """A T5 (Unigram) tokenizer over single characters: <pad> 0, </s> 1, <unk> 2, then printable ASCII. Saved as
+    tokenizer.json (which transformers 4 and 5 both read) with its config."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -1.0)]
+    pieces += [(chr(c), -2.0) for c in range(33, 127)] + [(f"▁{chr(c)}", -1.5) for c in range(33, 127)]
+    backend = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    backend.normalizer = normalizers.Replace(" ", "▁")
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    from tokenizers.processors import TemplateProcessing
+
+    backend.post_processor = TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
+    tokenizer = T5TokenizerFast(tokenizer_object=backend, eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                                extra_ids=0, model_max_length=512)
+    tokenizer.save_pretrained(folder)
+    return len(pieces)
+
+
+def _flux_parts(family: Family, vocab_size: int) -> dict:
+    from diffusers import ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    shape = {"patch_size": 1, "in_channels": 64, "num_layers": 1, "num_single_layers": 2, "attention_head_dim": 8,
+             "num_attention_heads": 2, "joint_attention_dim": TEXT_HIDDEN, "axes_dims_rope": (2, 2, 4)}
+    if family == "chroma":
+        transformer = ChromaTransformer2DModel(**shape, approximator_num_channels=16, approximator_hidden_dim=32,
+                                               approximator_layers=1)
+    else:
+        transformer = FluxTransformer2DModel(**shape, pooled_projection_dim=TEXT_HIDDEN, guidance_embeds=True)
+    t5 = T5EncoderModel(T5Config(vocab_size=vocab_size, d_model=TEXT_HIDDEN, d_kv=8, d_ff=64, num_layers=2,
+                                 num_heads=4, feed_forward_proj="gated-gelu", relative_attention_num_buckets=8,
+                                 decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1, norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16), sample_size=64, scaling_factor=0.3611, shift_factor=0.1159,
+        use_quant_conv=False, use_post_quant_conv=False,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    return {"transformer": transformer, "t5": t5, "vae": vae, "scheduler": scheduler}
+
+
+def _flux_pipeline(family: Family, out: Path, clip_tokenizer: CLIPTokenizer, clip_vocab: int):
+    from diffusers import ChromaPipeline, FluxPipeline
+    from transformers import T5TokenizerFast
+
+    t5_dir = out / ".t5-build"
+    t5_vocab = write_t5_tokenizer(t5_dir)
+    t5_tokenizer = T5TokenizerFast.from_pretrained(t5_dir)
+    parts = _flux_parts(family, t5_vocab)
+    for path in t5_dir.iterdir():
+        path.unlink()
+    t5_dir.rmdir()
+    if family == "chroma":
+        return ChromaPipeline(scheduler=parts["scheduler"], vae=parts["vae"], text_encoder=parts["t5"],
+                              tokenizer=t5_tokenizer, transformer=parts["transformer"])
+    return FluxPipeline(scheduler=parts["scheduler"], vae=parts["vae"],
+                        text_encoder=CLIPTextModel(_text_config(clip_vocab)), tokenizer=clip_tokenizer,
+                        text_encoder_2=parts["t5"], tokenizer_2=t5_tokenizer, transformer=parts["transformer"])
+
+
 def make_tiny(out: str | Path, family: Family = "sd15", seed: int = 0) -> Path:
     """Write the tiny model to `out` (a diffusers folder) and return the path. Same seed, same bytes."""
     out = Path(out)
@@ -106,7 +172,9 @@ def make_tiny(out: str | Path, family: Family = "sd15", seed: int = 0) -> Path:
     tok_dir = out / ".tokenizer-build"
     vocab_size = write_tokenizer(tok_dir, pad_token="!" if family == "sd2" else EOS)
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    if family == "sdxl":
+    if family in ("flux", "chroma"):
+        pipe = _flux_pipeline(family, out, tokenizer, vocab_size)
+    elif family == "sdxl":
         text_encoder = CLIPTextModel(_text_config(vocab_size))
         text_encoder_2 = CLIPTextModelWithProjection(_text_config(vocab_size, projection=TEXT_HIDDEN, act="gelu"))
         pipe = StableDiffusionXLPipeline(

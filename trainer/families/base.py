@@ -1,0 +1,99 @@
+"""The torch side of a model family: what the loop, saving, sampling and generation ask of a base model."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from trainer.config import TrainConfig
+    from trainer.families import FamilyInfo
+    from trainer.network import Candidate
+    from trainer.prompts import PromptSpec
+
+TextOut = tuple[torch.Tensor | None, ...]  # per caption along dim 0; what the denoiser is conditioned on
+
+
+class LoadedModel(Protocol):
+    family: str
+    name: str
+    vae: nn.Module
+    text_encoders: list[nn.Module]
+
+    @property
+    def denoiser(self) -> nn.Module: ...
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """What a preview or a test generation takes besides the prompt line."""
+
+    default_size: tuple[int, int]
+    sampler: str
+    clip_skip: int | None = None
+    max_token_length: int | None = None
+    t5_max_length: int | None = None
+    t5_attention_mask: bool = False
+
+
+class ModelFamily(ABC):
+    def __init__(self, info: FamilyInfo) -> None:
+        self.info = info
+
+    @abstractmethod
+    def load(self, cfg: TrainConfig) -> LoadedModel:
+        """The base model a config names (folder, single file or hub id)."""
+
+    @abstractmethod
+    def load_location(self, location: str, *, v_parameterization: bool = False) -> LoadedModel:
+        """A base model for generation, from where it lives."""
+
+    @abstractmethod
+    def place(self, model: LoadedModel, cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> None:
+        """Freeze, move and cast the base model for training (attention kernels, fp8 storage …)."""
+
+    @abstractmethod
+    def lora_targets(self, model: LoadedModel, *, with_conv: bool, denoiser: bool = True,
+                     text: bool | tuple[int, ...] = True, network_args: list[str] | None = None) -> list[Candidate]:
+        """The modules a LoRA may wrap, with their kohya names; `text` selects the text encoders (True: all)."""
+
+    def kohya_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A LoRA state dict in another layout (diffusers/PEFT) → kohya keys; kohya files pass through."""
+        return weights
+
+    def default_text_encoders(self, cfg: TrainConfig) -> tuple[int, ...]:
+        """Which text encoders a network trains when the text encoder is trained at all."""
+        return tuple(range(self.info.text_encoders))
+
+    @abstractmethod
+    def encode_images(self, model: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels in [-1, 1] → the latents the denoiser is trained on (scaled, shifted)."""
+
+    @abstractmethod
+    def encode_text(self, model: LoadedModel, captions: list[str], cfg: TrainConfig) -> TextOut: ...
+
+    @abstractmethod
+    def loss(self, model: LoadedModel, cfg: TrainConfig, latents: torch.Tensor, text: TextOut, batch: dict,
+             generator: torch.Generator) -> torch.Tensor:
+        """Per-sample loss [B] for one batch: noise, the denoiser's prediction and its target."""
+
+    @abstractmethod
+    def metadata(self, cfg: TrainConfig, model_facts: dict[str, Any]) -> dict[str, Any]:
+        """ss_* and modelspec.* values this family writes (over the common ones)."""
+
+    @abstractmethod
+    def render(self, model: LoadedModel, spec: PromptSpec, *, seed: int, settings: RenderSettings) -> Image.Image:
+        """One image from the in-memory model; the same spec and seed give the same image."""
+
+    def render_settings(self, cfg: TrainConfig) -> RenderSettings:
+        return RenderSettings(cfg.resolution_wh, cfg.sample_sampler, cfg.clip_skip, cfg.max_token_length)
+
+    def facts(self, model: LoadedModel) -> dict[str, Any]:
+        """What the metadata needs to know about the loaded model (prediction type, variant …)."""
+        return {}
