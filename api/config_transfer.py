@@ -26,9 +26,11 @@ from trainer.config_io import (
     lora_easy_values,
     toml_values,
 )
+from trainer.families import family_info, refused_keys, resolve_family
 
 Format = Literal["sd-scripts", "kohya_ss", "lora_easy"]
-LORABAKE_ONLY = frozenset({"sdxl", "pretrained_model_config", "sample_images_per_prompt", "sample_prompts"})
+LORABAKE_ONLY = frozenset({"sdxl", "pretrained_model_config", "sample_images_per_prompt", "sample_prompts",
+                           "model_family", "cache_text_encoder_outputs_to_disk"})
 DATASET_DIR = "dataset"  # where config.toml expects the unzipped dataset export
 
 
@@ -46,6 +48,7 @@ class ImportedConfig(BaseModel):
     params: dict[str, Any]
     sample_prompts: list[str] = Field(default_factory=list)
     base_model_hint: str | None = None  # the file's pretrained_model_name_or_path, for the user to match
+    family_hint: str | None = None  # the model family the file trains (its script's flags and keys)
     default_repeats: int | None = None
     subsets: list[dict[str, Any]] = Field(default_factory=list)
     ignored: list[KeyNote] = Field(default_factory=list)
@@ -113,6 +116,7 @@ def import_config(text: str, filename: str, dataset_text: str | None = None,
     elif prompts:
         ignored.append("sample_prompts: a prompt file path; paste its prompts into the job instead")
     out.base_model_hint = values.get("pretrained_model_name_or_path") or None
+    out.family_hint = _family_of(values)
     for key in sorted(values):
         if key in SERVICE_KEYS:
             ignored.append(f"{key}: set by the service (paths, resuming and the base model's family)")
@@ -132,24 +136,35 @@ def export_config(job: Job, dataset: Dataset, images: list[Image], settings: Set
     """config.toml, dataset_config.toml and (when the job has them) sample_prompts.txt for sd-scripts."""
     model = settings.model_named(job.base_model)
     config = TrainConfig(**{**job.params, **PLACEHOLDER_PATHS})
+    family = family_info(resolve_family(config))
+    refused = refused_keys(family.name)
     values = {k: v for k, v in config.model_dump().items() if v is not None and k not in LORABAKE_ONLY
-              and k not in DATASET_KEYS.values() and k not in SERVICE_KEYS}
+              and k not in DATASET_KEYS.values() and k not in SERVICE_KEYS and k not in refused}
     for theirs, ours in SD_SCRIPTS_RENAMES.items():
         values[theirs] = values.pop(ours)
-    values.update(pretrained_model_name_or_path=model.location if model else job.base_model,
-                  v2=config.v2, v_parameterization=config.v_parameterization, output_dir="output",
-                  output_name=job.name, save_model_as="safetensors", dataset_config="dataset_config.toml")
+    if "v_parameterization" not in refused:
+        values["v_parameterization"] = config.v_parameterization
+    values.update(pretrained_model_name_or_path=model.location if model else job.base_model, output_dir="output",
+                  output_name=job.name, save_model_as="safetensors", dataset_config="dataset_config.toml",
+                  **family.export_flags)
     files: dict[str, str] = {}
     if job.sample_prompts:
         files["sample_prompts.txt"] = "\n".join(job.sample_prompts) + "\n"
         values["sample_prompts"] = "sample_prompts.txt"
-    script = "sdxl_train_network.py" if config.sdxl else "train_network.py"
-    header = (f"# lorabake job {job.id} ({job.name}) for kohya-ss/sd-scripts.\n"
+    script = family.script
+    header = (f"# lorabake job {job.id} ({job.name}, {family.label}) for kohya-ss/sd-scripts.\n"
               f"# Unzip the dataset export into ./{DATASET_DIR}, then run:\n"
               f"#   accelerate launch {script} --config_file config.toml\n")
     files["config.toml"] = header + tomli_w.dumps(dict(sorted(values.items())))
     files["dataset_config.toml"] = dataset_config_toml(config, dataset, images)
     return files
+
+
+def _family_of(values: dict[str, Any]) -> str | None:
+    try:
+        return resolve_family(TrainConfig(**{k: v for k, v in values.items() if k in KNOWN_KEYS}))
+    except (ValueError, KeyError):
+        return None
 
 
 def dataset_config_toml(config: TrainConfig, dataset: Dataset, images: list[Image]) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from api.training import SERVICE_KEYS
 from trainer.config import TrainConfig
+from trainer.families import FAMILIES, refused_keys
 
 GROUPS: dict[str, dict[str, str]] = {
     "Network": {
@@ -77,6 +78,27 @@ GROUPS: dict[str, dict[str, str]] = {
         "num_workers": "Data-loading processes.",
         "persistent_workers": "Keep data-loading processes between epochs.",
     },
+    "Flow matching (FLUX.1, Chroma)": {
+        "timestep_sampling": "How noise levels are drawn: flux_shift (FLUX.1) and sigmoid (Chroma) are the usual "
+                             "choices; sigma is sd-scripts' default.",
+        "sigmoid_scale": "Spread of the sigmoid-based samplings (sigmoid, shift, flux_shift).",
+        "discrete_flow_shift": "Shift of the noise schedule for sigma and shift sampling; 3.1582 is common.",
+        "model_prediction_type": "raw trains the velocity as predicted (recommended); sigma_scaled and additive "
+                                 "rewrite the prediction first.",
+        "weighting_scheme": "SD3-style loss weighting and noise-level density (with sigma sampling).",
+        "logit_mean": "Mean of logit_normal noise levels.",
+        "logit_std": "Spread of logit_normal noise levels.",
+        "mode_scale": "Scale of the mode weighting scheme.",
+        "guidance_scale": "Guidance fed to FLUX.1-dev's guidance embedding while training: 1.0 (3.5 is for "
+                          "inference and burns the LoRA in); Chroma has none.",
+        "t5xxl_max_token_length": "T5 caption length in tokens; empty = 512 (dev, Chroma) or 256 (schnell).",
+        "apply_t5_attn_mask": "Mask T5's padding in attention; Chroma requires it.",
+        "fp8_base": "Keep the frozen transformer weights in float8: half the memory, compute stays bf16.",
+        "fp8_base_unet": "sd-scripts' name for fp8 on the transformer only (text encoders stay as they are).",
+        "blocks_to_swap": "Transformer blocks kept in CPU memory and streamed in: less VRAM, slower.",
+        "cpu_offload_checkpointing": "Gradient-checkpoint activations kept in CPU memory.",
+        "cache_text_encoder_outputs_to_disk": "Keep cached T5/CLIP outputs on disk (T5 outputs are large).",
+    },
     "Saving and previews": {
         "save_every_n_epochs": "Save a LoRA file every N epochs (each one appears as an epoch card).",
         "save_last_n_epochs": "Keep only the newest N saved epochs.",
@@ -108,11 +130,20 @@ def _field_spec(key: str, schema: dict[str, Any], default: Any) -> dict[str, Any
 
 
 def catalog() -> list[dict[str, Any]]:
+    """Groups of parameters; each says which families it applies to (the form shows only those)."""
     properties = TrainConfig.model_json_schema()["properties"]
     defaults = TrainConfig().model_dump()
+    refused = {name: refused_keys(name) for name in FAMILIES}
     groups = []
     for group, helps in GROUPS.items():
-        params = [{**_field_spec(key, properties[key], defaults[key]), "help": text}
+        params = [{**_field_spec(key, properties[key], defaults[key]), "help": text,
+                   "families": [name for name in FAMILIES if key not in refused[name]]}
                   for key, text in helps.items() if key not in SERVICE_KEYS]
         groups.append({"group": group, "params": params})
     return groups
+
+
+def families() -> list[dict[str, Any]]:
+    """What the web needs to know of each family: its name, training size and crop sizes."""
+    return [{"name": info.name, "label": info.label, "resolution": info.resolution,
+             "crop_sizes": list(info.crop_sizes)} for info in FAMILIES.values()]

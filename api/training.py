@@ -13,11 +13,13 @@ from trainer.presets import THEMES, preset_values
 from trainer.prompts import parse_prompts
 from trainer.steps import ImageSpec, StepPlan, plan_for_config
 
+# The base model's identity: set from the chosen base model, never by a request (sd-scripts' flags included).
+FAMILY_KEYS = frozenset({"model_family", "model_type", "v2", "sdxl", "v_parameterization"})
 # Paths and model identity belong to the service; a request that sets them is refused by name.
 SERVICE_KEYS = frozenset({
     "pretrained_model_name_or_path", "train_data_dir", "reg_data_dir", "output_dir", "output_name", "logging_dir",
-    "resume", "save_state", "network_weights", "sample_prompts", "vae", "pretrained_model_config", "v2", "sdxl",
-    "v_parameterization", "dataset_config", "config_file",
+    "resume", "save_state", "network_weights", "sample_prompts", "vae", "pretrained_model_config", "dataset_config",
+    "config_file", "clip_l", "t5xxl", "ae", *FAMILY_KEYS,
 })
 PLACEHOLDER_PATHS = {"pretrained_model_name_or_path": "base", "train_data_dir": "data", "output_dir": "out",
                      "output_name": "lora"}
@@ -38,7 +40,9 @@ class Assessment:
 
 
 def family_values(model: BaseModelEntry) -> dict[str, Any]:
-    return {"v2": model.family == "sd2", "sdxl": model.family == "sdxl", "v_parameterization": model.v_parameterization}
+    """What the base model says about itself: its family by name (sd-scripts' v2/sdxl flags are only written on
+    export) and whether it predicts v."""
+    return {"model_family": model.family, "v_parameterization": model.v_parameterization}
 
 
 def job_values(model: BaseModelEntry, mode: str, preset: str | None, params: dict[str, Any]) -> dict[str, Any]:

@@ -6,8 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from trainer.families import FAMILIES
 
 EMBEDDED_SECRET = "embedded-only-secret-change-me"
 
@@ -16,12 +18,19 @@ class BaseModelEntry(BaseModel):
     """One base model the service offers: where it lives and what it is."""
 
     name: str
-    family: Literal["sd15", "sd2", "sdxl"]
+    family: str  # a name in trainer.families.FAMILIES
     location: str
     resolution: int = 512
     v_parameterization: bool = False
     train_overrides: dict[str, Any] = Field(default_factory=dict)  # applied over every preset for this model
     seconds_per_image: float = 0.25  # for the ETA before a job has measured its own speed
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str) -> str:
+        if value not in FAMILIES:
+            raise ValueError(f"unknown model family {value!r}; known: {', '.join(FAMILIES)}")
+        return value
 
 
 class Settings(BaseSettings):
@@ -99,14 +108,23 @@ class Settings(BaseSettings):
         return self.tagger_dir or self.var_dir / "taggers"
 
     def models(self) -> list[BaseModelEntry]:
+        """BASE_MODELS, or in the embedded default the tiny models under var/models (tiny-flux when made)."""
         if self.base_models:
             return self.base_models
-        tiny = self.var_dir / "models" / "tiny-sd15"
         small = {"resolution": "64", "min_bucket_reso": 32, "max_bucket_reso": 128, "bucket_reso_steps": 32,
                  "mixed_precision": "no", "network_dim": 4, "network_alpha": 2, "learning_rate": 1e-3,
                  "unet_lr": 1e-3, "text_encoder_lr": 5e-4}
-        return [BaseModelEntry(name="tiny-sd15", family="sd15", location=str(tiny.resolve()), resolution=64,
-                               train_overrides=small, seconds_per_image=0.02)]
+        entries = [BaseModelEntry(name="tiny-sd15", family="sd15", location=str(self.tiny_model("sd15")),
+                                  resolution=64, train_overrides=small, seconds_per_image=0.02)]
+        for family in ("flux", "chroma"):
+            if (self.tiny_model(family) / "model_index.json").is_file():
+                entries.append(BaseModelEntry(name=f"tiny-{family}", family=family,
+                                              location=str(self.tiny_model(family)), resolution=64,
+                                              train_overrides=small, seconds_per_image=0.02))
+        return entries
+
+    def tiny_model(self, family: str) -> Path:
+        return (self.var_dir / "models" / f"tiny-{family}").resolve()
 
     def model_named(self, name: str) -> BaseModelEntry | None:
         return next((m for m in self.models() if m.name == name), None)

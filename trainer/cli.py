@@ -10,6 +10,7 @@ from pathlib import Path
 
 from trainer.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
 from trainer.config import ConfigError
+from trainer.families import FAMILIES
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -71,7 +72,7 @@ def _make_tiny(args: argparse.Namespace) -> int:
     out = make_tiny(args.out, args.family, args.seed)
     print(out)
     if args.single_file:
-        if args.family == "sdxl":
+        if args.family not in ("sd15", "sd2"):
             raise ConfigError(["--single-file: only SD1.x/2.x tiny models can be written as one file"])
         from diffusers import StableDiffusionPipeline
 
@@ -135,7 +136,7 @@ def parser() -> argparse.ArgumentParser:
                                                                                    required=True)
     tiny = models.add_parser("make-tiny", help="write a tiny random-weight model (diffusers layout)")
     tiny.add_argument("out")
-    tiny.add_argument("--family", choices=["sd15", "sd2", "sdxl"], default="sd15")
+    tiny.add_argument("--family", choices=list(FAMILIES), default="sd15")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--single-file", metavar="PATH", help="also write it as one original-layout .safetensors")
     tiny.set_defaults(run=_make_tiny)

@@ -21,10 +21,9 @@ def _base_model(entry: BaseModelEntry):  # noqa: ANN202 - trainer.models.BaseMod
 
 @lru_cache(maxsize=2)
 def _load(location: str, family: str, v_parameterization: bool):  # noqa: ANN202
-    from trainer.models import load_base_model
+    from trainer.families import runtime
 
-    return load_base_model(location, v2=family == "sd2", v_parameterization=v_parameterization,
-                           sdxl=family == "sdxl")
+    return runtime(family).load_location(location, v_parameterization=v_parameterization)
 
 
 def run_generation(settings: Settings, storage: Storage, generation_id: str) -> str:

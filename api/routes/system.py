@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from sqlalchemy import func, select, text
 
 from api.deps import SessionDep, SettingsDep, StorageDep
-from api.param_catalog import catalog
+from api.param_catalog import catalog, families
 from api.routes import API_PREFIX
 from core.models import Job
 from core.storage import LocalStorage, StorageError
@@ -44,6 +44,12 @@ async def base_models(settings: SettingsDep) -> list[dict[str, object]]:
 async def presets() -> list[dict[str, object]]:
     return [{"theme": theme, "family": family, "params": preset_values(theme, family)}
             for theme in THEMES for family in FAMILIES]
+
+
+@router.get("/families")
+async def model_families() -> list[dict[str, object]]:
+    """The model families the service knows: name, label, training size, crop sizes."""
+    return families()
 
 
 @router.get("/params")

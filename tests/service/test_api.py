@@ -221,7 +221,7 @@ def test_service_endpoints(client):
     assert "lorabake_jobs" in client.get("/api/v1/metrics").text
     assert client.get("/api/v1/base-models").json()[0] == {"name": "tiny-sd15", "family": "sd15", "resolution": 64}
     presets = client.get("/api/v1/presets").json()
-    assert len(presets) == 15 and presets[0]["params"]["network_dim"] > 0
+    assert len(presets) == 25 and presets[0]["params"]["network_dim"] > 0  # 5 themes × 5 families
     assert client.get("/api/v1/files/u/x.png?exp=9999999999&name=x.png&sig=bad").status_code == 403
     assert client.get("/api/v1/openapi.json").json()["info"]["title"] == "lorabake"
 

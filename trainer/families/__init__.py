@@ -90,6 +90,10 @@ FLUX_RULES = (
          "error", "cache_text_encoder_outputs", "cannot cache T5 outputs while train_t5xxl trains T5"),
     Rule(lambda c: bool(c.blocks_to_swap) and c.cpu_offload_checkpointing, "error", "blocks_to_swap",
          "cannot be combined with cpu_offload_checkpointing"),
+    Rule(lambda c: c.cpu_offload_checkpointing, "error", "cpu_offload_checkpointing",
+         "lorabake does not offload checkpointed activations yet: use fp8_base and gradient_checkpointing"),
+    Rule(lambda c: c.network_arg("split_qkv") in ("True", "true", "1"), "error", "network_args",
+         "split_qkv is not supported: lorabake trains the fused qkv module as sd-scripts writes it"),
     Rule(lambda c: c.mixed_precision == "fp16", "warning", "mixed_precision",
          "FLUX overflows in fp16; bf16 is what it was trained in"),
 )
@@ -110,7 +114,7 @@ FAMILIES: dict[str, FamilyInfo] = {
     "sd2": FamilyInfo(
         name="sd2", label="SD 2.x", runtime="trainer.families.sd:StableDiffusion",
         pipeline_classes=("StableDiffusionPipeline",), resolution=768,
-        crop_sizes=("768x768", "768x1024", "1024x768"), text_encoders=1,
+        crop_sizes=("768x768", "640x960", "960x640"), text_encoders=1,
         defaults={**SD_DEFAULTS, "resolution": "768", "v_parameterization": True, "min_bucket_reso": 384,
                   "max_bucket_reso": 1280},
         refuses={"sdxl": "an SDXL flag; this base model is SD 2.x"},

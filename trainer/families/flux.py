@@ -153,6 +153,8 @@ class Flux(ModelFamily):
             module.to(device, dtype)
         if cfg.fp8_base or cfg.fp8_base_unet:
             store_linears_in_fp8(model.transformer)
+        if cfg.blocks_to_swap:
+            swap_blocks(model.transformer, cfg.blocks_to_swap, device)
 
     # Networks --------------------------------------------------------------------------------------------------
     def default_text_encoders(self, cfg: TrainConfig) -> tuple[int, ...]:
@@ -373,6 +375,23 @@ def store_linears_in_fp8(transformer: nn.Module) -> int:
     return count
 
 
+def swap_blocks(transformer: nn.Module, count: int, device: torch.device) -> list[nn.Module]:
+    """blocks_to_swap: the last `count` blocks live in CPU memory and are moved to the device only while they run
+    (and again when gradient checkpointing recomputes them in the backward pass)."""
+    def bring(module: nn.Module, args: tuple) -> None:
+        module.to(device)
+
+    def send_back(module: nn.Module, args: tuple, output: object) -> None:
+        module.to("cpu")
+
+    blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks][-count:]
+    for block in blocks:
+        block.to("cpu")
+        block.register_forward_pre_hook(bring)
+        block.register_forward_hook(send_back)
+    return blocks
+
+
 _PEFT_KEY = re.compile(r"^(?:transformer|diffusion_model|text_encoder)\.(.+)\.lora_([AB])\.weight$")
 
 
@@ -391,8 +410,8 @@ def peft_to_kohya(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             name, index = text_encoder_name("lora_te1", path), 0
         elif path in names:
             name, index = names[path]
-        else:
-            continue
+        else:  # no lora_flux module: kept under a kohya-style name, so loading reports it as unmatched
+            name, index = to_kohya("lora_unet", path), 0
         parts.setdefault(name, {}).setdefault(index, {})[match[2]] = tensor
         if match[2] == "B":
             sizes[f"{name}:{index}"] = tensor.shape[0]

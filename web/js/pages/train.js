@@ -57,8 +57,22 @@ export async function trainPage({ datasetId, fromJob }) {
   const basic = h("div", {}, h("h2", {}, "Preset"), cards,
     h("div", { class: "row" }, field("Repeats per image", repeats, "How often each image is seen per epoch."),
       field("Epochs", epochs)));
-  const pro = h("div", {}, catalog.map((group) => h("fieldset", {}, h("legend", {}, group.group),
-    h("div", { class: "params" }, group.params.map((spec) => field(spec.key, paramInput(spec), spec.help))))));
+  const paramFields = new Map();
+  const groupSets = catalog.map((group) => [group, h("fieldset", {}, h("legend", {}, group.group),
+    h("div", { class: "params" }, group.params.map((spec) => {
+      const element = field(spec.key, paramInput(spec), spec.help);
+      paramFields.set(spec.key, element);
+      return element;
+    })))]);
+  const pro = h("div", {}, groupSets.map(([, set]) => set));
+  // Pro mode shows only what applies to the chosen base model's family (FLUX's flow settings, SD's clip_skip …).
+  const applies = (spec) => spec.families.includes(family());
+  function showFamilyParams() {
+    for (const [group, set] of groupSets) {
+      for (const spec of group.params) paramFields.get(spec.key).hidden = !applies(spec);
+      set.hidden = !group.params.some(applies);
+    }
+  }
   const importBox = h("div", { role: "status" });
   const configFile = h("input", { type: "file", name: "config_file", accept: ".toml,.json" });
   const datasetFile = h("input", { type: "file", name: "dataset_config_file", accept: ".toml" });
@@ -103,6 +117,7 @@ export async function trainPage({ datasetId, fromJob }) {
   }
   const presetValues = () => (presets.find((p) => p.theme === preset() && p.family === family()) || {}).params || {};
   fillPro(job ? job.params : presetValues());
+  showFamilyParams();
 
   function body(startAfter) {
     const common = { dataset_id: datasetId, base_model: model.value, name: name.value,
@@ -111,7 +126,7 @@ export async function trainPage({ datasetId, fromJob }) {
       return { ...common, mode: "basic", preset: preset(), params: { max_train_epochs: Number(epochs.value) } };
     }
     const params = {};
-    for (const spec of specs) {
+    for (const spec of specs.filter(applies)) {
       const value = readParam(spec, pro.querySelector(`[name="${spec.key}"]`));
       if (value !== undefined) params[spec.key] = value;
     }
@@ -148,6 +163,7 @@ export async function trainPage({ datasetId, fromJob }) {
 
   const form = h("form", { class: "card", oninput: later, onchange: (e) => {
     if (e.target.name === "preset" || e.target.name === "base_model") fillPro(presetValues());
+    if (e.target.name === "base_model") showFamilyParams();
     if (e.target.name === "mode") { basic.hidden = currentMode() !== "basic"; pro.hidden = !basic.hidden; }
     later();
   }, onsubmit: (e) => { e.preventDefault(); start(e.submitter && e.submitter.value === "tonight" ? "tonight" : null); } },

@@ -5,12 +5,6 @@ import { batchTagPanel, frequencyList } from "./tags.js";
 import { autotagPanel, duplicatesPanel, exportLinks, followTask } from "./tools.js";
 import { uploadPanel } from "./upload.js";
 
-const CROP_SIZES = {
-  sd15: ["512x512", "512x768", "768x512"],
-  sd2: ["768x768", "640x960", "960x640"],
-  sdxl: ["1024x1024", "832x1216", "1216x832", "896x1152", "1152x896"],
-};
-
 function cropOverlay(image) {
   if (!image.crop) return null;
   const s = 1 / Math.max(image.width, image.height);
@@ -98,10 +92,12 @@ export async function workbenchPage(datasetId) {
       h("button", { type: "button", onclick: save }, "Save image"));
   }
 
-  function cropPanel() {
-    const family = h("select", { "aria-label": "Base family" }, Object.keys(CROP_SIZES).map((f) => h("option", { value: f }, f)));
+  // Crop sizes come from the server's family registry (GET /families), so a new family needs no change here.
+  function cropPanel(families) {
+    const family = h("select", { "aria-label": "Base family" }, families.map((f) => h("option", { value: f.name }, f.label)));
     const size = h("select", { "aria-label": "Crop size" });
-    const fill = () => size.replaceChildren(...CROP_SIZES[family.value].map((s) => h("option", { value: s }, s)));
+    const sizes = () => families.find((f) => f.name === family.value).crop_sizes;
+    const fill = () => size.replaceChildren(...sizes().map((s) => h("option", { value: s }, s)));
     family.addEventListener("change", fill);
     fill();
     const progress = h("span", { role: "status" });
@@ -145,7 +141,7 @@ export async function workbenchPage(datasetId) {
     h("button", { type: "button", class: "secondary", onclick: () => each((id) => patch(`/datasets/${datasetId}/images/${id}`, { is_reg: false })) }, "Mark as training"),
     h("button", { type: "button", class: "secondary", onclick: () => state.selected.size &&
       confirm(`Delete ${state.selected.size} image(s)?`) && each((id) => del(`/datasets/${datasetId}/images/${id}`)) }, "Delete selected"),
-    cropPanel());
+    cropPanel(await get("/families")));
 
   await reload();
   const pick = (ids) => { state.selected = new Set(ids); render(); };
