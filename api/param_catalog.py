@@ -72,6 +72,8 @@ GROUPS: dict[str, dict[str, str]] = {
         "cache_latents_to_disk": "Keep the cached latents on disk between runs.",
         "cache_text_encoder_outputs": "Encode captions once; only when the text encoder is not trained and "
                                       "captions are not shuffled or dropped.",
+        "cache_text_encoder_outputs_to_disk": "Keep cached text-encoder outputs on disk (FLUX's T5 outputs are "
+                                              "large).",
         "color_aug": "Random hue and gamma changes.",
         "flip_aug": "Random horizontal flips (not for asymmetric subjects).",
         "random_crop": "Random instead of center crops inside each bucket.",
@@ -97,7 +99,6 @@ GROUPS: dict[str, dict[str, str]] = {
         "fp8_base_unet": "sd-scripts' name for fp8 on the transformer only (text encoders stay as they are).",
         "blocks_to_swap": "Transformer blocks kept in CPU memory and streamed in: less VRAM, slower.",
         "cpu_offload_checkpointing": "Gradient-checkpoint activations kept in CPU memory.",
-        "cache_text_encoder_outputs_to_disk": "Keep cached T5/CLIP outputs on disk (T5 outputs are large).",
     },
     "Saving and previews": {
         "save_every_n_epochs": "Save a LoRA file every N epochs (each one appears as an epoch card).",

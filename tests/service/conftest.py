@@ -191,14 +191,24 @@ def tiny_sd15(tmp_path_factory) -> Path:
     return make_tiny(tmp_path_factory.mktemp("base") / "tiny-sd15", "sd15")
 
 
-class EmbeddedStack:
-    """`make run`'s stack (scripts/run_embedded.py: SQLite, no servers, one worker) on a free port."""
+@pytest.fixture(scope="session")
+def tiny_flux(tmp_path_factory) -> Path:
+    from trainer.tiny import make_tiny
 
-    def __init__(self, tmp_path: Path, tiny_model: Path) -> None:
+    return make_tiny(tmp_path_factory.mktemp("base") / "tiny-flux", "flux")
+
+
+class EmbeddedStack:
+    """`make run`'s stack (scripts/run_embedded.py: SQLite, no servers, one worker) on a free port; tiny models
+    beyond tiny-sd15 (e.g. tiny-flux) are offered when given."""
+
+    def __init__(self, tmp_path: Path, tiny_model: Path, *more_models: Path) -> None:
         import shutil
 
         self.var = tmp_path / "var"
         shutil.copytree(tiny_model, self.var / "models" / "tiny-sd15")
+        for model in more_models:
+            shutil.copytree(model, self.var / "models" / model.name)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / "run.log"

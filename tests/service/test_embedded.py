@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import json
+import tomllib
+import zipfile
+
 import httpx
 import pytest
 
@@ -35,3 +40,51 @@ def test_embedded_service_trains_a_job_and_serves_its_file(embedded):
     (epoch,) = client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=me).json()
     blob = client.get(f"/api/v1/jobs/{job['id']}/epochs/1/download", headers=me, follow_redirects=True).content
     assert len(blob) == epoch["size"] and blob[8:9] == b"{"  # a safetensors header follows the length
+
+
+def test_a_flux_job_trains_two_epochs_with_previews_tests_an_epoch_and_downloads(tmp_path, tiny_sd15, tiny_flux):
+    with EmbeddedStack(tmp_path, tiny_sd15, tiny_flux) as stack, \
+            httpx.Client(base_url=stack.url, timeout=30) as client:
+        me = register(client, "flux@example.com")
+        models = {m["name"]: m["family"] for m in client.get("/api/v1/base-models").json()}
+        assert models == {"tiny-sd15": "sd15", "tiny-flux": "flux"}
+        dataset = client.post("/api/v1/datasets", json={"name": "f", "default_repeats": 1}, headers=me).json()
+        files = [("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(4)]
+        client.post(f"/api/v1/datasets/{dataset['id']}/images", files=files, headers=me)
+        body = {"dataset_id": dataset["id"], "base_model": "tiny-flux", "preset": "anime_character", "name": "fx",
+                "params": {"max_train_epochs": 2}, "sample_prompts": ["sks, red circle --s 2 --g 3.5"]}
+        refused = client.post("/api/v1/jobs/estimate", headers=me,
+                              json={**body, "mode": "pro", "preset": None, "params": {"clip_skip": 2}})
+        assert {"field": "clip_skip", "message": refused.json()["errors"][0]["message"]} in refused.json()["errors"]
+        assert "does not apply to FLUX.1" in refused.json()["errors"][0]["message"]
+        estimate = client.post("/api/v1/jobs/estimate", json=body, headers=me).json()
+        assert estimate["errors"] == [] and estimate["total_steps"] == 2 * estimate["steps_per_epoch"] > 0
+        job = client.post("/api/v1/jobs", json=body, headers=me).json()
+        assert job["params"]["model_family"] == "flux" and job["params"]["timestep_sampling"] == "flux_shift"
+        assert "clip_skip" not in job["params"] or job["params"]["clip_skip"] is None
+        state = wait_for(lambda: (j := client.get(f"/api/v1/jobs/{job['id']}", headers=me).json())["status"]
+                         in ("succeeded", "failed") and j, 240, "the FLUX job", describe=stack.log)
+        assert state["status"] == "succeeded", state["error"]
+        assert state["step"] == estimate["total_steps"]
+        epochs = client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=me).json()
+        assert [e["n"] for e in epochs] == [1, 2] and all(len(e["previews"]) == 4 for e in epochs)
+        blob = client.get(f"/api/v1/jobs/{job['id']}/epochs/2/download", headers=me, follow_redirects=True).content
+        header = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")])
+        assert header["__metadata__"]["modelspec.architecture"] == "flux-1-dev/lora"
+        assert "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight" in header
+        generation = client.post(f"/api/v1/jobs/{job['id']}/epochs/2/generate", headers=me,
+                                 json={"prompt": "sks <lora:fx:0.8>", "steps": 2, "seed": 3})
+        assert generation.status_code == 202, generation.text
+        done = wait_for(lambda: (g := client.get(f"/api/v1/generations/{generation.json()['id']}", headers=me)
+                                 .json())["status"] in ("succeeded", "failed") and g, 120, "the generation",
+                        describe=stack.log)
+        assert done["status"] == "succeeded", done["error"]
+        exported = client.get(f"/api/v1/jobs/{job['id']}/export-config", headers=me)
+        assert exported.status_code == 200
+        with zipfile.ZipFile(io.BytesIO(exported.content)) as archive:
+            config = archive.read("config.toml").decode()
+        assert "accelerate launch flux_train_network.py" in config
+        values = tomllib.loads(config)
+        assert values["network_module"] == "networks.lora_flux" and values["guidance_scale"] == 1.0
+        assert "clip_skip" not in values and "v2" not in values and "sdxl" not in values
+    assert stack.leftovers() == []

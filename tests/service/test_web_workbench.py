@@ -19,13 +19,13 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture
-def browser_page(tmp_path, tiny_sd15):
+def browser_page(tmp_path, tiny_sd15, tiny_flux):
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install chromium)")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    stack = EmbeddedStack(tmp_path, tiny_sd15)
+    stack = EmbeddedStack(tmp_path, tiny_sd15, tiny_flux)
     make_tiny_tagger(stack.var / "taggers" / "tiny-wd14")
     with stack, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
@@ -87,6 +87,20 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     page.get_by_label("Preview prompt").fill("sks, red circle --s 4 --d 1")
     expect(page.get_by_role("status").filter(has_text=re.compile(r"\d+ steps .* 2 epochs"))).to_be_visible()
     shot(page, "05-train-form")
+    # A FLUX base model: pro mode shows the flow-matching settings from its preset and hides SD-only ones
+    page.get_by_label("Base model").select_option("tiny-flux")
+    page.get_by_role("radio", name="Pro").check()
+    expect(page.get_by_label("timestep_sampling")).to_have_value("flux_shift")
+    expect(page.get_by_label("guidance_scale")).to_have_value("1")
+    expect(page.get_by_label("clip_skip")).to_be_hidden()
+    expect(page.get_by_role("group", name="Flow matching (FLUX.1, Chroma)")).to_be_visible()
+    expect(page.get_by_role("status").filter(has_text=re.compile(r"\d+ steps"))).to_be_visible()
+    expect(page.get_by_role("alert")).to_have_text("")
+    shot(page, "05b-train-form-flux")
+    page.get_by_label("Base model").select_option("tiny-sd15")
+    expect(page.get_by_label("clip_skip")).to_be_visible()
+    expect(page.get_by_role("group", name="Flow matching (FLUX.1, Chroma)")).to_be_hidden()
+    page.get_by_role("radio", name="Basic").check()
     page.get_by_role("button", name="Start now").click()
 
     expect(page.get_by_role("heading", name="circles")).to_be_visible()

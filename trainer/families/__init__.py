@@ -81,7 +81,14 @@ FLUX_DEFAULTS: dict[str, Any] = {
     "gradient_checkpointing": True, "timestep_sampling": "flux_shift", "model_prediction_type": "raw",
     "guidance_scale": 1.0, "clip_skip": None, "max_token_length": None, "min_snr_gamma": None,
     "noise_offset": None, "text_encoder_lr": None, "shuffle_caption": False, "caption_dropout_rate": 0.0,
-    "sample_sampler": "euler",
+    "sample_sampler": "euler", "keep_tokens": 0, "optimizer_type": "AdamW", "learning_rate": 1e-4, "unet_lr": 1e-4,
+}
+FLUX_THEMES: dict[str, dict[str, Any]] = {  # rank 16–32 as PARAMETERS.md says; no LoCon (FLUX blocks are Linear)
+    "anime_character": {"network_dim": 16, "network_alpha": 16},
+    "real_person": {"network_dim": 32, "network_alpha": 16},
+    "2_5d": {"network_dim": 32, "network_alpha": 16},
+    "style": {"network_dim": 32, "network_alpha": 16, "conv_dim": None, "conv_alpha": None},
+    "standard": {"network_dim": 16, "network_alpha": 16},
 }
 FLUX_RULES = (
     Rule(lambda c: c.guidance_scale > 1.0, "warning", "guidance_scale",
@@ -136,7 +143,7 @@ FAMILIES: dict[str, FamilyInfo] = {
         crop_sizes=("1024x1024", "832x1216", "1216x832", "896x1152", "1152x896"), text_encoders=1,
         defaults={**FLUX_DEFAULTS, "model_type": "chroma", "timestep_sampling": "sigmoid", "guidance_scale": 0.0,
                   "apply_t5_attn_mask": True},
-        own_keys=FLOW_KEYS, refuses=DDPM_ONLY,
+        own_keys=FLOW_KEYS, refuses=DDPM_ONLY, themes=FLUX_THEMES,
         rules=(*FLUX_RULES[1:],
                Rule(lambda c: not c.apply_t5_attn_mask, "error", "apply_t5_attn_mask",
                     "Chroma was trained with T5 padding masked: set apply_t5_attn_mask = true"),
@@ -149,7 +156,7 @@ FAMILIES: dict[str, FamilyInfo] = {
         name="flux", label="FLUX.1", runtime="trainer.families.flux:Flux",
         pipeline_classes=("FluxPipeline",), resolution=1024,
         crop_sizes=("1024x1024", "832x1216", "1216x832", "896x1152", "1152x896"), text_encoders=2,
-        defaults=FLUX_DEFAULTS, own_keys=FLOW_KEYS, refuses=DDPM_ONLY, rules=FLUX_RULES,
+        defaults=FLUX_DEFAULTS, own_keys=FLOW_KEYS, refuses=DDPM_ONLY, rules=FLUX_RULES, themes=FLUX_THEMES,
         script="flux_train_network.py",
         declared_by=lambda cfg: cfg.model_type == "flux" or cfg.network_module == "networks.lora_flux",
     ),
