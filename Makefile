@@ -20,7 +20,10 @@ setup: $(STAMP)
 $(VAR)/models/tiny-sd15/model_index.json: | $(STAMP)
 	$(BIN)/lorabake models make-tiny $(VAR)/models/tiny-sd15 --family sd15
 
-run: setup $(VAR)/models/tiny-sd15/model_index.json
+$(VAR)/models/tiny-flux/model_index.json: | $(STAMP)
+	$(BIN)/lorabake models make-tiny $(VAR)/models/tiny-flux --family flux
+
+run: setup $(VAR)/models/tiny-sd15/model_index.json $(VAR)/models/tiny-flux/model_index.json
 	LORABAKE_VAR_DIR=$(VAR) $(BIN)/python scripts/run_embedded.py
 
 services:

@@ -3,7 +3,7 @@ same process, reported as a ratio (lower is better; the target is ≤ 1.0). On a
 SD1.5 (512 px, bs 8) and SDXL (1024 px, bs 4) UNets with random weights, bf16, cached latents: images/s, MFU and
 peak memory, plus SDXL bs 1 with gradient checkpointing.
 
-    python bench/train_step.py [--steps 30] [--gpu-only]
+    python bench/train_step.py [--steps 30] [--gpu-only] [--family sd15|flux]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _timed(step, n: int) -> float:
     return statistics.median(times)
 
 
-def ours_step(model_dir: Path, data_dir: Path, out: Path, batch_size: int):
+def ours_step(model_dir: Path, data_dir: Path, out: Path, batch_size: int, **family_values: object):
     from trainer.config import build_config
     from trainer.data import BatchDataset
     from trainer.loop import Callbacks, batch_loss, setup
@@ -45,7 +45,7 @@ def ours_step(model_dir: Path, data_dir: Path, out: Path, batch_size: int):
         "pretrained_model_name_or_path": str(model_dir), "train_data_dir": str(data_dir), "output_dir": str(out),
         "resolution": "64", "train_batch_size": batch_size, "max_train_epochs": 1, "network_dim": 8,
         "network_alpha": 8, "network_train_unet_only": True, "cache_text_encoder_outputs": True,
-        "cache_latents": True, "learning_rate": 1e-4,
+        "cache_latents": True, "learning_rate": 1e-4, **family_values,
     })
     session, _, _ = setup(cfg, Callbacks())
     batch = BatchDataset(session.plan, 1, session.latent_cache)[0]
@@ -176,7 +176,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--gpu-only", action="store_true")
+    parser.add_argument("--family", choices=["sd15", "flux"], default="sd15")
     args = parser.parse_args()
+    if args.family == "flux":
+        from bench.flux_step import flux_cpu_ratio
+
+        flux_cpu_ratio(args.steps)
+        return
     if not args.gpu_only:
         cpu_ratio(args.steps)
     gpu_throughput(args.steps)

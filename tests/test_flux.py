@@ -261,7 +261,7 @@ def test_chroma_trains_with_masked_t5_and_no_modulation_modules(flux_tiny, datas
                                    sample_prompts=["sks --n blurry --l 4 --s 2"], sample_images_per_prompt=1))
     result = train(cfg, Recorder())
     with safe_open(str(result.final_path), framework="pt") as handle:
-        meta, names = handle.metadata(), {k.split(".")[0] for k in handle}
+        meta, names = handle.metadata(), {k.split(".")[0] for k in handle.keys()}  # noqa: SIM118
     assert meta["modelspec.architecture"] == "chroma/lora" and meta["ss_model_type"] == "chroma"
     assert not any("mod" in n for n in names) and "lora_unet_double_blocks_0_img_attn_qkv" in names
     assert (tmp_path / "out" / "sample" / "t_e000002_00_0.png").exists()

@@ -55,6 +55,8 @@ class LoRAModule(nn.Module):
         self._starts = bounds
         self._originals: list[Callable[..., torch.Tensor]] = []
         self._chained: list[bool] = []
+        self._shared: tuple[torch.Tensor, torch.Tensor] | None = None  # (input, down(input)) while parts read it
+        self._uses = 0
 
     @property
     def target(self) -> nn.Module:
@@ -84,8 +86,19 @@ class LoRAModule(nn.Module):
         base = self._originals[index](x)
         start = self._starts[index]
         rows = self.lora_up.weight[start : start + self._targets[index].out_features]
-        delta = F.linear(self.lora_down(x.to(self.lora_down.weight.dtype)), rows)
+        delta = F.linear(self._shared_down(x), rows)
         return base + (delta * (self.multiplier * self.scale)).to(base.dtype)
+
+    def _shared_down(self, x: torch.Tensor) -> torch.Tensor:
+        """down(x) once for all parts that read the same input (q, k, v): kept until the last part took it."""
+        if self._shared is not None and self._shared[0] is x:
+            hidden, self._uses = self._shared[1], self._uses + 1
+        else:
+            hidden, self._uses = self.lora_down(x.to(self.lora_down.weight.dtype)), 1
+            self._shared = (x, hidden)
+        if self._uses >= len(self._targets):
+            self._shared = None
+        return hidden
 
 
 @dataclass(frozen=True)
