@@ -83,8 +83,8 @@ def _make_tiny(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from trainer.families import folder_family, runtime
     from trainer.generate import generate
-    from trainer.models import load_base_model
     from trainer.prompts import parse_prompt_line
 
     loras = {}
@@ -93,7 +93,7 @@ def _generate(args: argparse.Namespace) -> int:
         if not sep:
             raise ConfigError([f'--lora "{item}": expected name=path'])
         loras[name] = path
-    model = load_base_model(args.model)
+    model = runtime(args.family or folder_family(args.model) or "sd15").load_location(args.model)
     spec = parse_prompt_line(args.prompt)
     images = generate(model, spec, loras, seed=args.seed, count=args.count, default_size=(args.size, args.size))
     out = Path(args.out)
@@ -142,6 +142,7 @@ def parser() -> argparse.ArgumentParser:
     tiny.set_defaults(run=_make_tiny)
     gen = commands.add_parser("generate", help="render a prompt that may contain <lora:name:weight>")
     gen.add_argument("--model", required=True)
+    gen.add_argument("--family", choices=list(FAMILIES), help="the model's family (default: read from its folder)")
     gen.add_argument("--lora", action="append", default=[], metavar="NAME=PATH")
     gen.add_argument("--prompt", required=True, help="sd-scripts prompt line (--n --w --h --d --l --s)")
     gen.add_argument("--seed", type=int, default=0)

@@ -8,6 +8,7 @@ here, with no merges: every character is one token.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -165,6 +166,22 @@ def _flux_pipeline(family: Family, out: Path, clip_tokenizer: CLIPTokenizer, cli
                         text_encoder_2=parts["t5"], tokenizer_2=t5_tokenizer, transformer=parts["transformer"])
 
 
+def _name_t5_tokenizer_for_both_transformers(out: Path) -> None:
+    """transformers 5 saves its (tokenizers-backed) T5 tokenizer as "T5Tokenizer", which transformers 4 takes for
+    the sentencepiece one and cannot read without spiece.model; "T5TokenizerFast" names the tokenizer.json reader in
+    both."""
+    index_path = out / "model_index.json"
+    index = json.loads(index_path.read_text())
+    for key, value in index.items():
+        if value == ["transformers", "T5Tokenizer"]:
+            index[key] = ["transformers", "T5TokenizerFast"]
+            config_path = out / key / "tokenizer_config.json"
+            config = json.loads(config_path.read_text())
+            config["tokenizer_class"] = "T5TokenizerFast"
+            config_path.write_text(json.dumps(config, indent=2))
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True))
+
+
 def make_tiny(out: str | Path, family: Family = "sd15", seed: int = 0) -> Path:
     """Write the tiny model to `out` (a diffusers folder) and return the path. Same seed, same bytes."""
     out = Path(out)
@@ -189,6 +206,8 @@ def make_tiny(out: str | Path, family: Family = "sd15", seed: int = 0) -> Path:
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         )
     pipe.save_pretrained(out, safe_serialization=True)
+    if family in ("flux", "chroma"):
+        _name_t5_tokenizer_for_both_transformers(out)
     for path in tok_dir.iterdir():
         path.unlink()
     tok_dir.rmdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import json
 import tomllib
 import zipfile
@@ -250,3 +251,57 @@ def test_exported_sd_scripts_config_reproduces_the_job_and_imports_back(client, 
                                             "num_workers", "optimizer_args")} == {
         "network_dim": 8, "network_alpha": 4, "max_train_epochs": 3, "train_batch_size": 2, "num_workers": 1,
         "optimizer_args": ["weight_decay=0.1"]}
+
+
+SD_SCRIPTS_FLUX = """
+pretrained_model_name_or_path = "/models/flux1-dev.safetensors"
+clip_l = "/models/clip_l.safetensors"
+t5xxl = "/models/t5xxl_fp16.safetensors"
+ae = "/models/ae.safetensors"
+network_module = "networks.lora_flux"
+network_dim = 16
+network_alpha = 16
+network_train_unet_only = true
+timestep_sampling = "shift"
+discrete_flow_shift = 3.1582
+model_prediction_type = "raw"
+guidance_scale = 1.0
+t5xxl_max_token_length = 512
+cache_text_encoder_outputs = true
+cache_text_encoder_outputs_to_disk = true
+fp8_base = true
+optimizer_type = "AdamW8bit"
+learning_rate = 1e-4
+mixed_precision = "bf16"
+gradient_checkpointing = true
+max_train_epochs = 8
+"""
+
+
+def test_a_flux_train_network_toml_imports_and_a_flux_job_exports_back(client, alice, tmp_path, tiny_flux):
+    body = import_config(client, alice, "flux.toml", SD_SCRIPTS_FLUX).json()
+    assert body["problems"] == [] and body["unknown"] == [] and body["family_hint"] == "flux"
+    params = body["params"]
+    assert (params["timestep_sampling"], params["discrete_flow_shift"], params["guidance_scale"]) == (
+        "shift", 3.1582, 1.0)
+    assert params["fp8_base"] and params["t5xxl_max_token_length"] == 512
+    assert {"clip_l", "t5xxl", "ae", "pretrained_model_name_or_path"} <= set(notes(body["ignored"]))
+
+    shutil.copytree(tiny_flux, tmp_path / "var" / "models" / "tiny-flux")
+    dataset = client.post("/api/v1/datasets", json={"name": "fx", "default_repeats": 2}, headers=alice).json()
+    client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=alice,
+                files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(2)])
+    job = client.post("/api/v1/jobs", headers=alice, json={
+        "dataset_id": dataset["id"], "base_model": "tiny-flux", "name": "fx", "mode": "pro", "preset": None,
+        "params": {**params, "fp8_base": False}})
+    assert job.status_code == 201, job.text
+    archive = zipfile.ZipFile(io.BytesIO(client.get(f"/api/v1/jobs/{job.json()['id']}/export-config",
+                                                    headers=alice).content))
+    config_text = archive.read("config.toml").decode()
+    assert "accelerate launch flux_train_network.py" in config_text
+    back = import_config(client, alice, "config.toml", config_text, archive.read("dataset_config.toml").decode())
+    back = back.json()
+    assert back["problems"] == [] and back["family_hint"] == "flux"
+    for key in ("timestep_sampling", "discrete_flow_shift", "model_prediction_type", "guidance_scale",
+                "t5xxl_max_token_length", "network_module", "network_dim", "cache_text_encoder_outputs"):
+        assert back["params"][key] == params[key], key

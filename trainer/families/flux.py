@@ -127,16 +127,24 @@ class Flux(ModelFamily):
         if not cfg.pretrained_model_config:
             raise ModelLoadError("pretrained_model_config: a single-file FLUX model needs a local diffusers folder "
                                  "for its configs and tokenizers")
-        from diffusers import AutoencoderKL, ChromaTransformer2DModel, FluxTransformer2DModel
+        if self.info.name != "flux":
+            raise ModelLoadError(f"{cfg.pretrained_model_name_or_path}: single files are read for FLUX.1 only; "
+                                 "give a diffusers folder")
+        from diffusers import AutoencoderKL, FluxPipeline, FluxTransformer2DModel
         from safetensors.torch import load_file
 
-        pipe_cls = self._pipeline_class()
+        from trainer.families.flux_checkpoint import from_bfl
 
-        transformer_cls = ChromaTransformer2DModel if self.info.name == "chroma" else FluxTransformer2DModel
         folder = cfg.pretrained_model_config
-        transformer = transformer_cls.from_single_file(cfg.pretrained_model_name_or_path, config=folder,
-                                                       subfolder="transformer")
-        pipe = pipe_cls.from_pretrained(folder, transformer=transformer)
+        transformer = FluxTransformer2DModel.from_config(FluxTransformer2DModel.load_config(folder,
+                                                                                            subfolder="transformer"))
+        try:
+            state = from_bfl(load_file(cfg.pretrained_model_name_or_path), transformer.state_dict())
+        except (KeyError, ValueError) as exc:
+            raise ModelLoadError(f"{cfg.pretrained_model_name_or_path}: not a FLUX.1 transformer file for this "
+                                 f"config ({exc})") from None
+        transformer.load_state_dict(state)
+        pipe = FluxPipeline.from_pretrained(folder, transformer=transformer)
         if cfg.ae:
             pipe.vae = AutoencoderKL.from_single_file(cfg.ae, config=folder, subfolder="vae")
         model = self._from_pipeline(pipe, Path(cfg.pretrained_model_name_or_path).stem)
