@@ -335,3 +335,32 @@ def test_make_tiny_flux_is_deterministic(tmp_path):
     for part in ("transformer/diffusion_pytorch_model.safetensors", "text_encoder_2/model.safetensors"):
         assert (first / part).read_bytes() == (second / part).read_bytes()
     assert (first / "tokenizer_2" / "tokenizer.json").is_file()
+
+
+def test_a_single_file_flux_transformer_with_its_config_folder_trains_like_the_folder(flux_tiny, dataset, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from trainer.cli import write_tiny_single_file
+    from trainer.families.flux_checkpoint import from_bfl, to_bfl
+
+    single = write_tiny_single_file(flux_tiny["flux"], "flux", str(tmp_path / "flux1-tiny.safetensors"))
+    keys = set(load_file(single))
+    assert {"double_blocks.0.img_attn.qkv.weight", "single_blocks.1.linear1.weight", "img_in.weight",
+            "final_layer.adaLN_modulation.1.weight", "guidance_in.in_layer.weight"} <= keys
+    folder = runtime("flux").load_location(str(flux_tiny["flux"]))
+    state = folder.transformer.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in from_bfl(to_bfl(state), state).items())
+    t5 = tmp_path / "t5xxl.safetensors"
+    save_file({k: v.clone() for k, v in folder.t5.state_dict().items() if k != "shared.weight"}, str(t5))
+    cfg = build_config(_flux_values(single, dataset, tmp_path / "out", pretrained_model_config=str(flux_tiny["flux"]),
+                                    t5xxl=str(t5), max_train_epochs=1))
+    model = runtime("flux").load(cfg)
+    inputs = _inputs(model)
+    assert torch.equal(_transformer_out(model.transformer, inputs), _transformer_out(folder.transformer, inputs))
+    assert train(cfg, Recorder()).final_path.exists()
+    from trainer.models import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="needs a local diffusers folder"):
+        runtime("flux").load(build_config({"pretrained_model_name_or_path": str(single)}))
+    with pytest.raises(ModelLoadError, match="not reachable as a hub id"):
+        runtime("flux").load_location("someone/not-a-real-flux-for-lorabake")

@@ -72,14 +72,29 @@ def _make_tiny(args: argparse.Namespace) -> int:
     out = make_tiny(args.out, args.family, args.seed)
     print(out)
     if args.single_file:
-        if args.family not in ("sd15", "sd2"):
-            raise ConfigError(["--single-file: only SD1.x/2.x tiny models can be written as one file"])
-        from diffusers import StableDiffusionPipeline
-
-        from trainer.single_file import write_single_file
-
-        print(write_single_file(StableDiffusionPipeline.from_pretrained(out), args.single_file))
+        print(write_tiny_single_file(out, args.family, args.single_file))
     return EXIT_OK
+
+
+def write_tiny_single_file(folder: Path, family: str, path: str) -> Path:
+    """SD1.x/2.x: one LDM checkpoint; FLUX.1: the transformer as one BFL-layout file (as sd-scripts takes it)."""
+    from safetensors.torch import save_file
+
+    if family == "flux":
+        from diffusers import FluxTransformer2DModel
+
+        from trainer.families.flux_checkpoint import to_bfl
+
+        transformer = FluxTransformer2DModel.from_pretrained(folder, subfolder="transformer")
+        save_file(to_bfl(transformer.state_dict()), path)
+        return Path(path)
+    if family not in ("sd15", "sd2"):
+        raise ConfigError([f"--single-file: {family} tiny models cannot be written as one file"])
+    from diffusers import StableDiffusionPipeline
+
+    from trainer.single_file import write_single_file
+
+    return write_single_file(StableDiffusionPipeline.from_pretrained(folder), path)
 
 
 def _generate(args: argparse.Namespace) -> int:
