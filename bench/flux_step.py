@@ -1,15 +1,12 @@
-"""FLUX training step on the tiny FLUX model: lorabake's step vs. a minimal diffusers + peft flow-matching loop on
-the same batch in the same process (ratio, lower is better; target ≤ 1.0)."""
+"""The plain diffusers + peft FLUX loop that `bench/train_step.py --family flux` measures lorabake's step against
+(same tiny FLUX model, same batch, same process; ratio, lower is better; target ≤ 1.0)."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from bench.train_step import _timed, ours_step
 
 FLUX_VALUES = {"model_family": "flux", "network_module": "networks.lora_flux", "timestep_sampling": "sigmoid",
                "model_prediction_type": "raw", "guidance_scale": 1.0}
@@ -49,22 +46,3 @@ def plain_flux_step(model_dir: Path, batch: dict):
         optimizer.zero_grad(set_to_none=True)
 
     return step
-
-
-def flux_cpu_ratio(steps: int) -> None:
-    from trainer.synthetic import make_dataset
-    from trainer.tiny import make_tiny
-
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        model = make_tiny(root / "model", "flux")
-        make_dataset(root / "data", count=8, repeats=1, sizes=((64, 64),))
-        ours, batch = ours_step(model, root / "data", root / "out", batch_size=8, **FLUX_VALUES)
-        plain = plain_flux_step(model, batch)
-        t_plain = _timed(plain, steps)
-        t_ours = _timed(ours, steps)
-        t_plain_again = _timed(plain, steps)
-        reference = (t_plain + t_plain_again) / 2
-        print(f"cpu tiny flux bs8 64px: ours {t_ours * 1e3:.1f} ms/step, plain diffusers+peft "
-              f"{reference * 1e3:.1f} ms/step, ratio {t_ours / reference:.2f}")

@@ -92,22 +92,23 @@ def plain_step(model_dir: Path, batch: dict):
     return step
 
 
-def cpu_ratio(steps: int) -> None:
+def cpu_ratio(steps: int, family: str = "sd15", plain_builder=plain_step, **family_values: object) -> None:
+    """Ours vs. the plain loop on the family's tiny model, same batch (8 images at 64 px)."""
     from trainer.synthetic import make_dataset
     from trainer.tiny import make_tiny
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model = make_tiny(root / "model", "sd15")
+        model = make_tiny(root / "model", family)
         make_dataset(root / "data", count=8, repeats=1, sizes=((64, 64),))
-        ours, batch = ours_step(model, root / "data", root / "out", batch_size=8)
-        plain = plain_step(model, batch)
+        ours, batch = ours_step(model, root / "data", root / "out", batch_size=8, **family_values)
+        plain = plain_builder(model, batch)
         t_plain = _timed(plain, steps)
         t_ours = _timed(ours, steps)
         t_plain_again = _timed(plain, steps)  # interleaved reference guards against drift
         reference = (t_plain + t_plain_again) / 2
-        print(f"cpu tiny sd15 bs8 64px: ours {t_ours * 1e3:.1f} ms/step, plain diffusers+peft "
+        print(f"cpu tiny {family} bs8 64px: ours {t_ours * 1e3:.1f} ms/step, plain diffusers+peft "
               f"{reference * 1e3:.1f} ms/step, ratio {t_ours / reference:.2f}")
 
 
@@ -179,9 +180,9 @@ def main() -> None:
     parser.add_argument("--family", choices=["sd15", "flux"], default="sd15")
     args = parser.parse_args()
     if args.family == "flux":
-        from bench.flux_step import flux_cpu_ratio
+        from bench.flux_step import FLUX_VALUES, plain_flux_step
 
-        flux_cpu_ratio(args.steps)
+        cpu_ratio(args.steps, "flux", plain_flux_step, **FLUX_VALUES)
         return
     if not args.gpu_only:
         cpu_ratio(args.steps)
