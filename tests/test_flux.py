@@ -276,6 +276,7 @@ def test_flux_refuses_sd_only_options_and_warns_on_training_guidance(flux_tiny, 
     assert ("error", "max_token_length") in found(max_token_length=225)
     assert ("error", "v_parameterization") in found(v_parameterization=True)
     assert ("warning", "guidance_scale") in found(guidance_scale=3.5)
+    assert ("warning", "conv_dim") in found(conv_dim=8)
     assert ("error", "cache_text_encoder_outputs") in found(cache_text_encoder_outputs=True,
                                                            network_args=["train_t5xxl=True"])
     chroma = build_config(base_values(flux_tiny["chroma"], tmp_path, tmp_path, model_family="chroma"))

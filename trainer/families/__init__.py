@@ -103,6 +103,8 @@ FLUX_RULES = (
          "split_qkv is not supported: lorabake trains the fused qkv module as sd-scripts writes it"),
     Rule(lambda c: c.mixed_precision == "fp16", "warning", "mixed_precision",
          "FLUX overflows in fp16; bf16 is what it was trained in"),
+    Rule(lambda c: c.effective_conv_dim is not None, "warning", "conv_dim",
+         "FLUX's blocks have no convolutions, so there is nothing for conv_dim to train (as in sd-scripts)"),
 )
 
 FAMILIES: dict[str, FamilyInfo] = {
