@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from trainer.families.flux import BLOCKS
+from trainer.families.flux_names import BLOCKS
 
 TOP = {
     "x_embedder": "img_in", "context_embedder": "txt_in", "proj_out": "final_layer.linear",
