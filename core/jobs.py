@@ -1,4 +1,6 @@
-"""The job state machine. Every transition is one conditional UPDATE: zero rows means someone else moved it first."""
+"""The job lifecycle, owned here: every transition and composite move (claim, beat, fence, finish, cancel,
+requeue-or-fail) is one conditional UPDATE: zero rows means someone else moved it first. A worker's writes carry its
+attempt number as a fencing token, so an attempt that froze and came back cannot touch a job a newer attempt runs."""
 
 from __future__ import annotations
 
@@ -6,8 +8,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, String, and_, case, cast, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.db import read_rows
@@ -17,48 +20,120 @@ ALLOWED: dict[JobStatus, set[JobStatus]] = {
     JobStatus.draft: {JobStatus.queued, JobStatus.scheduled, JobStatus.canceled},
     JobStatus.scheduled: {JobStatus.queued, JobStatus.canceled},
     JobStatus.queued: {JobStatus.running, JobStatus.canceled},
-    JobStatus.running: {JobStatus.succeeded, JobStatus.failed, JobStatus.canceled, JobStatus.interrupted},
+    # running → queued / failed: a lost worker's job, re-queued (or given up) in one statement by requeue_lost
+    JobStatus.running: {JobStatus.succeeded, JobStatus.failed, JobStatus.canceled, JobStatus.interrupted,
+                        JobStatus.queued},
     JobStatus.interrupted: {JobStatus.queued, JobStatus.failed, JobStatus.canceled},
     JobStatus.succeeded: set(),
     JobStatus.failed: set(),
     JobStatus.canceled: set(),
 }
+WAITING = (JobStatus.draft, JobStatus.scheduled, JobStatus.queued, JobStatus.interrupted)
 
 
-def transition(session: Session, job_id: str, source: JobStatus | Iterable[JobStatus], target: JobStatus,
-               **values: object) -> bool:
-    """Move job_id from one of `source` to `target` (and set values) if it is still there; True if it moved."""
+def _update(session: Session, job_id: str, where: list, values: dict, returning: tuple = ()) -> Row | None:
+    statement = update(Job).where(Job.id == job_id, *where).values(**values)
+    if returning:
+        return session.execute(statement.returning(*returning).execution_options(synchronize_session=False)).first()
+    result = session.execute(statement.execution_options(synchronize_session=False))
+    return result if result.rowcount == 1 else None
+
+
+def transition(session: Session, job_id: str, source: JobStatus | Iterable[JobStatus], target: JobStatus, *,
+               attempt: int | None = None, **values: object) -> bool:
+    """Move job_id from one of `source` to `target` (and set values) if it is still there — and, with `attempt`,
+    still in that attempt (the fencing token of a worker's writes). True if it moved. The caller commits."""
     sources = [source] if isinstance(source, JobStatus) else list(source)
     for s in sources:
         if target not in ALLOWED[s]:
             raise ValueError(f"transition {s} → {target} is not allowed")
-    result = session.execute(
-        update(Job).where(Job.id == job_id, Job.status.in_([str(s) for s in sources]))
-        .values(status=str(target), **values).execution_options(synchronize_session=False)
-    )
-    session.commit()
-    return result.rowcount == 1
+    where = [Job.status.in_([str(s) for s in sources])]
+    if attempt is not None:
+        where.append(Job.attempt == attempt)
+    return _update(session, job_id, where, {"status": str(target), **values}) is not None
 
 
 def claim(session: Session, job_id: str, worker: str) -> bool:
-    """queued → running with attempt + 1; False means a duplicate delivery (another worker has it)."""
+    """queued → running with attempt + 1, committed; False means another worker has it."""
     now = utcnow()
-    return transition(session, job_id, JobStatus.queued, JobStatus.running, attempt=Job.attempt + 1,
-                      started_at=now, heartbeat_at=now, worker=worker, error=None)
-
-
-def heartbeat(session: Session, job_id: str, **progress: object) -> bool:
-    """Refreshes the heartbeat while running; returns whether a cancel was requested."""
-    session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.running)
-                    .values(heartbeat_at=utcnow(), **progress).execution_options(synchronize_session=False))
+    moved = _update(session, job_id, [Job.status == JobStatus.queued], {
+        "status": str(JobStatus.running), "attempt": Job.attempt + 1, "started_at": now, "heartbeat_at": now,
+        "worker": worker, "error": None})
     session.commit()
-    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+    return moved is not None
 
 
-def stale_running(session: Session, timeout_s: float, now: datetime | None = None) -> list[str]:
+@dataclass(frozen=True)
+class Beat:
+    mine: bool  # False: this attempt was superseded (or the job ended): stop, write nothing more
+    cancel_requested: bool = False
+
+
+def beat(session: Session, job_id: str, attempt: int, **progress: object) -> Beat:
+    """An attempt's heartbeat (and progress), fenced by its attempt number; committed."""
+    row = _update(session, job_id, [Job.status == JobStatus.running, Job.attempt == attempt],
+                  {"heartbeat_at": utcnow(), **progress}, returning=(Job.cancel_requested,))
+    session.commit()
+    return Beat(True, bool(row.cancel_requested)) if row is not None else Beat(False)
+
+
+def fence(session: Session, job_id: str, attempt: int) -> bool:
+    """Inside the caller's transaction: True while `attempt` still owns the running job. The conditional UPDATE
+    holds the job's row until commit, so no newer claim can slip in between this check and the caller's writes."""
+    return _update(session, job_id, [Job.status == JobStatus.running, Job.attempt == attempt],
+                   {"heartbeat_at": utcnow()}) is not None
+
+
+def finish(session: Session, job_id: str, attempt: int, status: JobStatus, **values: object) -> bool:
+    """running → succeeded / failed / canceled for this attempt only; committed."""
+    moved = transition(session, job_id, JobStatus.running, status, attempt=attempt, finished_at=utcnow(), **values)
+    session.commit()
+    return moved
+
+
+CancelOutcome = Literal["canceled", "requested", "finished"]
+
+
+def cancel(session: Session, job_id: str) -> CancelOutcome:
+    """A waiting job is canceled at once; a running one is asked to stop (its worker keeps the finished epochs and
+    ends it); a finished one stays as it is. Committed."""
+    if transition(session, job_id, WAITING, JobStatus.canceled, finished_at=utcnow()):
+        outcome: CancelOutcome = "canceled"
+    elif _update(session, job_id, [Job.status == JobStatus.running], {"cancel_requested": True}) is not None:
+        outcome = "requested"
+    else:
+        outcome = "finished"
+    session.commit()
+    return outcome
+
+
+@dataclass
+class LostJobs:
+    requeued: list[str]
+    failed: list[str]
+
+
+def requeue_lost(session: Session, timeout_s: float, max_attempts: int, now: datetime | None = None) -> LostJobs:
+    """Running jobs whose heartbeat is older than the timeout (and interrupted ones) go back to the queue — in their
+    old place, since queued_at is kept — or fail after max_attempts, each in one conditional statement. Committed."""
     cutoff = (now or utcnow()) - timedelta(seconds=timeout_s)
-    rows = session.scalars(select(Job.id).where(Job.status == JobStatus.running, Job.heartbeat_at < cutoff))
-    return list(rows)
+    lost = or_(and_(Job.status == JobStatus.running, Job.heartbeat_at < cutoff),
+               Job.status == JobStatus.interrupted)
+    candidates = list(session.scalars(select(Job.id).where(lost)))
+    gives_up = Job.attempt >= max_attempts
+    out = LostJobs([], [])
+    for job_id in candidates:
+        row = _update(session, job_id, [lost], {
+            "status": case((gives_up, str(JobStatus.failed)), else_=str(JobStatus.queued)),
+            "finished_at": case((gives_up, utcnow()), else_=None),
+            "error": case((gives_up, "the worker was lost " + cast(Job.attempt, String) + " times; giving up"),
+                          else_=None),
+            "worker": None,
+        }, returning=(Job.status,))
+        if row is not None:
+            (out.failed if row.status == JobStatus.failed else out.requeued).append(job_id)
+    session.commit()
+    return out
 
 
 @dataclass(frozen=True)

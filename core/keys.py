@@ -17,8 +17,9 @@ def job_prefix(user_id: str, job_id: str) -> str:
     return f"u/{user_id}/jobs/{job_id}/"
 
 
-def epoch_file(user_id: str, job_id: str, n: int, ext: str = "safetensors") -> str:
-    return f"{job_prefix(user_id, job_id)}epoch-{n:06d}.{ext}"
+def epoch_file(user_id: str, job_id: str, n: int, ext: str = "safetensors", attempt: int = 1) -> str:
+    """Each attempt writes its own key: a superseded attempt can never overwrite the file an epoch row points at."""
+    return f"{job_prefix(user_id, job_id)}epoch-{n:06d}-a{attempt}.{ext}"
 
 
 def preview(user_id: str, job_id: str, n: int, prompt: int, k: int) -> str:

@@ -41,6 +41,7 @@ class TrainResult:
     stopped: bool = False
     state_dir: Path | None = None
     steps: int = 0
+    epochs: int = 0  # how many the run has in all
 
 
 @dataclass
@@ -198,12 +199,16 @@ def _state(s: Session, position: Position, name: str) -> Path:
 def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
     callbacks = callbacks or Callbacks()
     s, total_steps, epochs = setup(cfg, callbacks)
-    result = TrainResult(final_path=None)
+    result = TrainResult(final_path=None, epochs=epochs)
     position = Position(epoch=1, batch=0, step=0)
     if cfg.resume:
         position = load_state(Path(cfg.resume), network=s.network, optimizer=s.optimizer.optimizer,
                               scheduler=s.scheduler, scaler=s.accelerator.scaler, noise_generator=s.noise_generator)
         callbacks.on_log(f"resumed at epoch {position.epoch}, batch {position.batch}, step {position.step}")
+        if position.epoch > epochs:
+            callbacks.on_log("nothing left to train: every epoch was saved before the stop")
+            result.steps = position.step
+            return result
     elif cfg.sample_at_first:
         _previews(s, 0, callbacks)
 

@@ -2,41 +2,61 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from core import keys
 from core.db import session_factory
 from core.events import JobNotices
-from core.jobs import heartbeat
+from core.jobs import beat, fence
 from core.models import Epoch, Job
 from core.storage import ReadMeter, Storage
 from trainer.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
 
+log = logging.getLogger(__name__)
 LOG_LINES = 50
 HISTORY_POINTS = 600  # chart points kept per job; when full, every other one is dropped
 
 
-class Heartbeat(threading.Thread):
-    """Beats while the job runs, also through long phases without steps (loading, caching, previews)."""
+class AttemptSuperseded(RuntimeError):
+    """A newer attempt owns the job (this worker froze past the heartbeat timeout): this one must write nothing."""
 
-    def __init__(self, db_url: str, job_id: str, interval_s: float, notices: JobNotices) -> None:
+
+class Heartbeat(threading.Thread):
+    """Beats while the attempt runs, also through long phases without steps (loading, caching, previews). Database
+    errors are retried with backoff, never fatal to the thread; a beat that finds the job in a newer attempt (or
+    ended) marks this attempt lost, and the trainer stops at its next step."""
+
+    def __init__(self, db_url: str, job_id: str, attempt: int, interval_s: float, notices: JobNotices) -> None:
         super().__init__(daemon=True, name=f"heartbeat-{job_id}")
-        self.db_url, self.job_id, self.interval_s, self.notices = db_url, job_id, interval_s, notices
+        self.db_url, self.job_id, self.attempt, self.interval_s = db_url, job_id, attempt, interval_s
+        self.notices = notices
         self.cancel_requested = threading.Event()
+        self.lost = threading.Event()
+        self.failures = 0
         self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._done.wait(self.interval_s):
-            self.beat()
+        while not self._done.wait(min(self.interval_s * 2**self.failures, 60.0)):
+            try:
+                self.beat()
+                self.failures = 0
+            except SQLAlchemyError as exc:
+                self.failures = min(self.failures + 1, 6)
+                log.warning("heartbeat of job %s failed (%s); retrying", self.job_id, exc)
 
     def beat(self, **progress: object) -> None:
         with session_factory(self.db_url)() as session:
-            if heartbeat(session, self.job_id, **progress):
-                self.cancel_requested.set()
+            answer = beat(session, self.job_id, self.attempt, **progress)
+        if not answer.mine:
+            self.lost.set()
+        elif answer.cancel_requested:
+            self.cancel_requested.set()
         if progress:
             self.notices.changed(self.job_id)
 
@@ -45,13 +65,18 @@ class Heartbeat(threading.Thread):
 
 
 class ServiceCallbacks(Callbacks):
+    """Every write is fenced by the attempt number. An epoch's row and the job's state_key are written together in
+    one transaction after both the epoch file and its training state are stored, so a resumed attempt always starts
+    after the last stored epoch and never stores an epoch twice."""
+
     def __init__(self, db_url: str, job: Job, storage: Storage, beat: Heartbeat,
                  progress_every_s: float = 1.0) -> None:
-        self.db_url, self.job_id, self.user_id = db_url, job.id, job.owner_id
+        self.db_url, self.job_id, self.user_id, self.attempt = db_url, job.id, job.owner_id, beat.attempt
         self.storage, self.beat = storage, beat
         self.progress_every_s = progress_every_s
         self._last_progress = 0.0
         self._state_key: str | None = job.state_key
+        self._pending: dict[int, dict] = {}  # epoch → its stored file, waiting for its state
         self.logs: list[str] = list(job.log_tail)
         self.history: list[list[float]] = list(job.history)
         self.saved_epochs: list[int] = []
@@ -67,23 +92,46 @@ class ServiceCallbacks(Callbacks):
                            history=self.history)
 
     def on_epoch_saved(self, saved: EpochSaved) -> None:
-        """Upload first, then the row: an epoch row always points at a stored file."""
-        key = keys.epoch_file(self.user_id, self.job_id, saved.epoch, saved.path.suffix.lstrip("."))
+        """The file goes to storage now (under this attempt's own key); its row waits for the epoch's state."""
+        key = keys.epoch_file(self.user_id, self.job_id, saved.epoch, saved.path.suffix.lstrip("."), self.attempt)
         with saved.path.open("rb") as handle:
             meter = ReadMeter(handle, sha256=True)
             self.storage.put_file(key, meter)
-        size, digest = meter.size, meter.hexdigest()
+        self._pending[saved.epoch] = {"file_key": key, "size": meter.size, "sha256": meter.hexdigest(),
+                                      "loss": saved.mean_loss}
+
+    def on_state_saved(self, folder: Path, epoch: int) -> None:
+        prefix = keys.state(self.user_id, self.job_id, f"a{self.attempt}-epoch-{epoch:06d}")
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            with path.open("rb") as handle:
+                self.storage.put_file(prefix + path.relative_to(folder).as_posix(), handle)
+        stored = self._pending.pop(epoch, None)
         with session_factory(self.db_url)() as session:
-            existing = session.scalar(select(Epoch).where(Epoch.job_id == self.job_id, Epoch.n == saved.epoch))
-            if existing is None:
-                session.add(Epoch(job_id=self.job_id, n=saved.epoch, file_key=key, size=size, sha256=digest,
-                                  loss=saved.mean_loss, previews=[]))
-            else:  # a resumed attempt re-saved this epoch
-                existing.file_key, existing.size, existing.sha256, existing.loss = key, size, digest, saved.mean_loss
+            if not fence(session, self.job_id, self.attempt):
+                session.rollback()
+                self._discard(prefix, stored)
+                raise AttemptSuperseded(f"job {self.job_id}: attempt {self.attempt} was superseded")
+            if stored is not None:
+                existing = session.scalar(select(Epoch).where(Epoch.job_id == self.job_id, Epoch.n == epoch))
+                if existing is None:
+                    session.add(Epoch(job_id=self.job_id, n=epoch, previews=[], **stored))
+                else:  # written by an older version that stored rows before states
+                    for name, value in stored.items():
+                        setattr(existing, name, value)
+            session.execute(update(Job).where(Job.id == self.job_id).values(state_key=prefix))
             session.commit()
-        self.saved_epochs.append(saved.epoch)
-        self.beat.notices.changed(self.job_id)
-        self.on_log(f"epoch {saved.epoch} stored ({size / 1e6:.2f} MB)")
+        if self._state_key and self._state_key != prefix:
+            self.storage.delete_prefix(self._state_key)
+        self._state_key = prefix
+        if stored is not None:
+            self.saved_epochs.append(epoch)
+            self.beat.notices.changed(self.job_id)
+            self.on_log(f"epoch {epoch} stored ({stored['size'] / 1e6:.2f} MB)")
+
+    def _discard(self, prefix: str, stored: dict | None) -> None:
+        self.storage.delete_prefix(prefix)
+        if stored is not None:
+            self.storage.delete(stored["file_key"])
 
     def on_previews(self, previews: PreviewsReady) -> None:
         if previews.epoch == 0:
@@ -95,32 +143,22 @@ class ServiceCallbacks(Callbacks):
             self.storage.put_bytes(key, path.read_bytes(), "image/png")
             uploaded.append(key)
         with session_factory(self.db_url)() as session:
-            session.execute(update(Epoch).where(Epoch.job_id == self.job_id, Epoch.n == previews.epoch)
-                            .values(previews=uploaded))
+            if fence(session, self.job_id, self.attempt):
+                session.execute(update(Epoch).where(Epoch.job_id == self.job_id, Epoch.n == previews.epoch)
+                                .values(previews=uploaded))
             session.commit()
         self.beat.notices.changed(self.job_id)
-
-    def on_state_saved(self, folder: Path, epoch: int) -> None:
-        prefix = keys.state(self.user_id, self.job_id, f"epoch-{epoch:06d}")
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            with path.open("rb") as handle:
-                self.storage.put_file(prefix + path.relative_to(folder).as_posix(), handle)
-        with session_factory(self.db_url)() as session:
-            session.execute(update(Job).where(Job.id == self.job_id).values(state_key=prefix))
-            session.commit()
-        if self._state_key and self._state_key != prefix:
-            self.storage.delete_prefix(self._state_key)
-        self._state_key = prefix
 
     def on_log(self, message: str) -> None:
         self.logs = (self.logs + [message])[-LOG_LINES:]
         with session_factory(self.db_url)() as session:
-            session.execute(update(Job).where(Job.id == self.job_id).values(log_tail=self.logs))
+            session.execute(update(Job).where(Job.id == self.job_id, Job.attempt == self.attempt)
+                            .values(log_tail=self.logs))
             session.commit()
         self.beat.notices.changed(self.job_id)
 
     def should_stop(self) -> bool:
-        return self.beat.cancel_requested.is_set()
+        return self.beat.cancel_requested.is_set() or self.beat.lost.is_set()
 
 
 def _prompt_and_index(path: Path) -> tuple[int, int]:

@@ -11,12 +11,12 @@ from sqlalchemy import select
 
 from core.db import session_factory
 from core.events import notices_for
-from core.jobs import claim_next, transition
-from core.models import Dataset, Epoch, Image, Job, JobStatus, utcnow
+from core.jobs import claim_next, finish
+from core.models import Dataset, Epoch, Image, Job, JobStatus
 from core.settings import Settings
 from core.storage import Storage
 from worker.materialise import materialise
-from worker.runner import Heartbeat, ServiceCallbacks
+from worker.runner import AttemptSuperseded, Heartbeat, ServiceCallbacks
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
     scratch = settings.scratch.resolve() / job_id / f"attempt-{job.attempt}"
     notices = notices_for(settings.redis_url)
     notices.changed(job_id)
-    beat = Heartbeat(settings.db_url, job_id, settings.heartbeat_s, notices)
+    attempt = job.attempt
+    beat = Heartbeat(settings.db_url, job_id, attempt, settings.heartbeat_s, notices)
     beat.start()
     callbacks = ServiceCallbacks(settings.db_url, job, storage, beat)
     try:
@@ -71,30 +72,40 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
         resume = download_state(storage, job.state_key, scratch / "resume") if job.state_key else None
         cfg = build_config(train_config_values(job, settings, data.train_dir, data.reg_dir, scratch / "out", resume))
         result = train(cfg, callbacks)
+        if beat.lost.is_set():
+            raise AttemptSuperseded(f"job {job_id}: attempt {attempt} was superseded")
         with factory() as session:
             if result.stopped:
-                transition(session, job_id, JobStatus.running, JobStatus.canceled, finished_at=utcnow())
-                return JobStatus.canceled
+                return _end(session, job_id, attempt, JobStatus.canceled)
             stored = set(session.scalars(select(Epoch.n).where(Epoch.job_id == job_id)))
             missing = sorted(set(callbacks.saved_epochs) - stored)
-            if result.final_path is None or missing:
+            # a crash after the last epoch resumes with nothing left to train: its epochs are all stored already
+            if missing or (result.final_path is None and result.epochs not in stored):
                 raise RuntimeError(f"training ended but epochs {missing or 'final'} were not stored")
-            transition(session, job_id, JobStatus.running, JobStatus.succeeded, finished_at=utcnow(),
-                       step=result.steps)
-            return JobStatus.succeeded
+            return _end(session, job_id, attempt, JobStatus.succeeded, step=result.steps)
+    except AttemptSuperseded:
+        log.warning("job %s: attempt %s was superseded by a newer one; it wrote nothing more", job_id, attempt)
+        return "superseded"
     except ConfigError as exc:
-        return _fail(factory, job_id, "invalid parameters: " + "; ".join(exc.messages), callbacks)
+        return _fail(factory, job_id, attempt, "invalid parameters: " + "; ".join(exc.messages), callbacks)
     except Exception as exc:  # stored readably for the user; the traceback goes to the worker log
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-        return _fail(factory, job_id, f"{type(exc).__name__}: {exc}", callbacks)
+        return _fail(factory, job_id, attempt, f"{type(exc).__name__}: {exc}", callbacks)
     finally:
         beat.stop()
         notices.changed(job_id)
         shutil.rmtree(scratch.parent, ignore_errors=True)
 
 
-def _fail(factory, job_id: str, message: str, callbacks: ServiceCallbacks) -> str:  # noqa: ANN001
+def _end(session, job_id: str, attempt: int, status: JobStatus, **values: object) -> str:  # noqa: ANN001
+    """This attempt's final status, if it still owns the job."""
+    if finish(session, job_id, attempt, status, **values):
+        return status
+    log.warning("job %s: attempt %s ended as %s, but a newer attempt owns the job", job_id, attempt, status)
+    return "superseded"
+
+
+def _fail(factory, job_id: str, attempt: int, message: str, callbacks: ServiceCallbacks) -> str:  # noqa: ANN001
     callbacks.on_log(f"failed: {message}")
     with factory() as session:
-        transition(session, job_id, JobStatus.running, JobStatus.failed, finished_at=utcnow(), error=message)
-    return JobStatus.failed
+        return _end(session, job_id, attempt, JobStatus.failed, error=message)

@@ -20,7 +20,7 @@ from api.training import EMPTY_PLAN, FAMILY_KEYS, Assessment, assess, estimated_
 from core import jobs as transitions
 from core.db import read_rows
 from core.events import notices_for
-from core.models import FINISHED, Dataset, Image, Job, JobStatus, utcnow
+from core.models import Dataset, Image, Job, JobStatus, utcnow
 from core.queue import TRAIN_TASK
 from core.settings import Settings
 
@@ -131,14 +131,11 @@ async def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> dict[s
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
-    if job.status in FINISHED:
+    outcome = transitions.cancel(session, job.id)
+    if outcome == "finished":
+        session.refresh(job)
         raise HTTPException(status.HTTP_409_CONFLICT, f"job already {job.status}")
-    waiting = [JobStatus.draft, JobStatus.scheduled, JobStatus.queued, JobStatus.interrupted]
-    if transitions.transition(session, job.id, waiting, JobStatus.canceled, finished_at=utcnow()):
-        notices_for(settings.redis_url).changed(job.id)
-    else:
-        job.cancel_requested = True  # running: the worker stops at its next step and keeps finished epochs
-        session.commit()
+    notices_for(settings.redis_url).changed(job.id)
     return job_view(session, job.id, job.owner_id)
 
 

@@ -61,17 +61,63 @@ def test_transitions_outside_the_state_machine_are_refused(db_url):
         assert not jobs.transition(session, job.id, JobStatus.queued, JobStatus.canceled)
 
 
-def test_heartbeat_reports_cancel_and_stale_jobs_are_found(db_url):
+def test_heartbeat_reports_cancel_and_lost_jobs_go_back_to_their_place_in_the_queue(db_url):
     migrate(db_url)
     with session_factory(db_url)() as session:
         job = make_job(session)
+        later = make_job(session)
         jobs.claim(session, job.id, "w")
-        assert jobs.heartbeat(session, job.id, step=3) is False
-        job.cancel_requested = True
+        assert jobs.beat(session, job.id, 1, step=3) == jobs.Beat(mine=True, cancel_requested=False)
+        assert jobs.cancel(session, job.id) == "requested"
+        assert jobs.beat(session, job.id, 1) == jobs.Beat(mine=True, cancel_requested=True)
+        assert jobs.requeue_lost(session, 60, 3) == jobs.LostJobs([], [])
+        assert jobs.requeue_lost(session, 60, 3, now=utcnow() + timedelta(minutes=5)) == jobs.LostJobs([job.id], [])
+        session.refresh(job)
+        assert (job.status, job.attempt, job.worker) == (JobStatus.queued, 1, None)
+        assert jobs.fair_order(session) == [job.id, later.id]  # not sent to the back
+
+
+def test_a_job_lost_max_attempts_times_fails_with_the_reason(db_url):
+    migrate(db_url)
+    with session_factory(db_url)() as session:
+        job = make_job(session, attempt=2)
+        jobs.claim(session, job.id, "w")
+        lost = jobs.requeue_lost(session, 60, 3, now=utcnow() + timedelta(minutes=5))
+        assert lost == jobs.LostJobs([], [job.id])
+        session.refresh(job)
+        assert job.status == JobStatus.failed and job.error == "the worker was lost 3 times; giving up"
+        assert job.finished_at is not None
+
+
+def test_a_superseded_attempt_cannot_beat_fence_or_finish(db_url):
+    """A worker frozen past the timeout (attempt 1) comes back while attempt 2 runs: none of its writes land."""
+    migrate(db_url)
+    with session_factory(db_url)() as session:
+        job = make_job(session)
+        jobs.claim(session, job.id, "frozen")
+        jobs.requeue_lost(session, 60, 3, now=utcnow() + timedelta(minutes=5))
+        assert jobs.claim(session, job.id, "second")
+        assert jobs.beat(session, job.id, 1, step=99) == jobs.Beat(mine=False)
+        assert not jobs.fence(session, job.id, 1)
+        session.rollback()
+        assert not jobs.finish(session, job.id, 1, JobStatus.succeeded)
+        assert jobs.fence(session, job.id, 2)
         session.commit()
-        assert jobs.heartbeat(session, job.id) is True
-        assert jobs.stale_running(session, 60) == []
-        assert jobs.stale_running(session, 60, now=utcnow() + timedelta(minutes=5)) == [job.id]
+        assert jobs.finish(session, job.id, 2, JobStatus.succeeded, step=4)
+        session.refresh(job)
+        assert (job.status, job.attempt, job.worker, job.step) == (JobStatus.succeeded, 2, "second", 4)
+
+
+def test_cancel_stops_waiting_jobs_at_once_asks_running_ones_and_leaves_finished_ones(db_url):
+    migrate(db_url)
+    with session_factory(db_url)() as session:
+        waiting, running, done = make_job(session), make_job(session), make_job(session, JobStatus.succeeded)
+        jobs.claim(session, running.id, "w")
+        assert [jobs.cancel(session, j.id) for j in (waiting, running, done)] == ["canceled", "requested", "finished"]
+        for job in (waiting, running, done):
+            session.refresh(job)
+        assert (waiting.status, running.status, running.cancel_requested, done.status) == (
+            JobStatus.canceled, JobStatus.running, True, JobStatus.succeeded)
 
 
 def test_queue_position_counts_older_queued_jobs(db_url):
@@ -106,7 +152,7 @@ def test_queued_jobs_get_an_eta_from_the_jobs_ahead_of_them(db_url):
     with session_factory(db_url)() as session:
         running = make_job(session, estimated_s=400.0)
         jobs.claim_next(session, "w")
-        jobs.heartbeat(session, running.id, step=3, total_steps=4, eta_s=100.0)
+        jobs.beat(session, running.id, 1, step=3, total_steps=4, eta_s=100.0)
         first = make_job(session, estimated_s=50.0)
         second = make_job(session, estimated_s=30.0)
         slots = jobs.queue_slots(session)

@@ -1,0 +1,84 @@
+"""Training attempts run in-process against a real database and storage: fenced writes, epochs stored exactly once,
+and a crash after the last epoch that still ends the job succeeded."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from api.main import create_app
+from core.db import session_factory
+from core.events import notices_for
+from core.jobs import claim, requeue_lost
+from core.models import Epoch, Job, JobStatus, utcnow
+from core.settings import Settings
+from core.storage import storage_for
+from tests.service.conftest import png_bytes, register
+from trainer.callbacks import EpochSaved
+from worker.runner import AttemptSuperseded, Heartbeat, ServiceCallbacks
+from worker.training import run_training
+
+
+@pytest.fixture
+def service(tmp_path, tiny_sd15):
+    settings = Settings(var_dir=tmp_path / "var")
+    shutil.copytree(tiny_sd15, tmp_path / "var" / "models" / "tiny-sd15")
+    with TestClient(create_app(settings)) as client:
+        me = register(client, "attempts@example.com")
+        dataset = client.post("/api/v1/datasets", json={"name": "d", "default_repeats": 2}, headers=me).json()
+        client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=me,
+                    files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(3)])
+        job = client.post("/api/v1/jobs", headers=me, json={
+            "dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "standard", "name": "att",
+            "params": {"max_train_epochs": 2, "sample_every_n_epochs": None}}).json()
+        yield settings, storage_for(settings), job["id"]
+
+
+def _epochs(settings: Settings, job_id: str) -> list[tuple[int, str, str]]:
+    with session_factory(settings.db_url)() as session:
+        rows = session.scalars(select(Epoch).where(Epoch.job_id == job_id).order_by(Epoch.n))
+        return [(e.n, e.file_key, e.sha256) for e in rows]
+
+
+def test_a_crash_after_the_last_epoch_resumes_to_succeeded_with_each_epoch_stored_once(service):
+    settings, storage, job_id = service
+    assert run_training(settings, storage, job_id, "w1") == JobStatus.succeeded
+    stored = _epochs(settings, job_id)
+    assert [n for n, *_ in stored] == [1, 2]
+    # the worker died after storing the last epoch and its state, before it could say so: the job is re-queued
+    with session_factory(settings.db_url)() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.queued, finished_at=None))
+        session.commit()
+    assert run_training(settings, storage, job_id, "w2") == JobStatus.succeeded
+    with session_factory(settings.db_url)() as session:
+        job = session.get(Job, job_id)
+        assert (job.attempt, job.status) == (2, JobStatus.succeeded)
+        assert "nothing left to train" in " ".join(job.log_tail)
+    assert _epochs(settings, job_id) == stored  # not trained or written again
+
+
+def test_a_superseded_attempt_stores_no_epoch_and_leaves_no_files(service, tmp_path):
+    settings, storage, job_id = service
+    factory = session_factory(settings.db_url)
+    with factory() as session:
+        claim(session, job_id, "frozen")
+        job = session.get(Job, job_id)
+        frozen = ServiceCallbacks(settings.db_url, job, storage, Heartbeat(settings.db_url, job_id, 1, 60,
+                                                                        notices_for(None)))
+        requeue_lost(session, 0, 3, now=utcnow())
+        assert claim(session, job_id, "second")
+    lora = tmp_path / "att-000001.safetensors"
+    lora.write_bytes(b"not really a lora")
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "optimizer.pt").write_bytes(b"state")
+    frozen.on_epoch_saved(EpochSaved(1, 4, lora, {}, 0.5))
+    with pytest.raises(AttemptSuperseded):
+        frozen.on_state_saved(state, 1)
+    assert _epochs(settings, job_id) == []
+    assert storage.list_keys(f"u/{job.owner_id}/jobs/{job_id}/") == []
+    frozen.beat.beat(step=3)
+    assert frozen.should_stop()  # the trainer stops at its next step
