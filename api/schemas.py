@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, computed_field
+
+from core.models import FINISHED
 
 TAG_MAX = 200
 
@@ -216,6 +218,11 @@ class JobSummary(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+
+    @computed_field(description="the job has ended (succeeded, failed or canceled): nothing will change any more")
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
 
 
 class JobOut(JobSummary):

@@ -93,6 +93,8 @@ class Image(Base):
 
 
 class TaskStatus(StrEnum):
+    """Dataset tasks and test generations."""
+
     queued = "queued"
     running = "running"
     succeeded = "succeeded"
@@ -192,7 +194,7 @@ class Generation(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     epoch_n: Mapped[int] = mapped_column(Integer)
     request: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.queued)
     image_keys: Mapped[list[Any]] = mapped_column(default=list)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from core import keys
 from core.db import session_factory
-from core.models import Epoch, Generation, Job
+from core.models import Epoch, Generation, Job, TaskStatus
 from core.settings import BaseModelEntry, Settings
 from core.storage import Storage
 
@@ -36,7 +36,7 @@ def run_generation(settings: Settings, storage: Storage, generation_id: str) -> 
         job = session.get(Job, generation.job_id)
         epoch = session.scalar(select(Epoch).where(Epoch.job_id == job.id, Epoch.n == generation.epoch_n))
         request, owner, name = dict(generation.request), generation.owner_id, job.name
-        generation.status = "running"
+        generation.status = TaskStatus.running
         session.commit()
     scratch = settings.scratch.resolve() / f"gen-{generation_id}"
     try:
@@ -60,16 +60,16 @@ def run_generation(settings: Settings, storage: Storage, generation_id: str) -> 
             key = keys.generation(owner, generation_id, k)
             storage.put_bytes(key, buffer.getvalue(), "image/png")
             stored.append(key)
-        _finish(factory, generation_id, "succeeded", image_keys=stored)
-        return "succeeded"
+        _finish(factory, generation_id, TaskStatus.succeeded, image_keys=stored)
+        return TaskStatus.succeeded
     except Exception as exc:  # shown to the user on the page
-        _finish(factory, generation_id, "failed", error=f"{type(exc).__name__}: {exc}")
-        return "failed"
+        _finish(factory, generation_id, TaskStatus.failed, error=f"{type(exc).__name__}: {exc}")
+        return TaskStatus.failed
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _finish(factory, generation_id: str, status: str, **values: object) -> None:  # noqa: ANN001
+def _finish(factory, generation_id: str, status: TaskStatus, **values: object) -> None:  # noqa: ANN001
     with factory() as session:
         generation = session.get(Generation, generation_id)
         generation.status = status

@@ -176,8 +176,9 @@ def test_scheduled_job_waits_for_tonight_and_cancel_ends_it(client, alice):
     job = client.post("/api/v1/jobs", json={"dataset_id": dataset, "base_model": "tiny-sd15", "preset": "standard",
                                             "start_after": "tonight"}, headers=alice).json()
     assert job["status"] == "scheduled" and job["start_after"] and job["queue_position"] is None
+    assert job["finished"] is False
     canceled = client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=alice).json()
-    assert canceled["status"] == "canceled"
+    assert canceled["status"] == "canceled" and canceled["finished"] is True
     assert client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=alice).status_code == 409
     retrained = client.post(f"/api/v1/jobs/{job['id']}/retrain", json={"params": {"network_dim": 8}}, headers=alice)
     assert retrained.status_code == 201 and retrained.json()["params"]["network_dim"] == 8

@@ -3,15 +3,13 @@ import { get, post } from "../api.js";
 import { lineChart } from "../chart.js";
 import { duration, field, h, mount } from "../dom.js";
 
-const FINISHED = ["succeeded", "failed", "canceled"];
-
 export async function jobsPage() {
   const jobs = await get("/jobs");
   const rows = jobs.map((j) => h("tr", {},
     h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.name)), h("td", {}, j.status),
     h("td", {}, j.queue_position ? `#${j.queue_position}, starts in ${duration(j.starts_in_s)}` : ""),
     h("td", {}, `${Math.round(j.progress * 100)} %`),
-    h("td", {}, FINISHED.includes(j.status) ? "" : `ends in ${duration(j.eta_s)}`)));
+    h("td", {}, j.finished ? "" : `ends in ${duration(j.eta_s)}`)));
   mount(h("h1", {}, "Jobs"), jobs.length
     ? h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Status", "Queue", "Progress", "ETA"].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows))
@@ -103,14 +101,14 @@ export async function jobPage(jobId) {
     bar.value = job.progress;
     let text = `${job.status} · step ${job.step}/${job.total_steps} · ${pct} %`;
     if (job.status === "queued") text += ` · place ${job.queue_position ?? "?"}, starts in ${duration(job.starts_in_s)}`;
-    if (!FINISHED.includes(job.status)) text += ` · ends in ${duration(job.eta_s)}`;
+    if (!job.finished) text += ` · ends in ${duration(job.eta_s)}`;
     if (job.loss !== null && job.loss !== undefined) text += ` · loss ${job.loss.toFixed(4)}`;
     if (job.error) text += ` · ${job.error}`;
     statusLine.textContent = text;
     statusLine.className = job.status === "failed" ? "error" : "";
     charts.replaceChildren(lineChart("loss", history.map(([s, l]) => [s, l])), lineChart("learning rate", history.map(([s, , lr]) => [s, lr])));
     actions.replaceChildren(...[
-      !FINISHED.includes(job.status) && h("button", { type: "button", class: "secondary", onclick: async () => {
+      !job.finished && h("button", { type: "button", class: "secondary", onclick: async () => {
         job = await post(`/jobs/${jobId}/cancel`);
         drawStatus();
       } }, "Cancel"),
@@ -130,7 +128,7 @@ export async function jobPage(jobId) {
   mount(title, statusLine, bar, actions, h("h2", {}, "Loss and learning rate"), charts, h("h2", {}, "Log"), log,
     h("h2", {}, "Epochs"), epochsBox, compareBox, tester);
 
-  if (FINISHED.includes(job.status)) return null;
+  if (job.finished) return null;
   const events = new EventSource(`/api/v1/jobs/${jobId}/events`);
   events.addEventListener("progress", (e) => {
     const p = JSON.parse(e.data);
@@ -149,7 +147,7 @@ export async function jobPage(jobId) {
   events.addEventListener("status", async () => {
     job = await get(`/jobs/${jobId}`);
     drawStatus();
-    if (FINISHED.includes(job.status)) { events.close(); await drawEpochs(); }
+    if (job.finished) { events.close(); await drawEpochs(); }
   });
   return () => events.close();
 }
