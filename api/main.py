@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,24 +11,33 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from api.reconciler import Reconciler
 from api.routes import auth, datasets, epochs, images, jobs, models, system, tools, transfer
 from core.db import migrate, read_session_factory, session_factory
 from core.queue import make_celery
 from core.settings import Settings, get_settings
 from core.storage import S3Storage, storage_for
 
+log = logging.getLogger(__name__)
 WEB = Path(__file__).resolve().parent.parent / "web"
 
 
 @asynccontextmanager
-async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    reconciler = None
+    if app.state.settings.reconcile_in_api:
+        reconciler = Reconciler(app.state.settings, app.state.celery)
+        reconciler.start()
     # What exists at start-up (modules, routes, settings, pools) lives as long as the process. Frozen, it is left out
     # of the cyclic collector's full passes, which would otherwise scan ~150k objects (60 ms here) in the middle of
     # a request now and then: the largest part of the read p99 (docs/benchmarks.md).
     gc.freeze()
     yield
     gc.unfreeze()  # an app made and shut down inside a longer-lived process (tests) leaves nothing pinned
+    if reconciler is not None:
+        reconciler.stop()
 
 
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
@@ -52,6 +62,13 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     # two routers share (POST /datasets/import and GET /datasets/{id}) differs in method, which decides.
     for module in (system, auth, datasets, jobs, images, epochs, tools, models, transfer):
         app.router.routes.extend(module.router.routes)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_down(_: Request, exc: DBAPIError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return JSONResponse({"detail": "the database is not reachable right now; try again in a moment"},
+                            status_code=503, headers={"Retry-After": "10"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

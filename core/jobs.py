@@ -136,6 +136,20 @@ def requeue_lost(session: Session, timeout_s: float, max_attempts: int, now: dat
     return out
 
 
+def undelivered(session: Session, resend_after_s: float, now: datetime | None = None) -> list[str]:
+    """Queued jobs whose train message never reached the broker, or long enough ago that it may have been lost: the
+    outbox the reconciler sends again from (a message too many finds nothing to do; one too few strands a job)."""
+    cutoff = (now or utcnow()) - timedelta(seconds=resend_after_s)
+    rows = session.scalars(select(Job.id).where(Job.status == JobStatus.queued,
+                                                or_(Job.sent_at.is_(None), Job.sent_at < cutoff)))
+    return list(rows)
+
+
+def mark_sent(session: Session, job_id: str) -> None:
+    _update(session, job_id, [], {"sent_at": utcnow()})
+    session.commit()
+
+
 @dataclass(frozen=True)
 class QueueSlot:
     """Where a queued job stands: its 1-based place and the estimated seconds until it starts and until it ends."""

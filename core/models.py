@@ -141,6 +141,7 @@ class Job(Base):
     estimated_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     start_after: Mapped[datetime | None] = mapped_column(nullable=True)
     queued_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(nullable=True)  # its train message last reached the broker
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 from kombu import Queue
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
 
 from core.settings import Settings
 
@@ -12,6 +16,21 @@ TRAIN_TASK = "lorabake.train_job"
 GENERATE_TASK = "lorabake.generate"
 RECONCILE_TASK = "lorabake.reconcile"
 DATASET_TASK = "lorabake.dataset_task"
+log = logging.getLogger(__name__)
+
+
+# A broker that is down answers within this: a request never hangs on it, and the outbox delivers later.
+SEND_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
+
+
+def send(app: Celery, task: str, object_id: str) -> bool:
+    """Send one task by name; False (logged) when the broker cannot be reached."""
+    try:
+        app.send_task(task, args=[object_id], retry=True, retry_policy=SEND_RETRY)
+    except (KombuError, OSError, RedisError) as exc:
+        log.warning("could not send %s for %s: %s", task, object_id, exc)
+        return False
+    return True
 
 
 def make_celery(settings: Settings) -> Celery:

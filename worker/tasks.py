@@ -6,12 +6,12 @@ from functools import lru_cache
 
 from sqlalchemy.exc import OperationalError
 
-from core.queue import DATASET_TASK, GENERATE_TASK, RECONCILE_TASK, TRAIN_TASK
+from core.queue import DATASET_TASK, GENERATE_TASK, RECONCILE_TASK, TRAIN_TASK, send
+from core.reconcile import reconcile
 from core.storage import storage_for
 from worker.app import celery, settings
 from worker.dataset_tasks import run_dataset_task
 from worker.generation import run_generation
-from worker.reconcile import reconcile
 from worker.training import run_training
 
 
@@ -35,8 +35,9 @@ def generate(generation_id: str) -> str:
 
 @celery.task(name=RECONCILE_TASK, time_limit=120, soft_time_limit=100)
 def reconcile_jobs() -> dict[str, list[str]]:
-    repairs = reconcile(settings, lambda job_id: celery.send_task(TRAIN_TASK, args=[job_id]))
-    return {"requeued": repairs.requeued, "failed": repairs.failed, "started": repairs.started}
+    repairs = reconcile(settings, lambda job_id: send(celery, TRAIN_TASK, job_id))
+    return {"requeued": repairs.requeued, "failed": repairs.failed, "started": repairs.started,
+            "resent": repairs.resent}
 
 
 @celery.task(name=DATASET_TASK, acks_late=True, autoretry_for=(OperationalError,), max_retries=2,

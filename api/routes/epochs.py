@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 
-from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, StorageDep, not_found
+from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, StorageDep, dispatch_task, not_found
 from api.routes import API_PREFIX
 from api.schemas import EpochOut, GenerateIn, GenerationOut
 from core.models import Epoch, Generation, Job
@@ -66,7 +66,7 @@ def generate(n: int, body: GenerateIn, job: OwnedJob, request: Request, user: Cu
     generation = Generation(owner_id=user.id, job_id=job.id, epoch_n=n, request=body.model_dump())
     session.add(generation)
     session.commit()
-    request.app.state.celery.send_task(GENERATE_TASK, args=[generation.id])
+    dispatch_task(request, session, generation, GENERATE_TASK)
     return GenerationOut(id=generation.id, status=generation.status, images=[], error=None)
 
 

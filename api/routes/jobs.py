@@ -21,7 +21,7 @@ from core import jobs as transitions
 from core.db import read_rows
 from core.events import notices_for
 from core.models import Dataset, Image, Job, JobStatus, utcnow
-from core.queue import TRAIN_TASK
+from core.queue import TRAIN_TASK, send
 from core.settings import Settings
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
@@ -54,8 +54,10 @@ def next_off_peak(now: datetime, start_hour: int) -> datetime:
     return start if start > now else start + timedelta(days=1)
 
 
-def enqueue(request: Request, job_id: str) -> None:
-    request.app.state.celery.send_task(TRAIN_TASK, args=[job_id])
+def enqueue(request: Request, session: Session, job_id: str) -> None:
+    """The job is stored first; if the broker is down now, the reconciler's outbox sends its message later."""
+    if send(request.app.state.celery, TRAIN_TASK, job_id):
+        transitions.mark_sent(session, job_id)
 
 
 def _create(body: JobIn, user_id: str, session: Session, settings: Settings, request: Request) -> Job:
@@ -76,7 +78,7 @@ def _create(body: JobIn, user_id: str, session: Session, settings: Settings, req
     session.add(job)
     session.commit()
     if not scheduled:
-        enqueue(request, job.id)
+        enqueue(request, session, job.id)
     return job
 
 

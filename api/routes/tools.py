@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, not_found
+from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, dispatch_task, not_found
 from api.routes import API_PREFIX
 from api.routes.datasets import selected_images
 from api.schemas import AutotagRequest, CropRequest, TaggerOut, TaskOut
@@ -23,7 +23,7 @@ def start_task(request: Request, session: SessionDep, dataset: Dataset, kind: st
     task = DatasetTask(owner_id=dataset.owner_id, dataset_id=dataset.id, kind=kind, params=params, result={})
     session.add(task)
     session.commit()
-    request.app.state.celery.send_task(DATASET_TASK, args=[task.id])
+    dispatch_task(request, session, task, DATASET_TASK)
     return JSONResponse(TaskOut.model_validate(task).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
 
 

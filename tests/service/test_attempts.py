@@ -14,6 +14,7 @@ from core.db import session_factory
 from core.events import notices_for
 from core.jobs import claim, requeue_lost
 from core.models import Epoch, Job, JobStatus, utcnow
+from core.reconcile import reconcile
 from core.settings import Settings
 from core.storage import storage_for
 from tests.service.conftest import png_bytes, register
@@ -82,3 +83,37 @@ def test_a_superseded_attempt_stores_no_epoch_and_leaves_no_files(service, tmp_p
     assert storage.list_keys(f"u/{job.owner_id}/jobs/{job_id}/") == []
     frozen.beat.beat(step=3)
     assert frozen.should_stop()  # the trainer stops at its next step
+
+
+def test_a_job_created_while_the_broker_is_down_is_stored_and_delivered_later(tmp_path, tiny_sd15):
+    settings = Settings(var_dir=tmp_path / "var", redis_url="redis://127.0.0.1:9/0", reconcile_in_api=False)
+    shutil.copytree(tiny_sd15, tmp_path / "var" / "models" / "tiny-sd15")
+    with TestClient(create_app(settings)) as client:
+        me = register(client, "outbox@example.com")
+        dataset = client.post("/api/v1/datasets", json={"name": "d"}, headers=me).json()
+        client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=me,
+                    files=[("files", ("a.png", png_bytes(), "image/png"))])
+        created = client.post("/api/v1/jobs", headers=me, json={"dataset_id": dataset["id"],
+                                                                 "base_model": "tiny-sd15", "preset": "standard"})
+        assert created.status_code == 201 and created.json()["status"] == "queued"
+        job_id = created.json()["id"]
+        with session_factory(settings.db_url)() as session:
+            assert session.get(Job, job_id).sent_at is None
+        sent: list[str] = []
+        assert reconcile(settings, lambda j: sent.append(j) or True).resent == [job_id] and sent == [job_id]
+        assert reconcile(settings, sent.append).resent == []  # delivered: not sent again until RESEND_AFTER_S
+        epoch_less = client.post(f"/api/v1/jobs/{job_id}/epochs/1/generate", headers=me, json={"prompt": "x"})
+        assert epoch_less.status_code == 404
+        autotag = client.post(f"/api/v1/datasets/{dataset['id']}/crop", headers=me,
+                              json={"mode": "focus", "width": 64, "height": 64})
+        assert autotag.status_code == 503 and "task queue is not reachable" in autotag.json()["detail"]
+        tasks = client.get(f"/api/v1/datasets/{dataset['id']}/tasks", headers=me).json()
+        assert [(t["status"], t["error"]) for t in tasks] == [("failed", autotag.json()["detail"])]
+
+
+def test_requests_get_503_with_a_reason_while_the_database_is_down(tmp_path):
+    settings = Settings(var_dir=tmp_path / "var", database_url="postgresql+psycopg://x:y@127.0.0.1:9/none",
+                        reconcile_in_api=False)
+    with TestClient(create_app(settings, run_migrations=False)) as client:
+        answer = client.post("/api/v1/auth/login", data={"username": "a@example.com", "password": "long enough"})
+        assert answer.status_code == 503 and "database is not reachable" in answer.json()["detail"]

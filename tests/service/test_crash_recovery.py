@@ -12,6 +12,7 @@ from sqlalchemy import update
 from core.db import session_factory
 from core.models import Job, JobStatus, utcnow
 from core.queue import TRAIN_TASK, make_celery
+from core.reconcile import reconcile
 from tests.service.conftest import (
     LiveServer,
     WorkerProcess,
@@ -21,12 +22,13 @@ from tests.service.conftest import (
     settings_from_env,
     wait_for,
 )
-from worker.reconcile import reconcile
 
 
 @pytest.fixture
 def setup(tmp_path, service_urls, tiny_sd15):
-    env = production_like_env(tmp_path, service_urls, tiny_sd15, 6, LORABAKE_HEARTBEAT_S="0.5")
+    # these tests drive the reconciler themselves, so the API's own timer stays off
+    env = production_like_env(tmp_path, service_urls, tiny_sd15, 6, LORABAKE_HEARTBEAT_S="0.5",
+                              LORABAKE_RECONCILE_IN_API="false")
     settings = settings_from_env(env)
     with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         yield client, settings, env, tmp_path
@@ -97,3 +99,27 @@ def test_lost_workers_stop_after_the_attempt_cap_and_due_schedules_start(setup):
     failed = client.get(f"/api/v1/jobs/{lost['id']}", headers=me).json()
     assert failed["status"] == "failed" and "lost 3 times" in failed["error"]
     assert client.get(f"/api/v1/jobs/{later['id']}", headers=me).json()["status"] == "queued"
+
+
+def test_the_api_requeues_a_lost_workers_job_within_the_timeout_without_any_worker(tmp_path, service_urls,
+                                                                                   tiny_sd15):
+    env = production_like_env(tmp_path, service_urls, tiny_sd15, 7, LORABAKE_HEARTBEAT_TIMEOUT_S="2",
+                              LORABAKE_RECONCILE_EVERY_S="0.5")
+    settings = settings_from_env(env)
+    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        me = register(client, "lost@example.com")
+        dataset = client.post("/api/v1/datasets", json={"name": "d"}, headers=me).json()
+        client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=me,
+                    files=[("files", ("a.png", png_bytes(), "image/png"))])
+        job = client.post("/api/v1/jobs", headers=me, json={"dataset_id": dataset["id"], "base_model": "tiny-sd15",
+                                                            "preset": "standard"}).json()
+        lost_at = utcnow()
+        with session_factory(settings.db_url)() as session:  # a worker took it, then vanished
+            session.execute(update(Job).where(Job.id == job["id"]).values(
+                status=JobStatus.running, attempt=1, heartbeat_at=lost_at, worker="gone"))
+            session.commit()
+        back = wait_for(lambda: (j := client.get(f"/api/v1/jobs/{job['id']}", headers=me).json())["status"]
+                        == "queued" and j, 10, "the API's reconciler")
+        assert back["attempt"] == 1 and (utcnow() - lost_at).total_seconds() < 2 + 0.5 + 3
+        with session_factory(settings.db_url)() as session:
+            assert session.get(Job, job["id"]).sent_at > lost_at  # its train message went out again

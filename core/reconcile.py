@@ -1,5 +1,5 @@
 """Periodic repairs: lost workers' jobs go back to their place in the queue (or fail after MAX_ATTEMPTS), in one
-statement each; due scheduled jobs start."""
+statement each; due scheduled jobs start; queued jobs whose message never reached the broker are sent again."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from core.db import session_factory
 from core.events import notices_for
-from core.jobs import requeue_lost, transition
+from core.jobs import mark_sent, requeue_lost, transition, undelivered
 from core.models import Job, JobStatus, utcnow
 from core.settings import Settings
 
@@ -20,21 +20,32 @@ class Repairs:
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
 
 
-def reconcile(settings: Settings, send_train: Callable[[str], None]) -> Repairs:
+def reconcile(settings: Settings, send_train: Callable[[str], object]) -> Repairs:
+    """One pass. `send_train(job_id)` sends a train message and returns something true when the broker took it."""
     repairs = Repairs()
     with session_factory(settings.db_url)() as session:
+
+        def deliver(job_id: str) -> bool:
+            if send_train(job_id):
+                mark_sent(session, job_id)
+                return True
+            return False
+
         lost = requeue_lost(session, settings.heartbeat_timeout_s, settings.max_attempts)
         repairs.requeued, repairs.failed = lost.requeued, lost.failed
-        for job_id in lost.requeued:
-            send_train(job_id)
         due = session.scalars(select(Job.id).where(Job.status == JobStatus.scheduled, Job.start_after <= utcnow()))
         for job_id in list(due):
             if transition(session, job_id, JobStatus.scheduled, JobStatus.queued, queued_at=utcnow()):
                 session.commit()
-                send_train(job_id)
                 repairs.started.append(job_id)
+        for job_id in repairs.requeued + repairs.started:
+            deliver(job_id)
+        delivered = set(repairs.requeued + repairs.started)
+        repairs.resent = [job_id for job_id in undelivered(session, settings.resend_after_s)
+                          if job_id not in delivered and deliver(job_id)]
     notices = notices_for(settings.redis_url)
     for job_id in repairs.requeued + repairs.failed + repairs.started:
         notices.changed(job_id)
