@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from api.ingest import store_image
 from api.schemas import clean_tags
 from api.uploads import RejectedUpload
-from core.kohya_layout import CONCEPT_FOLDER, REG_ROOT
+from core.kohya_layout import CONCEPT_FOLDER, MAX_REPEATS, REG_ROOT
 from core.models import Dataset, Image
 from core.settings import Settings
 from core.storage import Storage
@@ -71,6 +71,11 @@ def _path_problem(info: zipfile.ZipInfo) -> str | None:
         return "path leaves the archive (..)"
     if stat.S_ISLNK(info.external_attr >> 16):
         return "symbolic link"
+    if "\x00" in name:
+        return "NUL character in the name"
+    for part in name.replace("\\", "/").split("/")[:-1]:
+        if (match := CONCEPT_FOLDER.match(part)) and int(match.group(1)) > MAX_REPEATS:
+            return f"folder {part[:40]} asks for {match.group(1)[:20]} repeats; at most {MAX_REPEATS}"
     if info.flag_bits & 0x1:
         return "encrypted entry"
     return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from api.uploads import clean_image
+from api.uploads import clean_image, display_name
 from core import keys
 from core.models import Dataset, Image, new_id
 from core.settings import Settings
@@ -22,7 +22,7 @@ def store_image(session: Session, storage: Storage, settings: Settings, dataset:
     thumb_key = keys.thumb(dataset.owner_id, dataset.id, image_id)
     storage.put_bytes(key, clean.data, "image/png" if clean.format == "png" else "image/jpeg")
     storage.put_bytes(thumb_key, clean.thumb, "image/webp")
-    image = Image(id=image_id, dataset_id=dataset.id, filename=filename[:255] or "upload", storage_key=key,
+    image = Image(id=image_id, dataset_id=dataset.id, filename=display_name(filename), storage_key=key,
                   thumb_key=thumb_key, sha256=clean.sha256, phash=clean.phash, size=len(clean.data),
                   format=clean.format, width=clean.width, height=clean.height, **{"tags": [], **fields})
     session.add(image)

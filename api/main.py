@@ -11,7 +11,8 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.reconciler import Reconciler
 from api.routes import auth, datasets, epochs, images, jobs, models, system, tools, transfer
@@ -28,7 +29,7 @@ WEB = Path(__file__).resolve().parent.parent / "web"
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     reconciler = None
     if app.state.settings.reconcile_in_api:
-        reconciler = Reconciler(app.state.settings, app.state.celery)
+        reconciler = Reconciler(app.state.settings, app.state.celery, app.state.storage)
         reconciler.start()
     # What exists at start-up (modules, routes, settings, pools) lives as long as the process. Frozen, it is left out
     # of the cyclic collector's full passes, which would otherwise scan ~150k objects (60 ms here) in the middle of
@@ -38,6 +39,26 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.unfreeze()  # an app made and shut down inside a longer-lived process (tests) leaves nothing pinned
     if reconciler is not None:
         reconciler.stop()
+
+
+class NoSniff:
+    """Every answer says `X-Content-Type-Options: nosniff`: browsers must not guess types (an upload served as an image
+    is never run as a page). Plain ASGI, so it costs a list append per response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
@@ -70,12 +91,20 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         return JSONResponse({"detail": "the database is not reachable right now; try again in a moment"},
                             status_code=503, headers={"Retry-After": "10"})
 
+    @app.exception_handler(DataError)
+    @app.exception_handler(OverflowError)
+    async def _unstorable(_: Request, exc: Exception) -> JSONResponse:
+        log.info("refused a value the database cannot store: %s", exc)
+        return JSONResponse({"detail": "the request has a value that cannot be stored: a NUL character, or a number "
+                                       "too large"}, status_code=422)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
                   for e in exc.errors()]
         return JSONResponse({"detail": {"message": "the request has problems", "errors": errors}}, status_code=422)
 
+    app.add_middleware(NoSniff)
     if (WEB / "index.html").is_file():
         from fastapi.staticfiles import StaticFiles
 

@@ -4,26 +4,35 @@ workers are doing. Every repair is a conditional statement, so several API proce
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 
 from celery import Celery
 
 from core.queue import TRAIN_TASK, send
 from core.reconcile import reconcile
 from core.settings import Settings
+from core.storage import LocalStorage, Storage
 
 log = logging.getLogger(__name__)
+SWEEP_EVERY_S = 3600.0  # also the age past which a partial upload is taken as abandoned
 
 
 class Reconciler(threading.Thread):
-    def __init__(self, settings: Settings, celery: Celery) -> None:
+    def __init__(self, settings: Settings, celery: Celery, storage: Storage) -> None:
         super().__init__(daemon=True, name="reconciler")
-        self.settings, self.celery = settings, celery
+        self.settings, self.celery, self.storage = settings, celery, storage
         self._stop_event = threading.Event()
 
     def run(self) -> None:
+        self.sweep()
+        last_sweep = time.monotonic()
         while not self._stop_event.wait(self.settings.reconcile_every_s):
+            if time.monotonic() - last_sweep > SWEEP_EVERY_S:
+                self.sweep()
+                last_sweep = time.monotonic()
             try:
                 repairs = reconcile(self.settings, lambda job_id: send(self.celery, TRAIN_TASK, job_id))
             except Exception as exc:  # noqa: BLE001 - a database hiccup must not end the timer
@@ -31,6 +40,13 @@ class Reconciler(threading.Thread):
                 continue
             if repairs.requeued or repairs.failed or repairs.started or repairs.resent:
                 log.info("reconciled: %s", repairs)
+
+    def sweep(self) -> None:
+        """Partial files that killed writers left in local storage (S3 uploads are atomic: nothing to sweep)."""
+        if isinstance(self.storage, LocalStorage):
+            with contextlib.suppress(OSError):
+                if removed := self.storage.sweep_partial_uploads(SWEEP_EVERY_S):
+                    log.info("removed %d unfinished upload file(s)", removed)
 
     def stop(self) -> None:
         self._stop_event.set()

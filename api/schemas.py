@@ -7,9 +7,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, computed_field
 
+from core.kohya_layout import MAX_REPEATS
 from core.models import FINISHED
 
 TAG_MAX = 200
+TAGS_MAX = 500
+
+
+def _printable(value: str | None) -> str | None:
+    if value is not None and any(not ch.isprintable() and ch not in "\n\t" for ch in value):
+        raise ValueError("control characters (such as NUL) are not allowed")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_printable)]  # free text a person typed: no NUL or other control codes
 
 
 class Registration(BaseModel):
@@ -30,20 +41,20 @@ class UserOut(BaseModel):
 
 
 class NewApiToken(BaseModel):
-    name: str = Field(default="script", max_length=100)
+    name: Text = Field(default="script", max_length=100)
     days: int | None = Field(default=None, ge=1, le=3650)
 
 
 class DatasetIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=5000)
-    default_repeats: int = Field(default=10, ge=1, le=1000)
+    name: Text = Field(min_length=1, max_length=200)
+    description: Text = Field(default="", max_length=5000)
+    default_repeats: int = Field(default=10, ge=1, le=MAX_REPEATS)
 
 
 class DatasetPatch(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=5000)
-    default_repeats: int | None = Field(default=None, ge=1, le=1000)
+    name: Text | None = Field(default=None, min_length=1, max_length=200)
+    description: Text | None = Field(default=None, max_length=5000)
+    default_repeats: int | None = Field(default=None, ge=1, le=MAX_REPEATS)
 
 
 class DatasetOut(BaseModel):
@@ -57,9 +68,11 @@ class DatasetOut(BaseModel):
 
 
 def clean_tags(tags: list[str]) -> list[str]:
+    if len(tags) > TAGS_MAX:
+        raise ValueError(f"{len(tags)} tags; at most {TAGS_MAX} per image")
     out: list[str] = []
     for tag in tags:
-        tag = " ".join(tag.replace(",", " ").split())
+        tag = " ".join("".join(ch for ch in tag.replace(",", " ") if ch.isprintable()).split())
         if len(tag) > TAG_MAX:
             raise ValueError(f"tag longer than {TAG_MAX} characters: {tag[:30]}…")
         if tag and tag not in out:
@@ -81,8 +94,8 @@ class CropBox(BaseModel):
 
 class ImagePatch(BaseModel):
     tags: Tags | None = None
-    caption: str | None = Field(default=None, max_length=5000)
-    repeats: int | None = Field(default=None, ge=1, le=1000)
+    caption: Text | None = Field(default=None, max_length=5000)
+    repeats: int | None = Field(default=None, ge=1, le=MAX_REPEATS)
     is_reg: bool | None = None
     crop: CropBox | None = None
     clear_crop: bool = False

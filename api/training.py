@@ -8,7 +8,7 @@ from typing import Any
 from core.models import Dataset, Image
 from core.settings import BaseModelEntry
 from trainer import preflight
-from trainer.config import ConfigError, TrainConfig, build_config
+from trainer.config import MAX_STEPS, ConfigError, TrainConfig, build_config
 from trainer.presets import THEMES, preset_values
 from trainer.prompts import parse_prompts
 from trainer.steps import ImageSpec, StepPlan, plan_for_config
@@ -99,6 +99,9 @@ def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str
         if not train:
             result.errors.append({"field": "dataset_id", "message": "the dataset has no training images"})
         result.plan = plan_for_config(result.config, train, reg)
+        if result.plan.total_steps > MAX_STEPS:
+            result.errors.append({"field": "max_train_epochs", "message": f"the run would take "
+                                  f"{result.plan.total_steps:,} steps; at most {MAX_STEPS:,}"})
     return result
 
 

@@ -1,4 +1,5 @@
-"""Upload validation: the real type from the bytes, size and pixel caps, EXIF orientation, re-encode, thumbnail."""
+"""Upload validation: the real type from the bytes, size and pixel caps, EXIF orientation, a re-encode without
+metadata, thumbnail; display names without control characters."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ class CleanImage:
     phash: str
 
 
+def display_name(filename: str, limit: int = 255) -> str:
+    """A file name as shown and stored: printable characters only (no NUL, no control codes), at most `limit`."""
+    return "".join(ch for ch in filename if ch.isprintable())[:limit].strip() or "upload"
+
+
 def sniff(head: bytes) -> str | None:
     return next((fmt for magic, fmt in MAGIC.items() if head.startswith(magic)), None)
 
@@ -46,6 +52,8 @@ def clean_image(raw: bytes, max_bytes: int, max_pixels: int) -> CleanImage:
         image = Image.open(io.BytesIO(raw))  # reads the header only; the pixel count is checked before decoding
     except Image.DecompressionBombError as exc:
         raise RejectedUpload("image has too many pixels (a possible decompression bomb)") from exc
+    except ValueError as exc:  # text or ICC chunks that decompress past Pillow's limit
+        raise RejectedUpload(f"{FORMAT_NAMES[fmt]} metadata expands too far ({exc}): a possible zip bomb") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise RejectedUpload(f"damaged or unreadable {FORMAT_NAMES[fmt]} file ({exc})") from exc
     if image.width * image.height > max_pixels:
@@ -59,6 +67,7 @@ def clean_image(raw: bytes, max_bytes: int, max_pixels: int) -> CleanImage:
         raise RejectedUpload(f"image is {image.width}×{image.height}; both sides must be at least 64 pixels")
     image = ImageOps.exif_transpose(image)
     image = _to_rgb(image)
+    image.info.clear()  # re-encoded without ICC profile, text chunks, comments or EXIF
     data = _encode(image, fmt)
     thumb = image.copy()
     thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))

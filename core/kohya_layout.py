@@ -18,6 +18,7 @@ from core.storage import Storage
 
 REG_ROOT = "reg"
 CONCEPT_FOLDER = re.compile(r"^(\d+)_(.+)$")  # "10_alice": 10 repeats of the concept "alice"
+MAX_REPEATS = 1000  # per image or dataset: more is a typo (or an attack on the step count)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -85,6 +87,29 @@ class Settings(BaseSettings):
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("LORABAKE_S3_BUCKET is required with the s3 storage backend")
         return self
+
+    def signing_key(self) -> str:
+        """SECRET_KEY; in the embedded mode without one, a random key made on first start and kept in the var dir
+        (mode 0600), so no two installations share a key that would let anyone forge file links."""
+        if self.secret_key != EMBEDDED_SECRET:
+            return self.secret_key
+        path = self.var_dir / "secret.key"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        draft = self.var_dir / f".secret.key.{os.getpid()}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        try:
+            os.link(draft, path)  # appears whole or not at all; the first process to link it wins
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+        return path.read_text().strip()
 
     @property
     def db_url(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -17,6 +18,9 @@ from urllib.parse import quote, urlencode
 from core.settings import Settings
 
 CHUNK = 1024 * 1024
+
+
+PARTIAL_PREFIX = ".upload-"  # a file being written; renamed onto its key when complete
 
 
 class StorageError(Exception):
@@ -83,7 +87,7 @@ class LocalStorage:
     def put_file(self, key: str, source: BinaryIO, content_type: str = "application/octet-stream") -> int:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX)
         written = 0
         try:
             with os.fdopen(fd, "wb") as out:
@@ -131,7 +135,19 @@ class LocalStorage:
         base = self.root / check_key(prefix.rstrip("/"))
         if not base.is_dir():
             return []
-        return sorted(str(p.relative_to(self.root).as_posix()) for p in base.rglob("*") if p.is_file())
+        return sorted(str(p.relative_to(self.root).as_posix()) for p in base.rglob("*")
+                      if p.is_file() and not p.name.startswith(PARTIAL_PREFIX))
+
+    def sweep_partial_uploads(self, older_than_s: float = 3600.0) -> int:
+        """Removes the temporary files of writes a killed process never finished (older than any live write)."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in self.root.rglob(f"{PARTIAL_PREFIX}*"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed
 
     def delete_prefix(self, prefix: str) -> int:
         count = len(self.list_keys(prefix))
@@ -247,4 +263,4 @@ class S3Storage:
 def storage_for(settings: Settings) -> Storage:
     if settings.storage_backend == "s3":
         return S3Storage(settings)
-    return LocalStorage(settings.files_dir, settings.secret_key)
+    return LocalStorage(settings.files_dir, settings.signing_key())

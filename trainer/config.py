@@ -23,6 +23,9 @@ TimestepSampling = Literal["sigma", "uniform", "sigmoid", "shift", "flux_shift"]
 WeightingScheme = Literal["none", "sigma_sqrt", "logit_normal", "mode", "cosmap"]
 
 
+MAX_STEPS = 10_000_000  # optimizer steps of one run: far past any real LoRA, well inside every integer column
+
+
 class ConfigError(ValueError):
     """A configuration problem; every message names the key it is about."""
 
@@ -63,7 +66,7 @@ class TrainConfig(BaseModel):
     apply_t5_attn_mask: bool = False
     fp8_base: bool = False
     fp8_base_unet: bool = False
-    blocks_to_swap: int | None = Field(None, ge=0)
+    blocks_to_swap: int | None = Field(None, ge=0, le=57)
     cpu_offload_checkpointing: bool = False
 
     # Network
@@ -86,18 +89,18 @@ class TrainConfig(BaseModel):
     optimizer_args: list[str] = Field(default_factory=list)
     use_8bit_adam: bool = False
     lr_scheduler: SchedulerName = "constant"
-    lr_warmup_steps: float = Field(0, ge=0)
-    lr_scheduler_num_cycles: int = Field(1, ge=1)
+    lr_warmup_steps: float = Field(0, ge=0, le=MAX_STEPS)
+    lr_scheduler_num_cycles: int = Field(1, ge=1, le=1000)
     lr_scheduler_power: float = 1.0
-    max_train_steps: int = Field(1600, ge=1)
-    max_train_epochs: int | None = Field(None, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    train_batch_size: int = Field(1, ge=1)
+    max_train_steps: int = Field(1600, ge=1, le=MAX_STEPS)
+    max_train_epochs: int | None = Field(None, ge=1, le=10_000)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    train_batch_size: int = Field(1, ge=1, le=256)
     max_grad_norm: float = Field(1.0, ge=0)
-    seed: int = 42
+    seed: int = Field(42, ge=-(2**63) + 1, le=2**63 - 1)
     min_snr_gamma: float | None = Field(None, gt=0)
     noise_offset: float | None = Field(None, ge=0)
-    multires_noise_iterations: int | None = Field(None, ge=1)
+    multires_noise_iterations: int | None = Field(None, ge=1, le=64)
     multires_noise_discount: float = Field(0.3, gt=0, le=1)
     prior_loss_weight: float = Field(1.0, ge=0)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
@@ -110,17 +113,17 @@ class TrainConfig(BaseModel):
     reg_data_dir: str | None = None
     caption_extension: str = ".txt"
     shuffle_caption: bool = False
-    keep_tokens: int = Field(0, ge=0)
+    keep_tokens: int = Field(0, ge=0, le=255)
     caption_dropout_rate: float = Field(0.0, ge=0, le=1)
-    caption_dropout_every_n_epochs: int = Field(0, ge=0)
+    caption_dropout_every_n_epochs: int = Field(0, ge=0, le=10_000)
     caption_tag_dropout_rate: float = Field(0.0, ge=0, le=1)
     max_token_length: Literal[75, 150, 225] | None = None
     clip_skip: int | None = Field(None, ge=1, le=12)
     resolution: str = "512"
     enable_bucket: bool = False
-    min_bucket_reso: int = Field(256, ge=8)
-    max_bucket_reso: int = Field(1024, ge=8)
-    bucket_reso_steps: int = Field(64, ge=8)
+    min_bucket_reso: int = Field(256, ge=8, le=8192)
+    max_bucket_reso: int = Field(1024, ge=8, le=8192)
+    bucket_reso_steps: int = Field(64, ge=8, le=1024)
     bucket_no_upscale: bool = False
     cache_latents: bool = False
     cache_latents_to_disk: bool = False
@@ -129,14 +132,14 @@ class TrainConfig(BaseModel):
     color_aug: bool = False
     flip_aug: bool = False
     random_crop: bool = False
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0, le=64)
     persistent_workers: bool = False
 
     # Saving and samples
     output_dir: str = "output"
     output_name: str = "last"
-    save_every_n_epochs: int | None = Field(None, ge=1)
-    save_last_n_epochs: int | None = Field(None, ge=1)
+    save_every_n_epochs: int | None = Field(None, ge=1, le=10_000)
+    save_last_n_epochs: int | None = Field(None, ge=1, le=10_000)
     save_model_as: Literal["safetensors", "ckpt", "pt"] = "safetensors"
     save_precision: Literal["float", "fp16", "bf16"] | None = None
     save_state: bool = False
@@ -144,7 +147,7 @@ class TrainConfig(BaseModel):
     training_comment: str | None = None
     no_metadata: bool = False
     logging_dir: str | None = None
-    sample_every_n_epochs: int | None = Field(None, ge=1)
+    sample_every_n_epochs: int | None = Field(None, ge=1, le=10_000)
     sample_at_first: bool = False
     sample_sampler: SamplerName = "euler_a"
     sample_prompts: str | list[str] | None = None
@@ -168,8 +171,8 @@ class TrainConfig(BaseModel):
     @classmethod
     def _resolution_valid(cls, value: str) -> str:
         parts = value.split(",")
-        if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) >= 32 for p in parts):
-            raise ValueError('must be "N" or "W,H" with sizes of at least 32 pixels')
+        if len(parts) not in (1, 2) or not all(p.isdigit() and 32 <= int(p) <= 8192 for p in parts):
+            raise ValueError('must be "N" or "W,H" with sizes from 32 to 8192 pixels')
         return value
 
     @model_validator(mode="after")

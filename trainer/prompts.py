@@ -16,6 +16,12 @@ SAMPLER_ALIASES = {
 _LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]+))?(?::[^>]*)?>")
 
 
+LIMITS = (("width", 64, 4096), ("height", 64, 4096), ("steps", 1, 150), ("cfg_scale", 0.0, 30.0),
+          ("guidance", 0.0, 30.0), ("seed", 0, 2**63 - 1))
+FLAGS = {"width": "w", "height": "h", "steps": "s", "cfg_scale": "l", "guidance": "g", "seed": "d"}
+MAX_LORA_WEIGHT = 10.0
+
+
 @dataclass(frozen=True)
 class PromptSpec:
     prompt: str
@@ -71,6 +77,9 @@ def parse_prompt_line(line: str) -> PromptSpec:
             raise
         except ValueError:
             raise ConfigError([f'sample_prompts: --{flag} needs a number, got "{value}"']) from None
+    for key, low, high in LIMITS:
+        if key in values and not low <= values[key] <= high:  # also refuses nan
+            raise ConfigError([f'sample_prompts: --{FLAGS[key]} must be from {low} to {high}, got {values[key]}'])
     return PromptSpec(prompt, **values)
 
 
@@ -97,11 +106,13 @@ def extract_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
     def take(match: re.Match) -> str:
         weight = match.group(2)
         try:
-            found.append((match.group(1).strip(), float(weight) if weight else 1.0))
-        except ConfigError:
-            raise
+            value = float(weight) if weight else 1.0
         except ValueError:
             raise ConfigError([f'prompt: "{match.group(0)}" has a weight that is not a number']) from None
+        if not -MAX_LORA_WEIGHT <= value <= MAX_LORA_WEIGHT:  # also refuses nan and inf
+            raise ConfigError([f'prompt: "{match.group(0)}": a LoRA weight goes from -{MAX_LORA_WEIGHT:g} to '
+                               f'{MAX_LORA_WEIGHT:g}'])
+        found.append((match.group(1).strip(), value))
         return ""
 
     cleaned = _LORA_TAG.sub(take, prompt)

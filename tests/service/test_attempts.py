@@ -117,3 +117,37 @@ def test_requests_get_503_with_a_reason_while_the_database_is_down(tmp_path):
     with TestClient(create_app(settings, run_migrations=False)) as client:
         answer = client.post("/api/v1/auth/login", data={"username": "a@example.com", "password": "long enough"})
         assert answer.status_code == 503 and "database is not reachable" in answer.json()["detail"]
+
+
+def test_the_embedded_mode_makes_its_own_signing_key_and_keeps_it(tmp_path):
+    first, again = Settings(var_dir=tmp_path / "a"), Settings(var_dir=tmp_path / "a")
+    key = first.signing_key()
+    assert len(key) >= 48 and key == again.signing_key() != Settings(var_dir=tmp_path / "b").signing_key()
+    assert (tmp_path / "a" / "secret.key").stat().st_mode & 0o777 == 0o600
+    assert Settings(var_dir=tmp_path / "c", secret_key="x" * 40).signing_key() == "x" * 40
+    link = storage_for(first).signed_url("u/1/x.png")
+    assert storage_for(again).verify("u/1/x.png", *_link_parts(link))
+    assert not storage_for(Settings(var_dir=tmp_path / "b")).verify("u/1/x.png", *_link_parts(link))
+
+
+def _link_parts(url: str) -> tuple[int, str, str]:
+    from urllib.parse import parse_qs, urlparse
+
+    query = parse_qs(urlparse(url).query)
+    return int(query["exp"][0]), query["name"][0], query["sig"][0]
+
+
+def test_unfinished_upload_files_of_killed_writers_are_swept_and_never_listed(tmp_path):
+    import os
+    import time
+
+    storage = storage_for(Settings(var_dir=tmp_path / "var"))
+    storage.put_bytes("u/1/jobs/j/epoch-000001-a1.safetensors", b"whole")
+    folder = tmp_path / "var" / "storage" / "u" / "1" / "jobs" / "j"
+    old, fresh = folder / ".upload-dead", folder / ".upload-live"
+    old.write_bytes(b"half")
+    fresh.write_bytes(b"being written")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert storage.list_keys("u/1/jobs/j/") == ["u/1/jobs/j/epoch-000001-a1.safetensors"]
+    assert storage.sweep_partial_uploads(3600) == 1
+    assert not old.exists() and fresh.exists()
