@@ -114,13 +114,14 @@ class LostJobs:
 
 
 def requeue_lost(session: Session, timeout_s: float, max_attempts: int, now: datetime | None = None) -> LostJobs:
-    """Running jobs whose heartbeat is older than the timeout (and interrupted ones) go back to the queue — in their
-    old place, since queued_at is kept — or fail after max_attempts, each in one conditional statement. Committed."""
+    """Running jobs whose heartbeat is older than the timeout go back to the queue — in their old place, since
+    queued_at is kept — or fail after max_attempts; interrupted ones (a storage outage) always go back. Each in one
+    conditional statement. Committed."""
     cutoff = (now or utcnow()) - timedelta(seconds=timeout_s)
     lost = or_(and_(Job.status == JobStatus.running, Job.heartbeat_at < cutoff),
                Job.status == JobStatus.interrupted)
     candidates = list(session.scalars(select(Job.id).where(lost)))
-    gives_up = Job.attempt >= max_attempts
+    gives_up = and_(Job.status == JobStatus.running, Job.attempt >= max_attempts)  # interrupted jobs always resume
     out = LostJobs([], [])
     for job_id in candidates:
         row = _update(session, job_id, [lost], {

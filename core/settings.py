@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     heartbeat_s: float = 10.0
     heartbeat_timeout_s: float = 120.0
     max_attempts: int = 3
+    storage_retry_s: float = 120.0  # a worker waits out a storage outage this long, then interrupts the job
     reconcile_in_api: bool = True
     reconcile_every_s: float = 10.0  # the API runs the reconciler this often, whatever the workers are doing
     resend_after_s: float = 1800.0  # a queued job's message is sent again after this (the broker may have lost it)

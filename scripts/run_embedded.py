@@ -1,4 +1,4 @@
-"""`make run`: migrate, start one Celery worker (with the periodic reconciler) and the API; Ctrl-C stops both."""
+"""`make run`: migrate, start one Celery worker and the API (which runs the periodic reconciler); Ctrl-C stops both."""
 
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ def main() -> int:
     app = create_app(settings)  # runs the migrations before anything else starts
     host, port = os.environ.get("LORABAKE_HOST", "127.0.0.1"), int(os.environ.get("LORABAKE_PORT", "8000"))
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-B", "-Q", "train,gpu-light,cpu", "-c", "1",
-         "--loglevel", "INFO", "-s", str(settings.var_dir / "celerybeat-schedule")],
+        # no -B: the API runs the reconciler on its own timer, so no beat process can be orphaned
+        [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "train,gpu-light,cpu", "-c", "1",
+         "--loglevel", "INFO"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         # Its own session: Ctrl-C reaches only this script, which then stops the worker in order. A signal to the
         # pool children directly would leave the worker's main process waiting for them forever.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import shutil
-from functools import lru_cache
+import sys
+from collections import OrderedDict
 
 from sqlalchemy import select
 
@@ -15,15 +16,48 @@ from core.settings import BaseModelEntry, Settings
 from core.storage import Storage
 
 
-def _base_model(entry: BaseModelEntry):  # noqa: ANN202 - trainer.models.BaseModel, imported lazily
-    return _load(entry.location, entry.family, entry.v_parameterization)
+class ModelCache:
+    """Base models for test generations, on the worker's device (the GPU when there is one, in bf16 where it is
+    supported), the most recently used kept; emptied before every training turn so training gets the whole GPU."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._models: OrderedDict[tuple[str, str, bool], object] = OrderedDict()
+
+    @staticmethod
+    def device_and_dtype():  # noqa: ANN205 - (torch.device, torch.dtype), torch imported lazily
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.device("cuda"), torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.device("cpu"), torch.float32
+
+    def get(self, entry: BaseModelEntry):  # noqa: ANN201 - a family's loaded model
+        key = (entry.location, entry.family, entry.v_parameterization)
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
+        from trainer.families import runtime
+
+        model = runtime(entry.family).load_location(entry.location, v_parameterization=entry.v_parameterization)
+        device, dtype = self.device_and_dtype()
+        for module in (model.denoiser, model.vae, *model.text_encoders):
+            module.to(device, dtype)
+        self._models[key] = model
+        while len(self._models) > self.size:
+            self._models.popitem(last=False)
+        return model
+
+    def clear(self) -> None:
+        self._models.clear()
+        import gc
+
+        gc.collect()
+        if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+            sys.modules["torch"].cuda.empty_cache()
 
 
-@lru_cache(maxsize=2)
-def _load(location: str, family: str, v_parameterization: bool):  # noqa: ANN202
-    from trainer.families import runtime
-
-    return runtime(family).load_location(location, v_parameterization=v_parameterization)
+MODELS = ModelCache()
 
 
 def run_generation(settings: Settings, storage: Storage, generation_id: str) -> str:
@@ -51,7 +85,7 @@ def run_generation(settings: Settings, storage: Storage, generation_id: str) -> 
         loras = {name: lora_path, job.epoch_lora_name(generation.epoch_n): lora_path}
         size = (request.get("width") or entry.resolution, request.get("height") or entry.resolution)
         spec = PromptSpec(prompt, request.get("negative", ""), size[0], size[1], None, 7.0, request["steps"])
-        images = generate(_base_model(entry), spec, loras, seed=request["seed"], count=1, default_size=size,
+        images = generate(MODELS.get(entry), spec, loras, seed=request["seed"], count=1, default_size=size,
                           sampler=request["sampler"].lower())
         stored = []
         for k, image in enumerate(images):

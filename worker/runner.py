@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -15,7 +16,7 @@ from core.db import session_factory
 from core.events import JobNotices
 from core.jobs import beat, fence
 from core.models import Epoch, Job
-from core.storage import ReadMeter, Storage
+from core.storage import Storage
 from trainer.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,10 @@ class ServiceCallbacks(Callbacks):
         """The file goes to storage now (under this attempt's own key); its row waits for the epoch's state."""
         key = keys.epoch_file(self.user_id, self.job_id, saved.epoch, saved.path.suffix.lstrip("."), self.attempt)
         with saved.path.open("rb") as handle:
-            meter = ReadMeter(handle, sha256=True)
-            self.storage.put_file(key, meter)
-        self._pending[saved.epoch] = {"file_key": key, "size": meter.size, "sha256": meter.hexdigest(),
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            handle.seek(0)
+            self.storage.put_file(key, handle)  # a retried upload starts the file again
+        self._pending[saved.epoch] = {"file_key": key, "size": saved.path.stat().st_size, "sha256": digest,
                                       "loss": saved.mean_loss}
 
     def on_state_saved(self, folder: Path, epoch: int) -> None:

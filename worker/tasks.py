@@ -9,22 +9,24 @@ from sqlalchemy.exc import OperationalError
 from core.queue import DATASET_TASK, GENERATE_TASK, RECONCILE_TASK, TRAIN_TASK, send
 from core.reconcile import reconcile
 from core.storage import storage_for
+from core.storage_retry import PatientStorage
 from worker.app import celery, settings
+from worker.attempt import run_attempt
 from worker.dataset_tasks import run_dataset_task
-from worker.generation import run_generation
-from worker.training import run_training
+from worker.generation import MODELS, run_generation
 
 
 @lru_cache(maxsize=1)
-def _storage():  # noqa: ANN202
-    return storage_for(settings)
+def _storage() -> PatientStorage:
+    return PatientStorage(storage_for(settings), settings.storage_retry_s)
 
 
 @celery.task(name=TRAIN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
              time_limit=settings.job_time_limit_s + 300, soft_time_limit=settings.job_time_limit_s)
 def train_job(self, job_id: str) -> str:  # noqa: ANN001
     # No Celery retry: a lost worker is repaired by `reconcile`, which resumes from the last stored state.
-    return run_training(settings, _storage(), job_id, self.request.hostname or "worker")
+    MODELS.clear()  # the training turn gets the whole GPU
+    return run_attempt(settings, job_id, self.request.hostname or "worker")
 
 
 @celery.task(name=GENERATE_TASK, acks_late=True, autoretry_for=(OperationalError,), max_retries=2,

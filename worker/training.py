@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import traceback
 from pathlib import Path
@@ -11,10 +12,11 @@ from sqlalchemy import select
 
 from core.db import session_factory
 from core.events import notices_for
-from core.jobs import claim_next, finish
+from core.jobs import claim_next, finish, transition
 from core.models import Dataset, Epoch, Image, Job, JobStatus
 from core.settings import Settings
 from core.storage import Storage
+from core.storage_retry import StorageUnavailable
 from worker.materialise import materialise
 from worker.runner import AttemptSuperseded, Heartbeat, ServiceCallbacks
 
@@ -67,7 +69,7 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
     beat.start()
     callbacks = ServiceCallbacks(settings.db_url, job, storage, beat)
     try:
-        callbacks.on_log(f"attempt {job.attempt} on {worker}")
+        callbacks.on_log(f"attempt {job.attempt} on {worker}, in process {os.getpid()}")
         data = materialise(dataset, images, storage, scratch / "dataset", job.name)
         resume = download_state(storage, job.state_key, scratch / "resume") if job.state_key else None
         cfg = build_config(train_config_values(job, settings, data.train_dir, data.reg_dir, scratch / "out", resume))
@@ -83,6 +85,13 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
             if missing or (result.final_path is None and result.epochs not in stored):
                 raise RuntimeError(f"training ended but epochs {missing or 'final'} were not stored")
             return _end(session, job_id, attempt, JobStatus.succeeded, step=result.steps)
+    except StorageUnavailable as exc:  # not the job's fault: it resumes from its last stored epoch
+        callbacks.on_log(f"interrupted: {exc}; the job goes back to the queue and resumes")
+        with factory() as session:
+            moved = transition(session, job_id, JobStatus.running, JobStatus.interrupted, attempt=attempt,
+                               error=f"{exc}; it resumes from its last stored epoch")
+            session.commit()
+        return JobStatus.interrupted if moved else "superseded"
     except AttemptSuperseded:
         log.warning("job %s: attempt %s was superseded by a newer one; it wrote nothing more", job_id, attempt)
         return "superseded"
@@ -90,11 +99,18 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
         return _fail(factory, job_id, attempt, "invalid parameters: " + "; ".join(exc.messages), callbacks)
     except Exception as exc:  # stored readably for the user; the traceback goes to the worker log
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-        return _fail(factory, job_id, attempt, f"{type(exc).__name__}: {exc}", callbacks)
+        return _fail(factory, job_id, attempt, user_message(exc), callbacks)
     finally:
         beat.stop()
         notices.changed(job_id)
         shutil.rmtree(scratch.parent, ignore_errors=True)
+
+
+def user_message(exc: Exception) -> str:
+    """What the job page says: the exception in words, but never a storage endpoint, bucket or key."""
+    if type(exc).__module__.startswith(("botocore", "boto3", "s3transfer", "urllib3")):
+        return f"the file storage refused an operation ({type(exc).__name__}); see the worker log"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _end(session, job_id: str, attempt: int, status: JobStatus, **values: object) -> str:  # noqa: ANN001

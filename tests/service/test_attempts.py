@@ -151,3 +151,19 @@ def test_unfinished_upload_files_of_killed_writers_are_swept_and_never_listed(tm
     assert storage.list_keys("u/1/jobs/j/") == ["u/1/jobs/j/epoch-000001-a1.safetensors"]
     assert storage.sweep_partial_uploads(3600) == 1
     assert not old.exists() and fresh.exists()
+
+
+def test_the_generation_model_cache_keeps_the_latest_models_on_the_device_and_empties_for_training(tiny_sd15):
+    from core.settings import BaseModelEntry
+    from worker.generation import ModelCache
+
+    cache = ModelCache(size=1)
+    first = BaseModelEntry(name="a", family="sd15", location=str(tiny_sd15))
+    again = cache.get(first)
+    assert cache.get(first) is again
+    device, dtype = cache.device_and_dtype()
+    assert next(again.unet.parameters()).device.type == device.type and next(again.vae.parameters()).dtype == dtype
+    other = cache.get(BaseModelEntry(name="b", family="sd15", location=str(tiny_sd15), v_parameterization=True))
+    assert other is not again and cache.get(first) is not again  # size 1: the older one was let go
+    cache.clear()
+    assert cache.get(first) is not again

@@ -123,3 +123,24 @@ def test_the_api_requeues_a_lost_workers_job_within_the_timeout_without_any_work
         assert back["attempt"] == 1 and (utcnow() - lost_at).total_seconds() < 2 + 0.5 + 3
         with session_factory(settings.db_url)() as session:
             assert session.get(Job, job["id"]).sent_at > lost_at  # its train message went out again
+
+
+def test_each_attempt_trains_in_a_fresh_process_so_precisions_do_not_leak_between_jobs(setup):
+    client, settings, env, tmp_path = setup
+    me = register(client, "fresh@example.com")
+    dataset = client.post("/api/v1/datasets", json={"name": "d", "default_repeats": 1}, headers=me).json()
+    client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=me,
+                files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(2)])
+    body = {"dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "standard"}
+    jobs = [client.post("/api/v1/jobs", headers=me, json={**body, "name": f"p{i}", "params": {
+        "max_train_epochs": 1, "sample_every_n_epochs": None, "mixed_precision": precision}}).json()
+        for i, precision in enumerate(("bf16", "no"))]
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        done = [wait_for(lambda j=j: (s := client.get(f"/api/v1/jobs/{j['id']}", headers=me).json())["status"]
+                         in ("succeeded", "failed") and s, 180, "the job", describe=worker.log) for j in jobs]
+    finally:
+        worker.stop()
+    assert [d["status"] for d in done] == ["succeeded", "succeeded"], [d["error"] for d in done]
+    pids = {next(line for line in d["log_tail"] if line.startswith("attempt 1")).rsplit(" ", 1)[1] for d in done}
+    assert len(pids) == 2 and str(worker.process.pid) not in pids

@@ -1,0 +1,132 @@
+"""The S3 server goes away mid-job: a short outage is waited out and the job succeeds; a longer one interrupts the
+job, which resumes from its last stored epoch once storage is back. No endpoint, bucket or key reaches the user."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from moto.server import ThreadedMotoServer
+from sqlalchemy import select
+
+from api.main import create_app
+from core.db import session_factory
+from core.models import Epoch, Job, JobStatus
+from core.reconcile import reconcile
+from core.storage import S3Storage
+from core.storage_retry import PatientStorage, StorageUnavailable
+from tests.service.conftest import free_port, png_bytes, register, s3_env, settings_from_env, wait_for
+from worker.training import run_training
+
+
+class FlakyS3:
+    """A moto S3 server on its own port that can be taken away and brought back (moto keeps its objects)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: ThreadedMotoServer | None = None
+
+    def up(self) -> None:
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+
+    def down(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def away_for(self, seconds: float, when: threading.Event | None = None) -> threading.Thread:
+        def outage() -> None:
+            if when is not None:
+                when.wait(120)
+            self.down()
+            time.sleep(seconds)
+            self.up()
+
+        thread = threading.Thread(target=outage, daemon=True)
+        thread.start()
+        return thread
+
+
+@pytest.fixture
+def s3():
+    flaky = FlakyS3()
+    flaky.up()
+    yield flaky
+    flaky.down()
+
+
+@pytest.fixture
+def job_on_s3(s3, tmp_path, tiny_sd15):
+    env = {**s3_env(s3.url), "LORABAKE_VAR_DIR": str(tmp_path / "var"), "LORABAKE_RECONCILE_IN_API": "false",
+           "LORABAKE_STORAGE_RETRY_S": "20"}
+    settings = settings_from_env(env)
+    shutil.copytree(tiny_sd15, tmp_path / "var" / "models" / "tiny-sd15")
+    with TestClient(create_app(settings)) as client:
+        me = register(client, "outage@example.com")
+        dataset = client.post("/api/v1/datasets", json={"name": "d", "default_repeats": 4}, headers=me).json()
+        client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=me,
+                    files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(4)])
+        job = client.post("/api/v1/jobs", headers=me, json={
+            "dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "standard", "name": "out",
+            "params": {"max_train_epochs": 3, "sample_every_n_epochs": None}}).json()
+    return settings, job["id"]
+
+
+def _first_epoch_stored(settings, job_id: str) -> threading.Event:
+    stored = threading.Event()
+
+    def watch() -> None:
+        wait_for(lambda: _epochs(settings, job_id), 120, "epoch 1", interval=0.02)
+        stored.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return stored
+
+
+def _epochs(settings, job_id: str) -> list[int]:
+    with session_factory(settings.db_url)() as session:
+        return list(session.scalars(select(Epoch.n).where(Epoch.job_id == job_id).order_by(Epoch.n)))
+
+
+def test_a_short_s3_outage_mid_job_is_waited_out_and_the_job_succeeds(s3, job_on_s3, caplog):
+    settings, job_id = job_on_s3
+    caplog.set_level("WARNING", logger="core.storage_retry")
+    storage = PatientStorage(S3Storage(settings), budget_s=settings.storage_retry_s)
+    outage = s3.away_for(4, when=_first_epoch_stored(settings, job_id))
+    assert run_training(settings, storage, job_id, "w") == JobStatus.succeeded
+    outage.join(timeout=30)
+    assert _epochs(settings, job_id) == [1, 2, 3]
+    assert any("storage unreachable" in r.getMessage() for r in caplog.records)  # the outage was met, and waited
+
+
+def test_a_long_outage_interrupts_the_job_which_resumes_when_storage_is_back(s3, job_on_s3):
+    settings, job_id = job_on_s3
+    storage = PatientStorage(S3Storage(settings), budget_s=2)
+    outage = s3.away_for(8, when=_first_epoch_stored(settings, job_id))
+    assert run_training(settings, storage, job_id, "w1") == JobStatus.interrupted
+    with session_factory(settings.db_url)() as session:
+        job = session.get(Job, job_id)
+        assert job.status == JobStatus.interrupted and "resumes" in job.error
+        assert s3.url not in job.error and settings.s3_bucket not in job.error and "u/" not in job.error
+    outage.join(timeout=30)
+    assert reconcile(settings, lambda _: True).requeued == [job_id]
+    assert run_training(settings, storage, job_id, "w2") == JobStatus.succeeded
+    assert _epochs(settings, job_id) == [1, 2, 3]
+
+
+def test_patient_storage_gives_up_after_its_budget_with_no_endpoint_in_the_message(s3, tmp_path):
+    backend = S3Storage(settings_from_env({**s3_env(s3.url), "LORABAKE_VAR_DIR": str(tmp_path)}))
+    backend.ensure_bucket()
+    s3.down()
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable) as failure:
+        PatientStorage(backend, budget_s=1.5).put_bytes("u/1/x.bin", b"x")
+    assert 1.0 < time.monotonic() - started < 15 and s3.url not in str(failure.value)
+    comes_back = s3.away_for(0)  # already down: back after a moment
+    assert PatientStorage(backend, budget_s=30).put_bytes("u/1/x.bin", b"x") == 1
+    comes_back.join(timeout=10)
