@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -95,12 +96,16 @@ async def job_stream(settings: Settings, job_id: str, request: Request, poll_s: 
     waiter = _redis_waiter(settings.redis_url, job_id) if settings.redis_url else _polling_waiter(poll_s)
     async with waiter as wait:  # subscribed before the first read, so no change falls in between
         last: dict[str, Any] = {}
+        quiet_since = time.monotonic()
         while True:
             now = await run_in_threadpool(_snapshot, settings, job_id)
             for event in changes(last, now):
+                quiet_since = time.monotonic()
                 yield event
             last = now
             if now["status"] in FINISHED or await request.is_disconnected():
                 return
-            if not await wait():
+            # a comment line at least every KEEPALIVE_S in both modes, so proxies keep a quiet stream open
+            if not await wait() or time.monotonic() - quiet_since >= KEEPALIVE_S:
+                quiet_since = time.monotonic()
                 yield ": keep-alive\n\n"

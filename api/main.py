@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.reconciler import Reconciler
 from api.routes import auth, datasets, epochs, images, jobs, models, system, tools, transfer
+from api.throttle import Throttle
 from core.db import migrate, read_session_factory, session_factory
 from core.queue import make_celery
 from core.settings import Settings, get_settings
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         storage.ensure_bucket()
     app.state.storage = storage
     app.state.celery = make_celery(settings)
+    app.state.throttle = Throttle(settings.redis_url)
     app.state.sse_interval_s = 1.0
 
     # FastAPI 0.165 keeps an included router nested and walks every level, route by route, on each request: up to

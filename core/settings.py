@@ -55,6 +55,10 @@ class Settings(BaseSettings):
 
     secret_key: str = EMBEDDED_SECRET
     session_days: int = 14
+    login_failures_per_account: int = 10  # wrong passwords for one account in 15 minutes, then 429
+    logins_per_address: int = 50  # sign-in attempts from one client address in 15 minutes
+    signups_per_address: int = 10  # new accounts from one client address in an hour
+    metrics_token: str | None = None  # when set, GET /metrics needs `Authorization: Bearer <token>`
     cookie_secure: bool = False
     gpu_ids: str = ""
 

@@ -6,7 +6,7 @@ import secrets
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy import delete, select
 
@@ -14,28 +14,49 @@ from api.deps import CurrentUser, SessionDep, SettingsDep
 from api.routes import API_PREFIX
 from api.schemas import NewApiToken, Registration, TokenOut, UserOut
 from api.security import CSRF_COOKIE, SESSION_COOKIE, hash_password, new_token, token_hash, verify_password
+from api.throttle import Throttle, limits
 from core.models import ApiToken, User, utcnow
 
 router = APIRouter(prefix=API_PREFIX, tags=["auth"])
 
 
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 @router.post("/auth/register", status_code=status.HTTP_201_CREATED)
-def register(body: Registration, session: SessionDep) -> UserOut:
+def register(body: Registration, request: Request, session: SessionDep, settings: SettingsDep) -> UserOut:
+    throttle: Throttle = request.app.state.throttle
+    _, _, per_address = limits(settings)
+    throttle.check(per_address, _address(request), "new accounts from your address")
     email = body.email.lower()
     if session.scalar(select(User).where(User.email == email)) is not None:
         raise HTTPException(status.HTTP_409_CONFLICT, "an account with this email already exists")
-    user = User(email=email, password_hash=hash_password(body.password))
+    with throttle.hashing_slot():
+        user = User(email=email, password_hash=hash_password(body.password))
     session.add(user)
     session.commit()
+    throttle.add(per_address, _address(request))
     return UserOut.model_validate(user)
 
 
 @router.post("/auth/login")
-def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], response: Response, session: SessionDep,
-          settings: SettingsDep) -> TokenOut:
-    user = session.scalar(select(User).where(User.email == form.username.lower()))
-    if not verify_password(form.password, user.password_hash if user else None) or user is None:
+def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, response: Response,
+          session: SessionDep, settings: SettingsDep) -> TokenOut:
+    """Throttled per client address and, for wrong passwords, per account; the hash runs in a capped slot."""
+    throttle: Throttle = request.app.state.throttle
+    per_account, per_address, _ = limits(settings)
+    email = form.username.lower()
+    throttle.check(per_address, _address(request), "sign-in attempts from your address")
+    throttle.check(per_account, email, "wrong passwords for this account")
+    throttle.add(per_address, _address(request))
+    user = session.scalar(select(User).where(User.email == email))
+    with throttle.hashing_slot():
+        correct = verify_password(form.password, user.password_hash if user else None)
+    if not correct or user is None:
+        throttle.add(per_account, email)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong email or password")
+    throttle.clear(per_account, email)
     token = new_token("lbs")
     max_age = settings.session_days * 86400
     session.add(ApiToken(user_id=user.id, token_hash=token_hash(token), kind="session",

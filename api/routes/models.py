@@ -32,6 +32,12 @@ def publish(body: PublishIn, user: CurrentUser, session: SessionDep, storage: St
     if job.status == JobStatus.running:
         raise HTTPException(status.HTTP_409_CONFLICT, "the job is still training; publish when it has finished")
     epoch = find_epoch(job, body.epoch, session)
+    same_name = select(PublishedModel.id).where(PublishedModel.name == body.name)
+    if session.scalar(same_name.where(PublishedModel.owner_id == user.id)) is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"you already published a model called {body.name}")
+    if body.visibility == "public" and session.scalar(same_name.where(PublishedModel.visibility == "public")):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"a public model is already called {body.name}: its "
+                                                      "<lora:name> would be ambiguous; choose another name")
     words = [w.strip() for w in body.trigger_words if w.strip()]
     model = PublishedModel(owner_id=user.id, job_id=job.id, epoch_id=epoch.id, name=body.name, trigger_words=words,
                            description=body.description, visibility=body.visibility)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 from pathlib import PurePosixPath
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import func, select, text
@@ -27,7 +28,12 @@ async def healthz(session: SessionDep) -> dict[str, str]:
 
 
 @router.get("/metrics")
-def metrics(session: SessionDep) -> Response:
+def metrics(session: SessionDep, settings: SettingsDep, request: Request) -> Response:
+    """Prometheus metrics; with METRICS_TOKEN set, only for `Authorization: Bearer <that token>`."""
+    if settings.metrics_token and not hmac.compare_digest(request.headers.get("authorization", ""),
+                                                          f"Bearer {settings.metrics_token}"):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "metrics need the metrics token",
+                            headers={"WWW-Authenticate": "Bearer"})
     registry = CollectorRegistry()
     jobs = Gauge("lorabake_jobs", "Jobs by status", ["status"], registry=registry)
     for job_status, count in session.execute(select(Job.status, func.count()).group_by(Job.status)):

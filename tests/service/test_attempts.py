@@ -17,7 +17,7 @@ from core.models import Epoch, Job, JobStatus, utcnow
 from core.reconcile import reconcile
 from core.settings import Settings
 from core.storage import storage_for
-from tests.service.conftest import png_bytes, register
+from tests.service.conftest import png_bytes, register, wait_for
 from trainer.callbacks import EpochSaved
 from worker.runner import AttemptSuperseded, Heartbeat, ServiceCallbacks
 from worker.training import run_training
@@ -167,3 +167,25 @@ def test_the_generation_model_cache_keeps_the_latest_models_on_the_device_and_em
     assert other is not again and cache.get(first) is not again  # size 1: the older one was let go
     cache.clear()
     assert cache.get(first) is not again
+
+
+def test_the_heartbeat_thread_survives_database_errors_and_beats_again_after(service):
+    import time
+
+    settings, _, job_id = service
+    with session_factory(settings.db_url)() as session:
+        claim(session, job_id, "w")
+    beat = Heartbeat("postgresql+psycopg://x:y@127.0.0.1:9/none", job_id, 1, 0.05, notices_for(None))
+    beat.start()
+    try:
+        wait_for(lambda: beat.failures >= 2, 20, "failed beats")
+        assert beat.is_alive() and not beat.lost.is_set()
+        before = utcnow()
+        beat.db_url = settings.db_url  # the database is back
+        wait_for(lambda: beat.failures == 0, 30, "a beat after the outage")
+        with session_factory(settings.db_url)() as session:
+            beat_at = session.get(Job, job_id).heartbeat_at
+        assert beat_at.replace(tzinfo=None) >= before.replace(tzinfo=None)
+    finally:
+        beat.stop()
+        time.sleep(0.1)

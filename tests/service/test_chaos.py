@@ -1,0 +1,104 @@
+"""Chaos, bounded: three jobs on PostgreSQL + Redis + S3 while workers are killed mid-run, one freezes past the
+heartbeat timeout and comes back, and the S3 server goes away for longer than the workers' retry budget.
+
+Every job must end succeeded, with each epoch stored exactly once, every stored file matching its row, and no
+attempt's file counted for another attempt (fenced writes)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import time
+
+import httpx
+from sqlalchemy import select
+
+from core.db import session_factory
+from core.models import Epoch, Job
+from core.storage import S3Storage
+from tests.service.conftest import (
+    LiveServer,
+    WorkerProcess,
+    png_bytes,
+    production_like_env,
+    register,
+    s3_env,
+    settings_from_env,
+    wait_for,
+)
+from tests.service.test_storage_outage import FlakyS3
+
+JOBS, EPOCHS = 3, 3
+
+
+def test_jobs_survive_killed_frozen_workers_and_a_storage_outage(tmp_path, service_urls, tiny_sd15):
+    s3 = FlakyS3()
+    s3.up()
+    env = production_like_env(tmp_path, service_urls, tiny_sd15, 8, **s3_env(s3.url), LORABAKE_HEARTBEAT_S="0.3",
+                              LORABAKE_HEARTBEAT_TIMEOUT_S="3", LORABAKE_RECONCILE_EVERY_S="0.5",
+                              LORABAKE_STORAGE_RETRY_S="2", LORABAKE_MAX_ATTEMPTS="20")
+    settings = settings_from_env(env)
+    rng = random.Random(7)
+    workers: list[WorkerProcess] = []
+    try:
+        with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+            me = register(client, "chaos@example.com")
+            dataset = client.post("/api/v1/datasets", json={"name": "d", "default_repeats": 6}, headers=me).json()
+            client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=me,
+                        files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(4)])
+            ids = [client.post("/api/v1/jobs", headers=me, json={
+                "dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "standard", "name": f"c{i}",
+                "params": {"max_train_epochs": EPOCHS, "sample_every_n_epochs": None}}).json()["id"]
+                for i in range(JOBS)]
+
+            def states() -> list[str]:
+                return [client.get(f"/api/v1/jobs/{i}", headers=me).json()["status"] for i in ids]
+
+            def start_worker() -> WorkerProcess:
+                worker = WorkerProcess(env, tmp_path / f"worker{len(workers)}.log").start()
+                workers.append(worker)
+                return worker
+
+            worker = start_worker()
+            frozen_once = storage_down_once = False
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and states().count("succeeded") < JOBS:
+                time.sleep(rng.uniform(2.0, 5.0))
+                roll = rng.random()
+                if not frozen_once and roll < 0.3:  # frozen past the timeout: a new worker takes over
+                    os.killpg(worker.process.pid, signal.SIGSTOP)
+                    frozen, worker = worker, start_worker()
+                    time.sleep(4)
+                    os.killpg(frozen.process.pid, signal.SIGCONT)  # it wakes up superseded
+                    frozen_once = True
+                elif not storage_down_once and roll < 0.6:
+                    s3.away_for(4).join()
+                    storage_down_once = True
+                else:  # killed outright: mid-epoch, mid-upload or after the last epoch, wherever it was
+                    worker.kill()
+                    worker = start_worker()
+            final = wait_for(lambda: (s := states()).count("succeeded") == JOBS and s, 240, "every job",
+                             describe=lambda: "\n".join(w.log()[-1500:] for w in workers[-2:]))
+            assert final == ["succeeded"] * JOBS
+        storage = S3Storage(settings)
+        with session_factory(settings.db_url)() as session:
+            for job_id in ids:
+                epochs = list(session.scalars(select(Epoch).where(Epoch.job_id == job_id).order_by(Epoch.n)))
+                assert [e.n for e in epochs] == list(range(1, EPOCHS + 1))  # each stored exactly once
+                for epoch in epochs:
+                    assert hashlib.sha256(storage.get_bytes(epoch.file_key)).hexdigest() == epoch.sha256
+                    assert epoch.file_key.endswith(f"-a{_attempt_of(epoch.file_key)}.safetensors")
+                job = session.get(Job, job_id)
+                assert all(_attempt_of(e.file_key) <= job.attempt for e in epochs)
+    finally:
+        for worker in workers:
+            if worker.process and worker.process.poll() is None:
+                os.killpg(worker.process.pid, signal.SIGCONT)
+            worker.kill()
+        s3.down()
+
+
+def _attempt_of(key: str) -> int:
+    return int(key.rsplit("-a", 1)[1].split(".", 1)[0])
