@@ -81,7 +81,10 @@ class Settings(BaseSettings):
     storage_retry_s: float = 120.0  # a worker waits out a storage outage this long, then interrupts the job
     reconcile_in_api: bool = True
     reconcile_every_s: float = 10.0  # the API runs the reconciler this often, whatever the workers are doing
-    resend_after_s: float = 1800.0  # a queued job's message is sent again after this (the broker may have lost it)
+    # A queued job's train message is sent again after this: a worker killed between taking a message and claiming
+    # a job takes the message with it (Redis gives it back only after VISIBILITY_TIMEOUT_S). A message too many is
+    # harmless: it is a turn that takes the next queued job, or finds none.
+    resend_after_s: float = 300.0
     off_peak_start_hour: int = Field(default=1, ge=0, le=23)
     scratch_dir: Path | None = None
 

@@ -38,7 +38,8 @@ def test_jobs_survive_killed_frozen_workers_and_a_storage_outage(tmp_path, servi
     s3.up()
     env = production_like_env(tmp_path, service_urls, tiny_sd15, 8, **s3_env(s3.url), LORABAKE_HEARTBEAT_S="0.3",
                               LORABAKE_HEARTBEAT_TIMEOUT_S="3", LORABAKE_RECONCILE_EVERY_S="0.5",
-                              LORABAKE_STORAGE_RETRY_S="2", LORABAKE_MAX_ATTEMPTS="20")
+                              LORABAKE_STORAGE_RETRY_S="2", LORABAKE_MAX_ATTEMPTS="20",
+                              LORABAKE_RESEND_AFTER_S="5")
     settings = settings_from_env(env)
     rng = random.Random(7)
     workers: list[WorkerProcess] = []
@@ -62,26 +63,32 @@ def test_jobs_survive_killed_frozen_workers_and_a_storage_outage(tmp_path, servi
                 return worker
 
             worker = start_worker()
-            frozen_once = storage_down_once = False
+            events = ["kill", "freeze", "outage"]  # each kind once, in this order, then kills until done
+            happened: list[str] = []
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline and states().count("succeeded") < JOBS:
                 time.sleep(rng.uniform(2.0, 5.0))
-                roll = rng.random()
-                if not frozen_once and roll < 0.3:  # frozen past the timeout: a new worker takes over
+                event = events[len(happened)] if len(happened) < len(events) else "kill"
+                if event == "freeze":  # frozen past the timeout: a new worker takes over, then it wakes superseded
                     os.killpg(worker.process.pid, signal.SIGSTOP)
                     frozen, worker = worker, start_worker()
                     time.sleep(4)
-                    os.killpg(frozen.process.pid, signal.SIGCONT)  # it wakes up superseded
-                    frozen_once = True
-                elif not storage_down_once and roll < 0.6:
+                    os.killpg(frozen.process.pid, signal.SIGCONT)
+                elif event == "outage":  # longer than the workers' retry budget: jobs are interrupted, then resume
                     s3.away_for(4).join()
-                    storage_down_once = True
                 else:  # killed outright: mid-epoch, mid-upload or after the last epoch, wherever it was
                     worker.kill()
                     worker = start_worker()
+                happened.append(event)
+            def describe() -> str:
+                jobs = [client.get(f"/api/v1/jobs/{i}", headers=me).json() for i in ids]
+                summary = [(j["status"], j["attempt"], j["error"], j["log_tail"][-3:]) for j in jobs]
+                return f"{summary}\n" + "\n".join(w.log()[-1500:] for w in workers[-2:])
+
             final = wait_for(lambda: (s := states()).count("succeeded") == JOBS and s, 240, "every job",
-                             describe=lambda: "\n".join(w.log()[-1500:] for w in workers[-2:]))
+                             describe=describe)
             assert final == ["succeeded"] * JOBS
+            assert set(happened) >= {"kill", "freeze", "outage"}, happened
         storage = S3Storage(settings)
         with session_factory(settings.db_url)() as session:
             for job_id in ids:
