@@ -1,6 +1,7 @@
 """The job lifecycle, owned here: every transition and composite move (claim, beat, fence, finish, cancel,
 requeue-or-fail) is one conditional UPDATE: zero rows means someone else moved it first. A worker's writes carry its
-attempt number as a fencing token, so an attempt that froze and came back cannot touch a job a newer attempt runs."""
+attempt number as a fencing token, so an attempt that froze and came back cannot touch a job a newer attempt runs.
+Nothing here commits: the caller owns the transaction."""
 
 from __future__ import annotations
 
@@ -54,12 +55,11 @@ def transition(session: Session, job_id: str, source: JobStatus | Iterable[JobSt
 
 
 def claim(session: Session, job_id: str, worker: str) -> bool:
-    """queued → running with attempt + 1, committed; False means another worker has it."""
+    """queued → running with attempt + 1; False means another worker has it."""
     now = utcnow()
     moved = _update(session, job_id, [Job.status == JobStatus.queued], {
         "status": str(JobStatus.running), "attempt": Job.attempt + 1, "started_at": now, "heartbeat_at": now,
         "worker": worker, "error": None})
-    session.commit()
     return moved is not None
 
 
@@ -70,10 +70,9 @@ class Beat:
 
 
 def beat(session: Session, job_id: str, attempt: int, **progress: object) -> Beat:
-    """An attempt's heartbeat (and progress), fenced by its attempt number; committed."""
+    """An attempt's heartbeat (and progress), fenced by its attempt number."""
     row = _update(session, job_id, [Job.status == JobStatus.running, Job.attempt == attempt],
                   {"heartbeat_at": utcnow(), **progress}, returning=(Job.cancel_requested,))
-    session.commit()
     return Beat(True, bool(row.cancel_requested)) if row is not None else Beat(False)
 
 
@@ -85,10 +84,8 @@ def fence(session: Session, job_id: str, attempt: int) -> bool:
 
 
 def finish(session: Session, job_id: str, attempt: int, status: JobStatus, **values: object) -> bool:
-    """running → succeeded / failed / canceled for this attempt only; committed."""
-    moved = transition(session, job_id, JobStatus.running, status, attempt=attempt, finished_at=utcnow(), **values)
-    session.commit()
-    return moved
+    """running → succeeded / failed / canceled for this attempt only."""
+    return transition(session, job_id, JobStatus.running, status, attempt=attempt, finished_at=utcnow(), **values)
 
 
 CancelOutcome = Literal["canceled", "requested", "finished"]
@@ -96,14 +93,13 @@ CancelOutcome = Literal["canceled", "requested", "finished"]
 
 def cancel(session: Session, job_id: str) -> CancelOutcome:
     """A waiting job is canceled at once; a running one is asked to stop (its worker keeps the finished epochs and
-    ends it); a finished one stays as it is. Committed."""
+    ends it); a finished one stays as it is."""
     if transition(session, job_id, WAITING, JobStatus.canceled, finished_at=utcnow()):
         outcome: CancelOutcome = "canceled"
     elif _update(session, job_id, [Job.status == JobStatus.running], {"cancel_requested": True}) is not None:
         outcome = "requested"
     else:
         outcome = "finished"
-    session.commit()
     return outcome
 
 
@@ -116,7 +112,7 @@ class LostJobs:
 def requeue_lost(session: Session, timeout_s: float, max_attempts: int, now: datetime | None = None) -> LostJobs:
     """Running jobs whose heartbeat is older than the timeout go back to the queue — in their old place, since
     queued_at is kept — or fail after max_attempts; interrupted ones (a storage outage) always go back. Each in one
-    conditional statement. Committed."""
+    conditional statement."""
     cutoff = (now or utcnow()) - timedelta(seconds=timeout_s)
     lost = or_(and_(Job.status == JobStatus.running, Job.heartbeat_at < cutoff),
                Job.status == JobStatus.interrupted)
@@ -133,7 +129,6 @@ def requeue_lost(session: Session, timeout_s: float, max_attempts: int, now: dat
         }, returning=(Job.status,))
         if row is not None:
             (out.failed if row.status == JobStatus.failed else out.requeued).append(job_id)
-    session.commit()
     return out
 
 
@@ -148,7 +143,6 @@ def undelivered(session: Session, resend_after_s: float, now: datetime | None = 
 
 def mark_sent(session: Session, job_id: str) -> None:
     _update(session, job_id, [], {"sent_at": utcnow()})
-    session.commit()
 
 
 @dataclass(frozen=True)
@@ -192,7 +186,8 @@ def fair_order(session: Session) -> list[str]:
 
 
 def claim_next(session: Session, worker: str) -> str | None:
-    """Claims the fairest queued job; None when nothing is queued (every job already has its worker)."""
+    """Claims the fairest queued job (the caller commits); None when nothing is queued (every job already has its
+    worker)."""
     for job_id in fair_order(session):
         if claim(session, job_id, worker):
             return job_id

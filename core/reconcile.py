@@ -31,10 +31,12 @@ def reconcile(settings: Settings, send_train: Callable[[str], object]) -> Repair
         def deliver(job_id: str) -> bool:
             if send_train(job_id):
                 mark_sent(session, job_id)
+                session.commit()
                 return True
             return False
 
         lost = requeue_lost(session, settings.heartbeat_timeout_s, settings.max_attempts)
+        session.commit()
         repairs.requeued, repairs.failed = lost.requeued, lost.failed
         due = session.scalars(select(Job.id).where(Job.status == JobStatus.scheduled, Job.start_after <= utcnow()))
         for job_id in list(due):

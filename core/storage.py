@@ -161,7 +161,7 @@ class LocalStorage:
     def verify(self, key: str, expires: int, filename: str, signature: str) -> bool:
         if expires < time.time():
             return False
-        return hmac.compare_digest(self.sign(key, expires, filename), signature)
+        return hmac.compare_digest(self.sign(key, expires, filename).encode(), signature.encode())
 
     def signed_url(self, key: str, filename: str | None = None, expires_s: int = 3600) -> str:
         expires = int(time.time()) + expires_s

@@ -54,6 +54,7 @@ class Heartbeat(threading.Thread):
     def beat(self, **progress: object) -> None:
         with session_factory(self.db_url)() as session:
             answer = beat(session, self.job_id, self.attempt, **progress)
+            session.commit()
         if not answer.mine:
             self.lost.set()
         elif answer.cancel_requested:

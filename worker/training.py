@@ -55,6 +55,7 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
     factory = session_factory(settings.db_url)
     with factory() as session:
         job_id = claim_next(session, worker)
+        session.commit()
         if job_id is None:
             log.info("train message for job %s: nothing queued (duplicate delivery or canceled); skipping", trigger_id)
             return "idle"
@@ -115,7 +116,9 @@ def user_message(exc: Exception) -> str:
 
 def _end(session, job_id: str, attempt: int, status: JobStatus, **values: object) -> str:  # noqa: ANN001
     """This attempt's final status, if it still owns the job."""
-    if finish(session, job_id, attempt, status, **values):
+    moved = finish(session, job_id, attempt, status, **values)
+    session.commit()
+    if moved:
         return status
     log.warning("job %s: attempt %s ended as %s, but a newer attempt owns the job", job_id, attempt, status)
     return "superseded"

@@ -58,6 +58,7 @@ def enqueue(request: Request, session: Session, job_id: str) -> None:
     """The job is stored first; if the broker is down now, the reconciler's outbox sends its message later."""
     if send(request.app.state.celery, TRAIN_TASK, job_id):
         transitions.mark_sent(session, job_id)
+        session.commit()
 
 
 def _create(body: JobIn, user_id: str, session: Session, settings: Settings, request: Request) -> Job:
@@ -134,6 +135,7 @@ async def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> dict[s
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     outcome = transitions.cancel(session, job.id)
+    session.commit()
     if outcome == "finished":
         session.refresh(job)
         raise HTTPException(status.HTTP_409_CONFLICT, f"job already {job.status}")

@@ -71,6 +71,7 @@ def test_a_superseded_attempt_stores_no_epoch_and_leaves_no_files(service, tmp_p
                                                                         notices_for(None)))
         requeue_lost(session, 0, 3, now=utcnow())
         assert claim(session, job_id, "second")
+        session.commit()
     lora = tmp_path / "att-000001.safetensors"
     lora.write_bytes(b"not really a lora")
     state = tmp_path / "state"
@@ -175,6 +176,7 @@ def test_the_heartbeat_thread_survives_database_errors_and_beats_again_after(ser
     settings, _, job_id = service
     with session_factory(settings.db_url)() as session:
         claim(session, job_id, "w")
+        session.commit()
     beat = Heartbeat("postgresql+psycopg://x:y@127.0.0.1:9/none", job_id, 1, 0.05, notices_for(None))
     beat.start()
     try:

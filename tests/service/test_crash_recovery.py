@@ -3,6 +3,8 @@ from the last stored epoch state."""
 
 from __future__ import annotations
 
+import os
+import signal
 from datetime import timedelta
 
 import httpx
@@ -144,3 +146,34 @@ def test_each_attempt_trains_in_a_fresh_process_so_precisions_do_not_leak_betwee
     assert [d["status"] for d in done] == ["succeeded", "succeeded"], [d["error"] for d in done]
     pids = {next(line for line in d["log_tail"] if line.startswith("attempt 1")).rsplit(" ", 1)[1] for d in done}
     assert len(pids) == 2 and str(worker.process.pid) not in pids
+
+
+def test_killing_only_the_workers_main_process_leaves_no_training_behind(setup):
+    client, settings, env, tmp_path = setup
+    me = register(client, "orphan@example.com")
+    dataset = client.post("/api/v1/datasets", json={"name": "d", "default_repeats": 50}, headers=me).json()
+    client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=me,
+                files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(4)])
+    job = client.post("/api/v1/jobs", headers=me, json={
+        "dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "standard", "name": "long",
+        "params": {"max_train_epochs": 50, "sample_every_n_epochs": None}}).json()
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        line = wait_for(lambda: next((entry for entry in client.get(f"/api/v1/jobs/{job['id']}", headers=me)
+                                      .json()["log_tail"] if entry.startswith("attempt 1")), None),
+                        120, "the training process", describe=worker.log)
+        trainer_pid = int(line.rsplit(" ", 1)[1])
+        os.kill(worker.process.pid, signal.SIGKILL)  # the main process only, not its group
+        worker.process.wait(timeout=20)
+        wait_for(lambda: not _alive(trainer_pid), 60, "the training process to end with its worker")
+    finally:
+        worker.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone in all but name
+        return stat.read().split()[2] != "Z"

@@ -97,6 +97,7 @@ def test_a_superseded_attempt_cannot_beat_fence_or_finish(db_url):
         jobs.claim(session, job.id, "frozen")
         jobs.requeue_lost(session, 60, 3, now=utcnow() + timedelta(minutes=5))
         assert jobs.claim(session, job.id, "second")
+        session.commit()  # the caller owns the transaction
         assert jobs.beat(session, job.id, 1, step=99) == jobs.Beat(mine=False)
         assert not jobs.fence(session, job.id, 1)
         session.rollback()

@@ -109,6 +109,7 @@ def hostile_bodies(dataset_id: str) -> list[tuple[str, str, object]]:
         ("PATCH", f"/api/v1/datasets/{dataset_id}", {"default_repeats": HUGE}),
         ("PATCH", f"/api/v1/datasets/{dataset_id}", {"name": "\0"}),
         ("GET", "/api/v1/datasets/%00abc", None), ("GET", "/api/v1/jobs/%00", None),
+        ("GET", "/api/v1/files/out?sig=%F1%A5%81%AD&exp=1819243105&name=n", None),
         ("GET", f"/api/v1/datasets/{dataset_id}/images/%00", None),
         ("GET", "/api/v1/jobs/abc/epochs/99999999999999999999/download", None),
         ("POST", "/api/v1/jobs/abc/epochs/99999999999999999999/generate", {"prompt": "x"}),
