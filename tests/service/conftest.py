@@ -174,6 +174,23 @@ def register(client: httpx.Client, email: str, password: str = "correct horse ba
     return {"Authorization": f"Bearer {token}"}
 
 
+def dataset_with_images(client, headers: dict[str, str], images: int, repeats: int = 1) -> dict:  # noqa: ANN001
+    """A dataset (over HTTP) holding `images` small pictures, each used `repeats` times per epoch."""
+    dataset = client.post("/api/v1/datasets", json={"name": "d", "default_repeats": repeats}, headers=headers).json()
+    client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=headers,
+                files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(images)])
+    return dataset
+
+
+def start_job(client, headers: dict[str, str], dataset: dict, name: str, epochs: int, **params: object) -> str:  # noqa: ANN001
+    """A standard-preset job on tiny-sd15 without previews; returns its id."""
+    answer = client.post("/api/v1/jobs", headers=headers, json={
+        "dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "standard", "name": name,
+        "params": {"max_train_epochs": epochs, "sample_every_n_epochs": None, **params}})
+    assert answer.status_code == 201, answer.text
+    return answer.json()["id"]
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.25, describe=lambda: ""):  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -17,7 +17,7 @@ from core.models import Epoch, Job, JobStatus, utcnow
 from core.reconcile import reconcile
 from core.settings import Settings
 from core.storage import storage_for
-from tests.service.conftest import png_bytes, register, wait_for
+from tests.service.conftest import dataset_with_images, png_bytes, register, start_job, wait_for
 from trainer.callbacks import EpochSaved
 from worker.runner import AttemptSuperseded, Heartbeat, ServiceCallbacks
 from worker.training import run_training
@@ -29,13 +29,8 @@ def service(tmp_path, tiny_sd15):
     shutil.copytree(tiny_sd15, tmp_path / "var" / "models" / "tiny-sd15")
     with TestClient(create_app(settings)) as client:
         me = register(client, "attempts@example.com")
-        dataset = client.post("/api/v1/datasets", json={"name": "d", "default_repeats": 2}, headers=me).json()
-        client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=me,
-                    files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(3)])
-        job = client.post("/api/v1/jobs", headers=me, json={
-            "dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "standard", "name": "att",
-            "params": {"max_train_epochs": 2, "sample_every_n_epochs": None}}).json()
-        yield settings, storage_for(settings), job["id"]
+        job_id = start_job(client, me, dataset_with_images(client, me, 3, repeats=2), "att", 2)
+        yield settings, storage_for(settings), job_id
 
 
 def _epochs(settings: Settings, job_id: str) -> list[tuple[int, str, str]]:

@@ -21,11 +21,12 @@ from core.storage import S3Storage
 from tests.service.conftest import (
     LiveServer,
     WorkerProcess,
-    png_bytes,
+    dataset_with_images,
     production_like_env,
     register,
     s3_env,
     settings_from_env,
+    start_job,
     wait_for,
 )
 from tests.service.test_storage_outage import FlakyS3
@@ -46,13 +47,8 @@ def test_jobs_survive_killed_frozen_workers_and_a_storage_outage(tmp_path, servi
     try:
         with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=30) as client:
             me = register(client, "chaos@example.com")
-            dataset = client.post("/api/v1/datasets", json={"name": "d", "default_repeats": 6}, headers=me).json()
-            client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=me,
-                        files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(4)])
-            ids = [client.post("/api/v1/jobs", headers=me, json={
-                "dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "standard", "name": f"c{i}",
-                "params": {"max_train_epochs": EPOCHS, "sample_every_n_epochs": None}}).json()["id"]
-                for i in range(JOBS)]
+            dataset = dataset_with_images(client, me, 4, repeats=6)
+            ids = [start_job(client, me, dataset, f"c{i}", EPOCHS) for i in range(JOBS)]
 
             def states() -> list[str]:
                 return [client.get(f"/api/v1/jobs/{i}", headers=me).json()["status"] for i in ids]

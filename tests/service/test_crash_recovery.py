@@ -18,10 +18,12 @@ from core.reconcile import reconcile
 from tests.service.conftest import (
     LiveServer,
     WorkerProcess,
+    dataset_with_images,
     png_bytes,
     production_like_env,
     register,
     settings_from_env,
+    start_job,
     wait_for,
 )
 
@@ -130,13 +132,9 @@ def test_the_api_requeues_a_lost_workers_job_within_the_timeout_without_any_work
 def test_each_attempt_trains_in_a_fresh_process_so_precisions_do_not_leak_between_jobs(setup):
     client, settings, env, tmp_path = setup
     me = register(client, "fresh@example.com")
-    dataset = client.post("/api/v1/datasets", json={"name": "d", "default_repeats": 1}, headers=me).json()
-    client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=me,
-                files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(2)])
-    body = {"dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "standard"}
-    jobs = [client.post("/api/v1/jobs", headers=me, json={**body, "name": f"p{i}", "params": {
-        "max_train_epochs": 1, "sample_every_n_epochs": None, "mixed_precision": precision}}).json()
-        for i, precision in enumerate(("bf16", "no"))]
+    dataset = dataset_with_images(client, me, 2)
+    jobs = [{"id": start_job(client, me, dataset, f"p{i}", 1, mixed_precision=precision)}
+            for i, precision in enumerate(("bf16", "no"))]
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
         done = [wait_for(lambda j=j: (s := client.get(f"/api/v1/jobs/{j['id']}", headers=me).json())["status"]
@@ -151,12 +149,7 @@ def test_each_attempt_trains_in_a_fresh_process_so_precisions_do_not_leak_betwee
 def test_killing_only_the_workers_main_process_leaves_no_training_behind(setup):
     client, settings, env, tmp_path = setup
     me = register(client, "orphan@example.com")
-    dataset = client.post("/api/v1/datasets", json={"name": "d", "default_repeats": 50}, headers=me).json()
-    client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=me,
-                files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(4)])
-    job = client.post("/api/v1/jobs", headers=me, json={
-        "dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "standard", "name": "long",
-        "params": {"max_train_epochs": 50, "sample_every_n_epochs": None}}).json()
+    job = {"id": start_job(client, me, dataset_with_images(client, me, 4, repeats=50), "long", 50)}
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
         line = wait_for(lambda: next((entry for entry in client.get(f"/api/v1/jobs/{job['id']}", headers=me)

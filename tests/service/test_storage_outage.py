@@ -18,7 +18,15 @@ from core.models import Epoch, Job, JobStatus
 from core.reconcile import reconcile
 from core.storage import S3Storage
 from core.storage_retry import PatientStorage, StorageUnavailable
-from tests.service.conftest import free_port, png_bytes, register, s3_env, settings_from_env, wait_for
+from tests.service.conftest import (
+    dataset_with_images,
+    free_port,
+    register,
+    s3_env,
+    settings_from_env,
+    start_job,
+    wait_for,
+)
 from worker.training import run_training
 
 
@@ -68,13 +76,7 @@ def job_on_s3(s3, tmp_path, tiny_sd15):
     shutil.copytree(tiny_sd15, tmp_path / "var" / "models" / "tiny-sd15")
     with TestClient(create_app(settings)) as client:
         me = register(client, "outage@example.com")
-        dataset = client.post("/api/v1/datasets", json={"name": "d", "default_repeats": 4}, headers=me).json()
-        client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=me,
-                    files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(4)])
-        job = client.post("/api/v1/jobs", headers=me, json={
-            "dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "standard", "name": "out",
-            "params": {"max_train_epochs": 3, "sample_every_n_epochs": None}}).json()
-    return settings, job["id"]
+        return settings, start_job(client, me, dataset_with_images(client, me, 4, repeats=4), "out", 3)
 
 
 def _first_epoch_stored(settings, job_id: str) -> threading.Event:
