@@ -271,6 +271,8 @@ class GenerationOut(BaseModel):
     status: str
     images: list[str]
     error: str | None
+    notes: list[str] = Field(default_factory=list, description="what else the generation reports, e.g. parts of "
+                                                                  "a LoRA that fit nothing in the base model")
 
 
 class PublishIn(BaseModel):

@@ -197,5 +197,6 @@ class Generation(Base):
     request: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(16), default=TaskStatus.queued)
     image_keys: Mapped[list[Any]] = mapped_column(default=list)
+    notes: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")  # e.g. LoRA modules that fit nothing
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -112,3 +112,20 @@ def test_our_generator_resolves_lora_tags_and_weight_zero_is_the_base(tiny_model
 
     with pytest.raises(ConfigError, match='no LoRA called "other"'):
         generate(model, PromptSpec("<lora:other:1> x", steps=1), {"mine": path}, seed=1)
+
+
+def test_a_lora_that_fits_only_in_part_is_reported_module_by_module(tiny_models, tmp_path):
+    from trainer.generate import generate
+    from trainer.prompts import PromptSpec
+
+    model = load_base_model(str(tiny_models["sd15"]))
+    weights = _randomised_network(model, seed=4).kohya_state_dict()
+    weights["lora_unet_not_a_module.lora_down.weight"] = torch.zeros(4, 8)
+    weights["lora_unet_not_a_module.lora_up.weight"] = torch.zeros(8, 4)
+    weights["lora_unet_not_a_module.alpha"] = torch.tensor(4.0)
+    path = save_lora(tmp_path / "half.safetensors", weights, {}, "safetensors")
+    notes: list[str] = []
+    generate(model, PromptSpec("x <lora:half:1>", steps=1, width=64, height=64), {"half": path}, seed=1, notes=notes)
+    total = len({k.split(".")[0] for k in weights})
+    assert notes == [f'LoRA "half": 1 of {total} modules match nothing in this SD 1.5 base model and were left out '
+                     "(lora_unet_not_a_module)"]

@@ -215,3 +215,22 @@ def test_cli_exit_codes(tiny_models, dataset, tmp_path):
     broken = subprocess.run(cli + ["--set", f'pretrained_model_name_or_path="{tmp_path}/none"'], capture_output=True,
                             text=True)
     assert broken.returncode == 1 and "training failed" in broken.stderr
+
+
+def test_the_run_starts_with_a_report_of_folders_buckets_batches_and_steps(tiny_models, tmp_path):
+    make_dataset(tmp_path / "train", count=4, repeats=3, sizes=((64, 64),))
+    make_dataset(tmp_path / "reg", count=2, repeats=1, concept="shape", captions=False, seed=3, sizes=((64, 64),))
+    cfg = build_config(base_values(tiny_models["sd15"], tmp_path / "train", tmp_path / "out",
+                                   reg_data_dir=str(tmp_path / "reg"), max_train_epochs=1, train_batch_size=2,
+                                   enable_bucket=False))
+    rec = Recorder()
+    train(cfg, rec)
+    # 4 × 3 = 12 training samples; 2 reg images cycled to 12; 24 samples in one 64×64 bucket, batches of 2
+    for line in ("3_sks shape: 4 training images × 3 repeats = 12 samples",
+                 "1_shape: 2 regularization images × 1 repeats = 2 samples",
+                 "12 training samples per epoch, 12 regularization samples (cycled to match)",
+                 "buckets (samples per epoch): 64×64: 24",
+                 "batch size 2, gradient accumulation 1: 12 batches = 12 optimisation steps per epoch",
+                 "1 epochs, 12 optimisation steps in all"):
+        assert line in rec.logs, (line, rec.logs)
+    assert len(rec.progress) == 12

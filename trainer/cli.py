@@ -110,7 +110,11 @@ def _generate(args: argparse.Namespace) -> int:
         loras[name] = path
     model = runtime(args.family or folder_family(args.model) or "sd15").load_location(args.model)
     spec = parse_prompt_line(args.prompt)
-    images = generate(model, spec, loras, seed=args.seed, count=args.count, default_size=(args.size, args.size))
+    notes: list[str] = []
+    images = generate(model, spec, loras, seed=args.seed, count=args.count, default_size=(args.size, args.size),
+                      notes=notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for k, image in enumerate(images):

@@ -25,8 +25,10 @@ def load_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def attach_loras(model: LoadedModel, prompt: str, loras: dict[str, str | Path]) -> tuple[str, list[LoRANetwork]]:
-    """Strips the tags from the prompt and hooks each named LoRA in with its weight. Unknown names are an error."""
+def attach_loras(model: LoadedModel, prompt: str, loras: dict[str, str | Path],
+                 notes: list[str] | None = None) -> tuple[str, list[LoRANetwork]]:
+    """Strips the tags from the prompt and hooks each named LoRA in with its weight. Unknown names are an error, a
+    file that fits nothing is an error, and one that fits only in part is reported in `notes`."""
     cleaned, tags = extract_lora_tags(prompt)
     unknown = [name for name, _ in tags if name not in loras]
     if unknown:
@@ -43,6 +45,10 @@ def attach_loras(model: LoadedModel, prompt: str, loras: dict[str, str | Path]) 
             made_for = lora_family(loras[name])
             detail = f"it was made for {made_for}" if made_for else f"none of its {len(unmatched)} modules match"
             raise ConfigError([f'prompt: LoRA "{name}" does not fit this {family.info.label} base model ({detail})'])
+        if unmatched and notes is not None:
+            shown = ", ".join(unmatched[:3]) + (" …" if len(unmatched) > 3 else "")
+            notes.append(f'LoRA "{name}": {len(unmatched)} of {len(unmatched) + len(network.loras)} modules match '
+                         f"nothing in this {family.info.label} base model and were left out ({shown})")
         network.to(device)
         network.attach()
         networks.append(network)
@@ -59,8 +65,10 @@ def lora_family(path: str | Path) -> str | None:
 
 
 def generate(model: LoadedModel, spec: PromptSpec, loras: dict[str, str | Path], *, seed: int, count: int = 1,
-             default_size: tuple[int, int] = (512, 512), sampler: str = "euler_a") -> list[Image.Image]:
-    prompt, networks = attach_loras(model, spec.prompt, loras)
+             default_size: tuple[int, int] = (512, 512), sampler: str = "euler_a",
+             notes: list[str] | None = None) -> list[Image.Image]:
+    """Images for a prompt with `<lora:name:weight>` tags; what did not fit of a LoRA is added to `notes`."""
+    prompt, networks = attach_loras(model, spec.prompt, loras, notes)
     try:
         plain = dataclasses.replace(spec, prompt=prompt)
         settings = RenderSettings(default_size, sampler)

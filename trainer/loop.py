@@ -20,7 +20,7 @@ from trainer.cache import cache_latents, cache_text, stack_text
 from trainer.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import BatchDataset, EpochPlan
-from trainer.dataset import DatasetScan, scan_dataset
+from trainer.dataset import DatasetScan, ImageRecord, scan_dataset
 from trainer.families import resolve_family, runtime
 from trainer.families.base import LoadedModel, ModelFamily
 from trainer.generate import load_lora_file
@@ -30,7 +30,7 @@ from trainer.prompts import parse_prompts
 from trainer.sampling import render_previews
 from trainer.saving import SAVE_DTYPES, RunFacts, build_metadata, epoch_file, prune_old_epochs, save_lora
 from trainer.state import Position, load_state, save_state
-from trainer.steps import ImageSpec, plan_for_config, warmup_steps
+from trainer.steps import ImageSpec, plan_for_config, run_report, warmup_steps
 from trainer.tb_log import TrainingLog
 
 
@@ -113,6 +113,13 @@ def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
     plan = EpochPlan(scan, cfg)
     step_plan = plan_for_config(cfg, [ImageSpec(r.width, r.height, r.repeats) for r in scan.train],
                                 [ImageSpec(r.width, r.height, r.repeats) for r in scan.reg])
+    folders: dict[tuple[str, bool], list[ImageRecord]] = {}
+    for record in scan.images:
+        folders.setdefault((record.folder, record.is_reg), []).append(record)
+    for line in run_report([(name, len(records), records[0].repeats, is_reg)
+                            for (name, is_reg), records in folders.items()], step_plan, cfg.train_batch_size,
+                           cfg.gradient_accumulation_steps):
+        callbacks.on_log(line)
     optimizer = build_optimizer(cfg, network.param_groups(lrs))
     scheduler = build_scheduler(cfg, optimizer, step_plan.total_steps, warmup_steps(cfg, step_plan.total_steps))
     optimizer = accelerator.prepare_optimizer(optimizer)

@@ -105,3 +105,20 @@ def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
     """lr_warmup_steps below 1 is a ratio of the total optimizer steps."""
     value = cfg.lr_warmup_steps
     return int(value * total_steps) if 0 < value < 1 else int(value)
+
+
+def run_report(folders: list[tuple[str, int, int, bool]], plan: StepPlan, batch_size: int,
+               gradient_accumulation_steps: int) -> list[str]:
+    """The start-of-run summary sd-scripts prints: `folders` are (name, images, repeats, is_reg)."""
+    lines = []
+    for name, images, repeats, is_reg in folders:
+        kind = "regularization" if is_reg else "training"
+        lines.append(f"{name}: {images} {kind} images × {repeats} repeats = {images * repeats} samples")
+    lines.append(f"{plan.train_samples} training samples per epoch"
+                 + (f", {plan.reg_samples} regularization samples (cycled to match)" if plan.reg_samples else ""))
+    buckets = ", ".join(f"{w}×{h}: {n}" for (w, h), n in sorted(plan.bucket_counts.items()))
+    lines.append(f"buckets (samples per epoch): {buckets}")
+    lines.append(f"batch size {batch_size}, gradient accumulation {gradient_accumulation_steps}: "
+                 f"{plan.batches_per_epoch} batches = {plan.steps_per_epoch} optimisation steps per epoch")
+    lines.append(f"{plan.epochs} epochs, {plan.total_steps} optimisation steps in all")
+    return lines

@@ -85,8 +85,9 @@ def run_generation(settings: Settings, storage: Storage, generation_id: str) -> 
         loras = {name: lora_path, job.epoch_lora_name(generation.epoch_n): lora_path}
         size = (request.get("width") or entry.resolution, request.get("height") or entry.resolution)
         spec = PromptSpec(prompt, request.get("negative", ""), size[0], size[1], None, 7.0, request["steps"])
+        notes: list[str] = []
         images = generate(MODELS.get(entry), spec, loras, seed=request["seed"], count=1, default_size=size,
-                          sampler=request["sampler"].lower())
+                          sampler=request["sampler"].lower(), notes=notes)
         stored = []
         for k, image in enumerate(images):
             buffer = io.BytesIO()
@@ -94,7 +95,7 @@ def run_generation(settings: Settings, storage: Storage, generation_id: str) -> 
             key = keys.generation(owner, generation_id, k)
             storage.put_bytes(key, buffer.getvalue(), "image/png")
             stored.append(key)
-        _finish(factory, generation_id, TaskStatus.succeeded, image_keys=stored)
+        _finish(factory, generation_id, TaskStatus.succeeded, image_keys=stored, notes=notes)
         return TaskStatus.succeeded
     except Exception as exc:  # shown to the user on the page
         _finish(factory, generation_id, TaskStatus.failed, error=f"{type(exc).__name__}: {exc}")

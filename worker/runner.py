@@ -153,6 +153,7 @@ class ServiceCallbacks(Callbacks):
         self.beat.notices.changed(self.job_id)
 
     def on_log(self, message: str) -> None:
+        log.info("job %s: %s", self.job_id, message)  # the worker's own log has every line
         self.logs = (self.logs + [message])[-LOG_LINES:]
         with session_factory(self.db_url)() as session:
             session.execute(update(Job).where(Job.id == self.job_id, Job.attempt == self.attempt)

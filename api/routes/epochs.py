@@ -76,5 +76,5 @@ async def get_generation(generation_id: str, user: CurrentUser, session: Session
     generation = session.get(Generation, generation_id)
     if generation is None or generation.owner_id != user.id:
         raise not_found("generation")
-    return GenerationOut(id=generation.id, status=generation.status, error=generation.error,
+    return GenerationOut(id=generation.id, status=generation.status, error=generation.error, notes=generation.notes,
                          images=[storage.signed_url(k) for k in generation.image_keys])

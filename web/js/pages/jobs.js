@@ -59,7 +59,7 @@ function testPanel(job) {
         gen = await get(`/generations/${gen.id}`);
       }
       if (gen.status === "failed") throw new Error(gen.error);
-      status.textContent = `Epoch ${epoch.value}: done`;
+      status.textContent = `Epoch ${epoch.value}: done` + (gen.notes.length ? ` (${gen.notes.join("; ")})` : "");
       result.prepend(...gen.images.map((url) => h("img", { src: url, alt: `test image of epoch ${epoch.value}` })));
     } catch (error) {
       status.textContent = error.message;
