@@ -40,9 +40,10 @@ class DatasetScan:
         return [r for r in self.images if r.is_reg]
 
     def tag_frequency(self) -> dict[str, dict[str, int]]:
+        """Per folder, regularization ones too, the lower-cased comma-separated tags counted once per image."""
         out: dict[str, Counter[str]] = {}
-        for record in self.train:
-            out.setdefault(record.folder, Counter()).update(split_tags(record.caption))
+        for record in self.images:
+            out.setdefault(record.folder, Counter()).update(tag.lower() for tag in split_tags(record.caption))
         return {folder: dict(counts) for folder, counts in out.items()}
 
     def dataset_dirs(self, reg: bool = False) -> dict[str, dict[str, int]]:

@@ -25,12 +25,12 @@ from trainer.families import resolve_family, runtime
 from trainer.families.base import LoadedModel, ModelFamily
 from trainer.generate import load_lora_file
 from trainer.network import LoRANetwork
-from trainer.optim import build_optimizer, build_scheduler
+from trainer.optim import build_optimizer, build_scheduler, optimizer_name
 from trainer.prompts import parse_prompts
 from trainer.sampling import render_previews
 from trainer.saving import SAVE_DTYPES, RunFacts, build_metadata, epoch_file, prune_old_epochs, save_lora
 from trainer.state import Position, load_state, save_state
-from trainer.steps import ImageSpec, plan_for_config, run_report, warmup_steps
+from trainer.steps import ImageSpec, bucket_info, plan_for_config, run_report, warmup_steps
 from trainer.tb_log import TrainingLog
 
 
@@ -134,7 +134,14 @@ def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
         text_cache = cache_text(plan, family, model, cfg, disk)
 
     noise_generator = torch.Generator(device).manual_seed(cfg.seed)
-    facts = RunFacts(model.family, family.facts(model), model.name, step_plan.epochs, time.time())
+    location = Path(cfg.pretrained_model_name_or_path)
+    facts = RunFacts(
+        model.family, family.facts(model), model.name, step_plan.epochs, time.time(), total_steps=step_plan.total_steps,
+        batches_per_epoch=step_plan.batches_per_epoch, optimizer=optimizer_name(optimizer.optimizer, cfg),
+        bucket_info=bucket_info(cfg, step_plan, [(r.width, r.height, b) for r, b in zip(scan.images, plan.buckets,
+                                                                                          strict=True)]),
+        session_id=random.SystemRandom().randint(0, 2**32), base_file=str(location) if location.is_file() else None,
+    )
     session = Session(cfg, accelerator, family, model, network, scan, plan, optimizer, scheduler, noise_generator,
                       facts, latent_cache, text_cache)
     return session, step_plan.total_steps, step_plan.epochs

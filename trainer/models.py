@@ -103,8 +103,14 @@ def load_base_model(location: str, *, v2: bool = False, v_parameterization: bool
     replacement = load_vae(vae) if vae else pipe.vae
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if is_xl else [])
     tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if is_xl else [])
-    return BaseModel(family, Path(location).stem or location, pipe.unet, replacement, encoders, tokenizers,
+    return BaseModel(family, model_name(location), pipe.unet, replacement, encoders, tokenizers,
                      scheduler_config, v_pred)
+
+
+def model_name(location: str) -> str:
+    """ss_sd_model_name as sd-scripts writes it: a local file or folder's name (with its extension), else the hub id."""
+    path = Path(location)
+    return path.name if path.exists() else location
 
 
 def _looks_like_sd2(text_encoder: nn.Module) -> bool:

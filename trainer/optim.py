@@ -33,6 +33,13 @@ def _import(name: str):
         raise ConfigError([f"optimizer_type: {name} needs the package {package}, which is not installed"]) from None
 
 
+def optimizer_name(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> str:
+    """ss_optimizer as sd-scripts writes it: the class path, then the user's arguments."""
+    name = f"{type(optimizer).__module__}.{type(optimizer).__name__}"
+    arguments = ",".join(f"{key}={value}" for key, value in optimizer_kwargs(cfg.optimizer_args).items())
+    return name + (f"({arguments})" if arguments else "")
+
+
 def build_optimizer(cfg: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
     if not groups:
         raise ConfigError(["learning_rate: every parameter group has lr 0, nothing would train"])

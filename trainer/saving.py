@@ -31,6 +31,25 @@ class RunFacts:
     model_name: str
     num_epochs: int
     started_at: float
+    total_steps: int = 0  # optimisation steps of the whole run (what sd-scripts writes as ss_max_train_steps)
+    batches_per_epoch: int = 0
+    bucket_info: dict[str, Any] | None = None
+    optimizer: str = ""  # the optimizer's class path and arguments, as sd-scripts writes ss_optimizer
+    session_id: int = 0
+    base_file: str | None = None  # a local single-file base model, hashed into ss_sd_model_hash
+
+
+def file_hashes(path: str) -> tuple[str, str]:
+    """(ss_sd_model_hash, ss_new_sd_model_hash): sd-scripts' legacy hash (sha256 of 64 KiB at offset 1 MiB, first
+    8 hex digits) and the sha256 of the whole file."""
+    whole = hashlib.sha256()
+    with open(path, "rb") as handle:
+        handle.seek(0x100000)
+        legacy = hashlib.sha256(handle.read(0x10000)).hexdigest()[:8]
+        handle.seek(0)
+        while chunk := handle.read(1 << 20):
+            whole.update(chunk)
+    return legacy, whole.hexdigest()
 
 
 def build_metadata(cfg: TrainConfig, facts: RunFacts, family_values: dict[str, Any], scan: DatasetScan, epoch: int,
@@ -48,19 +67,46 @@ def build_metadata(cfg: TrainConfig, facts: RunFacts, family_values: dict[str, A
         "ss_network_alpha": cfg.effective_alpha,
         "ss_network_args": json.dumps(network_args) if network_args else None,
         "ss_sd_model_name": facts.model_name,
+        "ss_session_id": facts.session_id,
+        "ss_num_batches_per_epoch": facts.batches_per_epoch,
+        "ss_total_batch_size": cfg.train_batch_size * cfg.gradient_accumulation_steps,
+        "ss_min_bucket_reso": cfg.min_bucket_reso,
+        "ss_max_bucket_reso": cfg.max_bucket_reso,
+        "ss_bucket_no_upscale": cfg.bucket_no_upscale,
+        "ss_bucket_info": json.dumps(facts.bucket_info),
+        "ss_cache_latents": cfg.cache_latents,
+        "ss_max_grad_norm": cfg.max_grad_norm,
+        "ss_gradient_checkpointing": cfg.gradient_checkpointing,
+        "ss_multires_noise_discount": cfg.multires_noise_discount,
+        "ss_caption_dropout_every_n_epochs": cfg.caption_dropout_every_n_epochs,
+        "ss_color_aug": cfg.color_aug,
+        "ss_flip_aug": cfg.flip_aug,
+        "ss_random_crop": cfg.random_crop,
+        "ss_full_fp16": False,
+        "ss_lowram": False,
+        "ss_network_dropout": None,
+        "ss_adaptive_noise_scale": None,
+        "ss_zero_terminal_snr": False,
+        "ss_face_crop_aug_range": None,
+        "ss_scale_weight_norms": None,
+        "ss_ip_noise_gamma": None,
+        "ss_debiased_estimation": False,
+        "ss_noise_offset_random_strength": False,
+        "ss_ip_noise_gamma_random_strength": False,
+        "ss_loss_type": "l2",
         "ss_output_name": cfg.output_name,
         "ss_epoch": epoch,
         "ss_steps": step,
         "ss_num_epochs": facts.num_epochs,
         "ss_num_train_images": sum(r.repeats for r in scan.train),
-        "ss_num_reg_images": len(scan.reg),
+        "ss_num_reg_images": sum(r.repeats for r in scan.reg),
         "ss_learning_rate": cfg.learning_rate,
         "ss_unet_lr": cfg.unet_learning_rate,
         "ss_text_encoder_lr": te_lr,
-        "ss_optimizer": cfg.optimizer_type + (f"({','.join(cfg.optimizer_args)})" if cfg.optimizer_args else ""),
+        "ss_optimizer": facts.optimizer or cfg.optimizer_type,
         "ss_lr_scheduler": cfg.lr_scheduler,
         "ss_lr_warmup_steps": cfg.lr_warmup_steps,
-        "ss_max_train_steps": cfg.max_train_steps,
+        "ss_max_train_steps": facts.total_steps or cfg.max_train_steps,
         "ss_batch_size_per_device": cfg.train_batch_size,
         "ss_gradient_accumulation_steps": cfg.gradient_accumulation_steps,
         "ss_resolution": f"({width}, {height})",
@@ -78,13 +124,16 @@ def build_metadata(cfg: TrainConfig, facts: RunFacts, family_values: dict[str, A
         "ss_tag_frequency": json.dumps(scan.tag_frequency()),
         "ss_dataset_dirs": json.dumps(scan.dataset_dirs()),
         "ss_reg_dataset_dirs": json.dumps(scan.dataset_dirs(reg=True)),
-        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.sai_model_spec": "1.0.1",
         "modelspec.title": f"{cfg.output_name}-{epoch:06d}" if not finished else cfg.output_name,
         "modelspec.resolution": f"{width}x{height}",
         "modelspec.date": now.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if facts.base_file:
+        values["ss_sd_model_hash"], values["ss_new_sd_model_hash"] = file_hashes(facts.base_file)
     values.update(family_values)
-    metadata = {key: str(value) for key, value in values.items() if value is not None}
+    # unset ss_* values are written as sd-scripts writes them ("None"); modelspec.* keys only when set
+    metadata = {key: str(value) for key, value in values.items() if value is not None or key.startswith("ss_")}
     if cfg.no_metadata:
         metadata = {key: metadata[key] for key in MINIMUM_KEYS if key in metadata}
     return metadata
@@ -104,7 +153,9 @@ def save_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, 
     tmp = path.with_name(path.name + ".partial")
     if fmt == "safetensors":
         tensors = {k: v.contiguous() for k, v in tensors.items()}
-        model_hash, legacy_hash = model_hashes(safetensors_bytes(tensors, metadata))
+        # as sd-scripts: both hashes of the file written with only the ss_* metadata
+        model_hash, legacy_hash = model_hashes(safetensors_bytes(tensors, {k: v for k, v in metadata.items()
+                                                                           if k.startswith("ss_")}))
         metadata = {**metadata, "sshs_model_hash": model_hash, "sshs_legacy_hash": legacy_hash}
         tmp.write_bytes(safetensors_bytes(tensors, metadata))
     else:

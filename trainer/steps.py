@@ -11,7 +11,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from trainer.buckets import BucketAssigner, BucketSettings, Size
+from trainer.buckets import BucketAssigner, BucketSettings, Size, bucket_resolutions
 from trainer.config import TrainConfig
 
 
@@ -122,3 +122,14 @@ def run_report(folders: list[tuple[str, int, int, bool]], plan: StepPlan, batch_
                  f"{plan.batches_per_epoch} batches = {plan.steps_per_epoch} optimisation steps per epoch")
     lines.append(f"{plan.epochs} epochs, {plan.total_steps} optimisation steps in all")
     return lines
+
+
+def bucket_info(cfg: TrainConfig, plan: StepPlan, sizes: list[tuple[int, int, tuple[int, int]]]) -> dict:
+    """ss_bucket_info as sd-scripts writes it: non-empty buckets by their index among all bucket sizes, with their
+    sample counts, and the mean aspect-ratio error of the images (`sizes`: width, height, bucket of each)."""
+    settings = bucket_settings(cfg)
+    resolutions = bucket_resolutions(settings) if settings.enabled else [cfg.resolution_wh]
+    buckets = {str(i): {"resolution": list(reso), "count": plan.bucket_counts[reso]}
+               for i, reso in enumerate(resolutions) if plan.bucket_counts.get(reso)}
+    errors = [abs(w / h - bw / bh) for w, h, (bw, bh) in sizes]
+    return {"buckets": buckets, "mean_img_ar_error": sum(errors) / len(errors) if errors else 0.0}

@@ -21,7 +21,7 @@ from trainer.config import TrainConfig
 from trainer.families.base import ModelFamily, RenderSettings, TextOut
 from trainer.families.flux_names import BLOCKS, kohya_unet_names, peft_to_kohya, text_targets
 from trainer.flow import apply_prediction_type, euler_sigmas, flux_mu, sample_t
-from trainer.models import ModelLoadError
+from trainer.models import ModelLoadError, model_name
 from trainer.network import Candidate
 from trainer.prompts import PromptSpec
 
@@ -91,7 +91,7 @@ class Flux(ModelFamily):
             pipe = self._pipeline_class().from_pretrained(location)
         except OSError as exc:
             raise ModelLoadError(f"{location}: not a local path and not reachable as a hub id ({exc})") from None
-        return self._from_pipeline(pipe, path.stem or location)
+        return self._from_pipeline(pipe, model_name(location))
 
     def _from_pipeline(self, pipe, name: str) -> FluxModel:  # noqa: ANN001
         if self.info.name == "chroma":
@@ -127,7 +127,7 @@ class Flux(ModelFamily):
         pipe = FluxPipeline.from_pretrained(folder, transformer=transformer)
         if cfg.ae:
             pipe.vae = AutoencoderKL.from_single_file(cfg.ae, config=folder, subfolder="vae")
-        model = self._from_pipeline(pipe, Path(cfg.pretrained_model_name_or_path).stem)
+        model = self._from_pipeline(pipe, model_name(cfg.pretrained_model_name_or_path))
         for file, encoder in ((cfg.clip_l, model.clip), (cfg.t5xxl, model.t5)):
             if file and encoder is not None:
                 _load_text_encoder(encoder, file)
