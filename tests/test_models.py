@@ -102,3 +102,23 @@ def test_ckpt_output_replacement_vae_and_previews_before_training(tiny_models, d
     assert any(k.endswith(".alpha") for k in weights)
     assert [p.epoch for p in rec.previews] == [0, 1]
     assert (tmp_path / "out" / "sample" / "t_e000000_00_0.png").exists()
+
+
+def test_tiny_models_carry_what_older_readers_need(tiny_models, tmp_path):
+    """vocab.json + merges.txt beside tokenizer.json (transformers 4's CLIPTokenizer, sd-scripts), and CLIP weights
+    under `text_model.` (transformers 4 and sd-scripts), which transformers 5 reads as well."""
+    import json
+
+    from safetensors import safe_open
+    from transformers import CLIPTextModel
+
+    folder = tiny_models["sd15"]
+    vocab = json.loads((folder / "tokenizer" / "vocab.json").read_text())
+    assert vocab == json.loads((folder / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert (folder / "tokenizer" / "merges.txt").read_text().startswith("#version")
+    with safe_open(str(folder / "text_encoder" / "model.safetensors"), "pt") as handle:
+        assert all(key.startswith("text_model.") for key in handle.keys())  # noqa: SIM118
+    model = load_base_model(str(folder))
+    again = CLIPTextModel.from_pretrained(folder / "text_encoder")
+    ids = torch.tensor([[vocab["<|startoftext|>"], 5, 9, vocab["<|endoftext|>"]]])
+    assert torch.equal(again(ids).last_hidden_state, model.text_encoders[0](ids).last_hidden_state)

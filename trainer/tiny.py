@@ -19,6 +19,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
+from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from trainer.config import Family
@@ -166,6 +167,25 @@ def _flux_pipeline(family: Family, out: Path, clip_tokenizer: CLIPTokenizer, cli
                         text_encoder_2=parts["t5"], tokenizer_2=t5_tokenizer, transformer=parts["transformer"])
 
 
+def _readable_by_older_tools(out: Path) -> None:
+    """transformers 4, older diffusers and sd-scripts read a CLIP tokenizer from vocab.json + merges.txt and CLIP
+    weights under `text_model.`; transformers 5 writes tokenizer.json and leaves that level out. Both are written
+    (transformers 5 reads the `text_model.` names too)."""
+    index = json.loads((out / "model_index.json").read_text())
+    for key, value in index.items():
+        if value == ["transformers", "CLIPTokenizer"]:
+            folder = out / key
+            vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+            (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+            (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")  # one symbol per token
+        elif isinstance(value, list) and value[1] in ("CLIPTextModel", "CLIPTextModelWithProjection"):
+            path = out / key / "model.safetensors"
+            weights = load_file(str(path))
+            renamed = {k if k.startswith(("text_model.", "text_projection.")) else f"text_model.{k}": v
+                       for k, v in weights.items()}
+            save_file(renamed, str(path), metadata={"format": "pt"})
+
+
 def _name_t5_tokenizer_for_both_transformers(out: Path) -> None:
     """transformers 5 saves its (tokenizers-backed) T5 tokenizer as "T5Tokenizer", which transformers 4 takes for
     the sentencepiece one and cannot read without spiece.model; "T5TokenizerFast" names the tokenizer.json reader in
@@ -206,6 +226,7 @@ def make_tiny(out: str | Path, family: Family = "sd15", seed: int = 0) -> Path:
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         )
     pipe.save_pretrained(out, safe_serialization=True)
+    _readable_by_older_tools(out)
     if family in ("flux", "chroma"):
         _name_t5_tokenizer_for_both_transformers(out)
     for path in tok_dir.iterdir():
