@@ -203,8 +203,9 @@ class TrainConfig(BaseModel):
             value = float(arg) if arg is not None else 1.0
         return value if value else float(self.effective_conv_dim or 1)
 
-    def network_arg(self, key: str) -> str | None:
-        return _arg(self.network_args, key)
+    def network_flag(self, key: str) -> bool:
+        """A true/false network_args entry as sd-scripts reads it ("True", "true", "1")."""
+        return arg_flag(self.network_args, key)
 
     @property
     def unet_learning_rate(self) -> float:
@@ -235,6 +236,15 @@ def _arg(args: list[str], key: str) -> str | None:
         if name.strip() == key:
             return value.strip()
     return None
+
+
+def arg_value(args: list[str] | None, key: str) -> str | None:
+    """The value of `key=value` in a network_args-style list."""
+    return _arg(args or [], key)
+
+
+def arg_flag(args: list[str] | None, key: str) -> bool:
+    return (arg_value(args, key) or "").lower() in ("true", "1", "yes")
 
 
 def _int_arg(args: list[str], key: str) -> int | None:

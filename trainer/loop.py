@@ -20,7 +20,7 @@ from trainer.cache import cache_latents, cache_text, stack_text
 from trainer.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import BatchDataset, EpochPlan
-from trainer.dataset import DatasetScan, ImageRecord, scan_dataset
+from trainer.dataset import DatasetScan, scan_dataset
 from trainer.families import resolve_family, runtime
 from trainer.families.base import LoadedModel, ModelFamily
 from trainer.generate import load_lora_file
@@ -113,12 +113,9 @@ def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
     plan = EpochPlan(scan, cfg)
     step_plan = plan_for_config(cfg, [ImageSpec(r.width, r.height, r.repeats) for r in scan.train],
                                 [ImageSpec(r.width, r.height, r.repeats) for r in scan.reg])
-    folders: dict[tuple[str, bool], list[ImageRecord]] = {}
-    for record in scan.images:
-        folders.setdefault((record.folder, record.is_reg), []).append(record)
-    for line in run_report([(name, len(records), records[0].repeats, is_reg)
-                            for (name, is_reg), records in folders.items()], step_plan, cfg.train_batch_size,
-                           cfg.gradient_accumulation_steps):
+    folders = [(name, d["img_count"], d["n_repeats"], is_reg) for is_reg in (False, True)
+               for name, d in scan.dataset_dirs(reg=is_reg).items()]
+    for line in run_report(folders, step_plan, cfg.train_batch_size, cfg.gradient_accumulation_steps):
         callbacks.on_log(line)
     optimizer = build_optimizer(cfg, network.param_groups(lrs))
     scheduler = build_scheduler(cfg, optimizer, step_plan.total_steps, warmup_steps(cfg, step_plan.total_steps))

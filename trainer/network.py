@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
+from itertools import accumulate
 
 import torch
 import torch.nn.functional as F
@@ -49,10 +50,7 @@ class LoRAModule(nn.Module):
         self.register_buffer("alpha", torch.tensor(alpha))
         self.scale = alpha / dim
         self._targets = list(targets)  # a list, so the base modules are not registered as children
-        bounds = [0]
-        for t in targets[:-1] if len(targets) > 1 else ():
-            bounds.append(bounds[-1] + t.out_features)
-        self._starts = bounds
+        self._starts = [0, *accumulate(t.out_features for t in targets[:-1])]  # each part's first row in up
         self._originals: list[Callable[..., torch.Tensor]] = []
         self._chained: list[bool] = []
         self._shared: tuple[torch.Tensor, torch.Tensor] | None = None  # (input, down(input)) while parts read it

@@ -93,13 +93,13 @@ FLUX_THEMES: dict[str, dict[str, Any]] = {  # rank 16–32 as PARAMETERS.md says
 FLUX_RULES = (
     Rule(lambda c: c.guidance_scale > 1.0, "warning", "guidance_scale",
          "values above 1.0 train against an over-guided model (3.5 is for inference): the LoRA tends to look burnt"),
-    Rule(lambda c: c.cache_text_encoder_outputs and c.network_arg("train_t5xxl") in ("True", "true", "1"),
+    Rule(lambda c: c.cache_text_encoder_outputs and c.network_flag("train_t5xxl"),
          "error", "cache_text_encoder_outputs", "cannot cache T5 outputs while train_t5xxl trains T5"),
     Rule(lambda c: bool(c.blocks_to_swap) and c.cpu_offload_checkpointing, "error", "blocks_to_swap",
          "cannot be combined with cpu_offload_checkpointing"),
     Rule(lambda c: c.cpu_offload_checkpointing, "error", "cpu_offload_checkpointing",
          "lorabake does not offload checkpointed activations yet: use fp8_base and gradient_checkpointing"),
-    Rule(lambda c: c.network_arg("split_qkv") in ("True", "true", "1"), "error", "network_args",
+    Rule(lambda c: c.network_flag("split_qkv"), "error", "network_args",
          "split_qkv is not supported: lorabake trains the fused qkv module as sd-scripts writes it"),
     Rule(lambda c: c.mixed_precision == "fp16", "warning", "mixed_precision",
          "FLUX overflows in fp16; bf16 is what it was trained in"),
@@ -199,6 +199,7 @@ def resolve_family(cfg: TrainConfig) -> str:
     return folder_family(cfg.pretrained_model_name_or_path) or "sd15"
 
 
+@cache
 def refused_keys(name: str) -> dict[str, str]:
     """Keys that do not apply to this family: its own refusals and every other family group's own keys."""
     info = family_info(name)

@@ -17,15 +17,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, arg_value
 from trainer.families.base import ModelFamily, RenderSettings, TextOut
 from trainer.families.flux_names import BLOCKS, kohya_unet_names, peft_to_kohya, text_targets
 from trainer.flow import apply_prediction_type, euler_sigmas, flux_mu, sample_t
 from trainer.models import ModelLoadError, model_name
 from trainer.network import Candidate
 from trainer.prompts import PromptSpec
-
-TRUE = ("true", "1", "yes")
 
 
 @dataclass
@@ -53,19 +51,6 @@ class FluxModel:
     @property
     def guidance_embeds(self) -> bool:
         return bool(getattr(self.transformer.config, "guidance_embeds", False))
-
-
-def _train_blocks(network_args: list[str] | None) -> str:
-    for item in network_args or []:
-        key, _, value = item.partition("=")
-        if key.strip() == "train_blocks":
-            return value.strip()
-    return "all"
-
-
-def _arg_true(network_args: list[str] | None, name: str) -> bool:
-    return any(k.strip() == name and v.strip().lower() in TRUE
-               for k, _, v in (item.partition("=") for item in network_args or []))
 
 
 class Flux(ModelFamily):
@@ -146,7 +131,7 @@ class Flux(ModelFamily):
     def default_text_encoders(self, cfg: TrainConfig) -> tuple[int, ...]:
         """CLIP-L only, as sd-scripts; T5 when network_args has train_t5xxl=True."""
         clip = (0,) if self.info.name == "flux" else ()
-        t5 = (self.info.text_encoders - 1,) if _arg_true(cfg.network_args, "train_t5xxl") else ()
+        t5 = (self.info.text_encoders - 1,) if cfg.network_flag("train_t5xxl") else ()
         return clip + t5
 
     def lora_targets(self, model: FluxModel, *, with_conv: bool, denoiser: bool = True,
@@ -157,7 +142,7 @@ class Flux(ModelFamily):
             if index in chosen:
                 out += text_targets(encoder, f"te{index + 1}", encoder is model.clip)
         if denoiser:
-            blocks = _train_blocks(network_args)
+            blocks = arg_value(network_args, "train_blocks") or "all"
             grouped: dict[str, list[tuple[int, nn.Linear]]] = {}
             modules = dict(model.transformer.named_modules())
             for path, (name, part) in kohya_unet_names(model.transformer).items():
