@@ -365,3 +365,21 @@ def test_a_single_file_flux_transformer_with_its_config_folder_trains_like_the_f
         runtime("flux").load(build_config({"pretrained_model_name_or_path": str(single)}))
     with pytest.raises(ModelLoadError, match="not reachable as a hub id"):
         runtime("flux").load_location("someone/not-a-real-flux-for-lorabake")
+
+
+def test_lokr_with_dora_trains_on_flux_with_fp8_and_block_swap_and_reloads(flux_tiny, dataset, tmp_path):
+    cfg = build_config(_flux_values(flux_tiny["flux"], dataset, tmp_path / "out", network_module="lycoris.kohya",
+                                    network_args=["algo=lokr", "dora_wd=True"], fp8_base=True, blocks_to_swap=2,
+                                    mixed_precision="bf16", max_train_epochs=1))
+    assert not [f for f in check(cfg) if f.level == "error"]
+    result = train(cfg, Recorder())
+    weights = load_lora_file(result.final_path)
+    assert {k.split(".")[0] for k in weights} == lora_flux_names(1, 2)
+    qkv = "lora_unet_double_blocks_0_img_attn_qkv"
+    assert f"{qkv}.lokr_w1" in weights and weights[f"{qkv}.dora_scale"].shape[1:] == (1,)
+    model = runtime("flux").load_location(str(flux_tiny["flux"]))
+    network, unmatched = LoRANetwork.from_weights_candidates(weights, runtime("flux").lora_targets(model,
+                                                                                                   with_conv=False))
+    assert not unmatched and {type(a).__name__ for a in network.adapters.values()} == {"LoKrModule"}
+    assert network.adapters[qkv].dora_scale.shape[0] == 3 * model.transformer.config.num_attention_heads * \
+        model.transformer.config.attention_head_dim

@@ -70,7 +70,7 @@ class TrainConfig(BaseModel):
     cpu_offload_checkpointing: bool = False
 
     # Network
-    network_module: str = "networks.lora"
+    network_module: Literal["networks.lora", "networks.lora_flux", "lycoris.kohya"] = "networks.lora"
     network_dim: int = Field(4, ge=1, le=1024)
     network_alpha: float = Field(1.0, ge=0)
     conv_dim: int | None = Field(None, ge=1, le=1024)
@@ -193,14 +193,17 @@ class TrainConfig(BaseModel):
 
     @property
     def effective_conv_dim(self) -> int | None:
-        return self.conv_dim or _int_arg(self.network_args, "conv_dim")
+        """The rank of 3×3 convolutions, None when they are not trained (LyCORIS trains them at network_dim)."""
+        value = self.conv_dim or _int_arg(self.network_args, "conv_dim")
+        return value or (self.network_dim if self.network_module == "lycoris.kohya" else None)
 
     @property
     def effective_conv_alpha(self) -> float:
         value = self.conv_alpha
         if value is None:
             arg = _arg(self.network_args, "conv_alpha")
-            value = float(arg) if arg is not None else 1.0
+            lycoris = self.network_alpha if self.network_module == "lycoris.kohya" else 1.0
+            value = float(arg) if arg is not None else lycoris
         return value if value else float(self.effective_conv_dim or 1)
 
     def network_flag(self, key: str) -> bool:

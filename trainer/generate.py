@@ -37,7 +37,7 @@ def attach_loras(model: LoadedModel, prompt: str, loras: dict[str, str | Path],
     networks = []
     family = runtime(model.family)
     device = next(model.denoiser.parameters()).device
-    candidates = family.lora_targets(model, with_conv=True)
+    candidates = family.lora_targets(model, with_conv=True, names=family.info.lycoris_names)
     for name, weight in tags:
         weights = family.kohya_weights(load_lora_file(loras[name]))
         network, unmatched = LoRANetwork.from_weights_candidates(weights, candidates, multiplier=weight)

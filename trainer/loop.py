@@ -16,6 +16,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 
 from trainer import preflight
+from trainer.adapters import file_rank
 from trainer.cache import cache_latents, cache_text, stack_text
 from trainer.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
 from trainer.config import ConfigError, TrainConfig
@@ -25,6 +26,7 @@ from trainer.families import resolve_family, runtime
 from trainer.families.base import LoadedModel, ModelFamily
 from trainer.generate import load_lora_file
 from trainer.network import LoRANetwork
+from trainer.network_spec import NetworkSpec
 from trainer.optim import build_optimizer, build_scheduler, optimizer_name
 from trainer.prompts import parse_prompts
 from trainer.sampling import render_previews
@@ -148,11 +150,13 @@ def make_network(cfg: TrainConfig, family: ModelFamily, model: LoadedModel) -> L
     weights = family.kohya_weights(load_lora_file(cfg.network_weights)) if cfg.network_weights else None
     dim = cfg.network_dim
     if weights is not None and cfg.dim_from_weights:
-        dim = next(v.shape[0] for k, v in weights.items() if k.endswith(".lora_down.weight"))
+        dim = file_rank(weights) or dim
+    spec = NetworkSpec.of(cfg)
     text = family.default_text_encoders(cfg) if cfg.train_text_encoder else False
     candidates = family.lora_targets(model, with_conv=cfg.effective_conv_dim is not None, denoiser=cfg.train_unet,
-                                     text=text, network_args=cfg.network_args)
-    network = LoRANetwork.from_candidates(candidates, dim=dim, alpha=cfg.effective_alpha,
+                                     text=text, network_args=cfg.network_args,
+                                     names=family.info.lycoris_names if spec.lycoris else ())
+    network = LoRANetwork.from_candidates(candidates, dim=dim, alpha=cfg.effective_alpha, spec=spec,
                                           conv_dim=cfg.effective_conv_dim, conv_alpha=cfg.effective_conv_alpha)
     if weights is not None:
         network.load_kohya(weights)

@@ -1,102 +1,26 @@
-"""LoRA / LoCon network: low-rank adapters hooked into the forward of existing Linear and Conv2d modules.
+"""The network: which modules of a model get an adapter (kohya names), and the adapters as one module.
 
-Forward of a wrapped module: W·x + up(down(x)) · multiplier · alpha / dim. down starts Kaiming-uniform,
-up starts at zero, so a fresh network leaves the model's output unchanged.
+Each adapter (trainer/adapters: LoRA/LoCon, LoHa, LoKr, each optionally with DoRA) starts with a zero update, so a
+fresh network leaves the model's output unchanged.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import partial
-from itertools import accumulate
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from trainer.adapters import ADAPTERS, Adapter, by_module, from_tensors
 from trainer.config import Family
+from trainer.families import FAMILIES
 from trainer.kohya_names import te_prefixes, text_encoder_name, unet_name
+from trainer.network_spec import NetworkSpec
 
 TRANSFORMER_CLASSES = frozenset({"Transformer2DModel"})
 CONV_BLOCK_CLASSES = frozenset({"ResnetBlock2D", "Downsample2D", "Upsample2D"})
 TEXT_CLASSES = frozenset({"CLIPAttention", "CLIPSdpaAttention", "CLIPFlashAttention2", "CLIPMLP"})
-
-
-class LoRAModule(nn.Module):
-    """One kohya module. With several targets (FLUX's fused qkv, diffusers' split to_q/to_k/to_v), the targets
-    share one input and their outputs, in order, are the fused module's output: one down, one tall up whose row
-    slices feed each target."""
-
-    def __init__(self, name: str, target: nn.Linear | nn.Conv2d | tuple[nn.Linear, ...], dim: int, alpha: float,
-                 multiplier: float = 1.0) -> None:
-        super().__init__()
-        targets = target if isinstance(target, tuple) else (target,)
-        first = targets[0]
-        self.lora_name = name
-        self.dim = dim
-        self.multiplier = multiplier
-        if isinstance(first, nn.Conv2d):
-            self.lora_down = nn.Conv2d(first.in_channels, dim, first.kernel_size, first.stride,
-                                       first.padding, bias=False)
-            self.lora_up = nn.Conv2d(dim, first.out_channels, 1, 1, bias=False)
-        else:
-            self.lora_down = nn.Linear(first.in_features, dim, bias=False)
-            self.lora_up = nn.Linear(dim, sum(t.out_features for t in targets), bias=False)
-        nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.lora_up.weight)
-        alpha = float(alpha) if alpha else float(dim)
-        self.register_buffer("alpha", torch.tensor(alpha))
-        self.scale = alpha / dim
-        self._targets = list(targets)  # a list, so the base modules are not registered as children
-        self._starts = [0, *accumulate(t.out_features for t in targets[:-1])]  # each part's first row in up
-        self._originals: list[Callable[..., torch.Tensor]] = []
-        self._chained: list[bool] = []
-        self._shared: tuple[torch.Tensor, torch.Tensor] | None = None  # (input, down(input)) while parts read it
-        self._uses = 0
-
-    @property
-    def target(self) -> nn.Module:
-        return self._targets[0]
-
-    def attach(self) -> None:
-        # Another adapter may already hook a module (several LoRAs at once); chain onto it.
-        for index, target in enumerate(self._targets):
-            self._chained.append("forward" in target.__dict__)
-            self._originals.append(target.forward)
-            target.forward = self.forward if len(self._targets) == 1 else partial(self._forward_part, index)
-
-    def detach(self) -> None:
-        for target, original, chained in zip(self._targets, self._originals, self._chained, strict=True):
-            if chained:
-                target.forward = original
-            else:
-                del target.forward  # the class's own forward shows through again
-        self._originals, self._chained = [], []
-
-    def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        base = self._originals[0](x, *args, **kwargs)
-        delta = self.lora_up(self.lora_down(x.to(self.lora_down.weight.dtype)))
-        return base + (delta * (self.multiplier * self.scale)).to(base.dtype)
-
-    def _forward_part(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        base = self._originals[index](x)
-        start = self._starts[index]
-        rows = self.lora_up.weight[start : start + self._targets[index].out_features]
-        delta = F.linear(self._shared_down(x), rows)
-        return base + (delta * (self.multiplier * self.scale)).to(base.dtype)
-
-    def _shared_down(self, x: torch.Tensor) -> torch.Tensor:
-        """down(x) once for all parts that read the same input (q, k, v): kept until the last part took it."""
-        if self._shared is not None and self._shared[0] is x:
-            hidden, self._uses = self._shared[1], self._uses + 1
-        else:
-            hidden, self._uses = self.lora_down(x.to(self.lora_down.weight.dtype)), 1
-            self._shared = (x, hidden)
-        if self._uses >= len(self._targets):
-            self._shared = None
-        return hidden
 
 
 @dataclass(frozen=True)
@@ -139,6 +63,18 @@ def unet_candidates(unet: nn.Module, family: Family, with_conv: bool) -> list[Ca
     return out
 
 
+def named_candidates(unet: nn.Module, family: Family, paths: tuple[str, ...]) -> list[Candidate]:
+    """UNet modules chosen by their diffusers path (conv_in, time_embedding.linear_1 …)."""
+    modules = dict(unet.named_modules())
+    out = []
+    for path in paths:
+        module = modules.get(path)
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            out.append(Candidate(unet_name(path, family), module, "unet", isinstance(module, nn.Conv2d)
+                                 and not _is_1x1(module)))
+    return out
+
+
 def text_candidates(text_encoders: list[nn.Module], family: Family) -> list[Candidate]:
     out: list[Candidate] = []
     for index, (prefix, encoder) in enumerate(zip(te_prefixes(family), text_encoders, strict=False)):
@@ -153,7 +89,7 @@ def text_candidates(text_encoders: list[nn.Module], family: Family) -> list[Cand
 
 
 class LoRANetwork(nn.Module):
-    def __init__(self, modules: Iterable[tuple[Candidate, LoRAModule]]) -> None:
+    def __init__(self, modules: Iterable[tuple[Candidate, Adapter]]) -> None:
         super().__init__()
         self.groups: dict[str, list[str]] = {}
         self.loras = nn.ModuleDict()
@@ -175,11 +111,12 @@ class LoRANetwork(nn.Module):
 
     @classmethod
     def from_candidates(cls, candidates: list[Candidate], *, dim: int, alpha: float, conv_dim: int | None = None,
-                        conv_alpha: float = 1.0) -> LoRANetwork:
+                        conv_alpha: float = 1.0, spec: NetworkSpec | None = None) -> LoRANetwork:
+        spec = spec or NetworkSpec()
         pairs = []
         for c in candidates:
             rank, scale = (conv_dim, conv_alpha) if c.is_conv3x3 and conv_dim else (dim, alpha)
-            pairs.append((c, LoRAModule(c.name, c.targets, rank, scale)))
+            pairs.append((c, ADAPTERS[spec.kind].create(c.name, c.targets, rank, scale, spec)))
         return cls(pairs)
 
     @classmethod
@@ -187,26 +124,21 @@ class LoRANetwork(nn.Module):
                      family: Family, multiplier: float = 1.0) -> tuple[LoRANetwork, list[str]]:
         """An SD network shaped like a kohya state dict, with its weights; and the names matching no module."""
         candidates = text_candidates(text_encoders, family) + unet_candidates(unet, family, with_conv=True)
+        candidates += named_candidates(unet, family, FAMILIES[family].lycoris_names)
         return cls.from_weights_candidates(weights, candidates, multiplier)
 
     @classmethod
     def from_weights_candidates(cls, weights: dict[str, torch.Tensor], candidates: list[Candidate],
                                 multiplier: float = 1.0) -> tuple[LoRANetwork, list[str]]:
+        """Each module of the file as the type it was written as (LoRA, LoHa, LoKr, with or without DoRA)."""
         by_name = {c.name: c for c in candidates}
-        names = sorted({key.split(".", 1)[0] for key in weights})
         pairs, unmatched = [], []
-        for name in names:
-            down = weights.get(f"{name}.lora_down.weight")
-            if name not in by_name or down is None:
+        for name, tensors in sorted(by_module(weights).items()):
+            adapter = from_tensors(name, by_name[name].targets, tensors, multiplier) if name in by_name else None
+            if adapter is None:
                 unmatched.append(name)
-                continue
-            alpha = weights.get(f"{name}.alpha")
-            rank = down.shape[0]
-            lora = LoRAModule(name, by_name[name].targets, rank, float(alpha) if alpha is not None else rank,
-                              multiplier)
-            lora.lora_down.weight.data.copy_(down)
-            lora.lora_up.weight.data.copy_(weights[f"{name}.lora_up.weight"])
-            pairs.append((by_name[name], lora))
+            else:
+                pairs.append((by_name[name], adapter))
         return cls(pairs), unmatched
 
     @property
@@ -245,22 +177,18 @@ class LoRANetwork(nn.Module):
         return groups
 
     def load_kohya(self, weights: dict[str, torch.Tensor]) -> list[str]:
-        """Copy matching weights in (network_weights); returns the names that were not in the file."""
-        missing = []
-        for name, lora in self.loras.items():
-            down = weights.get(f"{name}.lora_down.weight")
-            if down is None or down.shape != lora.lora_down.weight.shape:
-                missing.append(name)
-                continue
-            lora.lora_down.weight.data.copy_(down)
-            lora.lora_up.weight.data.copy_(weights[f"{name}.lora_up.weight"])
-        return missing
+        """Copy matching weights in (network_weights); returns the names that were not in the file or do not fit."""
+        modules = by_module(weights)
+        return [name for name, adapter in self.adapters.items() if not adapter.load_tensors(modules.get(name, {}))]
 
     def kohya_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        for name, lora in self.loras.items():
-            for key, tensor in (("lora_down.weight", lora.lora_down.weight), ("lora_up.weight", lora.lora_up.weight),
-                                ("alpha", lora.alpha)):
+        for name, adapter in self.adapters.items():
+            for key, tensor in adapter.kohya_tensors().items():
                 value = tensor.detach().to("cpu")
                 out[f"{name}.{key}"] = value.to(dtype) if dtype is not None else value.clone()
         return out
+
+    @property
+    def adapters(self) -> dict[str, Adapter]:
+        return dict(self.loras.items())  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from typing import Literal
 
 from trainer.config import Family, TrainConfig
 from trainer.families import family_info, refused_keys, resolve_family
+from trainer.network_spec import network_problems
 
 OPTIMIZER_PACKAGES: dict[str, tuple[str, str]] = {
     "AdamW8bit": ("bitsandbytes", "bitsandbytes"),
@@ -84,6 +85,8 @@ def check(cfg: TrainConfig, family: Family | None = None) -> list[Finding]:
             error("optimizer_type", f"{cfg.optimizer_type} needs the package {package}, which is not installed")
     if cfg.xformers and not module_available("xformers"):
         error("xformers", "the package xformers is not installed: use sdpa (PyTorch's own attention)")
+    for field, message in network_problems(cfg):
+        error(field, message)
     if cfg.dim_from_weights and not cfg.network_weights:
         error("dim_from_weights", "needs network_weights (the file to take the rank from)")
     if isinstance(cfg.text_encoder_lr, list) and len(cfg.text_encoder_lr) > family_info(family).text_encoders:

@@ -8,6 +8,7 @@ import json
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from safetensors.torch import save as safetensors_bytes
 from trainer.config import Family, TrainConfig
 from trainer.dataset import DatasetScan
 
+# sd-scripts writes "sd-scripts/<git commit>": the code that made the file, here lorabake's release
+IMPLEMENTATION_VERSION = f"lorabake/{package_version('lorabake')}"
 SAVE_DTYPES = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MINIMUM_KEYS = ("ss_v2", "ss_base_model_version", "ss_network_module", "ss_network_dim", "ss_network_alpha",
                 "ss_network_args")
@@ -125,6 +128,7 @@ def build_metadata(cfg: TrainConfig, facts: RunFacts, family_values: dict[str, A
         "ss_dataset_dirs": json.dumps(scan.dataset_dirs()),
         "ss_reg_dataset_dirs": json.dumps(scan.dataset_dirs(reg=True)),
         "modelspec.sai_model_spec": "1.0.1",
+        "modelspec.implementation_version": IMPLEMENTATION_VERSION,
         "modelspec.title": f"{cfg.output_name}-{epoch:06d}" if not finished else cfg.output_name,
         "modelspec.resolution": f"{width}x{height}",
         "modelspec.date": now.strftime("%Y-%m-%dT%H:%M:%S"),

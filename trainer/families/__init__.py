@@ -15,6 +15,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from trainer.config import arg_value
+
 if TYPE_CHECKING:
     from trainer.config import TrainConfig
     from trainer.families.base import ModelFamily
@@ -47,6 +49,8 @@ class FamilyInfo:
     script: str = "train_network.py"  # the sd-scripts script that trains it
     export_flags: dict[str, Any] = field(default_factory=dict)  # how sd-scripts is told the family
     declared_by: Callable[[TrainConfig], bool] = lambda cfg: False  # sd-scripts flags that name this family
+    # modules LyCORIS's full preset adds by name, as they are called in sd-scripts' model of this family
+    lycoris_names: tuple[str, ...] = ()
     matches_folder: Callable[[Path, dict], bool] = lambda folder, index: True
 
 
@@ -74,6 +78,8 @@ DDPM_ONLY = {
     "noise_offset": "DDPM noise shaping; sd-scripts' FLUX training does not use it",
     "xformers": "FLUX attention runs on PyTorch's SDPA",
 }
+# sd-scripts' SD 1.x/2.x UNet keeps diffusers' names; its SDXL UNet (input_blocks …, time_embed) has none of these
+SD_LYCORIS_NAMES = ("conv_in", "conv_out", "time_embedding.linear_1", "time_embedding.linear_2")
 SD_DEFAULTS: dict[str, Any] = {"mixed_precision": "bf16"}
 FLUX_DEFAULTS: dict[str, Any] = {
     "resolution": "1024", "min_bucket_reso": 512, "max_bucket_reso": 2048, "mixed_precision": "bf16",
@@ -103,7 +109,7 @@ FLUX_RULES = (
          "split_qkv is not supported: lorabake trains the fused qkv module as sd-scripts writes it"),
     Rule(lambda c: c.mixed_precision == "fp16", "warning", "mixed_precision",
          "FLUX overflows in fp16; bf16 is what it was trained in"),
-    Rule(lambda c: c.effective_conv_dim is not None, "warning", "conv_dim",
+    Rule(lambda c: bool(c.conv_dim or arg_value(c.network_args, "conv_dim")), "warning", "conv_dim",
          "FLUX's blocks have no convolutions, so there is nothing for conv_dim to train (as in sd-scripts)"),
 )
 
@@ -127,7 +133,7 @@ FAMILIES: dict[str, FamilyInfo] = {
         defaults={**SD_DEFAULTS, "resolution": "768", "v_parameterization": True, "min_bucket_reso": 384,
                   "max_bucket_reso": 1280},
         refuses={"sdxl": "an SDXL flag; this base model is SD 2.x"},
-        export_flags={"v2": True}, declared_by=lambda cfg: cfg.v2,
+        export_flags={"v2": True}, declared_by=lambda cfg: cfg.v2, lycoris_names=SD_LYCORIS_NAMES,
         matches_folder=lambda folder, index: _text_encoder_act(folder) == "gelu",
     ),
     "sd15": FamilyInfo(
@@ -138,6 +144,7 @@ FAMILIES: dict[str, FamilyInfo] = {
         refuses={"sdxl": "an SDXL flag; this base model is SD 1.5", "v2": "an SD2 flag; this base model is SD 1.5"},
         rules=(Rule(lambda c: c.v_parameterization, "warning", "v_parameterization",
                     "SD1.x models predict noise, not v: this is only right for v-prediction models"),),
+        lycoris_names=SD_LYCORIS_NAMES,
     ),
     "chroma": FamilyInfo(
         name="chroma", label="Chroma", runtime="trainer.families.flux:Flux",

@@ -60,8 +60,10 @@ class ModelFamily(ABC):
 
     @abstractmethod
     def lora_targets(self, model: LoadedModel, *, with_conv: bool, denoiser: bool = True,
-                     text: bool | tuple[int, ...] = True, network_args: list[str] | None = None) -> list[Candidate]:
-        """The modules a LoRA may wrap, with their kohya names; `text` selects the text encoders (True: all)."""
+                     text: bool | tuple[int, ...] = True, network_args: list[str] | None = None,
+                     names: tuple[str, ...] = ()) -> list[Candidate]:
+        """The modules a LoRA may wrap, with their kohya names; `text` selects the text encoders (True: all);
+        `names` adds denoiser modules by path (LyCORIS's full preset: the family's `lycoris_names`)."""
 
     def kohya_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A LoRA state dict in another layout (diffusers/PEFT) → kohya keys; kohya files pass through."""

@@ -135,7 +135,8 @@ class Flux(ModelFamily):
         return clip + t5
 
     def lora_targets(self, model: FluxModel, *, with_conv: bool, denoiser: bool = True,
-                     text: bool | tuple[int, ...] = True, network_args: list[str] | None = None) -> list[Candidate]:
+                     text: bool | tuple[int, ...] = True, network_args: list[str] | None = None,
+                     names: tuple[str, ...] = ()) -> list[Candidate]:
         out: list[Candidate] = []
         chosen = set(range(len(model.text_encoders))) if text is True else set(text or ())
         for index, encoder in enumerate(model.text_encoders):

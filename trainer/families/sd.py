@@ -11,7 +11,7 @@ from PIL import Image
 from trainer.config import TrainConfig
 from trainer.families.base import ModelFamily, RenderSettings, TextOut
 from trainer.models import BaseModel, encode_text, load_base_model, sdxl_time_ids
-from trainer.network import Candidate, text_candidates, unet_candidates
+from trainer.network import Candidate, named_candidates, text_candidates, unet_candidates
 from trainer.noise import min_snr_weight, sample_noise
 from trainer.prompts import PromptSpec
 
@@ -53,13 +53,15 @@ class StableDiffusion(ModelFamily):
             model.unet.set_attn_processor(AttnProcessor())
 
     def lora_targets(self, model: BaseModel, *, with_conv: bool, denoiser: bool = True,
-                     text: bool | tuple[int, ...] = True, network_args: list[str] | None = None) -> list[Candidate]:
+                     text: bool | tuple[int, ...] = True, network_args: list[str] | None = None,
+                     names: tuple[str, ...] = ()) -> list[Candidate]:
         out: list[Candidate] = []
         if text:
             chosen = set(range(len(model.text_encoders))) if text is True else set(text)
             out += [c for c in text_candidates(model.text_encoders, model.family) if int(c.group[2:]) - 1 in chosen]
         if denoiser:
             out += unet_candidates(model.unet, model.family, with_conv=with_conv)
+            out += named_candidates(model.unet, model.family, names)
         return out
 
     def encode_images(self, model: BaseModel, pixels: torch.Tensor) -> torch.Tensor:
