@@ -142,6 +142,9 @@ def export_config(job: Job, dataset: Dataset, images: list[Image], settings: Set
               and k not in DATASET_KEYS.values() and k not in SERVICE_KEYS and k not in refused}
     for theirs, ours in SD_SCRIPTS_RENAMES.items():
         values[theirs] = values.pop(ours)
+    for key in ("conv_dim", "conv_alpha"):  # sd-scripts has no such options: networks read them from network_args
+        if key in values:
+            values["network_args"] = [*values.get("network_args", []), f"{key}={values.pop(key)}"]
     if "v_parameterization" not in refused:
         values["v_parameterization"] = config.v_parameterization
     values.update(pretrained_model_name_or_path=model.location if model else job.base_model, output_dir="output",

@@ -16,12 +16,15 @@ GROUPS: dict[str, dict[str, str]] = {
     "Network": {
         "network_dim": "LoRA rank: the size of the learned update. Larger learns more detail and makes a bigger file.",
         "network_alpha": "Scales the LoRA output by alpha / dim. 0 means alpha = dim (scale 1).",
-        "conv_dim": "LoCon: also train the 3×3 convolutions with this rank (texture and style). Empty = off.",
+        "conv_dim": "LoCon: also train the 3×3 convolutions with this rank (texture and style). Empty = off "
+                    "(lycoris.kohya: network_dim).",
         "conv_alpha": "Scale for the convolution LoRA, as network_alpha is for the rest.",
         "network_train_unet_only": "Leave the text encoder alone; only the UNet learns.",
         "network_train_text_encoder_only": "Leave the UNet alone; only the text encoder learns.",
-        "network_args": 'Extra "key=value" network options, as in sd-scripts.',
-        "network_module": "networks.lora: LoRA, and LoCon when conv_dim is set (the sd-scripts name).",
+        "network_args": 'Extra "key=value" network options, as in sd-scripts; for lycoris.kohya: algo=locon|loha|lokr, '
+                        "dora_wd=True (DoRA), factor=N (LoKr).",
+        "network_module": "networks.lora / networks.lora_flux: kohya's LoRA (LoCon with conv_dim). lycoris.kohya: "
+                          "LyCORIS's LoCon, LoHa, LoKr and DoRA, chosen by algo in network_args.",
         "dim_from_weights": "Take the rank from a starting LoRA's weights (only when the run starts from one).",
     },
     "Optimisation": {

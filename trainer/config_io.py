@@ -66,7 +66,10 @@ ZERO_MEANS_OFF = frozenset({
     "min_snr_gamma", "multires_noise_iterations", "clip_skip", "save_every_n_epochs", "sample_every_n_epochs",
     "max_train_epochs", "save_last_n_epochs", "noise_offset", "max_train_steps", "lr_scheduler_num_cycles",
 })
-LORA_TYPES_WITH_CONV = {"LoCon", "Kohya LoCon"}
+LYCORIS_GUI_TYPES = {"LyCORIS/LoCon": "locon", "LyCORIS/LoHa": "loha", "LyCORIS/LoKr": "lokr"}
+LORA_TYPES_WITH_CONV = {"LoCon", "Kohya LoCon", *LYCORIS_GUI_TYPES}
+# the GUI's LyCORIS options, passed on as network_args (pre-flight names those lorabake does not offer)
+LYCORIS_GUI_FLAGS = ("dora_wd", "decompose_both", "use_tucker", "use_scalar", "train_norm", "rescaled", "bypass_mode")
 SUBSET_LAYOUT_KEYS = frozenset({"image_dir", "num_repeats", "is_reg", "class_tokens", "metadata_file"})
 
 # dataset_config TOML: blueprint keys (general / datasets / subsets) that are training parameters
@@ -157,12 +160,16 @@ def kohya_gui_values(data: dict[str, Any]) -> ReadValues:
     """A kohya_ss GUI LoRA config (JSON saved by its LoRA tab) as TrainConfig values."""
     out = ReadValues({})
     lora_type = data.get("LoRA_type", "Standard")
+    lycoris_args = _gui_lycoris_args(data) if lora_type in LYCORIS_GUI_TYPES else []
+    if lycoris_args:
+        out.values["network_module"] = "lycoris.kohya"
     for key, raw in data.items():
         value = _gui_number(raw)
-        if value == "" or value is None:
+        if value == "" or value is None or key in LYCORIS_GUI_FLAGS or key == "factor":
             continue
         if key == "LoRA_type" and value not in ("Standard", *LORA_TYPES_WITH_CONV):
-            out.ignored.append(f"LoRA_type: {value} is a LyCORIS network; this server trains LoRA and LoCon")
+            out.ignored.append(f"LoRA_type: {value} is not offered; lorabake trains LoRA, LoCon, LoHa, LoKr and "
+                               f"DoRA")
         elif key in ("conv_dim", "conv_alpha") and lora_type not in LORA_TYPES_WITH_CONV:
             continue  # the GUI keeps these even when the LoRA type does not use them
         elif key == "lr_warmup":
@@ -172,7 +179,7 @@ def kohya_gui_values(data: dict[str, Any]) -> ReadValues:
             attention = {True: "xformers", False: "none"}.get(value, value)
             out.values["xformers"], out.values["sdpa"] = attention == "xformers", attention == "sdpa"
         elif key == "optimizer_args" or key == "network_args":
-            out.values[key] = str(value).split()
+            out.values[key] = str(value).split() + (lycoris_args if key == "network_args" else [])
         elif key in KOHYA_GUI_ONLY:
             if key != "LoRA_type" and value not in (0, False):
                 out.ignored.append(f"{key}: a kohya_ss GUI option with no training parameter here")
@@ -180,7 +187,19 @@ def kohya_gui_values(data: dict[str, Any]) -> ReadValues:
             continue
         else:
             out.values[KOHYA_GUI_RENAMES.get(key, key)] = value
+    if lycoris_args and "network_args" not in out.values:
+        out.values["network_args"] = lycoris_args
     return out
+
+
+def _gui_lycoris_args(data: dict[str, Any]) -> list[str]:
+    """network_args for a GUI LyCORIS type, as the GUI writes them when it launches sd-scripts."""
+    args = [f"algo={LYCORIS_GUI_TYPES[data['LoRA_type']]}"]
+    args += [f"{key}=True" for key in LYCORIS_GUI_FLAGS if _gui_number(data.get(key)) is True]
+    factor = _gui_number(data.get("factor", -1))
+    if data["LoRA_type"] == "LyCORIS/LoKr" and factor not in (-1, "", None):
+        args.append(f"factor={factor}")
+    return args
 
 
 def dataset_config_values(data: dict[str, Any]) -> tuple[ReadValues, DatasetLayout]:

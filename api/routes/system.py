@@ -15,6 +15,7 @@ from api.param_catalog import catalog, families
 from api.routes import API_PREFIX
 from core.models import Job
 from core.storage import LocalStorage, StorageError
+from trainer.network_spec import NETWORK_TYPES
 from trainer.presets import FAMILIES, THEMES, preset_values
 
 router = APIRouter(prefix=API_PREFIX, tags=["system"])
@@ -62,6 +63,12 @@ async def model_families() -> list[dict[str, object]]:
 async def params() -> list[dict[str, object]]:
     """Every parameter of pro mode, grouped, with its type, bounds, default and what it really does."""
     return catalog()
+
+
+@router.get("/network-types")
+async def network_types() -> list[dict[str, object]]:
+    """Pro mode's plain choice of network type, as the network_module and network_args sd-scripts users write."""
+    return [dict(t) for t in NETWORK_TYPES]
 
 
 @router.get("/files/{key:path}")

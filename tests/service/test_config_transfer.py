@@ -183,8 +183,15 @@ def test_kohya_ss_gui_json_values_are_converted(client, alice):
     assert {"train_data_dir", "output_dir", "output_name", "mem_eff_attn", "num_cpu_threads_per_process",
             "sample_every_n_steps"} <= set(ignored)
     assert "use_wandb" not in ignored and body["unknown"] == []
-    lycoris = import_config(client, alice, "loha.json", json.dumps({**KOHYA_GUI, "LoRA_type": "LyCORIS/LoHa"}))
-    assert "LyCORIS" in notes(lycoris.json()["ignored"])["LoRA_type"]
+    lokr = {**KOHYA_GUI, "LoRA_type": "LyCORIS/LoKr", "dora_wd": True, "factor": "8", "conv_dim": 4, "conv_alpha": 2,
+            "use_tucker": False}
+    lycoris = import_config(client, alice, "lokr.json", json.dumps(lokr)).json()
+    assert lycoris["problems"] == [] and lycoris["unknown"] == []
+    assert lycoris["params"]["network_module"] == "lycoris.kohya"
+    assert lycoris["params"]["network_args"] == ["algo=lokr", "dora_wd=True", "factor=8"]
+    assert (lycoris["params"]["conv_dim"], lycoris["params"]["conv_alpha"]) == (4, 2)
+    ia3 = import_config(client, alice, "ia3.json", json.dumps({**KOHYA_GUI, "LoRA_type": "LyCORIS/iA3"})).json()
+    assert "not offered" in notes(ia3["ignored"])["LoRA_type"] and "network_module" not in ia3["params"]
 
 
 def test_lora_easy_json_with_old_names(client, alice):
@@ -276,6 +283,24 @@ mixed_precision = "bf16"
 gradient_checkpointing = true
 max_train_epochs = 8
 """
+
+
+def test_a_lycoris_job_exports_its_network_as_sd_scripts_reads_it(client, alice):
+    dataset = client.post("/api/v1/datasets", json={"name": "lyco", "default_repeats": 2}, headers=alice).json()
+    client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=alice,
+                files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(2)])
+    job = client.post("/api/v1/jobs", headers=alice, json={
+        "dataset_id": dataset["id"], "base_model": "tiny-sd15", "name": "lyco", "mode": "pro", "preset": None,
+        "params": {"network_module": "lycoris.kohya", "network_args": ["algo=loha"], "conv_dim": 4, "conv_alpha": 2,
+                   "resolution": "64", "max_train_epochs": 1}}).json()
+    archive = zipfile.ZipFile(io.BytesIO(client.get(f"/api/v1/jobs/{job['id']}/export-config", headers=alice).content))
+    config = tomllib.loads(archive.read("config.toml").decode())
+    assert config["network_module"] == "lycoris.kohya" and "conv_dim" not in config
+    assert config["network_args"] == ["algo=loha", "conv_dim=4", "conv_alpha=2.0"]
+    refused = client.post("/api/v1/jobs", headers=alice, json={
+        "dataset_id": dataset["id"], "base_model": "tiny-sd15", "name": "lyco2", "mode": "pro", "preset": None,
+        "params": {"network_module": "lycoris.kohya", "network_args": ["algo=ia3"]}})
+    assert refused.status_code == 422 and "algo=ia3 is not offered" in refused.text
 
 
 def test_a_flux_train_network_toml_imports_and_a_flux_job_exports_back(client, alice, tmp_path, tiny_flux):

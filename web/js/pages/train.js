@@ -35,8 +35,8 @@ function readParam(spec, input) {
 export async function trainPage({ datasetId, fromJob }) {
   const job = fromJob ? await get(`/jobs/${fromJob}`) : null;
   datasetId = datasetId || job.dataset_id;
-  const [dataset, models, presets, catalog] = await Promise.all([get(`/datasets/${datasetId}`), get("/base-models"),
-    get("/presets"), get("/params")]);
+  const [dataset, models, presets, catalog, types] = await Promise.all([get(`/datasets/${datasetId}`),
+    get("/base-models"), get("/presets"), get("/params"), get("/network-types")]);
   const specs = catalog.flatMap((g) => g.params);
   const themes = [...new Set(presets.map((p) => p.theme))];
   const firstTheme = themes.includes("standard") ? "standard" : themes[0];
@@ -64,6 +64,10 @@ export async function trainPage({ datasetId, fromJob }) {
       paramFields.set(spec.key, element);
       return element;
     })))]);
+  // A plain choice of network type, written into network_module and network_args as sd-scripts users write them.
+  const networkType = h("select", { name: "network_type" }, types.map((t) => h("option", { value: t.name }, t.label)));
+  paramFields.get("network_dim").before(field("Network type", networkType,
+    "LoHa and LoKr capture more per file size; DoRA learns direction and magnitude apart (LyCORIS types)."));
   const pro = h("div", {}, groupSets.map(([, set]) => set));
   // Pro mode shows only what applies to the chosen base model's family (FLUX's flow settings, SD's clip_skip …).
   const applies = (spec) => spec.families.includes(family());
@@ -114,8 +118,25 @@ export async function trainPage({ datasetId, fromJob }) {
     for (const spec of specs) {
       setParam(spec, pro.querySelector(`[name="${spec.key}"]`), spec.key in values ? values[spec.key] : spec.default);
     }
+    networkType.value = typeOf({ network_module: values.network_module, network_args: values.network_args });
   }
   const presetValues = () => (presets.find((p) => p.theme === preset() && p.family === family()) || {}).params || {};
+  const argName = (arg) => arg.split("=")[0].trim();
+  function typeOf(values) {
+    const args = values.network_args || [];
+    const arg = (key) => ((args.find((a) => argName(a) === key) || "").split("=")[1] || "").trim().toLowerCase();
+    if (values.network_module !== "lycoris.kohya") return "lora";
+    if (arg("dora_wd") === "true") return "dora";
+    return { loha: "loha", lokr: "lokr" }[arg("algo")] || "lycoris_lora";
+  }
+  function applyType() {
+    const chosen = types.find((t) => t.name === networkType.value);
+    const moduleInput = pro.querySelector('[name="network_module"]');
+    moduleInput.value = chosen.lycoris ? "lycoris.kohya" : (presetValues().network_module || "networks.lora");
+    const argsInput = pro.querySelector('[name="network_args"]');
+    const kept = splitList(argsInput.value).filter((a) => !["algo", "dora_wd"].includes(argName(a)));
+    argsInput.value = [...chosen.args, ...kept].join(", ");
+  }
   fillPro(job ? job.params : presetValues());
   showFamilyParams();
 
@@ -163,6 +184,7 @@ export async function trainPage({ datasetId, fromJob }) {
 
   const form = h("form", { class: "card", oninput: later, onchange: (e) => {
     if (e.target.name === "preset" || e.target.name === "base_model") fillPro(presetValues());
+    if (e.target.name === "network_type") applyType();
     if (e.target.name === "base_model") showFamilyParams();
     if (e.target.name === "mode") { basic.hidden = currentMode() !== "basic"; pro.hidden = !basic.hidden; }
     later();
