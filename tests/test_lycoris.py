@@ -279,6 +279,7 @@ def test_each_type_trains_on_the_tiny_model_and_writes_lycoris_keys(tiny_models,
     ({"network_module": "lycoris.kohya", "network_args": ["algo=loha", "use_tucker=True"]}, "use_tucker"),
     ({"network_module": "lycoris.kohya", "network_args": ["dora_wd=True", "wd_on_output=False"]}, "wd_on_output"),
     ({"network_module": "lycoris.kohya", "network_args": ["algo=lokr", "factor=x"]}, "factor=x"),
+    ({"network_module": "lycoris.kohya", "network_args": ["train_blocks=single"]}, "train_blocks is read by"),
 ])
 def test_pre_flight_refuses_what_a_network_type_cannot_carry(tiny_models, dataset, tmp_path, values, phrase):
     cfg = build_config(base_values(tiny_models["sd15"], dataset, tmp_path, **values))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import tomllib
+from pathlib import Path
 
 import torch
 from safetensors import safe_open
@@ -64,6 +66,8 @@ def test_metadata_matches_what_sd_scripts_writes(tmp_path):
     assert meta["ss_sd_model_hash"] == hashlib.sha256(blob[0x100000:0x110000]).hexdigest()[:8]
     assert meta["ss_new_sd_model_hash"] == hashlib.sha256(blob).hexdigest()
     assert meta["modelspec.sai_model_spec"] == "1.0.1"
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert meta["modelspec.implementation_version"] == f"lorabake/{project['version']}"  # sd-scripts/<commit> there
     assert epoch_meta["modelspec.title"] == "t-000001" and meta["modelspec.title"] == "t"
 
     # both hashes over the file as written with the ss_* keys only

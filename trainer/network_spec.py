@@ -86,6 +86,9 @@ def network_problems(cfg: TrainConfig) -> list[tuple[str, str]]:
         problems.append(("network_args", f"factor={factor} is not a whole number (-1 means balanced)"))
     problems += [("network_args", f"{key}: {why}") for key, why in REFUSED_LYCORIS_ARGS.items()
                  if arg_flag(args, key)]
+    if arg_value(args, "train_blocks") is not None:
+        problems.append(("network_args", "train_blocks is read by networks.lora_flux only; lycoris.kohya trains "
+                                         "every FLUX block"))
     return problems
 
 
