@@ -41,6 +41,7 @@ test: setup browser
 
 bench: setup
 	$(BIN)/python -m bench.train_step
+	$(BIN)/python -m bench.network_types
 	$(BIN)/python -m bench.service
 
 clean:

@@ -59,8 +59,9 @@ def ours_step(model_dir: Path, data_dir: Path, out: Path, batch_size: int, **fam
     return step, batch
 
 
-def plain_step(model_dir: Path, batch: dict):
-    """What a minimal diffusers + peft LoRA loop does per step, written as plainly as possible."""
+def plain_step(model_dir: Path, batch: dict, adapter=None):
+    """What a minimal diffusers + peft LoRA loop does per step, written as plainly as possible (`adapter`: another
+    peft config over the UNet, LoRA on the attention layers when None)."""
     from diffusers import DDPMScheduler, StableDiffusionPipeline
     from peft import LoraConfig
 
@@ -68,9 +69,9 @@ def plain_step(model_dir: Path, batch: dict):
     unet, text_encoder, tokenizer = pipe.unet, pipe.text_encoder, pipe.tokenizer
     for module in (unet, text_encoder, pipe.vae):
         module.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=8, lora_alpha=8, init_lora_weights="gaussian",
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out",
-                                                "ff.net.0.proj", "ff.net.2"]))
+    unet.add_adapter(adapter or LoraConfig(r=8, lora_alpha=8, init_lora_weights="gaussian",
+                                           target_modules=["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out",
+                                                           "ff.net.0.proj", "ff.net.2"]))
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
