@@ -182,6 +182,9 @@ class JobIn(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     sample_prompts: list[str] = Field(default_factory=list, max_length=8)
     start_after: datetime | Literal["tonight"] | None = None
+    repeats: int | None = Field(default=None, ge=1, le=MAX_REPEATS,
+                                description="repeats per image for images without their own; becomes the dataset's "
+                                            "default when the job is created")
 
 
 class RetrainIn(BaseModel):
@@ -192,15 +195,20 @@ class RetrainIn(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     sample_prompts: list[str] | None = Field(default=None, max_length=8)
     start_after: datetime | Literal["tonight"] | None = None
+    repeats: int | None = Field(default=None, ge=1, le=MAX_REPEATS)
 
 
 class Estimate(BaseModel):
     steps_per_epoch: int
     epochs: int
     total_steps: int
-    train_samples: int
+    train_images: int
+    train_samples: int = Field(description="training images × their repeats, per epoch")
     reg_samples: int
+    batch_size: int
+    gradient_accumulation_steps: int
     estimated_seconds: float
+    tonight_starts_at: datetime = Field(description='when "start tonight" would start (the off-peak window)')
     warnings: list[dict[str, str]]
     errors: list[dict[str, str]]
 

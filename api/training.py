@@ -35,6 +35,7 @@ class Assessment:
     model: BaseModelEntry | None = None
     config: TrainConfig | None = None
     plan: StepPlan | None = None
+    train_images: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
 
@@ -56,17 +57,20 @@ def job_values(model: BaseModelEntry, mode: str, preset: str | None, params: dic
     return values
 
 
-def dataset_specs(dataset: Dataset, images: list[Image]) -> tuple[list[ImageSpec], list[ImageSpec]]:
+def dataset_specs(dataset: Dataset, images: list[Image], repeats: int | None = None
+                  ) -> tuple[list[ImageSpec], list[ImageSpec]]:
+    """The images as the step count sees them; `repeats` stands in for the dataset's default when given."""
     train, reg = [], []
     for image in images:
         width, height = (image.crop["width"], image.crop["height"]) if image.crop else (image.width, image.height)
-        spec = ImageSpec(width, height, image.repeats or (1 if image.is_reg else dataset.default_repeats))
+        spec = ImageSpec(width, height, image.repeats or (1 if image.is_reg else repeats or dataset.default_repeats))
         (reg if image.is_reg else train).append(spec)
     return train, reg
 
 
 def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str | None, params: dict[str, Any],
-           dataset: Dataset | None, images: list[Image], sample_prompts: list[str] | None = None) -> Assessment:
+           dataset: Dataset | None, images: list[Image], sample_prompts: list[str] | None = None,
+           repeats: int | None = None) -> Assessment:
     errors: list[dict[str, str]] = []
     try:
         parse_prompts(sample_prompts or [])
@@ -95,10 +99,10 @@ def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str
         target = result.errors if finding.level == "error" else result.warnings
         target.append({"field": finding.field, "message": finding.message})
     if dataset is not None:
-        train, reg = dataset_specs(dataset, images)
+        train, reg = dataset_specs(dataset, images, repeats)
         if not train:
             result.errors.append({"field": "dataset_id", "message": "the dataset has no training images"})
-        result.plan = plan_for_config(result.config, train, reg)
+        result.plan, result.train_images = plan_for_config(result.config, train, reg), len(train)
         if result.plan.total_steps > MAX_STEPS:
             result.errors.append({"field": "max_train_epochs", "message": f"the run would take "
                                   f"{result.plan.total_steps:,} steps; at most {MAX_STEPS:,}"})

@@ -37,15 +37,19 @@ def _dataset_for(body: JobIn, user_id: str, session: Session) -> tuple[Dataset, 
 def _assess(body: JobIn, user_id: str, session: Session, settings: Settings) -> Assessment:
     dataset, images = _dataset_for(body, user_id, session)
     return assess(settings.model_named(body.base_model), body.base_model, body.mode, body.preset, body.params,
-                  dataset, images, body.sample_prompts)
+                  dataset, images, body.sample_prompts, body.repeats)
 
 
 @router.post("/jobs/estimate")
 def estimate(body: JobIn, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> Estimate:
     result = _assess(body, user.id, session, settings)
     plan = result.plan or EMPTY_PLAN
+    config = result.config
     return Estimate(steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs, total_steps=plan.total_steps,
-                    train_samples=plan.train_samples, reg_samples=plan.reg_samples,
+                    train_images=result.train_images, train_samples=plan.train_samples, reg_samples=plan.reg_samples,
+                    batch_size=config.train_batch_size if config else 1,
+                    gradient_accumulation_steps=config.gradient_accumulation_steps if config else 1,
+                    tonight_starts_at=next_off_peak(utcnow(), settings.off_peak_start_hour),
                     estimated_seconds=estimated_seconds(result), warnings=result.warnings, errors=result.errors)
 
 
@@ -66,6 +70,10 @@ def _create(body: JobIn, user_id: str, session: Session, settings: Settings, req
     if result.errors:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"message": "the parameters have problems",
                                                                      "errors": result.errors})
+    if body.repeats is not None:  # the job runs with what the estimate counted
+        dataset = session.get(Dataset, body.dataset_id)
+        if dataset is not None:
+            dataset.default_repeats = body.repeats
     start_after = body.start_after
     if start_after == "tonight":
         start_after = next_off_peak(utcnow(), settings.off_peak_start_hour)
@@ -153,7 +161,7 @@ def retrain(job: OwnedJob, request: Request, user: CurrentUser, session: Session
     body = JobIn(dataset_id=job.dataset_id, base_model=changes.base_model or job.base_model,
                  name=changes.name or job.name, mode="pro", preset=None, params=params,
                  sample_prompts=job.sample_prompts if changes.sample_prompts is None else changes.sample_prompts,
-                 start_after=changes.start_after)
+                 start_after=changes.start_after, repeats=changes.repeats)
     return job_view(session, _create(body, user.id, session, settings, request).id, user.id)
 
 

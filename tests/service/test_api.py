@@ -149,6 +149,16 @@ def test_estimate_counts_repeats_reg_images_and_batches(client, alice):
     assert (estimate["train_samples"], estimate["reg_samples"]) == (14, 14)
     assert (estimate["steps_per_epoch"], estimate["total_steps"]) == (14, 42)
     assert estimate["estimated_seconds"] > 0 and estimate["errors"] == []
+    assert (estimate["train_images"], estimate["batch_size"], estimate["gradient_accumulation_steps"]) == (4, 2, 1)
+
+    # the form's "Repeats per image" counts before the job exists, and the job runs with what was counted
+    body["repeats"] = 20  # 5 + 3×20 = 65 train samples, reg cycled to 65 → 130 samples: 65 batches of 2
+    estimate = client.post("/api/v1/jobs/estimate", json=body, headers=alice).json()
+    assert (estimate["train_samples"], estimate["steps_per_epoch"], estimate["total_steps"]) == (65, 65, 195)
+    assert client.get(f"/api/v1/datasets/{dataset}", headers=alice).json()["default_repeats"] == 3  # only counted
+    job = client.post("/api/v1/jobs", json=body, headers=alice).json()
+    assert job["total_steps"] == 195
+    assert client.get(f"/api/v1/datasets/{dataset}", headers=alice).json()["default_repeats"] == 20
 
 
 def test_job_with_bad_parameters_is_refused_with_every_problem_named(client, alice):
@@ -223,6 +233,11 @@ def test_service_endpoints(client):
     assert client.get("/api/v1/base-models").json()[0] == {"name": "tiny-sd15", "family": "sd15", "resolution": 64}
     presets = client.get("/api/v1/presets").json()
     assert len(presets) == 25 and presets[0]["params"]["network_dim"] > 0  # 5 themes × 5 families
+    crops = {f["name"]: f["crop_sizes"] for f in client.get("/api/v1/families").json()}
+    assert {"768x1024", "1024x1024", "1024x768"} <= set(crops["sdxl"])  # the flow's own SDXL sizes
+    assert {"512x768", "512x512", "768x512"} <= set(crops["sd15"])
+    types = {t["name"]: t for t in client.get("/api/v1/network-types").json()}
+    assert types["loha"]["args"] == ["algo=loha"] and types["dora"]["args"] == ["algo=locon", "dora_wd=True"]
     assert client.get("/api/v1/files/u/x.png?exp=9999999999&name=x.png&sig=bad").status_code == 403
     assert client.get("/api/v1/openapi.json").json()["info"]["title"] == "lorabake"
 

@@ -33,10 +33,17 @@ def browser_page(tmp_path, tiny_sd15, tiny_flux):
         context.set_default_timeout(30_000)
         page = context.new_page()
         errors: list[str] = []
+        missing: list[str] = []  # the workbench's own files (the icon included) must all be there
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("response", lambda r: missing.append(r.url) if r.status == 404 and "/api/" not in r.url else None)
         yield page, stack
         browser.close()
         assert errors == [], f"JavaScript errors on the pages: {errors}"
+        assert missing == [], f"files the pages asked for and did not get: {missing}"
+
+
+TOO_WIDE = ("[...document.querySelectorAll('main *')].filter(e => e.getBoundingClientRect().right > 392).slice(0, 5)"
+            ".map(e => `${e.tagName}.${e.className} ${e.getBoundingClientRect().right}`)")
 
 
 def shot(page, name: str) -> None:
@@ -58,6 +65,8 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     page.get_by_label("New dataset name").fill("circles")
     page.get_by_role("button", name="Create dataset").click()
     expect(page.get_by_role("heading", name="circles")).to_be_visible()
+    expect(page).to_have_title("circles · lorabake")
+    dataset_url = page.url
     shot(page, "02-datasets-new")
 
     files = [{"name": f"circle{i}.png", "mimeType": "image/png", "buffer": png_bytes(seed=i)} for i in range(8)]
@@ -81,8 +90,14 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     page.get_by_role("link", name=re.compile("Train a LoRA")).click()
     expect(page.get_by_role("heading", name="Train on circles")).to_be_visible()
     page.get_by_label("LoRA name").fill("circles")
+    expect(page.get_by_role("radio", name="2.5D")).to_be_visible()  # the theme's name, not "2 5d"
     page.get_by_role("radio", name="standard").check()
+    estimate = page.get_by_role("status").filter(has_text="images × repeats")
+    page.get_by_label("Repeats per image").fill("20")
+    expect(estimate).to_contain_text("8 images × repeats = 160 samples per epoch")
     page.get_by_label("Repeats per image").fill("1")
+    expect(estimate).to_contain_text("8 images × repeats = 8 samples per epoch")
+    expect(page.get_by_role("button", name=re.compile(r"Start tonight \(off-peak, .*\d:\d\d"))).to_be_visible()
     page.get_by_label("Epochs", exact=True).fill("2")
     page.get_by_label("Preview prompt").fill("sks, red circle --s 4 --d 1")
     expect(page.get_by_role("status").filter(has_text=re.compile(r"\d+ steps .* 2 epochs"))).to_be_visible()
@@ -116,7 +131,9 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     page.get_by_role("radio", name="Basic").check()
     page.get_by_role("button", name="Start now").click()
 
+    page.wait_for_url(re.compile(r"#/jobs/\w+$"))
     expect(page.get_by_role("heading", name="circles")).to_be_visible()
+    job_url = page.url
     progress = page.get_by_role("progressbar", name="Training progress")
     expect(progress).to_have_attribute("value", "1", timeout=240_000)
     expect(page.get_by_role("status").filter(has_text="succeeded")).to_be_visible(timeout=60_000)
@@ -145,9 +162,26 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     assert response.status == 200 and response.body()[8:9] == b"{"  # safetensors: header length, then JSON
     shot(page, "09-model-page")
 
+    model_url = page.url
     page.get_by_role("link", name="Models").click()
     expect(page.get_by_role("link", name="circles")).to_be_visible()
     shot(page, "10-models-list")
+
+    # A phone (390 px) in dark mode: every view fits the screen's width and follows the system's colour scheme
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.emulate_media(color_scheme="dark")
+    views = [("#/datasets", "Datasets"), (dataset_url, "circles"), (f"{dataset_url}/train", "Train on circles"),
+             ("#/jobs", "Jobs"), (job_url, "circles"), ("#/models", "Models"), (model_url, "circles")]
+    for n, (url, heading) in enumerate(views):
+        page.goto(url if url.startswith("http") else f"/{url}")
+        expect(page.get_by_role("heading", name=heading, exact=True).first).to_be_visible()
+        expect(page).to_have_title(f"{heading} · lorabake")
+        page.wait_for_timeout(300)  # images and charts laid out
+        shot(page, f"11-phone-dark-{n}")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{url} is {width} px wide at 390 px: {page.evaluate(TOO_WIDE)}"
+    background = page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+    assert sum(int(c) for c in background[4:-1].split(",")) < 3 * 64, background  # a dark page
 
 
 def test_import_autotag_focus_crop_duplicates_export_and_config_import_in_the_browser(browser_page):

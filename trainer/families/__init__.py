@@ -80,6 +80,8 @@ DDPM_ONLY = {
 }
 # sd-scripts' SD 1.x/2.x UNet keeps diffusers' names; its SDXL UNet (input_blocks …, time_embed) has none of these
 SD_LYCORIS_NAMES = ("conv_in", "conv_out", "time_embedding.linear_1", "time_embedding.linear_2")
+# the flow's own list (DESIGN.md) first, then SDXL's common training buckets
+SDXL_CROPS = ("1024x1024", "768x1024", "1024x768", "832x1216", "1216x832", "896x1152", "1152x896")
 SD_DEFAULTS: dict[str, Any] = {"mixed_precision": "bf16"}
 FLUX_DEFAULTS: dict[str, Any] = {
     "resolution": "1024", "min_bucket_reso": 512, "max_bucket_reso": 2048, "mixed_precision": "bf16",
@@ -117,7 +119,7 @@ FAMILIES: dict[str, FamilyInfo] = {
     "sdxl": FamilyInfo(
         name="sdxl", label="SDXL", runtime="trainer.families.sd:StableDiffusion",
         pipeline_classes=("StableDiffusionXLPipeline",), resolution=1024,
-        crop_sizes=("1024x1024", "832x1216", "1216x832", "896x1152", "1152x896"), text_encoders=2,
+        crop_sizes=SDXL_CROPS, text_encoders=2,
         defaults={**SD_DEFAULTS, "resolution": "1024", "min_bucket_reso": 512, "max_bucket_reso": 2048,
                   "network_train_unet_only": True, "cache_text_encoder_outputs": False,
                   "gradient_checkpointing": True, "clip_skip": None, "text_encoder_lr": None},
@@ -149,7 +151,7 @@ FAMILIES: dict[str, FamilyInfo] = {
     "chroma": FamilyInfo(
         name="chroma", label="Chroma", runtime="trainer.families.flux:Flux",
         pipeline_classes=("ChromaPipeline",), resolution=1024,
-        crop_sizes=("1024x1024", "832x1216", "1216x832", "896x1152", "1152x896"), text_encoders=1,
+        crop_sizes=SDXL_CROPS, text_encoders=1,
         defaults={**FLUX_DEFAULTS, "model_type": "chroma", "timestep_sampling": "sigmoid", "guidance_scale": 0.0,
                   "apply_t5_attn_mask": True},
         own_keys=FLOW_KEYS, refuses=DDPM_ONLY, themes=FLUX_THEMES,
@@ -164,7 +166,7 @@ FAMILIES: dict[str, FamilyInfo] = {
     "flux": FamilyInfo(
         name="flux", label="FLUX.1", runtime="trainer.families.flux:Flux",
         pipeline_classes=("FluxPipeline",), resolution=1024,
-        crop_sizes=("1024x1024", "832x1216", "1216x832", "896x1152", "1152x896"), text_encoders=2,
+        crop_sizes=SDXL_CROPS, text_encoders=2,
         defaults=FLUX_DEFAULTS, own_keys=FLOW_KEYS, refuses=DDPM_ONLY, rules=FLUX_RULES, themes=FLUX_THEMES,
         script="flux_train_network.py",
         declared_by=lambda cfg: cfg.model_type == "flux" or cfg.network_module == "networks.lora_flux",

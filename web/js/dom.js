@@ -17,9 +17,12 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// Every view's title is its heading, so tabs and history read "Train on circles · lorabake".
 export function mount(...children) {
   const main = document.getElementById("main");
   main.replaceChildren(...children);
+  const heading = main.querySelector("h1");
+  document.title = heading ? `${heading.textContent} · lorabake` : "lorabake";
   return main;
 }
 
@@ -38,6 +41,14 @@ export function showErrors(form, box, error) {
 }
 
 export const splitList = (text) => text.split(",").map((item) => item.trim()).filter(Boolean);
+
+// A moment in the viewer's own time zone: "01:00" today, "Mon 01:00" on another day.
+export function clock(iso) {
+  const when = new Date(iso);
+  const time = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return when.toDateString() === new Date().toDateString() ? time
+    : `${when.toLocaleDateString([], { weekday: "short" })} ${time}`;
+}
 
 export function duration(seconds) {
   if (seconds === null || seconds === undefined) return "unknown";

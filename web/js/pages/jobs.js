@@ -1,17 +1,27 @@
 // The queue, and a job page that follows the job live over Server-Sent Events.
 import { get, post } from "../api.js";
 import { lineChart } from "../chart.js";
-import { duration, field, h, mount } from "../dom.js";
+import { clock, duration, field, h, mount } from "../dom.js";
+
+// When a job starts and ends, as its owner reads it: a time of day for a scheduled job, place and wait for a
+// queued one (how long it then takes, not a second "ends in" that repeats the wait), time left for a running one.
+function timing(j) {
+  if (j.finished) return "";
+  if (j.status === "scheduled" && j.start_after) return `starts ${clock(j.start_after)} (off-peak)`;
+  if (j.status === "queued") {
+    const takes = j.eta_s != null && j.starts_in_s != null ? `, then takes about ${duration(j.eta_s - j.starts_in_s)}` : "";
+    return `place ${j.queue_position ?? "?"}, starts in ${duration(j.starts_in_s)}${takes}`;
+  }
+  return `ends in ${duration(j.eta_s)}`;
+}
 
 export async function jobsPage() {
   const jobs = await get("/jobs");
   const rows = jobs.map((j) => h("tr", {},
     h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.name)), h("td", {}, j.status),
-    h("td", {}, j.queue_position ? `#${j.queue_position}, starts in ${duration(j.starts_in_s)}` : ""),
-    h("td", {}, `${Math.round(j.progress * 100)} %`),
-    h("td", {}, j.finished ? "" : `ends in ${duration(j.eta_s)}`)));
+    h("td", {}, `${Math.round(j.progress * 100)} %`), h("td", {}, timing(j))));
   mount(h("h1", {}, "Jobs"), jobs.length
-    ? h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Status", "Queue", "Progress", "ETA"].map((t) => h("th", {}, t)))),
+    ? h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Status", "Progress", "When"].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows))
     : h("p", { class: "muted" }, "No jobs yet: open a dataset and train a LoRA on it."));
 }
@@ -100,8 +110,7 @@ export async function jobPage(jobId) {
     const pct = Math.round(job.progress * 100);
     bar.value = job.progress;
     let text = `${job.status} · step ${job.step}/${job.total_steps} · ${pct} %`;
-    if (job.status === "queued") text += ` · place ${job.queue_position ?? "?"}, starts in ${duration(job.starts_in_s)}`;
-    if (!job.finished) text += ` · ends in ${duration(job.eta_s)}`;
+    if (!job.finished) text += ` · ${timing(job)}`;
     if (job.loss !== null && job.loss !== undefined) text += ` · loss ${job.loss.toFixed(4)}`;
     if (job.error) text += ` · ${job.error}`;
     statusLine.textContent = text;

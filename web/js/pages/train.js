@@ -1,7 +1,7 @@
 // Training form: basic (preset card × base model, repeats, epochs, preview prompt) or pro (every parameter),
 // with a live step count and time estimate, pre-flight errors next to their fields, start now or tonight.
-import { get, patch, post, postForm } from "../api.js";
-import { duration, field, h, mount, showErrors, splitList } from "../dom.js";
+import { get, post, postForm } from "../api.js";
+import { clock, duration, field, h, mount, showErrors, splitList } from "../dom.js";
 
 function paramInput(spec) {
   const name = spec.key;
@@ -32,6 +32,8 @@ function readParam(spec, input) {
   return input.value;
 }
 
+const themeLabel = (theme) => (theme === "2_5d" ? "2.5D" : theme.replace(/_/g, " "));
+
 export async function trainPage({ datasetId, fromJob }) {
   const job = fromJob ? await get(`/jobs/${fromJob}`) : null;
   datasetId = datasetId || job.dataset_id;
@@ -49,14 +51,12 @@ export async function trainPage({ datasetId, fromJob }) {
     h("input", { type: "radio", name: "mode", value: m, checked: m === mode }), ` ${m === "basic" ? "Basic" : "Pro"}`));
   const cards = h("div", { class: "cards", role: "radiogroup", "aria-label": "Preset" }, themes.map((theme) =>
     h("label", { class: "preset" }, h("input", { type: "radio", name: "preset", value: theme, checked: theme === firstTheme }),
-      ` ${theme.replace(/_/g, " ")}`)));
+      ` ${themeLabel(theme)}`)));
   const repeats = h("input", { type: "number", name: "repeats", min: 1, max: 1000, value: dataset.default_repeats });
   const epochs = h("input", { type: "number", name: "max_train_epochs", min: 1, max: 1000, value: job ? job.params.max_train_epochs ?? 10 : 10 });
   const prompt = h("input", { type: "text", name: "sample_prompts", size: 60,
                               value: job ? (job.sample_prompts[0] || "") : "" });
-  const basic = h("div", {}, h("h2", {}, "Preset"), cards,
-    h("div", { class: "row" }, field("Repeats per image", repeats, "How often each image is seen per epoch."),
-      field("Epochs", epochs)));
+  const basic = h("div", {}, h("h2", {}, "Preset"), cards, h("div", { class: "row" }, field("Epochs", epochs)));
   const paramFields = new Map();
   const groupSets = catalog.map((group) => [group, h("fieldset", {}, h("legend", {}, group.group),
     h("div", { class: "params" }, group.params.map((spec) => {
@@ -108,6 +108,7 @@ export async function trainPage({ datasetId, fromJob }) {
       field("dataset_config (.toml, optional)", datasetFile),
       h("button", { type: "button", class: "secondary", onclick: importConfig }, "Read parameters")), importBox);
   const estimateBox = h("p", { role: "status", "aria-live": "polite" });
+  const tonight = h("button", { type: "submit", value: "tonight", class: "secondary" }, "Start tonight (off-peak)");
   const warnings = h("ul", { class: "muted" });
   const box = h("p", { class: "error", role: "alert" });
 
@@ -141,7 +142,7 @@ export async function trainPage({ datasetId, fromJob }) {
   showFamilyParams();
 
   function body(startAfter) {
-    const common = { dataset_id: datasetId, base_model: model.value, name: name.value,
+    const common = { dataset_id: datasetId, base_model: model.value, name: name.value, repeats: Number(repeats.value) || null,
                      sample_prompts: prompt.value.trim() ? [prompt.value.trim()] : [], start_after: startAfter };
     if (currentMode() === "basic") {
       return { ...common, mode: "basic", preset: preset(), params: { max_train_epochs: Number(epochs.value) } };
@@ -158,9 +159,14 @@ export async function trainPage({ datasetId, fromJob }) {
   async function estimate() {
     try {
       const result = await post("/jobs/estimate", body(null));
-      estimateBox.textContent = `${result.total_steps} steps (${result.steps_per_epoch} per epoch × ${result.epochs} ` +
-        `epochs, ${result.train_samples} samples per epoch), about ${duration(result.estimated_seconds)}`;
+      // as the user counts it: images × repeats (+ reg) per epoch, ÷ batch and accumulation, × epochs
+      const reg = result.reg_samples ? ` + ${result.reg_samples} reg` : "";
+      const accumulation = result.gradient_accumulation_steps > 1 ? ` ÷ ${result.gradient_accumulation_steps} accumulated` : "";
+      estimateBox.textContent = `${result.total_steps} steps: ${result.train_images} images × repeats = ` +
+        `${result.train_samples} samples${reg} per epoch ÷ batch ${result.batch_size}${accumulation} = ` +
+        `${result.steps_per_epoch} steps × ${result.epochs} epochs, about ${duration(result.estimated_seconds)}`;
       warnings.replaceChildren(...result.warnings.map((w) => h("li", {}, `${w.field}: ${w.message}`)));
+      tonight.textContent = `Start tonight (off-peak, ${clock(result.tonight_starts_at)})`;
       showErrors(form, box, { fields: Object.fromEntries(result.errors.map((e) => [e.field, e.message])), message: "" });
     } catch (error) {
       showErrors(form, box, error);
@@ -170,9 +176,6 @@ export async function trainPage({ datasetId, fromJob }) {
 
   async function start(startAfter) {
     try {
-      if (Number(repeats.value) !== dataset.default_repeats && currentMode() === "basic") {
-        await patch(`/datasets/${datasetId}`, { default_repeats: Number(repeats.value) });
-      }
       const created = job
         ? await post(`/jobs/${job.id}/retrain`, { ...body(startAfter), dataset_id: undefined })
         : await post("/jobs", body(startAfter));
@@ -191,10 +194,12 @@ export async function trainPage({ datasetId, fromJob }) {
   }, onsubmit: (e) => { e.preventDefault(); start(e.submitter && e.submitter.value === "tonight" ? "tonight" : null); } },
   h("div", { class: "row" }, field("LoRA name", name, "Also the file name and the <lora:name:weight> tag."),
     field("Base model", model), h("div", {}, h("span", { class: "muted" }, "Mode"), h("div", {}, modeInputs))),
+  field("Repeats per image", repeats, "How often each image is seen per epoch (images with their own repeats " +
+    "keep them); saved as the dataset's default when the job starts."),
   basic, pro, field("Preview prompt", prompt, "Rendered after each epoch, e.g. sks, portrait --s 20 --d 1 (--s steps, --d seed, --n negative)."),
   estimateBox, warnings, box,
   h("div", { class: "row" }, h("button", { type: "submit", value: "now" }, "Start now"),
-    h("button", { type: "submit", value: "tonight", class: "secondary" }, "Start tonight (off-peak)")));
+    tonight));
   basic.hidden = mode !== "basic";
   pro.hidden = mode === "basic";
   mount(h("h1", {}, job ? `Retrain ${job.name}` : `Train on ${dataset.name}`), importPanel, form);
