@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.reconciler import Reconciler
 from api.routes import auth, datasets, epochs, images, jobs, models, system, tools, transfer
+from api.schemas import readable_error
 from api.throttle import Throttle
 from core.db import migrate, read_session_factory, session_factory
 from core.queue import make_celery
@@ -102,7 +103,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+        errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": readable_error(e)}
                   for e in exc.errors()]
         return JSONResponse({"detail": {"message": "the request has problems", "errors": errors}}, status_code=422)
 

@@ -20,7 +20,16 @@ def _printable(value: str | None) -> str | None:
     return value
 
 
+def _visible(value: str | None) -> str | None:
+    if value is not None:
+        value = " ".join(value.split())
+        if not value:
+            raise ValueError("needs at least one letter, digit or sign (not only spaces)")
+    return value
+
+
 Text = Annotated[str, AfterValidator(_printable)]  # free text a person typed: no NUL or other control codes
+Title = Annotated[str, AfterValidator(_printable), AfterValidator(_visible)]  # a name shown as a link or heading
 
 
 class Registration(BaseModel):
@@ -46,13 +55,13 @@ class NewApiToken(BaseModel):
 
 
 class DatasetIn(BaseModel):
-    name: Text = Field(min_length=1, max_length=200)
+    name: Title = Field(min_length=1, max_length=200)
     description: Text = Field(default="", max_length=5000)
     default_repeats: int = Field(default=10, ge=1, le=MAX_REPEATS)
 
 
 class DatasetPatch(BaseModel):
-    name: Text | None = Field(default=None, min_length=1, max_length=200)
+    name: Title | None = Field(default=None, min_length=1, max_length=200)
     description: Text | None = Field(default=None, max_length=5000)
     default_repeats: int | None = Field(default=None, ge=1, le=MAX_REPEATS)
 
@@ -82,7 +91,18 @@ def clean_tags(tags: list[str]) -> list[str]:
 
 Tags = Annotated[list[str], AfterValidator(clean_tags)]
 # A LoRA name is also its file name and its `<lora:name:weight>` tag: no spaces, colons or slashes.
-LoraName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+LORA_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+LoraName = Annotated[str, Field(min_length=1, max_length=100, pattern=LORA_NAME_PATTERN)]
+# what a pattern means, for people: pydantic's own message quotes the regular expression
+PATTERN_HINTS = {LORA_NAME_PATTERN: "use letters, digits and _ . - only, starting with a letter or digit (it becomes "
+                                    "the file name and the <lora:name:weight> tag)"}
+
+
+def readable_error(error: dict[str, Any]) -> str:
+    """A validation error's message as a person reads it."""
+    if error.get("type") == "string_pattern_mismatch":
+        return PATTERN_HINTS.get(error.get("ctx", {}).get("pattern"), "has characters that are not allowed here")
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 class CropBox(BaseModel):

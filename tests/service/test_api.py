@@ -161,6 +161,24 @@ def test_estimate_counts_repeats_reg_images_and_batches(client, alice):
     assert client.get(f"/api/v1/datasets/{dataset}", headers=alice).json()["default_repeats"] == 20
 
 
+def test_names_and_numbers_people_type_get_reasons_they_can_read(client, alice):
+    blank = client.post("/api/v1/datasets", json={"name": "   "}, headers=alice)
+    assert blank.status_code == 422 and "not only spaces" in blank.json()["detail"]["errors"][0]["message"]
+    spaced = client.post("/api/v1/datasets", json={"name": "  my   set "}, headers=alice).json()
+    assert spaced["name"] == "my set"
+    upload(client, alice, spaced["id"], ("a.png", png_bytes(), "image/png"))
+    body = {"dataset_id": spaced["id"], "base_model": "tiny-sd15", "name": "my lora", "preset": "standard"}
+    named = client.post("/api/v1/jobs", json=body, headers=alice)
+    message = named.json()["detail"]["errors"][0]
+    assert named.status_code == 422 and message["field"] == "name" and "pattern" not in message["message"]
+    assert message["message"].startswith("use letters, digits and _ . - only")
+    zero = client.post("/api/v1/jobs", json={**body, "name": "my_lora", "params": {"max_train_epochs": 0}},
+                       headers=alice)
+    assert zero.status_code == 422
+    assert {e["field"]: e["message"] for e in zero.json()["detail"]["errors"]}["max_train_epochs"] == \
+        "Input should be greater than or equal to 1"
+
+
 def test_job_with_bad_parameters_is_refused_with_every_problem_named(client, alice):
     dataset = new_dataset(client, alice)
     upload(client, alice, dataset, ("a.png", png_bytes(), "image/png"))

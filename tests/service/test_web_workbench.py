@@ -183,6 +183,35 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     background = page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
     assert sum(int(c) for c in background[4:-1].split(",")) < 3 * 64, background  # a dark page
 
+    # A job for tonight: it says when it starts, has nothing to test yet, shows its parameters, asks before it is
+    # canceled, and the queue page follows it without a reload
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{dataset_url}/train")
+    page.get_by_label("LoRA name").fill("circles_tonight")
+    page.get_by_role("button", name=re.compile("Start tonight")).click()
+    page.wait_for_url(re.compile(r"#/jobs/\w+$"))
+    tonight_url = page.url
+    scheduled = re.compile(r"^scheduled .* starts .*\(off-peak\)")
+    expect(page.get_by_role("status").filter(has_text=scheduled)).to_be_visible()
+    test_form = page.get_by_role("form", name="Test an epoch")
+    expect(test_form.get_by_role("button", name="Generate")).to_be_disabled()
+    expect(test_form.get_by_text(re.compile("Nothing to test yet"))).to_be_visible()
+    page.get_by_text(re.compile(r"Parameters \(\d+ set\)")).click()
+    expect(page.get_by_role("table", name="Parameters")).to_contain_text("network_dim")
+    dialogs: list[str] = []
+    page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.get_by_role("button", name="Cancel").click()
+    assert dialogs and "circles_tonight" in dialogs[0]
+    expect(page.get_by_role("button", name="Cancel")).to_be_visible()  # dismissed: nothing happened
+    shot(page, "12-job-scheduled")
+    page.goto("/#/jobs")
+    row = page.get_by_role("row", name=re.compile("circles_tonight"))
+    expect(row).to_contain_text("off-peak")
+    job_id = tonight_url.rsplit("/", 1)[1]
+    csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "lorabake_csrf")
+    assert page.request.post(f"/api/v1/jobs/{job_id}/cancel", headers={"X-CSRF-Token": csrf}).ok
+    expect(row).to_contain_text("canceled", timeout=15_000)  # the list refreshed itself
+
 
 def test_import_autotag_focus_crop_duplicates_export_and_config_import_in_the_browser(browser_page):
     import io

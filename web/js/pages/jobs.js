@@ -15,15 +15,36 @@ function timing(j) {
   return `ends in ${duration(j.eta_s)}`;
 }
 
+const REFRESH_MS = 5000;
+
+// The queue, refreshed every few seconds while any job is still waiting or running.
 export async function jobsPage() {
-  const jobs = await get("/jobs");
-  const rows = jobs.map((j) => h("tr", {},
-    h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.name)), h("td", {}, j.status),
-    h("td", {}, `${Math.round(j.progress * 100)} %`), h("td", {}, timing(j))));
-  mount(h("h1", {}, "Jobs"), jobs.length
-    ? h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Status", "Progress", "When"].map((t) => h("th", {}, t)))),
-      h("tbody", {}, rows))
-    : h("p", { class: "muted" }, "No jobs yet: open a dataset and train a LoRA on it."));
+  const body = h("tbody");
+  const table = h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Status", "Progress", "When"].map((t) => h("th", {}, t)))),
+    body);
+  const empty = h("p", { class: "muted" }, "No jobs yet: open a dataset and train a LoRA on it.");
+  let timer = null;
+  async function draw() {
+    const jobs = await get("/jobs");
+    body.replaceChildren(...jobs.map((j) => h("tr", {},
+      h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.name)), h("td", {}, j.status),
+      h("td", {}, `${Math.round(j.progress * 100)} %`), h("td", {}, timing(j)))));
+    table.hidden = !jobs.length;
+    empty.hidden = Boolean(jobs.length);
+    if (jobs.some((j) => !j.finished)) timer = setTimeout(() => draw().catch(() => null), REFRESH_MS);
+  }
+  await draw();
+  mount(h("h1", {}, "Jobs"), table, empty);
+  return () => clearTimeout(timer);
+}
+
+// The parameters the job was trained with, as a list one can read (and compare with another job's).
+function parameters(job) {
+  const rows = Object.entries(job.params).filter(([, v]) => v !== null && v !== false && !(Array.isArray(v) && !v.length))
+    .sort(([a], [b]) => a.localeCompare(b));
+  return h("details", { class: "card" }, h("summary", {}, `Parameters (${rows.length} set)`),
+    h("table", { "aria-label": "Parameters" }, h("tbody", {}, rows.map(([k, v]) =>
+      h("tr", {}, h("th", {}, k), h("td", {}, Array.isArray(v) ? v.join(", ") : String(v)))))));
 }
 
 function epochCard(job, epoch, onTest) {
@@ -82,9 +103,13 @@ function testPanel(job) {
     status, result);
   let picked = null; // the newest epoch until the user picks one
   epoch.addEventListener("change", () => (picked = epoch.value));
+  const generate = form.querySelector("button[type=submit]");
   form.setEpochs = (epochs) => {
     epoch.replaceChildren(...epochs.map((e) => h("option", { value: e.n }, `epoch ${e.n}`)));
     if (epochs.length) epoch.value = picked ?? epochs[epochs.length - 1].n;
+    generate.disabled = !epochs.length;
+    if (!epochs.length) status.textContent = "Nothing to test yet: the first epoch appears here when it is stored.";
+    else if (status.textContent.startsWith("Nothing to test")) status.textContent = "";
   };
   form.pick = (n) => {
     picked = epoch.value = String(n);
@@ -118,6 +143,7 @@ export async function jobPage(jobId) {
     charts.replaceChildren(lineChart("loss", history.map(([s, l]) => [s, l])), lineChart("learning rate", history.map(([s, , lr]) => [s, lr])));
     actions.replaceChildren(...[
       !job.finished && h("button", { type: "button", class: "secondary", onclick: async () => {
+        if (!confirm(`Cancel "${job.name}"? Epochs already stored are kept.`)) return;
         job = await post(`/jobs/${jobId}/cancel`);
         drawStatus();
       } }, "Cancel"),
@@ -134,8 +160,8 @@ export async function jobPage(jobId) {
 
   drawStatus();
   await drawEpochs();
-  mount(title, statusLine, bar, actions, h("h2", {}, "Loss and learning rate"), charts, h("h2", {}, "Log"), log,
-    h("h2", {}, "Epochs"), epochsBox, compareBox, tester);
+  mount(title, statusLine, bar, actions, parameters(job), h("h2", {}, "Loss and learning rate"), charts,
+    h("h2", {}, "Log"), log, h("h2", {}, "Epochs"), epochsBox, compareBox, tester);
 
   if (job.finished) return null;
   const events = new EventSource(`/api/v1/jobs/${jobId}/events`);

@@ -32,6 +32,8 @@ function readParam(spec, input) {
   return input.value;
 }
 
+// A dataset's name as a LoRA name (file name and <lora:name:weight> tag): "My set!" → "My_set".
+const loraName = (text) => text.replace(/[^\w.-]+/g, "_").replace(/^[^A-Za-z0-9]+|[_.-]+$/g, "") || "lora";
 const themeLabel = (theme) => (theme === "2_5d" ? "2.5D" : theme.replace(/_/g, " "));
 
 export async function trainPage({ datasetId, fromJob }) {
@@ -43,7 +45,7 @@ export async function trainPage({ datasetId, fromJob }) {
   const themes = [...new Set(presets.map((p) => p.theme))];
   const firstTheme = themes.includes("standard") ? "standard" : themes[0];
 
-  const name = h("input", { type: "text", name: "name", required: true, value: job ? job.name : dataset.name.replace(/[^\w.-]+/g, "_") });
+  const name = h("input", { type: "text", name: "name", required: true, value: job ? job.name : loraName(dataset.name) });
   const model = h("select", { name: "base_model" }, models.map((m) => h("option", { value: m.name, selected: job && job.base_model === m.name },
     `${m.name} (${m.family}, ${m.resolution}px)`)));
   const mode = job ? "pro" : "basic";
