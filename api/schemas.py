@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, computed_field
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, computed_field, field_validator
 
 from core.kohya_layout import MAX_REPEATS
 from core.models import FINISHED
@@ -301,6 +301,40 @@ class GenerationOut(BaseModel):
     error: str | None
     notes: list[str] = Field(default_factory=list, description="what else the generation reports, e.g. parts of "
                                                                   "a LoRA that fit nothing in the base model")
+
+
+class SweepIn(BaseModel):
+    """An epoch × weight grid: `epochs` default to every stored epoch (at most 12), the prompt to the job's first
+    preview prompt; a `<lora:…>` tag in the prompt is ignored (each cell sets its own weight)."""
+
+    epochs: list[int] | None = Field(default=None, min_length=1, max_length=12)
+    weights: list[float] = Field(default=[0.2, 0.4, 0.6, 0.8, 1.0], min_length=1, max_length=8)
+    prompt: str | None = Field(default=None, max_length=2000)
+    negative: str = Field(default="", max_length=2000)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    steps: int = Field(default=20, ge=1, le=150)
+    sampler: str = "euler_a"
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_in_range(cls, weights: list[float]) -> list[float]:
+        if any(not -2 <= w <= 2 for w in weights):
+            raise ValueError("each weight must be between -2 and 2")
+        return weights
+
+
+class SweepOut(BaseModel):
+    id: str
+    status: str
+    done: int = Field(description="cells rendered so far")
+    total: int
+    epochs: list[int]
+    weights: list[float]
+    prompt: str
+    seed: int
+    cells: list[list[str]] = Field(description="per epoch (row): the image without the LoRA, then one per weight")
+    grid_url: str | None = Field(description="all cells in one labelled PNG")
+    error: str | None
 
 
 class PublishIn(BaseModel):

@@ -32,3 +32,11 @@ def state(user_id: str, job_id: str, name: str) -> str:
 
 def generation(user_id: str, generation_id: str, k: int) -> str:
     return f"u/{user_id}/gen/{generation_id}-{k}.png"
+
+
+def sweep_cell(user_id: str, sweep_id: str, column: str) -> str:
+    return f"u/{user_id}/sweep/{sweep_id}/{column}.png"
+
+
+def sweep_grid(user_id: str, sweep_id: str) -> str:
+    return f"u/{user_id}/sweep/{sweep_id}/grid.png"

@@ -188,6 +188,23 @@ class PublishedModel(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Sweep(Base):
+    """An epoch × LoRA-weight grid: the same prompt and seed in every cell, plus a column without the LoRA."""
+
+    __tablename__ = "sweeps"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    request: Mapped[dict[str, Any]] = mapped_column(default=dict)  # prompt, seed, …, epochs, weights
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.queued)
+    done: Mapped[int] = mapped_column(Integer, default=0)  # cells rendered
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    cell_keys: Mapped[list[Any]] = mapped_column(default=list)  # rows (epochs) of columns (no LoRA, weights…)
+    grid_key: Mapped[str | None] = mapped_column(String(512), nullable=True)  # the labelled PNG of them all
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Generation(Base):
     __tablename__ = "generations"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

@@ -14,6 +14,7 @@ from core.settings import Settings
 TRAIN_QUEUE, LIGHT_QUEUE, CPU_QUEUE = "train", "gpu-light", "cpu"
 TRAIN_TASK = "lorabake.train_job"
 GENERATE_TASK = "lorabake.generate"
+SWEEP_TASK = "lorabake.sweep"
 RECONCILE_TASK = "lorabake.reconcile"
 DATASET_TASK = "lorabake.dataset_task"
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def make_celery(settings: Settings) -> Celery:
         task_queues=[Queue(TRAIN_QUEUE), Queue(LIGHT_QUEUE), Queue(CPU_QUEUE)],
         task_default_queue=CPU_QUEUE,
         task_routes={TRAIN_TASK: {"queue": TRAIN_QUEUE}, GENERATE_TASK: {"queue": LIGHT_QUEUE},
+                     SWEEP_TASK: {"queue": LIGHT_QUEUE},
                      RECONCILE_TASK: {"queue": CPU_QUEUE}, DATASET_TASK: {"queue": CPU_QUEUE}},
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -90,10 +90,8 @@ def run_generation(settings: Settings, storage: Storage, generation_id: str) -> 
                           sampler=request["sampler"].lower(), notes=notes)
         stored = []
         for k, image in enumerate(images):
-            buffer = io.BytesIO()
-            image.save(buffer, "PNG")
             key = keys.generation(owner, generation_id, k)
-            storage.put_bytes(key, buffer.getvalue(), "image/png")
+            storage.put_bytes(key, png_bytes(image), "image/png")
             stored.append(key)
         _finish(factory, generation_id, TaskStatus.succeeded, image_keys=stored, notes=notes)
         return TaskStatus.succeeded
@@ -105,9 +103,20 @@ def run_generation(settings: Settings, storage: Storage, generation_id: str) -> 
 
 
 def _finish(factory, generation_id: str, status: TaskStatus, **values: object) -> None:  # noqa: ANN001
+    finish(factory, Generation, generation_id, status, **values)
+
+
+def finish(factory, table: type, row_id: str, status: TaskStatus, **values: object) -> None:  # noqa: ANN001
+    """A task row's end: its status and what it made (or the error)."""
     with factory() as session:
-        generation = session.get(Generation, generation_id)
-        generation.status = status
+        row = session.get(table, row_id)
+        row.status = status
         for key, value in values.items():
-            setattr(generation, key, value)
+            setattr(row, key, value)
         session.commit()
+
+
+def png_bytes(image) -> bytes:  # noqa: ANN001 - a PIL image
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()

@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from sqlalchemy.exc import OperationalError
 
-from core.queue import DATASET_TASK, GENERATE_TASK, RECONCILE_TASK, TRAIN_TASK, send
+from core.queue import DATASET_TASK, GENERATE_TASK, RECONCILE_TASK, SWEEP_TASK, TRAIN_TASK, send
 from core.reconcile import reconcile
 from core.storage import storage_for
 from core.storage_retry import PatientStorage
@@ -14,6 +14,7 @@ from worker.app import celery, settings
 from worker.attempt import run_attempt
 from worker.dataset_tasks import run_dataset_task
 from worker.generation import MODELS, run_generation
+from worker.sweep import run_sweep
 
 
 @lru_cache(maxsize=1)
@@ -33,6 +34,13 @@ def train_job(self, job_id: str) -> str:  # noqa: ANN001
              retry_backoff=True, time_limit=900, soft_time_limit=840)
 def generate(generation_id: str) -> str:
     return run_generation(settings, _storage(), generation_id)
+
+
+@celery.task(name=SWEEP_TASK, acks_late=True, autoretry_for=(OperationalError,), max_retries=2,
+             retry_backoff=True, time_limit=3600, soft_time_limit=3540)
+def sweep(sweep_id: str) -> str:
+    """An epoch × weight grid for a job (see worker.sweep)."""
+    return run_sweep(settings, _storage(), sweep_id)
 
 
 @celery.task(name=RECONCILE_TASK, time_limit=120, soft_time_limit=100)

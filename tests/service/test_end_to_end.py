@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
 
 import httpx
 import pytest
+from PIL import Image as PILImage
 
 from tests.service.conftest import (
     LiveServer,
@@ -119,6 +121,31 @@ def test_register_upload_train_publish_and_isolation(stack):
     assert done["status"] == "succeeded", done["error"]
     assert httpx.get(done["images"][0]).content[:4] == b"\x89PNG"
 
+    # An epoch × weight sweep: one task renders every cell, with progress, then one labelled PNG of them all
+    started = client.post(f"/api/v1/jobs/{job['id']}/sweeps", headers=alice,
+                          json={"weights": [0.5, 1.0], "steps": 3, "seed": 7, "prompt": "sks <lora:shapes:0.3>"})
+    assert started.status_code == 202, started.text
+    sweep = started.json()
+    assert (sweep["epochs"], sweep["weights"], sweep["total"], sweep["prompt"]) == ([1, 2], [0.5, 1.0], 5, "sks")
+    seen: list[int] = []
+
+    def sweep_done():
+        state = client.get(f"/api/v1/sweeps/{sweep['id']}", headers=alice).json()
+        seen.append(state["done"])
+        return state if state["status"] in ("succeeded", "failed") else None
+
+    sweep = wait_for(sweep_done, 180, "the sweep", describe=worker.log)
+    assert sweep["status"] == "succeeded", sweep["error"]
+    assert sweep["done"] == 5 and seen == sorted(seen)
+    cells = [[httpx.get(url).content for url in row] for row in sweep["cells"]]
+    assert [len(row) for row in cells] == [3, 3] and cells[0][0] == cells[1][0]  # one "no LoRA" image per row
+    assert cells[1][2] != cells[1][0]  # the LoRA at weight 1 changes the image
+    grid = PILImage.open(io.BytesIO(httpx.get(sweep["grid_url"]).content))
+    assert grid.size == (96 + 3 * (64 + 4), 28 + 2 * (64 + 4))  # labels, then 3 columns × 2 rows of 64 px cells
+    assert [s["id"] for s in client.get(f"/api/v1/jobs/{job['id']}/sweeps", headers=alice).json()] == [sweep["id"]]
+    missing = client.post(f"/api/v1/jobs/{job['id']}/sweeps", headers=alice, json={"epochs": [2, 9]})
+    assert missing.status_code == 422 and "epoch(s) 9 are not stored" in missing.json()["detail"]
+
     published = client.post("/api/v1/models", json={"job_id": job["id"], "epoch": 2, "name": "shapes",
                                                     "trigger_words": ["sks"], "visibility": "private"}, headers=alice)
     assert published.status_code == 201, published.text
@@ -128,7 +155,8 @@ def test_register_upload_train_publish_and_isolation(stack):
     bob = register(client, "bob@example.com")
     for path in (f"/api/v1/datasets/{dataset['id']}", f"/api/v1/datasets/{dataset['id']}/images",
                  f"/api/v1/jobs/{job['id']}", f"/api/v1/jobs/{job['id']}/epochs",
-                 f"/api/v1/jobs/{job['id']}/epochs/1/download", f"/api/v1/models/{model['id']}"):
+                 f"/api/v1/jobs/{job['id']}/epochs/1/download", f"/api/v1/models/{model['id']}",
+                 f"/api/v1/sweeps/{sweep['id']}", f"/api/v1/jobs/{job['id']}/sweeps"):
         assert client.get(path, headers=bob).status_code == 404, path
     assert client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=bob).status_code == 404
     assert [m["id"] for m in client.get("/api/v1/models", headers=bob).json()] == []

@@ -1,0 +1,69 @@
+"""Epoch × weight sweeps of a job: one action renders the grid (a light GPU task), the page follows its cells."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request, status
+from sqlalchemy import select
+
+from api.deps import CurrentUser, OwnedJob, SessionDep, StorageDep, dispatch_task, not_found
+from api.routes import API_PREFIX
+from api.schemas import SweepIn, SweepOut
+from core.models import Epoch, Sweep
+from core.queue import SWEEP_TASK
+from core.storage import Storage
+from trainer.config import ConfigError
+from trainer.prompts import SAMPLER_ALIASES, extract_lora_tags
+
+router = APIRouter(prefix=API_PREFIX, tags=["sweeps"])
+DEFAULT_EPOCHS = 12
+
+
+def sweep_out(sweep: Sweep, storage: Storage) -> SweepOut:
+    request = sweep.request
+    return SweepOut(id=sweep.id, status=sweep.status, done=sweep.done, total=sweep.total, epochs=request["epochs"],
+                    weights=request["weights"], prompt=request["prompt"], seed=request["seed"], error=sweep.error,
+                    cells=[[storage.signed_url(k) for k in row] for row in sweep.cell_keys],
+                    grid_url=storage.signed_url(sweep.grid_key, "sweep.png") if sweep.grid_key else None)
+
+
+@router.post("/jobs/{job_id}/sweeps", status_code=status.HTTP_202_ACCEPTED)
+def start_sweep(body: SweepIn, job: OwnedJob, request: Request, user: CurrentUser, session: SessionDep,
+                storage: StorageDep) -> SweepOut:
+    stored = list(session.scalars(select(Epoch.n).where(Epoch.job_id == job.id).order_by(Epoch.n)))
+    if not stored:
+        raise HTTPException(status.HTTP_409_CONFLICT, "no epoch is stored yet: a sweep compares stored epochs")
+    epochs = sorted(set(body.epochs)) if body.epochs else stored[-DEFAULT_EPOCHS:]
+    missing = [n for n in epochs if n not in stored]
+    if missing:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"epoch(s) {', '.join(map(str, missing))} are not stored; stored: "
+                            f"{', '.join(map(str, stored))}")
+    if body.sampler.lower() not in SAMPLER_ALIASES:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"unknown sampler {body.sampler!r}; choose one of {', '.join(SAMPLER_ALIASES)}")
+    try:
+        prompt, _ = extract_lora_tags(body.prompt or (job.sample_prompts[:1] or [job.name])[0])
+    except ConfigError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(exc.messages)) from None
+    weights = list(dict.fromkeys(body.weights))
+    values = {**body.model_dump(), "prompt": prompt.strip() or job.name, "epochs": epochs, "weights": weights}
+    sweep = Sweep(owner_id=user.id, job_id=job.id, request=values, total=1 + len(epochs) * len(weights))
+    session.add(sweep)
+    session.commit()
+    dispatch_task(request, session, sweep, SWEEP_TASK)
+    return sweep_out(sweep, storage)
+
+
+@router.get("/jobs/{job_id}/sweeps")
+def list_sweeps(job: OwnedJob, session: SessionDep, storage: StorageDep) -> list[SweepOut]:
+    """The job's sweeps, newest first."""
+    rows = session.scalars(select(Sweep).where(Sweep.job_id == job.id).order_by(Sweep.created_at.desc()))
+    return [sweep_out(s, storage) for s in rows]
+
+
+@router.get("/sweeps/{sweep_id}")
+def get_sweep(sweep_id: str, user: CurrentUser, session: SessionDep, storage: StorageDep) -> SweepOut:
+    sweep = session.get(Sweep, sweep_id)
+    if sweep is None or sweep.owner_id != user.id:
+        raise not_found("sweep")
+    return sweep_out(sweep, storage)

@@ -1,0 +1,97 @@
+"""Epoch × weight sweeps on the light GPU queue: one prompt and seed, a row per chosen epoch, a column per LoRA
+weight and one without the LoRA (rendered once: it is the same image in every row), then one labelled PNG."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+from sqlalchemy import select, update
+
+from core import keys
+from core.db import session_factory
+from core.models import Epoch, Job, Sweep, TaskStatus
+from core.settings import Settings
+from core.storage import Storage
+from worker.generation import MODELS, finish, png_bytes
+
+GAP, LABEL_W, LABEL_H = 4, 96, 28
+
+
+def run_sweep(settings: Settings, storage: Storage, sweep_id: str) -> str:
+    from trainer.generate import generate
+    from trainer.prompts import PromptSpec
+
+    factory = session_factory(settings.db_url)
+    with factory() as session:
+        sweep = session.get(Sweep, sweep_id)
+        job = session.get(Job, sweep.job_id)
+        request, owner, name, base_model = dict(sweep.request), sweep.owner_id, job.name, job.base_model
+        rows = session.execute(select(Epoch.n, Epoch.file_key).where(Epoch.job_id == job.id,
+                                                                      Epoch.n.in_(request["epochs"])))
+        files = {n: key for n, key in rows}
+        sweep.status, sweep.done = TaskStatus.running, 0
+        session.commit()
+    scratch = settings.scratch.resolve() / f"sweep-{sweep_id}"
+    try:
+        entry = settings.model_named(base_model)
+        if entry is None:
+            raise ValueError(f"base model {base_model!r} is no longer offered by this server")
+        model, size = MODELS.get(entry), (entry.resolution, entry.resolution)
+
+        def render(prompt: str, loras: dict[str, Path]) -> Image.Image:
+            spec = PromptSpec(prompt, request["negative"], size[0], size[1], None, 7.0, request["steps"])
+            return generate(model, spec, loras, seed=request["seed"], default_size=size,
+                            sampler=request["sampler"].lower())[0]
+
+        def store(image: Image.Image, column: str) -> str:
+            key = keys.sweep_cell(owner, sweep_id, column)
+            storage.put_bytes(key, png_bytes(image), "image/png")
+            with factory() as session:  # progress, cell by cell
+                session.execute(update(Sweep).where(Sweep.id == sweep_id).values(done=Sweep.done + 1))
+                session.commit()
+            return key
+
+        without = render(request["prompt"], {})
+        without_key = store(without, "base")
+        rows, images = [], []
+        for n in request["epochs"]:
+            path = scratch / f"{name}-{n}.safetensors"
+            storage.download_to(files[n], path)
+            row, row_images = [without_key], [without]
+            for weight in request["weights"]:
+                image = render(f"{request['prompt']} <lora:{name}:{weight}>", {name: path})
+                row.append(store(image, f"e{n}-w{weight:g}"))
+                row_images.append(image)
+            rows.append(row)
+            images.append(row_images)
+        columns = ["no LoRA", *(f"{w:g}" for w in request["weights"])]
+        grid = labelled_grid(images, [f"epoch {n}" for n in request["epochs"]], columns)
+        grid_key = keys.sweep_grid(owner, sweep_id)
+        storage.put_bytes(grid_key, png_bytes(grid), "image/png")
+        finish(factory, Sweep, sweep_id, TaskStatus.succeeded, cell_keys=rows, grid_key=grid_key)
+        return TaskStatus.succeeded
+    except Exception as exc:  # shown to the user on the page
+        finish(factory, Sweep, sweep_id, TaskStatus.failed, error=f"{type(exc).__name__}: {exc}")
+        return TaskStatus.failed
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def labelled_grid(images: list[list[Image.Image]], row_labels: list[str], column_labels: list[str]) -> Image.Image:
+    """The cells in one PNG, the column labels above them and the row labels to their left."""
+    width, height = images[0][0].size
+    font = ImageFont.load_default(size=14)
+    grid = Image.new("RGB", (LABEL_W + len(column_labels) * (width + GAP), LABEL_H + len(row_labels) * (height + GAP)),
+                     "white")
+    draw = ImageDraw.Draw(grid)
+    draw.text((4, 6), "LoRA weight", fill="black", font=font)
+    for c, label in enumerate(column_labels):
+        draw.text((LABEL_W + c * (width + GAP) + 2, 6), label, fill="black", font=font)
+    for r, (label, row) in enumerate(zip(row_labels, images, strict=True)):
+        top = LABEL_H + r * (height + GAP)
+        draw.text((4, top + height // 2 - 7), label, fill="black", font=font)
+        for c, image in enumerate(row):
+            grid.paste(image.convert("RGB"), (LABEL_W + c * (width + GAP), top))
+    return grid
