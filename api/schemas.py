@@ -331,7 +331,9 @@ class SweepOut(BaseModel):
     epochs: list[int]
     weights: list[float]
     prompt: str
+    negative: str
     seed: int
+    steps: int
     cells: list[list[str]] = Field(description="per epoch (row): the image without the LoRA, then one per weight")
     grid_url: str | None = Field(description="all cells in one labelled PNG")
     error: str | None

@@ -12,7 +12,7 @@ from core.models import Epoch, Sweep
 from core.queue import SWEEP_TASK
 from core.storage import Storage
 from trainer.config import ConfigError
-from trainer.prompts import SAMPLER_ALIASES, extract_lora_tags
+from trainer.prompts import SAMPLER_ALIASES, extract_lora_tags, parse_prompt_line
 
 router = APIRouter(prefix=API_PREFIX, tags=["sweeps"])
 DEFAULT_EPOCHS = 12
@@ -21,7 +21,8 @@ DEFAULT_EPOCHS = 12
 def sweep_out(sweep: Sweep, storage: Storage) -> SweepOut:
     request = sweep.request
     return SweepOut(id=sweep.id, status=sweep.status, done=sweep.done, total=sweep.total, epochs=request["epochs"],
-                    weights=request["weights"], prompt=request["prompt"], seed=request["seed"], error=sweep.error,
+                    weights=request["weights"], prompt=request["prompt"], negative=request["negative"],
+                    seed=request["seed"], steps=request["steps"], error=sweep.error,
                     cells=[[storage.signed_url(k) for k in row] for row in sweep.cell_keys],
                     grid_url=storage.signed_url(sweep.grid_key, "sweep.png") if sweep.grid_key else None)
 
@@ -41,12 +42,14 @@ def start_sweep(body: SweepIn, job: OwnedJob, request: Request, user: CurrentUse
     if body.sampler.lower() not in SAMPLER_ALIASES:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             f"unknown sampler {body.sampler!r}; choose one of {', '.join(SAMPLER_ALIASES)}")
-    try:
-        prompt, _ = extract_lora_tags(body.prompt or (job.sample_prompts[:1] or [job.name])[0])
+    try:  # a preview-prompt line: its --n becomes the negative prompt, other flags are dropped
+        line = parse_prompt_line(body.prompt or (job.sample_prompts[:1] or [job.name])[0])
+        prompt, _ = extract_lora_tags(line.prompt)
     except ConfigError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(exc.messages)) from None
     weights = list(dict.fromkeys(body.weights))
-    values = {**body.model_dump(), "prompt": prompt.strip() or job.name, "epochs": epochs, "weights": weights}
+    values = {**body.model_dump(), "prompt": prompt.strip() or job.name, "negative": body.negative or line.negative,
+              "epochs": epochs, "weights": weights}
     sweep = Sweep(owner_id=user.id, job_id=job.id, request=values, total=1 + len(epochs) * len(weights))
     session.add(sweep)
     session.commit()

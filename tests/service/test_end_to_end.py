@@ -123,10 +123,12 @@ def test_register_upload_train_publish_and_isolation(stack):
 
     # An epoch × weight sweep: one task renders every cell, with progress, then one labelled PNG of them all
     started = client.post(f"/api/v1/jobs/{job['id']}/sweeps", headers=alice,
-                          json={"weights": [0.5, 1.0], "steps": 3, "seed": 7, "prompt": "sks <lora:shapes:0.3>"})
+                          json={"weights": [0.5, 1.0], "steps": 3, "seed": 7,
+                                "prompt": "sks <lora:shapes:0.3> --n blurry --s 40"})
     assert started.status_code == 202, started.text
     sweep = started.json()
     assert (sweep["epochs"], sweep["weights"], sweep["total"], sweep["prompt"]) == ([1, 2], [0.5, 1.0], 5, "sks")
+    assert sweep["negative"] == "blurry" and sweep["steps"] == 3  # the line's --n is read, not its --s
     seen: list[int] = []
 
     def sweep_done():

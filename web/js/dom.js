@@ -68,3 +68,17 @@ export function field(label, input, hint) {
   if (hintBox) control.setAttribute("aria-describedby", hintBox.id);
   return h("div", { class: "field" }, h("label", { for: control.id }, label), input, hintBox);
 }
+
+// An image inside a button that opens it full size in a dialog (Escape or a click closes it).
+let zoomDialog = null;
+export function zoomable(img) {
+  const open = () => {
+    if (!zoomDialog) {
+      zoomDialog = h("dialog", { class: "zoom", "aria-label": "Zoomed image", onclick: () => zoomDialog.close() });
+      document.body.append(zoomDialog);
+    }
+    zoomDialog.replaceChildren(h("img", { src: img.src, alt: img.alt }), h("p", {}, img.alt));
+    zoomDialog.showModal();
+  };
+  return h("button", { type: "button", class: "zoom-trigger", onclick: open }, img);
+}

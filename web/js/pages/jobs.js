@@ -1,7 +1,8 @@
 // The queue, and a job page that follows the job live over Server-Sent Events.
 import { get, post } from "../api.js";
 import { lineChart } from "../chart.js";
-import { clock, duration, field, h, mount } from "../dom.js";
+import { clock, duration, field, h, mount, zoomable } from "../dom.js";
+import { sweepPanel } from "./sweep.js";
 
 // When a job starts and ends, as its owner reads it: a time of day for a scheduled job, place and wait for a
 // queued one (how long it then takes, not a second "ends in" that repeats the wait), time left for a running one.
@@ -51,7 +52,7 @@ function epochCard(job, epoch, onTest) {
   return h("section", { class: "card epoch", "aria-label": `Epoch ${epoch.n}` },
     h("h2", {}, `Epoch ${epoch.n}`),
     h("p", { class: "muted" }, `loss ${epoch.loss?.toFixed(4) ?? "?"} · ${(epoch.size / 1e6).toFixed(2)} MB`),
-    h("div", { class: "chips" }, epoch.previews.map((url, i) => h("img", { src: url, alt: `epoch ${epoch.n} preview ${i + 1}`, loading: "lazy" }))),
+    h("div", { class: "chips" }, epoch.previews.map((url, i) => zoomable(h("img", { src: url, alt: `epoch ${epoch.n} preview ${i + 1}`, loading: "lazy" })))),
     h("div", { class: "row" },
       h("a", { href: epoch.download_url, download: `${job.name}-${String(epoch.n).padStart(6, "0")}.safetensors` }, "Download"),
       h("button", { type: "button", class: "secondary", onclick: () => onTest(epoch.n) }, "Test"),
@@ -64,7 +65,28 @@ function comparison(job, epochs) {
   return h("table", { class: "compare" },
     h("thead", {}, h("tr", {}, h("th", {}, "Epoch"), job.sample_prompts.map((p) => h("th", {}, p)))),
     h("tbody", {}, epochs.map((e) => h("tr", {}, h("th", {}, e.n), job.sample_prompts.map((p, i) =>
-      h("td", {}, e.previews[i * perPrompt] ? h("img", { src: e.previews[i * perPrompt], alt: `epoch ${e.n}: ${p}` }) : ""))))));
+      h("td", {}, e.previews[i * perPrompt] ? zoomable(h("img", { src: e.previews[i * perPrompt], alt: `epoch ${e.n}: ${p}` })) : ""))))));
+}
+
+// Two epochs' previews side by side, large, to judge the difference between them.
+function compareTwo(epochs) {
+  const withPreviews = epochs.filter((e) => e.previews.length);
+  if (withPreviews.length < 2) return null;
+  const pick = (label, n) => h("select", { "aria-label": label }, withPreviews.map((e) => h("option", { value: e.n, selected: e.n === n }, `epoch ${e.n}`)));
+  const left = pick("Left epoch", withPreviews[withPreviews.length - 2].n);
+  const right = pick("Right epoch", withPreviews[withPreviews.length - 1].n);
+  const sides = h("div", { class: "compare-two" });
+  const column = (select) => {
+    const epoch = withPreviews.find((e) => e.n === Number(select.value));
+    return h("div", {}, h("h3", {}, `Epoch ${epoch.n}`), epoch.previews.map((url, i) =>
+      zoomable(h("img", { src: url, alt: `epoch ${epoch.n} preview ${i + 1}` }))));
+  };
+  const draw = () => sides.replaceChildren(column(left), column(right));
+  left.addEventListener("change", draw);
+  right.addEventListener("change", draw);
+  draw();
+  return h("section", { class: "card", "aria-label": "Two epochs side by side" }, h("h2", {}, "Two epochs side by side"),
+    h("div", { class: "row" }, field("Left", left), field("Right", right)), sides);
 }
 
 function testPanel(job) {
@@ -129,6 +151,7 @@ export async function jobPage(jobId) {
   const epochsBox = h("div", { class: "epochs" });
   const compareBox = h("div");
   const tester = testPanel(job);
+  const sweeper = sweepPanel(job);
   const actions = h("div", { class: "row" });
 
   function drawStatus() {
@@ -154,16 +177,18 @@ export async function jobPage(jobId) {
   async function drawEpochs() {
     const epochs = await get(`/jobs/${jobId}/epochs`);
     epochsBox.replaceChildren(...epochs.map((e) => epochCard(job, e, (n) => { tester.pick(n); })));
-    compareBox.replaceChildren(...[comparison(job, epochs)].filter(Boolean));
+    compareBox.replaceChildren(...[comparison(job, epochs), compareTwo(epochs)].filter(Boolean));
     tester.setEpochs(epochs);
+    sweeper.setEpochs(epochs);
   }
 
   drawStatus();
   await drawEpochs();
   mount(title, statusLine, bar, actions, parameters(job), h("h2", {}, "Loss and learning rate"), charts,
-    h("h2", {}, "Log"), log, h("h2", {}, "Epochs"), epochsBox, compareBox, tester);
+    h("h2", {}, "Log"), log, h("h2", {}, "Epochs"), epochsBox, compareBox, tester, sweeper);
+  await sweeper.load();
 
-  if (job.finished) return null;
+  if (job.finished) return () => sweeper.stop();
   const events = new EventSource(`/api/v1/jobs/${jobId}/events`);
   events.addEventListener("progress", (e) => {
     const p = JSON.parse(e.data);
@@ -184,5 +209,5 @@ export async function jobPage(jobId) {
     drawStatus();
     if (job.finished) { events.close(); await drawEpochs(); }
   });
-  return () => events.close();
+  return () => { events.close(); sweeper.stop(); };
 }

@@ -1,0 +1,75 @@
+// The epoch × weight sweep on a job page: choose epochs and weights, render the grid as one task with progress,
+// look at any cell full size, download the labelled PNG. The newest sweep of the job is shown when the page opens.
+import { get, post } from "../api.js";
+import { field, h, splitList, zoomable } from "../dom.js";
+
+const POLL_MS = 700;
+
+export function sweepPanel(job) {
+  const epochChoices = h("div", { class: "chips", role: "group", "aria-label": "Epochs to compare" });
+  const weights = h("input", { type: "text", name: "weights", value: "0.2, 0.4, 0.6, 0.8, 1.0" });
+  const prompt = h("input", { type: "text", name: "prompt", value: (job.sample_prompts[0] || job.name).replace(/<lora:[^>]*>/g, "").trim() });
+  const seed = h("input", { type: "number", name: "seed", min: 0, value: 0 });
+  const bar = h("progress", { max: 1, value: 0, "aria-label": "Sweep progress", hidden: true });
+  const status = h("p", { class: "muted", role: "status" });
+  const result = h("div", { class: "sweep" });
+  const button = h("button", { type: "submit" }, "Render grid");
+  let timer = null;
+
+  function show(sweep) {
+    const head = h("tr", {}, h("th", {}, "Epoch"), h("th", {}, "no LoRA"), sweep.weights.map((w) => h("th", {}, `weight ${w}`)));
+    const rows = sweep.cells.map((row, r) => h("tr", {}, h("th", {}, sweep.epochs[r]), row.map((url, c) =>
+      h("td", {}, zoomable(h("img", { src: url, alt: `epoch ${sweep.epochs[r]}, ${c ? `weight ${sweep.weights[c - 1]}` : "no LoRA"}` }))))));
+    result.replaceChildren(h("table", { class: "compare", "aria-label": "Epoch × weight grid" }, h("thead", {}, head), h("tbody", {}, rows)),
+      sweep.grid_url && h("a", { href: sweep.grid_url, download: "sweep.png" }, "Download the grid (PNG with labels)"));
+  }
+
+  async function follow(sweep) {
+    clearTimeout(timer);
+    bar.hidden = sweep.status === "succeeded" || sweep.status === "failed";
+    bar.value = sweep.total ? sweep.done / sweep.total : 0;
+    button.disabled = !bar.hidden;
+    if (sweep.status === "failed") {
+      status.textContent = sweep.error;
+      status.className = "error";
+    } else if (sweep.status === "succeeded") {
+      status.textContent = `"${sweep.prompt}", seed ${sweep.seed}: ${sweep.total} images`;
+      status.className = "muted";
+      show(sweep);
+    } else {
+      status.textContent = sweep.status === "queued" ? "Waiting for the image worker…"
+        : `Rendering image ${sweep.done + 1} of ${sweep.total}…`;
+      timer = setTimeout(async () => follow(await get(`/sweeps/${sweep.id}`)), POLL_MS);
+    }
+  }
+
+  const form = h("form", { class: "card", "aria-label": "Compare epochs and weights", onsubmit: async (e) => {
+    e.preventDefault();
+    const epochs = [...epochChoices.querySelectorAll("input:checked")].map((i) => Number(i.value));
+    try {
+      await follow(await post(`/jobs/${job.id}/sweeps`, { epochs, weights: splitList(weights.value).map(Number),
+                                                         prompt: prompt.value, seed: Number(seed.value) }));
+    } catch (error) {
+      status.textContent = error.message;
+      status.className = "error";
+    }
+  } }, h("h2", {}, "Compare epochs × LoRA weights"),
+  h("p", { class: "muted" }, "Same prompt and seed in every cell, plus the base model without the LoRA."),
+  epochChoices, h("div", { class: "row" }, field("Weights (comma-separated)", weights), field("Prompt", prompt),
+    field("Seed", seed), button), bar, status, result);
+
+  form.setEpochs = (epochs) => {
+    const chosen = new Set([...epochChoices.querySelectorAll("input:checked")].map((i) => Number(i.value)));
+    epochChoices.replaceChildren(...epochs.map((e) => h("label", { class: "chip" },
+      h("input", { type: "checkbox", value: e.n, checked: !chosen.size || chosen.has(e.n) }), ` epoch ${e.n}`)));
+    if (!bar.hidden) return;
+    button.disabled = !epochs.length;
+    if (!epochs.length) status.textContent = "Nothing to compare yet: epochs appear here as they are stored.";
+  };
+  form.load = async () => {
+    const [latest] = await get(`/jobs/${job.id}/sweeps`);
+    if (latest) await follow(latest);
+  };
+  form.stop = () => clearTimeout(timer);
+  return form;
+}
