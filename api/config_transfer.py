@@ -30,7 +30,7 @@ from trainer.families import family_info, refused_keys, resolve_family
 
 Format = Literal["sd-scripts", "kohya_ss", "lora_easy"]
 LORABAKE_ONLY = frozenset({"sdxl", "pretrained_model_config", "sample_images_per_prompt", "sample_prompts",
-                           "model_family", "cache_text_encoder_outputs_to_disk"})
+                           "model_family", "cache_text_encoder_outputs_to_disk", "lr_restart_step"})
 DATASET_DIR = "dataset"  # where config.toml expects the unzipped dataset export
 
 

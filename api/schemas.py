@@ -218,6 +218,16 @@ class RetrainIn(BaseModel):
     repeats: int | None = Field(default=None, ge=1, le=MAX_REPEATS)
 
 
+class ContinueIn(BaseModel):
+    """More epochs for a succeeded or canceled job, from its stored state, as its next attempt."""
+
+    epochs: int = Field(default=2, ge=1, le=1000, description="epochs to add")
+    schedule: Literal["extend", "restart"] = Field(
+        default="extend", description="extend: the learning-rate schedule is recomputed over the new total, so the "
+                                      "rate steps back up to where the longer run would be; restart: the schedule "
+                                      "runs again, from its peak, over the added epochs only")
+
+
 class Estimate(BaseModel):
     steps_per_epoch: int
     epochs: int

@@ -25,10 +25,12 @@ ALLOWED: dict[JobStatus, set[JobStatus]] = {
     JobStatus.running: {JobStatus.succeeded, JobStatus.failed, JobStatus.canceled, JobStatus.interrupted,
                         JobStatus.queued},
     JobStatus.interrupted: {JobStatus.queued, JobStatus.failed, JobStatus.canceled},
-    JobStatus.succeeded: set(),
+    # succeeded / canceled → queued: "continue training" from the stored state, as a new attempt
+    JobStatus.succeeded: {JobStatus.queued},
     JobStatus.failed: set(),
-    JobStatus.canceled: set(),
+    JobStatus.canceled: {JobStatus.queued},
 }
+CONTINUABLE = (JobStatus.succeeded, JobStatus.canceled)
 WAITING = (JobStatus.draft, JobStatus.scheduled, JobStatus.queued, JobStatus.interrupted)
 
 
@@ -86,6 +88,15 @@ def fence(session: Session, job_id: str, attempt: int) -> bool:
 def finish(session: Session, job_id: str, attempt: int, status: JobStatus, **values: object) -> bool:
     """running → succeeded / failed / canceled for this attempt only."""
     return transition(session, job_id, JobStatus.running, status, attempt=attempt, finished_at=utcnow(), **values)
+
+
+def reopen(session: Session, job_id: str, *, params: dict, total_steps: int, epochs_total: int,
+           estimated_s: float | None) -> bool:
+    """succeeded / canceled → queued with more epochs: the next attempt resumes from the stored state. False when
+    the job is no longer in either state (or was continued by another request first)."""
+    return transition(session, job_id, CONTINUABLE, JobStatus.queued, params=params, total_steps=total_steps,
+                      epochs_total=epochs_total, estimated_s=estimated_s, queued_at=utcnow(), sent_at=None,
+                      finished_at=None, cancel_requested=False, error=None, eta_s=None)
 
 
 CancelOutcome = Literal["canceled", "requested", "finished"]

@@ -1,6 +1,7 @@
 """End-to-end training on the tiny models, on the CPU."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -146,6 +147,40 @@ def test_resume_continues_bit_for_bit(tiny_models, dataset, tmp_path):
     again = train(build_config({**values, "output_dir": str(tmp_path / "c"), "resume": str(first.state_dir)}))
     c = load_file(str(again.final_path))
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_continuing_a_finished_run_for_more_epochs_equals_the_longer_run(tiny_models, dataset, tmp_path):
+    """Optimizer, RNGs and position come from the stored state: with a constant rate, 2 epochs and then 1 more are
+    the 3-epoch run bit for bit."""
+    values = base_values(tiny_models["sd15"], dataset, tmp_path / "a", lr_scheduler="constant", shuffle_caption=True,
+                         save_state=True, max_train_epochs=3)
+    whole = train(build_config(values))
+    short = train(build_config({**values, "output_dir": str(tmp_path / "b"), "max_train_epochs": 2}))
+    assert short.state_dir is not None
+    more = train(build_config({**values, "output_dir": str(tmp_path / "b"), "resume": str(short.state_dir)}))
+    a, b = load_file(str(whole.final_path)), load_file(str(more.final_path))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_restarted_schedule_runs_again_over_the_added_steps(tiny_models):
+    from trainer.optim import build_scheduler
+
+    def rates(**extra):
+        cfg = build_config({"lr_scheduler": "cosine", "learning_rate": 1.0, **extra})
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = build_scheduler(cfg, optimizer, total_steps=30, warmup=0)
+        out = []
+        for _ in range(30):
+            out.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    extended, restarted = rates(), rates(lr_restart_step=20)
+    assert extended[20] < 0.5 and restarted[20] == 1.0  # back to the peak at the restart
+    assert restarted[:20] == [1.0] * 20  # before it: the peak (the old run's own schedule is not replayed)
+    assert all(x > y for x, y in zip(restarted[20:], restarted[21:], strict=False))  # then down again
+    assert restarted[25] == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 10)))
 
 
 def test_sdxl_trains_with_cached_latents_and_cached_text(tiny_models, dataset, tmp_path):

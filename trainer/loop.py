@@ -27,7 +27,7 @@ from trainer.families.base import LoadedModel, ModelFamily
 from trainer.generate import load_lora_file
 from trainer.network import LoRANetwork
 from trainer.network_spec import NetworkSpec
-from trainer.optim import build_optimizer, build_scheduler, optimizer_name
+from trainer.optim import align_lr, build_optimizer, build_scheduler, optimizer_name
 from trainer.prompts import parse_prompts
 from trainer.sampling import render_previews
 from trainer.saving import SAVE_DTYPES, RunFacts, build_metadata, epoch_file, prune_old_epochs, save_lora
@@ -219,6 +219,7 @@ def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
     if cfg.resume:
         position = load_state(Path(cfg.resume), network=s.network, optimizer=s.optimizer.optimizer,
                               scheduler=s.scheduler, scaler=s.accelerator.scaler, noise_generator=s.noise_generator)
+        align_lr(s.optimizer.optimizer, s.scheduler)
         callbacks.on_log(f"resumed at epoch {position.epoch}, batch {position.batch}, step {position.step}")
         if position.epoch > epochs:
             callbacks.on_log("nothing left to train: every epoch was saved before the stop")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+from functools import partial
 
 import torch
 from diffusers.optimization import get_scheduler
@@ -72,9 +73,28 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_st
     if cfg.lr_scheduler == "adafactor":
         optimization = importlib.import_module("transformers.optimization")
         return optimization.AdafactorSchedule(optimizer, initial_lr=cfg.learning_rate)
-    kwargs: dict = {"num_warmup_steps": warmup, "num_training_steps": total_steps}
+    restart = min(cfg.lr_restart_step or 0, max(total_steps - 1, 0))
+    kwargs: dict = {"num_warmup_steps": 0 if restart else warmup, "num_training_steps": total_steps - restart}
     if cfg.lr_scheduler == "cosine_with_restarts":
         kwargs["num_cycles"] = cfg.lr_scheduler_num_cycles
     if cfg.lr_scheduler == "polynomial":
         kwargs["power"] = cfg.lr_scheduler_power
-    return get_scheduler(cfg.lr_scheduler, optimizer, **kwargs)
+    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, **kwargs)
+    if restart:  # a continued run: the whole schedule again over the steps after `restart`
+        scheduler.lr_lambdas = [partial(_shifted, fn, restart) for fn in scheduler.lr_lambdas]
+    return scheduler
+
+
+def _shifted(fn, offset: int, step: int) -> float:  # noqa: ANN001 - a LambdaLR factor function
+    return fn(max(step - offset, 0))
+
+
+def align_lr(optimizer: torch.optim.Optimizer, scheduler: object) -> None:
+    """After a resume, the learning rate of the next step comes from this run's schedule at the stored step, so a
+    run continued for more epochs (a longer or restarted schedule) does not take one step at the old run's rate."""
+    if type(scheduler) is not torch.optim.lr_scheduler.LambdaLR:
+        return
+    rates = [base * fn(scheduler.last_epoch) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)]
+    for group, rate in zip(optimizer.param_groups, rates, strict=True):
+        group["lr"] = rate
+    scheduler._last_lr = rates

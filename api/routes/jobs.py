@@ -8,19 +8,19 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Row, bindparam, select
+from sqlalchemy import ColumnElement, Row, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, not_found
 from api.live import job_stream
 from api.routes import API_PREFIX
 from api.routes.datasets import selected_images
-from api.schemas import Estimate, JobIn, JobOut, JobSummary, RetrainIn
+from api.schemas import ContinueIn, Estimate, JobIn, JobOut, JobSummary, RetrainIn
 from api.training import EMPTY_PLAN, FAMILY_KEYS, Assessment, assess, estimated_seconds
 from core import jobs as transitions
 from core.db import read_rows
 from core.events import notices_for
-from core.models import Dataset, Image, Job, JobStatus, utcnow
+from core.models import Dataset, Epoch, Image, Job, JobStatus, utcnow
 from core.queue import TRAIN_TASK, send
 from core.settings import Settings
 
@@ -163,6 +163,38 @@ def retrain(job: OwnedJob, request: Request, user: CurrentUser, session: Session
                  sample_prompts=job.sample_prompts if changes.sample_prompts is None else changes.sample_prompts,
                  start_after=changes.start_after, repeats=changes.repeats)
     return job_view(session, _create(body, user.id, session, settings, request).id, user.id)
+
+
+@router.post("/jobs/{job_id}/continue", response_model=JobOut)
+def continue_training(job: OwnedJob, body: ContinueIn, request: Request, user: CurrentUser, session: SessionDep,
+                      settings: SettingsDep) -> dict[str, Any]:
+    """Train a finished job further from its stored state: the epochs keep their numbers, the optimizer its moments."""
+    if job.status not in transitions.CONTINUABLE:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"only a succeeded or canceled job can continue; this one is "
+                                                      f"{job.status}")
+    if not job.state_key:
+        raise HTTPException(status.HTTP_409_CONFLICT, "no epoch of this job was stored, so there is no state to "
+                                                      "continue from: retrain it instead")
+    stored = session.scalar(select(func.max(Epoch.n)).where(Epoch.job_id == job.id)) or 0
+    params = {k: v for k, v in job.params.items() if k not in FAMILY_KEYS}
+    params["max_train_epochs"] = stored + body.epochs  # on from the last stored epoch, where the state was taken
+    if body.schedule == "restart":
+        params["lr_restart_step"] = stored * (job.total_steps // max(job.epochs_total, 1))
+    plan = JobIn(dataset_id=job.dataset_id, base_model=job.base_model, name=job.name, mode="pro", preset=None,
+                 params=params, sample_prompts=job.sample_prompts)
+    result = _assess(plan, user.id, session, settings)
+    if result.errors:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"message": "the job cannot continue as asked",
+                                                                     "errors": result.errors})
+    done = min(stored * (job.total_steps // max(job.epochs_total, 1)), result.plan.total_steps)
+    if not transitions.reopen(session, job.id, params=result.values, total_steps=result.plan.total_steps,
+                              epochs_total=result.plan.epochs,
+                              estimated_s=estimated_seconds(result) * (1 - done / result.plan.total_steps) or None):
+        raise HTTPException(status.HTTP_409_CONFLICT, "the job changed meanwhile; reload it")
+    session.commit()
+    enqueue(request, session, job.id)
+    notices_for(settings.redis_url).changed(job.id)
+    return job_view(session, job.id, user.id)
 
 
 @router.get("/jobs/{job_id}/events")

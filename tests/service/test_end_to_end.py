@@ -148,6 +148,19 @@ def test_register_upload_train_publish_and_isolation(stack):
     missing = client.post(f"/api/v1/jobs/{job['id']}/sweeps", headers=alice, json={"epochs": [2, 9]})
     assert missing.status_code == 422 and "epoch(s) 9 are not stored" in missing.json()["detail"]
 
+    # Continue for one more epoch from the stored state, as the job's next attempt; its epochs keep numbering
+    more = client.post(f"/api/v1/jobs/{job['id']}/continue", json={"epochs": 1, "schedule": "restart"}, headers=alice)
+    assert more.status_code == 200, more.text
+    assert more.json()["status"] == "queued" and more.json()["total_steps"] == estimate["total_steps"] * 3 // 2
+    again = wait_for(finished, 240, "the continued job to finish", describe=worker.log)
+    assert again["status"] == "succeeded", (again["error"], worker.log())
+    assert again["params"]["max_train_epochs"] == 3 and again["params"]["lr_restart_step"] == estimate["total_steps"]
+    assert any(line.startswith("resumed at epoch 3, batch 0, step") for line in again["log_tail"]), again["log_tail"]
+    assert [e["n"] for e in client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=alice).json()] == [1, 2, 3]
+    assert again["history"][-1][0] == again["total_steps"]
+    twice = client.post(f"/api/v1/jobs/{job['id']}/continue", json={"epochs": 0}, headers=alice)
+    assert twice.status_code == 422
+
     published = client.post("/api/v1/models", json={"job_id": job["id"], "epoch": 2, "name": "shapes",
                                                     "trigger_words": ["sks"], "visibility": "private"}, headers=alice)
     assert published.status_code == 201, published.text
@@ -161,4 +174,5 @@ def test_register_upload_train_publish_and_isolation(stack):
                  f"/api/v1/sweeps/{sweep['id']}", f"/api/v1/jobs/{job['id']}/sweeps"):
         assert client.get(path, headers=bob).status_code == 404, path
     assert client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=bob).status_code == 404
+    assert client.post(f"/api/v1/jobs/{job['id']}/continue", json={}, headers=bob).status_code == 404
     assert [m["id"] for m in client.get("/api/v1/models", headers=bob).json()] == []

@@ -174,6 +174,17 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     expect(side.get_by_role("heading", name="Epoch 2")).to_be_visible()
     shot(page, "07c-sweep-and-compare")
 
+    # Continue for one more epoch with a restarted schedule: the page follows the new attempt to epoch 3
+    page.get_by_role("link", name="Continue training…").click()
+    go_on = page.get_by_role("form", name="Continue training")
+    go_on.get_by_label("More epochs").fill("1")
+    go_on.get_by_role("radio", name=re.compile("Restart the schedule")).check()
+    expect(go_on).to_contain_text("runs again over the added epochs only")
+    shot(page, "07d-continue")
+    go_on.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("region", name="Epoch 3")).to_be_visible(timeout=240_000)
+    expect(page.get_by_role("status").filter(has_text="succeeded")).to_be_visible(timeout=60_000)
+
     page.get_by_role("region", name="Epoch 2").get_by_role("link", name="Publish").click()
     page.get_by_label("Trigger words").fill("sks")
     page.get_by_label("Visibility").select_option("public")

@@ -2,7 +2,7 @@
 import { get, post } from "../api.js";
 import { lineChart } from "../chart.js";
 import { clock, duration, field, h, mount, zoomable } from "../dom.js";
-import { sweepPanel } from "./sweep.js";
+import { continuePanel, sweepPanel } from "./job_tools.js";
 
 // When a job starts and ends, as its owner reads it: a time of day for a scheduled job, place and wait for a
 // queued one (how long it then takes, not a second "ends in" that repeats the wait), time left for a running one.
@@ -152,6 +152,8 @@ export async function jobPage(jobId) {
   const compareBox = h("div");
   const tester = testPanel(job);
   const sweeper = sweepPanel(job);
+  const continuer = continuePanel(job, () => window.dispatchEvent(new HashChangeEvent("hashchange")));
+  continuer.hidden = true;
   const actions = h("div", { class: "row" });
 
   function drawStatus() {
@@ -170,6 +172,11 @@ export async function jobPage(jobId) {
         job = await post(`/jobs/${jobId}/cancel`);
         drawStatus();
       } }, "Cancel"),
+      ["succeeded", "canceled"].includes(job.status) && h("a", { href: "#continue" , onclick: (e) => {
+        e.preventDefault();
+        continuer.hidden = false;
+        continuer.querySelector("input").focus();
+      } }, "Continue training…"),
       h("a", { href: `#/jobs/${jobId}/retrain` }, "Retrain with changes"),
       h("a", { href: `/api/v1/jobs/${jobId}/export-config`, download: "" }, "Export sd-scripts config")].filter(Boolean));
   }
@@ -184,7 +191,7 @@ export async function jobPage(jobId) {
 
   drawStatus();
   await drawEpochs();
-  mount(title, statusLine, bar, actions, parameters(job), h("h2", {}, "Loss and learning rate"), charts,
+  mount(title, statusLine, bar, actions, continuer, parameters(job), h("h2", {}, "Loss and learning rate"), charts,
     h("h2", {}, "Log"), log, h("h2", {}, "Epochs"), epochsBox, compareBox, tester, sweeper);
   await sweeper.load();
 

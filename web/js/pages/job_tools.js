@@ -1,5 +1,6 @@
-// The epoch × weight sweep on a job page: choose epochs and weights, render the grid as one task with progress,
-// look at any cell full size, download the labelled PNG. The newest sweep of the job is shown when the page opens.
+// What one does with a job's epochs besides testing them: the epoch × weight sweep (choose epochs and weights,
+// render the grid as one task with progress, look at any cell full size, download the labelled PNG; the newest
+// sweep shows when the page opens) and continuing the training for more epochs.
 import { get, post } from "../api.js";
 import { field, h, splitList, zoomable } from "../dom.js";
 
@@ -72,4 +73,38 @@ export function sweepPanel(job) {
   };
   form.stop = () => clearTimeout(timer);
   return form;
+}
+
+const FLAT = ["constant", "constant_with_warmup", "adafactor"];
+
+// "Continue for N more epochs" on a succeeded or canceled job, with what each schedule choice does to this job's
+// learning rate.
+export function continuePanel(job, onContinued) {
+  const epochs = h("input", { type: "number", name: "epochs", min: 1, max: 1000, value: 2 });
+  const scheduler = job.params.lr_scheduler || "constant";
+  const flat = FLAT.includes(scheduler);
+  const choices = [
+    ["extend", "Extend the schedule", flat ? `The ${scheduler} rate stays as it is.`
+      : `The ${scheduler} schedule is recomputed over all epochs: the rate steps back up to where a run of the new ` +
+        "length would be now, then falls to its end."],
+    ["restart", "Restart the schedule", flat ? `The ${scheduler} rate stays as it is (both choices train the same).`
+      : `The ${scheduler} schedule runs again over the added epochs only: the rate returns to its peak, then falls ` +
+        "(like a cosine restart). Good for going on from an epoch that was nearly right."]];
+  const radios = choices.map(([value, label, why], i) => h("label", {},
+    h("input", { type: "radio", name: "schedule", value, checked: i === 0 }), ` ${label}: `, h("span", { class: "muted" }, why)));
+  const status = h("p", { role: "status", class: "muted" });
+  return h("form", { class: "card", "aria-label": "Continue training", onsubmit: async (e) => {
+    e.preventDefault();
+    const schedule = radios.map((r) => r.querySelector("input")).find((i) => i.checked).value;
+    try {
+      await post(`/jobs/${job.id}/continue`, { epochs: Number(epochs.value), schedule });
+      onContinued();
+    } catch (error) {
+      status.textContent = error.message;
+      status.className = "error";
+    }
+  } }, h("h2", {}, "Continue training"),
+  h("p", { class: "muted" }, "From the last stored epoch, with its optimizer state: the new epochs keep numbering."),
+  field("More epochs", epochs), h("fieldset", {}, h("legend", {}, "Learning-rate schedule"), radios),
+  h("button", { type: "submit" }, "Continue"), status);
 }
