@@ -21,6 +21,8 @@ SERVICE_KEYS = frozenset({
     "resume", "save_state", "network_weights", "sample_prompts", "vae", "pretrained_model_config", "dataset_config",
     "config_file", "clip_l", "t5xxl", "ae", *FAMILY_KEYS,
 })
+# set by "continue training" for the continued run only: not offered in pro mode, not carried into a retrain
+CONTINUE_KEYS = frozenset({"lr_restart_step"})
 PLACEHOLDER_PATHS = {"pretrained_model_name_or_path": "base", "train_data_dir": "data", "output_dir": "out",
                      "output_name": "lora"}
 

@@ -1,4 +1,6 @@
-"""`make run`: migrate, start one Celery worker and the API (which runs the periodic reconciler); Ctrl-C stops both."""
+"""`make run`: migrate, start the Celery workers and the API (which runs the periodic reconciler); Ctrl-C stops all.
+
+Training has a worker of its own, so auto-tagging, crops and "test an epoch" never wait behind a training run."""
 
 from __future__ import annotations
 
@@ -17,13 +19,35 @@ sys.path.insert(0, str(ROOT))
 from api.main import create_app  # noqa: E402
 from core.settings import get_settings  # noqa: E402
 
+WORKERS = {"training": "train", "tasks": "gpu-light,cpu"}  # name → the queues it serves, one at a time
+
 
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown, which would end this script before it stops
-    the worker; here the handlers installed in main() only ask the server to exit."""
+    the workers; here the handlers installed in main() only ask the server to exit. The address is printed last,
+    once the server listens, below the start-up lines."""
+
+    banner = ""
 
     def capture_signals(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
+
+    async def startup(self, sockets: list | None = None) -> None:
+        await super().startup(sockets)
+        print(self.banner, flush=True)
+
+
+def start_worker(name: str, queues: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        # no -B: the API runs the reconciler on its own timer, so no beat process can be orphaned; --quiet and
+        # warnings only: no banner in the way of the address
+        [sys.executable, "-m", "celery", "-A", "worker.app", "--quiet", "worker", "-Q", queues, "-c", "1",
+         "-n", f"{name}@%h", "--loglevel", "WARNING"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # Its own session: Ctrl-C reaches only this script, which then stops the workers in order. A signal to the
+        # pool children directly would leave a worker's main process waiting for them forever.
+        start_new_session=True,
+    )
 
 
 def main() -> int:
@@ -31,29 +55,23 @@ def main() -> int:
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)  # runs the migrations before anything else starts
     host, port = os.environ.get("LORABAKE_HOST", "127.0.0.1"), int(os.environ.get("LORABAKE_PORT", "8000"))
-    worker = subprocess.Popen(
-        # no -B: the API runs the reconciler on its own timer, so no beat process can be orphaned
-        [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "train,gpu-light,cpu", "-c", "1",
-         "--loglevel", "INFO"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        # Its own session: Ctrl-C reaches only this script, which then stops the worker in order. A signal to the
-        # pool children directly would leave the worker's main process waiting for them forever.
-        start_new_session=True,
-    )
-    print(f"\n  lorabake is running at http://{host}:{port}/  (API docs: http://{host}:{port}/api/v1/docs)\n"
-          "  Ctrl-C stops the API and the worker.\n", flush=True)
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    workers = [start_worker(name, queues) for name, queues in WORKERS.items()]
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server.banner = (f"\n  lorabake is running at http://{host}:{port}/  (API docs: http://{host}:{port}/api/v1/docs)\n"
+                     "  Ctrl-C stops the API and the workers.\n")
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
     try:
         server.run()
     finally:
-        worker.send_signal(signal.SIGTERM)  # warm shutdown: a running task finishes or goes back to the queue
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)  # warm shutdown: a running task finishes or goes back to the queue
+        for worker in workers:
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
     return 0
 
 

@@ -16,7 +16,7 @@ from api.live import job_stream
 from api.routes import API_PREFIX
 from api.routes.datasets import selected_images
 from api.schemas import ContinueIn, Estimate, JobIn, JobOut, JobSummary, RetrainIn
-from api.training import EMPTY_PLAN, FAMILY_KEYS, Assessment, assess, estimated_seconds
+from api.training import CONTINUE_KEYS, EMPTY_PLAN, FAMILY_KEYS, Assessment, assess, estimated_seconds
 from core import jobs as transitions
 from core.db import read_rows
 from core.events import notices_for
@@ -156,7 +156,7 @@ def retrain(job: OwnedJob, request: Request, user: CurrentUser, session: Session
             changes: RetrainIn | None = None) -> dict[str, Any]:
     """A new job (pro mode) from this one's parameters, with the given changes."""
     changes = changes or RetrainIn()
-    params = {k: v for k, v in job.params.items() if k not in FAMILY_KEYS}
+    params = {k: v for k, v in job.params.items() if k not in FAMILY_KEYS | CONTINUE_KEYS}
     params.update(changes.params)
     body = JobIn(dataset_id=job.dataset_id, base_model=changes.base_model or job.base_model,
                  name=changes.name or job.name, mode="pro", preset=None, params=params,

@@ -261,12 +261,12 @@ def test_service_endpoints(client):
 
 
 def test_pro_mode_catalog_offers_every_user_parameter_with_help_and_bounds(client):
-    from api.training import SERVICE_KEYS
+    from api.training import CONTINUE_KEYS, SERVICE_KEYS
     from trainer.config import TrainConfig
 
     groups = client.get("/api/v1/params").json()
     params = {p["key"]: p for group in groups for p in group["params"]}
-    assert set(params) == set(TrainConfig.model_fields) - SERVICE_KEYS
+    assert set(params) == set(TrainConfig.model_fields) - SERVICE_KEYS - CONTINUE_KEYS
     assert all(p["help"] for p in params.values())
     assert params["network_dim"]["minimum"] == 1 and params["network_dim"]["default"] == 4
     assert "Prodigy" in params["optimizer_type"]["choices"]

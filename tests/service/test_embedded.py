@@ -1,4 +1,5 @@
-"""`make run`'s stack with no servers: SQLite, the SQLAlchemy Celery transport, local storage, one worker."""
+"""`make run`'s stack with no servers: SQLite, the SQLAlchemy Celery transport, local storage, a training worker and
+a worker for the light tasks."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ def embedded(tmp_path, tiny_sd15):
 
 def test_embedded_service_trains_a_job_and_serves_its_file(embedded):
     client, describe = embedded
+    lines = [line for line in describe().splitlines() if line.strip()]
+    assert any("lorabake is running at http://" in line for line in lines), lines
+    assert not any("celery@" in line or "[queues]" in line for line in lines), "the worker banner is printed"
     me = register(client, "solo@example.com")
     dataset = client.post("/api/v1/datasets", json={"name": "d", "default_repeats": 1}, headers=me).json()
     files = [("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(4)]
@@ -40,6 +44,20 @@ def test_embedded_service_trains_a_job_and_serves_its_file(embedded):
     (epoch,) = client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=me).json()
     blob = client.get(f"/api/v1/jobs/{job['id']}/epochs/1/download", headers=me, follow_redirects=True).content
     assert len(blob) == epoch["size"] and blob[8:9] == b"{"  # a safetensors header follows the length
+
+    # Testing an epoch does not wait behind a training run: the light tasks have a worker of their own
+    long = client.post("/api/v1/jobs", headers=me, json={
+        "dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "style", "name": "long",
+        "params": {"max_train_epochs": 200, "sample_every_n_epochs": None}}).json()
+    wait_for(lambda: client.get(f"/api/v1/jobs/{long['id']}", headers=me).json()["status"] == "running", 60,
+             "the long job to start", describe=describe)
+    generation = client.post(f"/api/v1/jobs/{job['id']}/epochs/1/generate", headers=me,
+                             json={"prompt": "x", "steps": 2}).json()
+    done = wait_for(lambda: (g := client.get(f"/api/v1/generations/{generation['id']}", headers=me).json())["status"]
+                    in ("succeeded", "failed") and g, 60, "the generation", describe=describe)
+    assert done["status"] == "succeeded", done["error"]
+    assert client.get(f"/api/v1/jobs/{long['id']}", headers=me).json()["status"] == "running"
+    client.post(f"/api/v1/jobs/{long['id']}/cancel", headers=me)
 
 
 def test_a_flux_job_trains_two_epochs_with_previews_tests_an_epoch_and_downloads(tmp_path, tiny_sd15, tiny_flux):

@@ -160,6 +160,9 @@ def test_register_upload_train_publish_and_isolation(stack):
     assert again["history"][-1][0] == again["total_steps"]
     twice = client.post(f"/api/v1/jobs/{job['id']}/continue", json={"epochs": 0}, headers=alice)
     assert twice.status_code == 422
+    retrained = client.post(f"/api/v1/jobs/{job['id']}/retrain", json={"start_after": "tonight"}, headers=alice)
+    assert retrained.status_code == 201 and "lr_restart_step" not in retrained.json()["params"]  # continue's only
+    client.post(f"/api/v1/jobs/{retrained.json()['id']}/cancel", headers=alice)
 
     published = client.post("/api/v1/models", json={"job_id": job["id"], "epoch": 2, "name": "shapes",
                                                     "trigger_words": ["sks"], "visibility": "private"}, headers=alice)

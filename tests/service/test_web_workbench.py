@@ -87,6 +87,22 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     expect(page.locator(".tile .crop")).to_have_count(8)
     shot(page, "04-workbench-tagged")
 
+    # Typed tags are kept when another image is picked; the keyboard moves between tiles and keeps its place
+    tiles = page.get_by_role("listbox", name="Images").get_by_role("option")
+    tiles.nth(0).click()
+    editor = page.get_by_role("region", name="Selected image")
+    editor.get_by_label("Add tags").fill("smile")
+    tiles.nth(1).click()
+    expect(editor.get_by_role("heading")).to_have_text(re.compile("circle1"))
+    tiles.nth(0).click()
+    expect(editor.get_by_role("button", name="remove tag smile")).to_be_visible()
+    tiles.nth(0).focus()
+    page.keyboard.press("ArrowRight")
+    expect(tiles.nth(1)).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(tiles.nth(1)).to_be_focused()
+    expect(tiles.nth(1)).to_have_attribute("aria-selected", "true")
+
     page.get_by_role("link", name=re.compile("Train a LoRA")).click()
     expect(page.get_by_role("heading", name="Train on circles")).to_be_visible()
     page.get_by_label("LoRA name").fill("circles")
@@ -186,7 +202,7 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     expect(page.get_by_role("status").filter(has_text="succeeded")).to_be_visible(timeout=60_000)
 
     page.get_by_role("region", name="Epoch 2").get_by_role("link", name="Publish").click()
-    page.get_by_label("Trigger words").fill("sks")
+    expect(page.get_by_label("Trigger words")).to_have_value("sks")  # the tag on every image of the dataset
     page.get_by_label("Visibility").select_option("public")
     shot(page, "08-publish")
     page.get_by_role("button", name="Publish").click()

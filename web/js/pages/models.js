@@ -4,8 +4,12 @@ import { field, h, mount, showErrors, splitList } from "../dom.js";
 
 export async function publishPage(jobId, n) {
   const job = await get(`/jobs/${jobId}`);
+  const [dataset, frequencies] = await Promise.all([get(`/datasets/${job.dataset_id}`),
+    get(`/datasets/${job.dataset_id}/tags`)]);
+  // the trigger words are the tags every image of the dataset carries ("sks", the character's name …)
+  const everywhere = frequencies.filter((f) => f.count >= dataset.image_count).map((f) => f.tag).slice(0, 3);
   const name = h("input", { type: "text", name: "name", required: true, value: job.name });
-  const triggers = h("input", { type: "text", name: "trigger_words" });
+  const triggers = h("input", { type: "text", name: "trigger_words", value: everywhere.join(", ") });
   const description = h("textarea", { name: "description", rows: 4, cols: 60 });
   const visibility = h("select", { name: "visibility" }, h("option", { value: "private" }, "private (only you)"),
     h("option", { value: "public" }, "public (everybody on this server)"));

@@ -34,7 +34,8 @@ export async function workbenchPage(datasetId) {
     return state.filter ? state.images.filter((i) => i.tags.includes(state.filter)) : state.images;
   }
 
-  function toggle(image, event) {
+  async function toggle(image, event) {
+    if (state.pending) await state.pending(); // edits of the image being left are saved, never dropped
     const shown = visible();
     if (event.shiftKey && state.last) {
       const [a, b] = [shown.findIndex((i) => i.id === state.last), shown.findIndex((i) => i.id === image.id)].sort((x, y) => x - y);
@@ -51,7 +52,7 @@ export async function workbenchPage(datasetId) {
   function tile(image) {
     const selected = state.selected.has(image.id);
     return h("button", { type: "button", class: "tile" + (selected ? " selected" : ""), role: "option",
-                         "aria-selected": String(selected), title: image.tags.join(", "),
+                         "aria-selected": String(selected), title: image.tags.join(", "), "data-id": image.id,
                          onclick: (e) => toggle(image, e) },
       h("div", { style: "position:relative" },
         h("img", { src: image.thumb_url, alt: image.filename, loading: "lazy", decoding: "async" }),
@@ -61,35 +62,50 @@ export async function workbenchPage(datasetId) {
       h("div", { class: "meta muted" }, image.tags.slice(0, 4).join(", ") || "no tags"));
   }
 
+  // The selected image's editor. Changes are kept while it stays selected and saved when another image is picked
+  // (or with the button): clicking away never drops them.
   function detail(image) {
     const tags = [...image.tags];
     const chips = h("div", { class: "chips" });
+    const saved = h("span", { class: "muted", role: "status" });
+    const changed = () => { state.pending = flush; saved.textContent = "Unsaved changes: saved when you pick another image."; };
     const drawChips = () => chips.replaceChildren(...tags.map((tag, i) => h("span", { class: "chip" }, tag,
-      h("button", { type: "button", "aria-label": `remove tag ${tag}`, onclick: () => { tags.splice(i, 1); drawChips(); } }, "×"))));
+      h("button", { type: "button", "aria-label": `remove tag ${tag}`, onclick: () => { tags.splice(i, 1); drawChips(); changed(); } }, "×"))));
     drawChips();
+    const takeTyped = () => {
+      for (const tag of splitList(adder.value)) if (!tags.includes(tag)) tags.push(tag);
+      adder.value = "";
+      drawChips();
+    };
     const adder = h("input", { type: "text", list: "dataset-tags",
+      oninput: () => changed(),
       onkeydown: (e) => {
         if (e.key !== "Enter") return;
         e.preventDefault();
-        for (const tag of splitList(adder.value)) if (!tags.includes(tag)) tags.push(tag);
-        adder.value = "";
-        drawChips();
+        takeTyped();
+        changed();
       } });
-    const repeats = h("input", { type: "number", min: 1, max: 1000, value: image.repeats ?? "" });
-    const reg = h("input", { type: "checkbox", checked: image.is_reg });
-    const save = async () => {
+    const repeats = h("input", { type: "number", min: 1, max: 1000, value: image.repeats ?? "", oninput: changed });
+    const reg = h("input", { type: "checkbox", checked: image.is_reg, onchange: changed });
+    async function flush() {
+      state.pending = null;
+      takeTyped();
       try {
         await patch(`/datasets/${datasetId}/images/${image.id}`, { tags, is_reg: reg.checked,
           repeats: repeats.value ? Number(repeats.value) : null });
-        await reload();
-      } catch (error) { message.textContent = error.message; }
+        Object.assign(image, { tags: [...tags], is_reg: reg.checked, repeats: repeats.value ? Number(repeats.value) : null });
+      } catch (error) { message.textContent = `${image.filename}: ${error.message}`; }
+    }
+    const save = async () => {
+      await flush();
+      await reload();
     };
     return h("section", { class: "card", "aria-label": "Selected image" },
       h("h2", {}, image.filename), h("p", { class: "muted" }, `${image.width}×${image.height} ${image.format}`),
       chips, field("Add tags", adder, "Enter adds them; commas separate tags."),
       field("Repeats", repeats, `Empty: the dataset's default (${state.dataset.default_repeats}).`),
       h("label", {}, reg, " Regularization image"),
-      h("button", { type: "button", onclick: save }, "Save image"));
+      h("div", { class: "row" }, h("button", { type: "button", onclick: save }, "Save image"), saved));
   }
 
   // Crop sizes come from the server's family registry (GET /families), so a new family needs no change here.
@@ -124,23 +140,44 @@ export async function workbenchPage(datasetId) {
 
   function render() {
     const shown = visible();
+    const focused = document.activeElement?.dataset?.id; // a re-drawn grid keeps the keyboard where it was
     gridBox.replaceChildren(...shown.map(tile));
+    if (focused) gridBox.querySelector(`[data-id="${focused}"]`)?.focus();
     counter.textContent = `${state.images.length} images` + (state.filter ? `, ${shown.length} tagged “${state.filter}”` : "") +
       `, ${state.selected.size} selected`;
     const one = state.selected.size === 1 ? state.images.find((i) => state.selected.has(i.id)) : null;
+    if (state.pending) state.pending(); // a re-draw (a tag filter, a reload) saves the open edits first
     side.replaceChildren(...[one && detail(one), frequencyList(state.frequencies, state.filter, (tag) => {
       state.filter = tag;
       render();
     })].filter(Boolean));
+    if (one && side.getBoundingClientRect().top > innerHeight) side.scrollIntoView({ block: "nearest" }); // one column
   }
+
+  // Arrows move between tiles (up and down by a row), Space or Enter selects, Delete deletes the selection.
+  gridBox.addEventListener("keydown", (e) => {
+    const tiles = [...gridBox.children];
+    const at = tiles.indexOf(document.activeElement);
+    if (at < 0) return;
+    const perRow = Math.max(1, tiles.filter((t) => t.offsetTop === tiles[0].offsetTop).length);
+    const moves = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: perRow, ArrowUp: -perRow };
+    if (e.key in moves) {
+      e.preventDefault();
+      tiles[Math.min(tiles.length - 1, Math.max(0, at + moves[e.key]))].focus();
+    } else if (e.key === "Delete" && state.selected.size) {
+      e.preventDefault();
+      deleteSelected();
+    }
+  });
+  const deleteSelected = () => state.selected.size && confirm(`Delete ${state.selected.size} image(s)?`) &&
+    each((id) => del(`/datasets/${datasetId}/images/${id}`));
 
   const toolbar = h("section", { class: "card row", "aria-label": "Selection" },
     h("button", { type: "button", class: "secondary", onclick: () => { visible().forEach((i) => state.selected.add(i.id)); render(); } }, "Select all"),
     h("button", { type: "button", class: "secondary", onclick: () => { state.selected.clear(); render(); } }, "Select none"),
     h("button", { type: "button", class: "secondary", onclick: () => each((id) => patch(`/datasets/${datasetId}/images/${id}`, { is_reg: true })) }, "Mark as regularization"),
     h("button", { type: "button", class: "secondary", onclick: () => each((id) => patch(`/datasets/${datasetId}/images/${id}`, { is_reg: false })) }, "Mark as training"),
-    h("button", { type: "button", class: "secondary", onclick: () => state.selected.size &&
-      confirm(`Delete ${state.selected.size} image(s)?`) && each((id) => del(`/datasets/${datasetId}/images/${id}`)) }, "Delete selected"),
+    h("button", { type: "button", class: "secondary", onclick: deleteSelected }, "Delete selected"),
     cropPanel(await get("/families")));
 
   await reload();
