@@ -183,6 +183,26 @@ def test_a_restarted_schedule_runs_again_over_the_added_steps(tiny_models):
     assert restarted[25] == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 10)))
 
 
+def test_held_out_images_give_a_validation_loss_per_epoch_at_fixed_noise(tiny_models, dataset, tmp_path):
+    from trainer.loop import setup
+    from trainer.validation import validation_loss
+
+    held_out = tmp_path / "val"
+    make_dataset(held_out, count=3, repeats=1)
+    values = base_values(tiny_models["sdxl"], dataset, tmp_path / "out", validation_data_dir=str(held_out),
+                         save_every_n_epochs=1)
+    rec = Recorder()
+    train(build_config(values), rec)
+    scores = [s.validation_loss for s in rec.saved]
+    assert len(scores) == 2 and all(math.isfinite(v) for v in scores) and scores[0] != scores[1]
+    assert any(m.startswith("epoch 2: validation loss") and "3 held-out image(s)" in m for m in rec.logs)
+    # the same network scored twice gives the same number: the noise levels and the noise are fixed
+    session, _, _ = setup(build_config({**values, "output_dir": str(tmp_path / "again")}), Recorder())
+    first, second = (validation_loss(session.validation, session.family, session.model, session.cfg,
+                                     session.accelerator.autocast) for _ in range(2))
+    assert first == second
+
+
 def test_sdxl_trains_with_cached_latents_and_cached_text(tiny_models, dataset, tmp_path):
     cfg = build_config(base_values(
         tiny_models["sdxl"], dataset, tmp_path / "out", network_train_unet_only=True, cache_latents=True,

@@ -25,6 +25,7 @@ class EpochSaved:
     path: Path
     metadata: dict[str, str]
     mean_loss: float
+    validation_loss: float | None = None  # on the held-out images (validation_data_dir), when there are any
 
 
 @dataclass(frozen=True)

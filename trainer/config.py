@@ -92,6 +92,10 @@ class TrainConfig(BaseModel):
     lr_warmup_steps: float = Field(0, ge=0, le=MAX_STEPS)
     lr_scheduler_num_cycles: int = Field(1, ge=1, le=1000)
     lr_scheduler_power: float = 1.0
+    # lorabake: images scored after every epoch for a validation loss (a kohya folder); the service fills it with the
+    # share of the dataset that validation_split holds out of training
+    validation_data_dir: str | None = None
+    validation_split: float = Field(0.0, ge=0, le=0.5)
     # lorabake: a run continued with a fresh schedule starts its learning-rate schedule again at this step
     lr_restart_step: int | None = Field(None, ge=0, le=MAX_STEPS)
     max_train_steps: int = Field(1600, ge=1, le=MAX_STEPS)

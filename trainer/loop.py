@@ -34,6 +34,7 @@ from trainer.saving import SAVE_DTYPES, RunFacts, build_metadata, epoch_file, pr
 from trainer.state import Position, load_state, save_state
 from trainer.steps import ImageSpec, bucket_info, plan_for_config, run_report, warmup_steps
 from trainer.tb_log import TrainingLog
+from trainer.validation import ValidationSet, prepare_validation, validation_loss
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Session:
     facts: RunFacts
     latent_cache: dict | None
     text_cache: dict | None
+    validation: ValidationSet | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -141,8 +143,9 @@ def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
                                                                                           strict=True)]),
         session_id=random.SystemRandom().randint(0, 2**32), base_file=str(location) if location.is_file() else None,
     )
+    validation = prepare_validation(cfg, family, model, device, vae_dtype, not network.trains_text_encoder)
     session = Session(cfg, accelerator, family, model, network, scan, plan, optimizer, scheduler, noise_generator,
-                      facts, latent_cache, text_cache)
+                      facts, latent_cache, text_cache, validation)
     return session, step_plan.total_steps, step_plan.epochs
 
 
@@ -274,6 +277,11 @@ def _run_epochs(s: Session, cfg: TrainConfig, callbacks: Callbacks, result: Trai
                 result.stopped, result.steps = True, step
                 return result
         log.epoch(epoch, _mean(losses))
+        held_out = None
+        if s.validation is not None:
+            held_out = validation_loss(s.validation, s.family, s.model, cfg, s.accelerator.autocast)
+            callbacks.on_log(f"epoch {epoch}: validation loss {held_out:.4f} on {len(s.validation.latents)} "
+                             f"held-out image(s)")
         last = epoch == epochs or step >= total_steps
         due = cfg.save_every_n_epochs is not None and epoch % cfg.save_every_n_epochs == 0
         if last or due:
@@ -283,7 +291,7 @@ def _run_epochs(s: Session, cfg: TrainConfig, callbacks: Callbacks, result: Trai
                 result.final_path = path
             else:
                 prune_old_epochs(cfg, epoch)
-            callbacks.on_epoch_saved(EpochSaved(epoch, step, path, metadata, _mean(losses)))
+            callbacks.on_epoch_saved(EpochSaved(epoch, step, path, metadata, _mean(losses), held_out))
             if cfg.save_state:
                 result.state_dir = _state(s, Position(epoch + 1, 0, step), "last" if last else f"{epoch:06d}")
                 callbacks.on_state_saved(result.state_dir, epoch)
