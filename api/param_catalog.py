@@ -80,6 +80,8 @@ GROUPS: dict[str, dict[str, str]] = {
         "color_aug": "Random hue and gamma changes.",
         "flip_aug": "Random horizontal flips (not for asymmetric subjects).",
         "random_crop": "Random instead of center crops inside each bucket.",
+        "validation_split": "Share of the training images held out (chosen by the seed) and scored after every "
+                            "epoch at fixed noise: the validation loss beside the training loss. 0 = off.",
         "num_workers": "Data-loading processes.",
         "persistent_workers": "Keep data-loading processes between epochs.",
     },

@@ -287,6 +287,8 @@ class JobOut(JobSummary):
 class EpochOut(BaseModel):
     n: int
     loss: float | None
+    validation_loss: float | None = Field(None, description="loss on the held-out images, when validation_split "
+                                                            "keeps some apart")
     size: int
     sha256: str
     previews: list[str]

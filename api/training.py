@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.kohya_layout import held_out
 from core.models import Dataset, Image
 from core.settings import BaseModelEntry
 from trainer import preflight
@@ -19,7 +20,7 @@ FAMILY_KEYS = frozenset({"model_family", "model_type", "v2", "sdxl", "v_paramete
 SERVICE_KEYS = frozenset({
     "pretrained_model_name_or_path", "train_data_dir", "reg_data_dir", "output_dir", "output_name", "logging_dir",
     "resume", "save_state", "network_weights", "sample_prompts", "vae", "pretrained_model_config", "dataset_config",
-    "config_file", "clip_l", "t5xxl", "ae", *FAMILY_KEYS,
+    "config_file", "clip_l", "t5xxl", "ae", "validation_data_dir", *FAMILY_KEYS,
 })
 # set by "continue training" for the continued run only: not offered in pro mode, not carried into a retrain
 CONTINUE_KEYS = frozenset({"lr_restart_step"})
@@ -101,7 +102,8 @@ def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str
         target = result.errors if finding.level == "error" else result.warnings
         target.append({"field": finding.field, "message": finding.message})
     if dataset is not None:
-        train, reg = dataset_specs(dataset, images, repeats)
+        held = held_out(images, result.config.validation_split, result.config.seed)
+        train, reg = dataset_specs(dataset, [i for i in images if i.id not in held], repeats)
         if not train:
             result.errors.append({"field": "dataset_id", "message": "the dataset has no training images"})
         result.plan, result.train_images = plan_for_config(result.config, train, reg), len(train)

@@ -5,6 +5,7 @@ Used by the worker (a training folder on scratch) and by the dataset export (a z
 from __future__ import annotations
 
 import io
+import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -96,3 +97,13 @@ def tag_counts(tag_lists: Iterable[list[str]]) -> list[tuple[str, int]]:
 def tag_occurrence(tag_lists: Iterable[list[str]]) -> str:
     """The tag summary file: `count tag` lines, most frequent first."""
     return "".join(f"{count} {tag}\n" for tag, count in tag_counts(tag_lists))
+
+
+def held_out(images: Iterable[Image], share: float, seed: int) -> set[str]:
+    """The training images a job keeps apart for its validation loss: `share` of them (at least one, never all),
+    chosen by the job's seed, so the API's step count and the worker's folders agree."""
+    train = sorted(i.id for i in images if not i.is_reg)
+    if share <= 0 or len(train) < 2:
+        return set()
+    count = min(len(train) - 1, max(1, round(share * len(train))))
+    return set(random.Random(seed).sample(train, count))

@@ -15,14 +15,16 @@ class Materialised:
     train_dir: Path
     reg_dir: Path | None
     images: int
+    validation_dir: Path | None = None  # the held-out images (validation_split), scored but never trained on
 
 
 def materialise(dataset: Dataset, images: list[Image], storage: Storage, root: Path,
-                concept: str) -> Materialised:
-    train_dir = root / "train"
+                concept: str, held: set[str] | frozenset[str] = frozenset()) -> Materialised:
+    train_dir, validation_dir = root / "train", root / "validation"
     for spot in place(dataset, images, concept):
-        # train/10_name/… for training images, reg/1_name/… for regularization images
-        folder = (root if spot.image.is_reg else train_dir) / spot.folder
+        # train/10_name/… for training images, reg/1_name/… for regularization images, validation/… held out
+        parent = validation_dir if spot.image.id in held else root if spot.image.is_reg else train_dir
+        folder = parent / spot.folder
         folder.mkdir(parents=True, exist_ok=True)
         if spot.image.crop:
             (folder / f"{spot.stem}.{spot.image.format}").write_bytes(image_bytes(spot.image, storage))
@@ -30,4 +32,5 @@ def materialise(dataset: Dataset, images: list[Image], storage: Storage, root: P
             storage.download_to(spot.image.storage_key, folder / f"{spot.stem}.{spot.image.format}")
         (folder / f"{spot.stem}.txt").write_text(caption_for(spot.image), encoding="utf-8")
     has_reg = any(i.is_reg for i in images)
-    return Materialised(train_dir, root / REG_ROOT if has_reg else None, len(images))
+    return Materialised(train_dir, root / REG_ROOT if has_reg else None, len(images),
+                        validation_dir if held else None)

@@ -101,7 +101,7 @@ class ServiceCallbacks(Callbacks):
             handle.seek(0)
             self.storage.put_file(key, handle)  # a retried upload starts the file again
         self._pending[saved.epoch] = {"file_key": key, "size": saved.path.stat().st_size, "sha256": digest,
-                                      "loss": saved.mean_loss}
+                                      "loss": saved.mean_loss, "validation_loss": saved.validation_loss}
 
     def on_state_saved(self, folder: Path, epoch: int) -> None:
         prefix = keys.state(self.user_id, self.job_id, f"a{self.attempt}-epoch-{epoch:06d}")

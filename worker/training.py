@@ -13,6 +13,7 @@ from sqlalchemy import select
 from core.db import session_factory
 from core.events import notices_for
 from core.jobs import claim_next, finish, transition
+from core.kohya_layout import held_out
 from core.models import Dataset, Epoch, Image, Job, JobStatus
 from core.settings import Settings
 from core.storage import Storage
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def train_config_values(job: Job, settings: Settings, data_dir: Path, reg_dir: Path | None, out_dir: Path,
-                        resume: Path | None) -> dict:
+                        resume: Path | None, validation_dir: Path | None = None) -> dict:
     model = settings.model_named(job.base_model)
     if model is None:
         raise ValueError(f"base model {job.base_model!r} is no longer offered by this server")
@@ -32,7 +33,8 @@ def train_config_values(job: Job, settings: Settings, data_dir: Path, reg_dir: P
     values.update(pretrained_model_name_or_path=model.location, train_data_dir=str(data_dir),
                   reg_data_dir=str(reg_dir) if reg_dir else None, output_dir=str(out_dir), output_name=job.name,
                   sample_prompts=list(job.sample_prompts) or None, save_state=True, save_model_as="safetensors",
-                  resume=str(resume) if resume else None)
+                  resume=str(resume) if resume else None,
+                  validation_data_dir=str(validation_dir) if validation_dir else None)
     return values
 
 
@@ -49,7 +51,7 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
     the worker takes whichever queued job is next in the fair order. Every queued job has sent one message, so each
     still gets its turn; messages left over (duplicate deliveries, canceled jobs) find nothing to do.
     """
-    from trainer.config import ConfigError, build_config
+    from trainer.config import ConfigError, TrainConfig, build_config
     from trainer.loop import train
 
     factory = session_factory(settings.db_url)
@@ -71,9 +73,12 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
     callbacks = ServiceCallbacks(settings.db_url, job, storage, beat)
     try:
         callbacks.on_log(f"attempt {job.attempt} on {worker}, in process {os.getpid()}")
-        data = materialise(dataset, images, storage, scratch / "dataset", job.name)
+        seed = job.params.get("seed", TrainConfig.model_fields["seed"].default)
+        held = held_out(images, job.params.get("validation_split") or 0.0, seed)
+        data = materialise(dataset, images, storage, scratch / "dataset", job.name, held)
         resume = download_state(storage, job.state_key, scratch / "resume") if job.state_key else None
-        cfg = build_config(train_config_values(job, settings, data.train_dir, data.reg_dir, scratch / "out", resume))
+        cfg = build_config(train_config_values(job, settings, data.train_dir, data.reg_dir, scratch / "out", resume,
+                                               data.validation_dir))
         result = train(cfg, callbacks)
         if beat.lost.is_set():
             raise AttemptSuperseded(f"job {job_id}: attempt {attempt} was superseded")

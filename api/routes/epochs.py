@@ -23,7 +23,8 @@ def epoch_filename(job: Job, n: int) -> str:
 
 
 def epoch_out(job: Job, epoch: Epoch, storage: Storage, expires_s: int) -> EpochOut:
-    return EpochOut(n=epoch.n, loss=epoch.loss, size=epoch.size, sha256=epoch.sha256,
+    return EpochOut(n=epoch.n, loss=epoch.loss, validation_loss=epoch.validation_loss, size=epoch.size,
+                    sha256=epoch.sha256,
                     previews=[storage.signed_url(k, expires_s=expires_s) for k in epoch.previews],
                     download_url=storage.signed_url(epoch.file_key, epoch_filename(job, epoch.n), expires_s))
 

@@ -69,10 +69,12 @@ def test_register_upload_train_publish_and_isolation(stack):
     assert client.get(f"/api/v1/datasets/{dataset['id']}/tags", headers=alice).json()[0] == {"tag": "sks", "count": 12}
 
     request = {"dataset_id": dataset["id"], "base_model": "tiny-sd15", "name": "shapes", "mode": "basic",
-               "preset": "standard", "params": {"max_train_epochs": 2, "sample_every_n_epochs": 1},
+               "preset": "standard", "params": {"max_train_epochs": 2, "sample_every_n_epochs": 1,
+                                                 "validation_split": 0.25},
                "sample_prompts": ["sks, red circle --s 4 --d 1"]}
     estimate = client.post("/api/v1/jobs/estimate", json=request, headers=alice).json()
     assert estimate["errors"] == [] and estimate["total_steps"] == estimate["steps_per_epoch"] * 2
+    assert estimate["train_images"] == 12 - 3  # a quarter held out for the validation loss
     job = client.post("/api/v1/jobs", json=request, headers=alice)
     assert job.status_code == 201, job.text
     job = job.json()
@@ -93,6 +95,9 @@ def test_register_upload_train_publish_and_isolation(stack):
 
     epochs = client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=alice).json()
     assert [e["n"] for e in epochs] == [1, 2]
+    scores = [e["validation_loss"] for e in epochs]
+    assert all(v > 0 for v in scores) and scores[0] != scores[1]
+    assert any("validation loss" in line and "3 held-out image(s)" in line for line in final["log_tail"])
     assert all(len(e["previews"]) == 4 for e in epochs)
     preview = httpx.get(epochs[0]["previews"][0])
     assert preview.status_code == 200 and preview.content[:8] == b"\x89PNG\r\n\x1a\n"

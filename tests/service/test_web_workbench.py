@@ -157,7 +157,10 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     expect(cards).to_have_count(2)
     for n in (1, 2):
         expect(page.get_by_role("region", name=f"Epoch {n}").get_by_role("img")).to_have_count(4)
-    expect(page.locator("svg.chart polyline")).to_have_count(2)
+    expect(page.locator("svg.chart polyline")).to_have_count(3)  # loss raw + smoothed, learning rate
+    loss_chart = page.get_by_role("img", name=re.compile(r"^loss: \d+ points"))
+    loss_chart.hover()
+    expect(loss_chart.locator("text.readout")).to_contain_text(re.compile(r"step \d+: .*\(smoothed "))
     shot(page, "06-job-finished")
 
     test_form = page.get_by_role("form", name="Test an epoch")
@@ -170,6 +173,8 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     # Epochs × weights in one grid, with progress; any cell opens full size; the labelled PNG downloads
     sweep_form = page.get_by_role("form", name="Compare epochs and weights")
     expect(sweep_form.get_by_role("checkbox", name="epoch 1")).to_be_checked()
+    expect(sweep_form.get_by_role("checkbox", name="epoch 2")).to_be_checked()
+    expect(sweep_form.get_by_role("status")).to_have_text("")
     sweep_form.get_by_label("Weights (comma-separated)").fill("0.5, 1")
     sweep_form.get_by_role("button", name="Render grid").click()
     grid = sweep_form.get_by_role("table", name="Epoch × weight grid")

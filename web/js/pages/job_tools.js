@@ -59,13 +59,18 @@ export function sweepPanel(job) {
   epochChoices, h("div", { class: "row" }, field("Weights (comma-separated)", weights), field("Prompt", prompt),
     field("Seed", seed), button), bar, status, result);
 
+  const unchecked = new Set(); // epochs the user left out; new epochs come in checked
+  epochChoices.addEventListener("change", (e) => {
+    const n = Number(e.target.value);
+    e.target.checked ? unchecked.delete(n) : unchecked.add(n);
+  });
   form.setEpochs = (epochs) => {
-    const chosen = new Set([...epochChoices.querySelectorAll("input:checked")].map((i) => Number(i.value)));
     epochChoices.replaceChildren(...epochs.map((e) => h("label", { class: "chip" },
-      h("input", { type: "checkbox", value: e.n, checked: !chosen.size || chosen.has(e.n) }), ` epoch ${e.n}`)));
+      h("input", { type: "checkbox", value: e.n, checked: !unchecked.has(e.n) }), ` epoch ${e.n}`)));
     if (!bar.hidden) return;
     button.disabled = !epochs.length;
     if (!epochs.length) status.textContent = "Nothing to compare yet: epochs appear here as they are stored.";
+    else if (status.textContent.startsWith("Nothing to compare")) status.textContent = "";
   };
   form.load = async () => {
     const [latest] = await get(`/jobs/${job.id}/sweeps`);

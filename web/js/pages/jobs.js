@@ -51,7 +51,9 @@ function parameters(job) {
 function epochCard(job, epoch, onTest) {
   return h("section", { class: "card epoch", "aria-label": `Epoch ${epoch.n}` },
     h("h2", {}, `Epoch ${epoch.n}`),
-    h("p", { class: "muted" }, `loss ${epoch.loss?.toFixed(4) ?? "?"} · ${(epoch.size / 1e6).toFixed(2)} MB`),
+    h("p", { class: "muted" }, `loss ${epoch.loss?.toFixed(4) ?? "?"}` +
+      (epoch.validation_loss != null ? ` · validation ${epoch.validation_loss.toFixed(4)}` : "") +
+      ` · ${(epoch.size / 1e6).toFixed(2)} MB`),
     h("div", { class: "chips" }, epoch.previews.map((url, i) => zoomable(h("img", { src: url, alt: `epoch ${epoch.n} preview ${i + 1}`, loading: "lazy" })))),
     h("div", { class: "row" },
       h("a", { href: epoch.download_url, download: `${job.name}-${String(epoch.n).padStart(6, "0")}.safetensors` }, "Download"),
@@ -152,6 +154,7 @@ export async function jobPage(jobId) {
   const compareBox = h("div");
   const tester = testPanel(job);
   const sweeper = sweepPanel(job);
+  let epochRows = [];
   const continuer = continuePanel(job, () => window.dispatchEvent(new HashChangeEvent("hashchange")));
   continuer.hidden = true;
   const actions = h("div", { class: "row" });
@@ -165,7 +168,12 @@ export async function jobPage(jobId) {
     if (job.error) text += ` · ${job.error}`;
     statusLine.textContent = text;
     statusLine.className = job.status === "failed" ? "error" : "";
-    charts.replaceChildren(lineChart("loss", history.map(([s, l]) => [s, l])), lineChart("learning rate", history.map(([s, , lr]) => [s, lr])));
+    // validation loss per stored epoch, at the step where that epoch ended
+    const perEpoch = job.epochs_total ? job.total_steps / job.epochs_total : 0;
+    const validation = epochRows.filter((e) => e.validation_loss !== null && e.validation_loss !== undefined)
+      .map((e) => [Math.round(e.n * perEpoch), e.validation_loss, `epoch ${e.n} validation loss`]);
+    charts.replaceChildren(lineChart("loss", history.map(([s, l]) => [s, l]), { smoothed: true, marks: validation,
+      markLabel: "validation loss" }), lineChart("learning rate", history.map(([s, , lr]) => [s, lr])));
     actions.replaceChildren(...[
       !job.finished && h("button", { type: "button", class: "secondary", onclick: async () => {
         if (!confirm(`Cancel "${job.name}"? Epochs already stored are kept.`)) return;
@@ -183,6 +191,8 @@ export async function jobPage(jobId) {
 
   async function drawEpochs() {
     const epochs = await get(`/jobs/${jobId}/epochs`);
+    epochRows = epochs;
+    drawStatus();
     epochsBox.replaceChildren(...epochs.map((e) => epochCard(job, e, (n) => { tester.pick(n); })));
     compareBox.replaceChildren(...[comparison(job, epochs), compareTwo(epochs)].filter(Boolean));
     tester.setEpochs(epochs);
