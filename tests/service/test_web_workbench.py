@@ -103,6 +103,28 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     expect(tiles.nth(1)).to_be_focused()
     expect(tiles.nth(1)).to_have_attribute("aria-selected", "true")
 
+    # Images smaller than the family's training size are marked; repeats are set on a selection; sorting
+    page.get_by_label("Base family").select_option(label="SD 1.5")
+    expect(page.get_by_text(re.compile(r"8 smaller than 512 px \(the SD 1.5 training size\)"))).to_be_visible()
+    expect(tiles.nth(0).locator(".badge")).to_have_text("small")
+    tiles.nth(3).click()
+    editor.get_by_label("Add tags").fill("red, round")
+    editor.get_by_label("Add tags").press("Enter")
+    page.get_by_role("button", name="Select all").click()  # saves the open edits first
+    selection = page.get_by_role("region", name="Selection")
+    selection.get_by_label("Repeats for the selection").fill("3")
+    selection.get_by_role("button", name="Set repeats").click()
+    page.get_by_role("button", name="Select none").click()
+    tiles.nth(2).click()
+    expect(editor.get_by_label("Repeats")).to_have_value("3")
+    page.get_by_role("button", name="Select all").click()
+    selection.get_by_label("Repeats for the selection").fill("")
+    selection.get_by_role("button", name="Set repeats").click()  # back to the dataset's default
+    page.get_by_role("button", name="Select none").click()
+    selection.get_by_label("Sort by").select_option("tags")
+    expect(tiles.nth(0)).to_contain_text("circle3")  # three tags: sks, red, round
+    selection.get_by_label("Sort by").select_option("upload")
+
     page.get_by_role("link", name=re.compile("Train a LoRA")).click()
     expect(page.get_by_role("heading", name="Train on circles")).to_be_visible()
     page.get_by_label("LoRA name").fill("circles")

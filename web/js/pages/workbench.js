@@ -30,9 +30,19 @@ export async function workbenchPage(datasetId) {
     render();
   }
 
+  const SORTS = {
+    upload: null,
+    tags: (a, b) => b.tags.length - a.tags.length,
+    size: (a, b) => b.width * b.height - a.width * a.height,
+    aspect: (a, b) => a.width / a.height - b.width / b.height,
+  };
   function visible() {
-    return state.filter ? state.images.filter((i) => i.tags.includes(state.filter)) : state.images;
+    const shown = state.filter ? state.images.filter((i) => i.tags.includes(state.filter)) : state.images;
+    const order = SORTS[state.sort || "upload"];
+    return order ? [...shown].sort(order) : shown;
   }
+  // smaller than the chosen family's training size on its short side: it will be upscaled (and look soft)
+  const small = (image) => Math.min(image.width, image.height) < state.trainingSize;
 
   async function toggle(image, event) {
     if (state.pending) await state.pending(); // edits of the image being left are saved, never dropped
@@ -57,7 +67,8 @@ export async function workbenchPage(datasetId) {
       h("div", { style: "position:relative" },
         h("img", { src: image.thumb_url, alt: image.filename, loading: "lazy", decoding: "async" }),
         cropOverlay(image)),
-      image.is_reg && h("span", { class: "badge" }, "reg"),
+      (image.is_reg || small(image)) && h("span", { class: "badge" }, [image.is_reg && "reg", small(image) && "small"]
+        .filter(Boolean).join(" · ")),
       h("div", { class: "meta" }, image.filename),
       h("div", { class: "meta muted" }, image.tags.slice(0, 4).join(", ") || "no tags"));
   }
@@ -114,8 +125,13 @@ export async function workbenchPage(datasetId) {
     const size = h("select", { "aria-label": "Crop size" });
     const sizes = () => families.find((f) => f.name === family.value).crop_sizes;
     const fill = () => size.replaceChildren(...sizes().map((s) => h("option", { value: s }, s)));
-    family.addEventListener("change", fill);
+    const sizeOfFamily = () => {
+      const chosen = families.find((f) => f.name === family.value);
+      [state.trainingSize, state.familyLabel] = [chosen.resolution, chosen.label];
+    };
+    family.addEventListener("change", () => { fill(); sizeOfFamily(); render(); });
     fill();
+    sizeOfFamily();
     const progress = h("span", { role: "status" });
     const apply = async (mode) => {
       const [width, height] = size.value.split("x").map(Number);
@@ -143,8 +159,10 @@ export async function workbenchPage(datasetId) {
     const focused = document.activeElement?.dataset?.id; // a re-drawn grid keeps the keyboard where it was
     gridBox.replaceChildren(...shown.map(tile));
     if (focused) gridBox.querySelector(`[data-id="${focused}"]`)?.focus();
+    const smallCount = state.images.filter(small).length;
     counter.textContent = `${state.images.length} images` + (state.filter ? `, ${shown.length} tagged “${state.filter}”` : "") +
-      `, ${state.selected.size} selected`;
+      `, ${state.selected.size} selected` + (smallCount ? ` · ${smallCount} smaller than ${state.trainingSize} px ` +
+      `(the ${state.familyLabel} training size): they are upscaled and may look soft` : "");
     const one = state.selected.size === 1 ? state.images.find((i) => state.selected.has(i.id)) : null;
     if (state.pending) state.pending(); // a re-draw (a tag filter, a reload) saves the open edits first
     side.replaceChildren(...[one && detail(one), frequencyList(state.frequencies, state.filter, (tag) => {
@@ -172,12 +190,19 @@ export async function workbenchPage(datasetId) {
   const deleteSelected = () => state.selected.size && confirm(`Delete ${state.selected.size} image(s)?`) &&
     each((id) => del(`/datasets/${datasetId}/images/${id}`));
 
+  const bulkRepeats = h("input", { type: "number", min: 1, max: 1000, placeholder: "default" });
   const toolbar = h("section", { class: "card row", "aria-label": "Selection" },
     h("button", { type: "button", class: "secondary", onclick: () => { visible().forEach((i) => state.selected.add(i.id)); render(); } }, "Select all"),
     h("button", { type: "button", class: "secondary", onclick: () => { state.selected.clear(); render(); } }, "Select none"),
     h("button", { type: "button", class: "secondary", onclick: () => each((id) => patch(`/datasets/${datasetId}/images/${id}`, { is_reg: true })) }, "Mark as regularization"),
     h("button", { type: "button", class: "secondary", onclick: () => each((id) => patch(`/datasets/${datasetId}/images/${id}`, { is_reg: false })) }, "Mark as training"),
     h("button", { type: "button", class: "secondary", onclick: deleteSelected }, "Delete selected"),
+    field("Repeats for the selection", bulkRepeats), h("button", { type: "button", class: "secondary", onclick: () =>
+      state.selected.size && each((id) => patch(`/datasets/${datasetId}/images/${id}`,
+        { repeats: bulkRepeats.value ? Number(bulkRepeats.value) : null })) }, "Set repeats"),
+    field("Sort by", h("select", { onchange: (e) => { state.sort = e.target.value; render(); } },
+      [["upload", "upload order"], ["tags", "tag count"], ["size", "size"], ["aspect", "aspect ratio"]]
+        .map(([value, label]) => h("option", { value }, label)))),
     cropPanel(await get("/families")));
 
   await reload();
