@@ -360,6 +360,13 @@ class PublishIn(BaseModel):
     visibility: Literal["private", "public"] = "private"
 
 
+class ModelPatch(BaseModel):
+    name: LoraName | None = None
+    trigger_words: list[str] | None = None
+    description: str | None = Field(default=None, max_length=10000)
+    visibility: Literal["private", "public"] | None = None
+
+
 class ModelOut(BaseModel):
     id: str
     name: str

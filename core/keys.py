@@ -34,9 +34,13 @@ def generation(user_id: str, generation_id: str, k: int) -> str:
     return f"u/{user_id}/gen/{generation_id}-{k}.png"
 
 
+def sweep_prefix(user_id: str, sweep_id: str) -> str:
+    return f"u/{user_id}/sweep/{sweep_id}/"
+
+
 def sweep_cell(user_id: str, sweep_id: str, column: str) -> str:
-    return f"u/{user_id}/sweep/{sweep_id}/{column}.png"
+    return f"{sweep_prefix(user_id, sweep_id)}{column}.png"
 
 
 def sweep_grid(user_id: str, sweep_id: str) -> str:
-    return f"u/{user_id}/sweep/{sweep_id}/grid.png"
+    return f"{sweep_prefix(user_id, sweep_id)}grid.png"

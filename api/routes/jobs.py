@@ -6,21 +6,22 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Row, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, not_found
+from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, StorageDep, not_found
 from api.live import job_stream
 from api.routes import API_PREFIX
 from api.routes.datasets import selected_images
 from api.schemas import ContinueIn, Estimate, JobIn, JobOut, JobSummary, RetrainIn
 from api.training import CONTINUE_KEYS, EMPTY_PLAN, FAMILY_KEYS, Assessment, assess, estimated_seconds
 from core import jobs as transitions
+from core import keys
 from core.db import read_rows
 from core.events import notices_for
-from core.models import Dataset, Epoch, Image, Job, JobStatus, utcnow
+from core.models import FINISHED, Dataset, Epoch, Generation, Image, Job, JobStatus, PublishedModel, Sweep, utcnow
 from core.queue import TRAIN_TASK, send
 from core.settings import Settings
 
@@ -149,6 +150,26 @@ def cancel_job(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> dic
         raise HTTPException(status.HTTP_409_CONFLICT, f"job already {job.status}")
     notices_for(settings.redis_url).changed(job.id)
     return job_view(session, job.id, job.owner_id)
+
+
+@router.delete("/jobs/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_job(job: OwnedJob, session: SessionDep, storage: StorageDep) -> Response:
+    """A finished job with its epochs, previews, sweeps and stored state; published models of it must go first."""
+    if job.status not in FINISHED:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"the job is {job.status}: cancel it first")
+    if session.scalar(select(PublishedModel.id).where(PublishedModel.job_id == job.id)):
+        raise HTTPException(status.HTTP_409_CONFLICT, "a published model comes from this job: unpublish it first")
+    prefixes = [keys.job_prefix(job.owner_id, job.id), *(keys.sweep_prefix(job.owner_id, s) for s in
+                session.scalars(select(Sweep.id).where(Sweep.job_id == job.id)))]
+    files = [key for keys_ in session.scalars(select(Generation.image_keys).where(Generation.job_id == job.id))
+             for key in keys_]
+    session.delete(job)
+    session.commit()
+    for prefix in prefixes:
+        storage.delete_prefix(prefix)
+    for key in files:
+        storage.delete(key)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/jobs/{job_id}/retrain", status_code=status.HTTP_201_CREATED, response_model=JobOut)

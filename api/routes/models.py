@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep, not_found
 from api.routes import API_PREFIX
 from api.routes.epochs import find_epoch
-from api.schemas import ModelOut, PublishIn
+from api.schemas import ModelOut, ModelPatch, PublishIn
 from core.models import Epoch, Job, JobStatus, PublishedModel
 from core.storage import Storage
 
@@ -23,6 +24,23 @@ def model_out(model: PublishedModel, epoch: Epoch, storage: Storage, expires_s: 
                     snippet=f"<lora:{model.name}:0.8>", created_at=model.created_at)
 
 
+def check_name(session: Session, owner_id: str, name: str, visibility: str, model_id: str | None = None) -> None:
+    """A model name is unique among the owner's models and among public ones (its <lora:name> must say which)."""
+    same_name = select(PublishedModel.id).where(PublishedModel.name == name, PublishedModel.id != (model_id or ""))
+    if session.scalar(same_name.where(PublishedModel.owner_id == owner_id)) is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"you already published a model called {name}")
+    if visibility == "public" and session.scalar(same_name.where(PublishedModel.visibility == "public")):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"a public model is already called {name}: its "
+                                                      "<lora:name> would be ambiguous; choose another name")
+
+
+def owned_model(model_id: str, user_id: str, session: Session) -> PublishedModel:
+    model = session.get(PublishedModel, model_id)
+    if model is None or model.owner_id != user_id:
+        raise not_found("model")
+    return model
+
+
 @router.post("/models", status_code=status.HTTP_201_CREATED)
 def publish(body: PublishIn, user: CurrentUser, session: SessionDep, storage: StorageDep,
             settings: SettingsDep) -> ModelOut:
@@ -32,12 +50,7 @@ def publish(body: PublishIn, user: CurrentUser, session: SessionDep, storage: St
     if job.status == JobStatus.running:
         raise HTTPException(status.HTTP_409_CONFLICT, "the job is still training; publish when it has finished")
     epoch = find_epoch(job, body.epoch, session)
-    same_name = select(PublishedModel.id).where(PublishedModel.name == body.name)
-    if session.scalar(same_name.where(PublishedModel.owner_id == user.id)) is not None:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"you already published a model called {body.name}")
-    if body.visibility == "public" and session.scalar(same_name.where(PublishedModel.visibility == "public")):
-        raise HTTPException(status.HTTP_409_CONFLICT, f"a public model is already called {body.name}: its "
-                                                      "<lora:name> would be ambiguous; choose another name")
+    check_name(session, user.id, body.name, body.visibility)
     words = [w.strip() for w in body.trigger_words if w.strip()]
     model = PublishedModel(owner_id=user.id, job_id=job.id, epoch_id=epoch.id, name=body.name, trigger_words=words,
                            description=body.description, visibility=body.visibility)
@@ -64,3 +77,27 @@ async def get_model(model_id: str, user: CurrentUser, session: SessionDep, stora
     if model is None or (model.owner_id != user.id and model.visibility != "public"):
         raise not_found("model")
     return model_out(model, session.get(Epoch, model.epoch_id), storage, settings.download_link_seconds)
+
+
+@router.patch("/models/{model_id}")
+def update_model(model_id: str, body: ModelPatch, user: CurrentUser, session: SessionDep, storage: StorageDep,
+                 settings: SettingsDep) -> ModelOut:
+    """Rename, describe, or change who sees it (public → private takes it off the public list)."""
+    model = owned_model(model_id, user.id, session)
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    check_name(session, user.id, changes.get("name", model.name), changes.get("visibility", model.visibility),
+               model.id)
+    if "trigger_words" in changes:
+        changes["trigger_words"] = [w.strip() for w in changes["trigger_words"] if w.strip()]
+    for field, value in changes.items():
+        setattr(model, field, value)
+    session.commit()
+    return model_out(model, session.get(Epoch, model.epoch_id), storage, settings.download_link_seconds)
+
+
+@router.delete("/models/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
+def unpublish(model_id: str, user: CurrentUser, session: SessionDep) -> Response:
+    """The model page goes; the job and its epoch files stay."""
+    session.delete(owned_model(model_id, user.id, session))
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -184,3 +184,20 @@ def test_register_upload_train_publish_and_isolation(stack):
     assert client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=bob).status_code == 404
     assert client.post(f"/api/v1/jobs/{job['id']}/continue", json={}, headers=bob).status_code == 404
     assert [m["id"] for m in client.get("/api/v1/models", headers=bob).json()] == []
+
+    # Rename and make public, unpublish, then delete the job with everything it stored
+    assert client.patch(f"/api/v1/models/{model['id']}", json={"name": "x"}, headers=bob).status_code == 404
+    renamed = client.patch(f"/api/v1/models/{model['id']}", json={"name": "shapes_v2", "visibility": "public"},
+                           headers=alice)
+    assert renamed.status_code == 200 and renamed.json()["snippet"] == "<lora:shapes_v2:0.8>"
+    assert [m["name"] for m in client.get("/api/v1/models", headers=bob).json()] == ["shapes_v2"]
+    blocked = client.delete(f"/api/v1/jobs/{job['id']}", headers=alice)
+    assert blocked.status_code == 409 and "unpublish" in blocked.json()["detail"]
+    assert client.delete(f"/api/v1/models/{model['id']}", headers=alice).status_code == 204
+    assert client.get("/api/v1/models", headers=bob).json() == []
+    assert client.delete(f"/api/v1/jobs/{job['id']}", headers=bob).status_code == 404
+    epoch_file = client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=alice).json()[0]["download_url"]
+    assert client.delete(f"/api/v1/jobs/{job['id']}", headers=alice).status_code == 204
+    assert client.get(f"/api/v1/jobs/{job['id']}", headers=alice).status_code == 404
+    assert httpx.get(epoch_file).status_code in (403, 404)  # its files are gone from storage
+    assert client.get(f"/api/v1/sweeps/{sweep['id']}", headers=alice).status_code == 404

@@ -289,6 +289,29 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     assert page.request.post(f"/api/v1/jobs/{job_id}/cancel", headers={"X-CSRF-Token": csrf}).ok
     expect(row).to_contain_text("canceled", timeout=15_000)  # the list refreshed itself
 
+    # Owners rename and unpublish models, delete finished jobs, rename datasets (a dataset with jobs stays)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.goto(tonight_url)
+    page.get_by_role("button", name="Delete job").click()
+    page.wait_for_url(re.compile(r"#/jobs$"))
+    expect(page.get_by_role("row", name=re.compile("circles_tonight"))).to_have_count(0)
+    page.goto(model_url)
+    manage = page.get_by_role("form", name="Manage this model")
+    manage.get_by_label("Name").fill("circles_v2")
+    manage.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("heading", name="circles_v2")).to_be_visible()
+    expect(page.locator("code.snippet")).to_have_text("<lora:circles_v2:0.8>")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("form", name="Manage this model").get_by_role("button", name="Unpublish").click()
+    expect(page.get_by_text("Nothing published yet")).to_be_visible()
+    page.goto(dataset_url)
+    page.get_by_label("Rename").fill("circles set")
+    page.get_by_role("button", name="Save name").click()
+    expect(page.get_by_role("heading", name="circles set")).to_be_visible()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete dataset").click()
+    expect(page.get_by_role("alert").filter(has_text="used by training jobs")).to_be_visible()
+
 
 def test_import_autotag_focus_crop_duplicates_export_and_config_import_in_the_browser(browser_page):
     import io

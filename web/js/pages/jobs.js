@@ -1,5 +1,5 @@
 // The queue, and a job page that follows the job live over Server-Sent Events.
-import { get, post } from "../api.js";
+import { del, get, post } from "../api.js";
 import { lineChart } from "../chart.js";
 import { clock, duration, field, h, mount, zoomable } from "../dom.js";
 import { continuePanel, sweepPanel } from "./job_tools.js";
@@ -186,7 +186,14 @@ export async function jobPage(jobId) {
         continuer.querySelector("input").focus();
       } }, "Continue training…"),
       h("a", { href: `#/jobs/${jobId}/retrain` }, "Retrain with changes"),
-      h("a", { href: `/api/v1/jobs/${jobId}/export-config`, download: "" }, "Export sd-scripts config")].filter(Boolean));
+      h("a", { href: `/api/v1/jobs/${jobId}/export-config`, download: "" }, "Export sd-scripts config"),
+      job.finished && h("button", { type: "button", class: "secondary", onclick: async () => {
+        if (!confirm(`Delete "${job.name}" with its epochs, previews and sweeps?`)) return;
+        try {
+          await del(`/jobs/${jobId}`);
+          location.hash = "#/jobs";
+        } catch (error) { alert(error.message); }
+      } }, "Delete job")].filter(Boolean));
   }
 
   async function drawEpochs() {

@@ -1,5 +1,5 @@
 // Publishing an epoch, the model page (previews, download, a copyable <lora:…> snippet) and the models list.
-import { get, post } from "../api.js";
+import { del, get, patch, post } from "../api.js";
 import { field, h, mount, showErrors, splitList } from "../dom.js";
 
 export async function publishPage(jobId, n) {
@@ -43,7 +43,30 @@ export async function modelPage(modelId) {
         () => (copied.textContent = "select the text to copy it"));
     } }, "Copy"), " ", copied),
     h("p", {}, h("a", { href: model.download_url, download: `${model.name}.safetensors` }, `Download ${model.name}.safetensors`)),
-    h("div", { class: "chips" }, model.previews.map((url, i) => h("img", { src: url, alt: `preview ${i + 1}`, style: "width:160px" }))));
+    h("div", { class: "chips" }, model.previews.map((url, i) => h("img", { src: url, alt: `preview ${i + 1}`, style: "width:160px" }))),
+    model.owner_id === (await get("/me")).id && ownerControls(model));
+}
+
+// Rename, change who sees it, or unpublish (the job and its files stay).
+function ownerControls(model) {
+  const name = h("input", { type: "text", name: "name", required: true, value: model.name });
+  const visibility = h("select", { name: "visibility" }, ["private", "public"].map((v) =>
+    h("option", { value: v, selected: v === model.visibility }, v)));
+  const box = h("p", { class: "error", role: "alert" });
+  const form = h("form", { class: "card", "aria-label": "Manage this model", onsubmit: async (e) => {
+    e.preventDefault();
+    try {
+      await patch(`/models/${model.id}`, { name: name.value, visibility: visibility.value });
+      window.dispatchEvent(new HashChangeEvent("hashchange"));
+    } catch (error) { showErrors(form, box, error); }
+  } }, h("h2", {}, "Manage"), h("div", { class: "row" }, field("Name", name), field("Visibility", visibility),
+    h("button", { type: "submit" }, "Save"),
+    h("button", { type: "button", class: "secondary", onclick: async () => {
+      if (!confirm(`Unpublish "${model.name}"? Its job and epoch files stay.`)) return;
+      await del(`/models/${model.id}`);
+      location.hash = "#/models";
+    } }, "Unpublish")), box);
+  return form;
 }
 
 export async function modelsPage() {

@@ -207,7 +207,22 @@ export async function workbenchPage(datasetId) {
 
   await reload();
   const pick = (ids) => { state.selected = new Set(ids); render(); };
-  mount(h("h1", {}, state.dataset.name),
+  const rename = h("form", { class: "row", "aria-label": "Dataset name", onsubmit: async (e) => {
+    e.preventDefault();
+    try {
+      await patch(`/datasets/${datasetId}`, { name: rename.querySelector("input").value });
+      window.dispatchEvent(new HashChangeEvent("hashchange"));
+    } catch (error) { message.textContent = error.message; }
+  } }, field("Rename", h("input", { type: "text", value: state.dataset.name, required: true, maxlength: 200 })),
+  h("button", { type: "submit", class: "secondary" }, "Save name"),
+  h("button", { type: "button", class: "secondary", onclick: async () => {
+    if (!confirm(`Delete the dataset "${state.dataset.name}" and its ${state.images.length} images?`)) return;
+    try {
+      await del(`/datasets/${datasetId}`);
+      location.hash = "#/datasets";
+    } catch (error) { message.textContent = error.message; }
+  } }, "Delete dataset"));
+  mount(h("h1", {}, state.dataset.name), rename,
     h("p", {}, h("a", { href: `#/datasets/${datasetId}/train`, class: "button" }, "Train a LoRA on this dataset →")),
     exportLinks(datasetId), uploadPanel(datasetId, reload), await autotagPanel(datasetId, selectedIds, reload),
     batchTagPanel(datasetId, selectedIds, reload), duplicatesPanel(datasetId, () => state.images, pick),
