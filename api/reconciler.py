@@ -11,7 +11,7 @@ import time
 
 from celery import Celery
 
-from core.queue import TRAIN_TASK, send
+from core.queue import TRAIN_TASK, WEBHOOK_TASK, send
 from core.reconcile import reconcile
 from core.settings import Settings
 from core.storage import LocalStorage, Storage
@@ -34,7 +34,8 @@ class Reconciler(threading.Thread):
                 self.sweep()
                 last_sweep = time.monotonic()
             try:
-                repairs = reconcile(self.settings, lambda job_id: send(self.celery, TRAIN_TASK, job_id))
+                repairs = reconcile(self.settings, lambda job_id: send(self.celery, TRAIN_TASK, job_id),
+                                    lambda job_id: send(self.celery, WEBHOOK_TASK, job_id))
             except Exception as exc:  # noqa: BLE001 - a database hiccup must not end the timer
                 log.warning("reconcile pass failed (%s); trying again next period", exc)
                 continue

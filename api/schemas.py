@@ -282,6 +282,7 @@ class JobOut(JobSummary):
     lr: float | None
     log_tail: list[str]
     history: list[list[float]] = Field(description="[step, loss, lr] points, oldest first")
+    webhook_status: str | None = Field(None, description="how the owner's webhook was told of the job's end")
 
 
 class EpochOut(BaseModel):
@@ -380,3 +381,27 @@ class ModelOut(BaseModel):
     download_url: str
     snippet: str
     created_at: datetime
+
+
+class WebhookIn(BaseModel):
+    url: str | None = Field(None, max_length=2000, description="http(s) address told when a job ends; null: none")
+    new_secret: bool = Field(False, description="make a new signing secret (the old one stops working)")
+
+
+class WebhookOut(BaseModel):
+    url: str | None
+    secret: str | None = Field(description="signs each delivery: X-Lorabake-Signature = sha256 HMAC of "
+                                           "'<X-Lorabake-Timestamp>.<body>'")
+    events: list[str]
+
+
+class WebhookTest(BaseModel):
+    delivered: bool
+    message: str
+
+
+class Limits(BaseModel):
+    running: int
+    max_running: int
+    waiting: int = Field(description="queued or scheduled jobs")
+    max_waiting: int

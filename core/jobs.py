@@ -96,7 +96,7 @@ def reopen(session: Session, job_id: str, *, params: dict, total_steps: int, epo
     the job is no longer in either state (or was continued by another request first)."""
     return transition(session, job_id, CONTINUABLE, JobStatus.queued, params=params, total_steps=total_steps,
                       epochs_total=epochs_total, estimated_s=estimated_s, queued_at=utcnow(), sent_at=None,
-                      finished_at=None, cancel_requested=False, error=None, eta_s=None)
+                      finished_at=None, cancel_requested=False, error=None, eta_s=None, webhook_status=None)
 
 
 CancelOutcome = Literal["canceled", "requested", "finished"]
@@ -196,13 +196,34 @@ def fair_order(session: Session) -> list[str]:
     return _fair(*_running_and_queued(session))
 
 
-def claim_next(session: Session, worker: str) -> str | None:
-    """Claims the fairest queued job (the caller commits); None when nothing is queued (every job already has its
-    worker)."""
-    for job_id in fair_order(session):
+def claim_next(session: Session, worker: str, max_running_per_owner: int | None = None) -> str | None:
+    """Claims the fairest queued job (the caller commits), passing over owners who already have
+    `max_running_per_owner` jobs training; None when nothing can be taken."""
+    running, queued = _running_and_queued(session)
+    busy = Counter(row.owner_id for row in running)
+    owner_of = {row.id: row.owner_id for row in queued}
+    for job_id in _fair(running, queued):
+        if max_running_per_owner is not None and busy[owner_of[job_id]] >= max_running_per_owner:
+            continue
         if claim(session, job_id, worker):
             return job_id
     return None
+
+
+def has_queued(session: Session) -> bool:
+    return session.scalar(select(Job.id).where(Job.status == JobStatus.queued).limit(1)) is not None
+
+
+@dataclass(frozen=True)
+class OwnerLoad:
+    running: int
+    waiting: int  # queued or scheduled
+
+
+def owner_load(session: Session, owner_id: str) -> OwnerLoad:
+    counts = Counter(session.scalars(select(Job.status).where(
+        Job.owner_id == owner_id, Job.status.in_([JobStatus.running, JobStatus.queued, JobStatus.scheduled]))))
+    return OwnerLoad(counts[JobStatus.running], counts[JobStatus.queued] + counts[JobStatus.scheduled])
 
 
 def _remaining_s(job: Row) -> float | None:

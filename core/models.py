@@ -43,6 +43,8 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True, index=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    webhook_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)  # told when a job ends
+    webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)  # signs what is sent there
 
 
 class ApiToken(Base):
@@ -149,6 +151,7 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     state_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_status: Mapped[str | None] = mapped_column(String(300), nullable=True)  # the end's announcement
     log_tail: Mapped[list[Any]] = mapped_column(default=list)
     history: Mapped[list[Any]] = mapped_column(default=list)  # [step, loss, lr] points for the charts
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

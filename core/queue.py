@@ -17,6 +17,7 @@ GENERATE_TASK = "lorabake.generate"
 SWEEP_TASK = "lorabake.sweep"
 RECONCILE_TASK = "lorabake.reconcile"
 DATASET_TASK = "lorabake.dataset_task"
+WEBHOOK_TASK = "lorabake.deliver_webhook"
 log = logging.getLogger(__name__)
 
 
@@ -45,7 +46,8 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=CPU_QUEUE,
         task_routes={TRAIN_TASK: {"queue": TRAIN_QUEUE}, GENERATE_TASK: {"queue": LIGHT_QUEUE},
                      SWEEP_TASK: {"queue": LIGHT_QUEUE},
-                     RECONCILE_TASK: {"queue": CPU_QUEUE}, DATASET_TASK: {"queue": CPU_QUEUE}},
+                     RECONCILE_TASK: {"queue": CPU_QUEUE}, DATASET_TASK: {"queue": CPU_QUEUE},
+                     WEBHOOK_TASK: {"queue": CPU_QUEUE}},
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core.db import session_factory
 from core.events import notices_for
-from core.jobs import mark_sent, requeue_lost, transition, undelivered
+from core.jobs import has_queued, mark_sent, requeue_lost, transition, undelivered
 from core.models import Job, JobStatus, utcnow
 from core.settings import Settings
+from core.webhooks import take_due
 
 
 @dataclass
@@ -21,10 +22,33 @@ class Repairs:
     failed: list[str] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
+    announced: list[str] = field(default_factory=list)
 
 
-def reconcile(settings: Settings, send_train: Callable[[str], object]) -> Repairs:
-    """One pass. `send_train(job_id)` sends a train message and returns something true when the broker took it."""
+def queued_jobs_left(settings: Settings) -> bool:
+    with session_factory(settings.db_url)() as session:
+        return has_queued(session)
+
+
+def announce_ended(settings: Settings, send_announcement: Callable[[str], object]) -> list[str]:
+    """Sends a webhook task for every ended job not announced yet; one the broker did not take is tried next pass."""
+    sent = []
+    with session_factory(settings.db_url)() as session:
+        due = take_due(session)
+        session.commit()
+        for job_id in due:
+            if send_announcement(job_id):
+                sent.append(job_id)
+            else:
+                session.execute(update(Job).where(Job.id == job_id).values(webhook_status=None))
+                session.commit()
+    return sent
+
+
+def reconcile(settings: Settings, send_train: Callable[[str], object],
+              send_announcement: Callable[[str], object] | None = None) -> Repairs:
+    """One pass. `send_train(job_id)` sends a train message and returns something true when the broker took it;
+    `send_announcement(job_id)` likewise a webhook task for an ended job."""
     repairs = Repairs()
     with session_factory(settings.db_url)() as session:
 
@@ -48,6 +72,8 @@ def reconcile(settings: Settings, send_train: Callable[[str], object]) -> Repair
         delivered = set(repairs.requeued + repairs.started)
         repairs.resent = [job_id for job_id in undelivered(session, settings.resend_after_s)
                           if job_id not in delivered and deliver(job_id)]
+    if send_announcement is not None:
+        repairs.announced = announce_ended(settings, send_announcement)
     notices = notices_for(settings.redis_url)
     for job_id in repairs.requeued + repairs.failed + repairs.started:
         notices.changed(job_id)

@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     # harmless: it is a turn that takes the next queued job, or finds none.
     resend_after_s: float = 300.0
     off_peak_start_hour: int = Field(default=1, ge=0, le=23)
+    # Per user: jobs training at once (more wait their turn in the queue), and jobs waiting (queued or scheduled).
+    max_running_jobs_per_user: int = Field(default=2, ge=1)
+    max_waiting_jobs_per_user: int = Field(default=20, ge=1)
+    webhook_tries: int = Field(default=8, ge=1)  # a webhook not answered 2xx is tried again, waiting 2× longer each
+    webhook_first_wait_s: float = 5.0
+    # Webhooks to loopback/private addresses: None = allowed in the embedded mode (one machine, its owner's own
+    # tools), refused in production (a webhook must not reach into the server's network).
+    webhook_private_targets: bool | None = None
     scratch_dir: Path | None = None
 
     @model_validator(mode="after")
@@ -95,6 +103,10 @@ class Settings(BaseSettings):
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("LORABAKE_S3_BUCKET is required with the s3 storage backend")
         return self
+
+    @property
+    def webhook_private_allowed(self) -> bool:
+        return self.mode == "embedded" if self.webhook_private_targets is None else self.webhook_private_targets
 
     def signing_key(self) -> str:
         """SECRET_KEY; in the embedded mode without one, a random key made on first start and kept in the var dir

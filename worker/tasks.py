@@ -6,15 +6,17 @@ from functools import lru_cache
 
 from sqlalchemy.exc import OperationalError
 
-from core.queue import DATASET_TASK, GENERATE_TASK, RECONCILE_TASK, SWEEP_TASK, TRAIN_TASK, send
-from core.reconcile import reconcile
+from core.queue import DATASET_TASK, GENERATE_TASK, RECONCILE_TASK, SWEEP_TASK, TRAIN_TASK, WEBHOOK_TASK, send
+from core.reconcile import announce_ended, queued_jobs_left, reconcile
 from core.storage import storage_for
 from core.storage_retry import PatientStorage
+from core.webhooks import DeliveryError
 from worker.app import celery, settings
 from worker.attempt import run_attempt
 from worker.dataset_tasks import run_dataset_task
 from worker.generation import MODELS, run_generation
 from worker.sweep import run_sweep
+from worker.webhook import deliver
 
 
 @lru_cache(maxsize=1)
@@ -27,7 +29,12 @@ def _storage() -> PatientStorage:
 def train_job(self, job_id: str) -> str:  # noqa: ANN001
     # No Celery retry: a lost worker is repaired by `reconcile`, which resumes from the last stored state.
     MODELS.clear()  # the training turn gets the whole GPU
-    return run_attempt(settings, job_id, self.request.hostname or "worker")
+    status = run_attempt(settings, job_id, self.request.hostname or "worker")
+    announce_ended(settings, lambda ended: send(celery, WEBHOOK_TASK, ended))  # now, not at the next reconcile
+    if status != "idle" and queued_jobs_left(settings):
+        # a turn for a job passed over while its owner was at the running limit: its own message was used up
+        send(celery, TRAIN_TASK, job_id)
+    return status
 
 
 @celery.task(name=GENERATE_TASK, acks_late=True, autoretry_for=(OperationalError,), max_retries=2,
@@ -45,7 +52,8 @@ def sweep(sweep_id: str) -> str:
 
 @celery.task(name=RECONCILE_TASK, time_limit=120, soft_time_limit=100)
 def reconcile_jobs() -> dict[str, list[str]]:
-    repairs = reconcile(settings, lambda job_id: send(celery, TRAIN_TASK, job_id))
+    repairs = reconcile(settings, lambda job_id: send(celery, TRAIN_TASK, job_id),
+                        lambda job_id: send(celery, WEBHOOK_TASK, job_id))
     return {"requeued": repairs.requeued, "failed": repairs.failed, "started": repairs.started,
             "resent": repairs.resent}
 
@@ -55,3 +63,14 @@ def reconcile_jobs() -> dict[str, list[str]]:
 def dataset_task(task_id: str) -> str:
     """Auto-tagging or focus crops over a dataset; safe to run twice (see worker.dataset_tasks)."""
     return run_dataset_task(settings, _storage(), task_id)
+
+
+@celery.task(name=WEBHOOK_TASK, bind=True, acks_late=True, max_retries=settings.webhook_tries - 1,
+             time_limit=120, soft_time_limit=100)
+def deliver_webhook(self, job_id: str) -> str:  # noqa: ANN001
+    """A job's end, posted to its owner's webhook; tried again after 5 s, 10 s, 20 s … (webhook_tries in all)."""
+    tries = self.request.retries
+    try:
+        return deliver(settings, job_id, tries + 1, last_try=tries >= self.max_retries)
+    except DeliveryError as exc:
+        raise self.retry(exc=exc, countdown=settings.webhook_first_wait_s * 2**tries) from exc

@@ -56,7 +56,7 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
 
     factory = session_factory(settings.db_url)
     with factory() as session:
-        job_id = claim_next(session, worker)
+        job_id = claim_next(session, worker, settings.max_running_jobs_per_user)
         session.commit()
         if job_id is None:
             log.info("train message for job %s: nothing queued (duplicate delivery or canceled); skipping", trigger_id)

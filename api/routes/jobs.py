@@ -66,7 +66,17 @@ def enqueue(request: Request, session: Session, job_id: str) -> None:
         session.commit()
 
 
+def _room_to_wait(session: Session, user_id: str, settings: Settings) -> None:
+    """429 when the user already has as many jobs waiting (queued or scheduled) as one user may."""
+    waiting = transitions.owner_load(session, user_id).waiting
+    if waiting >= settings.max_waiting_jobs_per_user:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                            f"you have {waiting} jobs waiting to start, as many as one user may "
+                            f"({settings.max_waiting_jobs_per_user}): cancel one or let one start first")
+
+
 def _create(body: JobIn, user_id: str, session: Session, settings: Settings, request: Request) -> Job:
+    _room_to_wait(session, user_id, settings)
     result = _assess(body, user_id, session, settings)
     if result.errors:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"message": "the parameters have problems",
@@ -196,6 +206,7 @@ def continue_training(job: OwnedJob, body: ContinueIn, request: Request, user: C
     if not job.state_key:
         raise HTTPException(status.HTTP_409_CONFLICT, "no epoch of this job was stored, so there is no state to "
                                                       "continue from: retrain it instead")
+    _room_to_wait(session, user.id, settings)
     stored = session.scalar(select(func.max(Epoch.n)).where(Epoch.job_id == job.id)) or 0
     params = {k: v for k, v in job.params.items() if k not in FAMILY_KEYS}
     params["max_train_epochs"] = stored + body.epochs  # on from the last stored epoch, where the state was taken

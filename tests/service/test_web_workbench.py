@@ -363,3 +363,44 @@ def test_import_autotag_focus_crop_duplicates_export_and_config_import_in_the_br
     expect(page.get_by_text("ignored: output_dir")).to_be_visible()
     expect(page.get_by_label("network_dim", exact=True)).to_have_value("8")
     shot(page, "13-config-imported")
+
+
+def test_a_thousand_image_dataset_keeps_few_tiles_in_the_page_and_the_keyboard_reaches_every_one(browser_page):
+    from playwright.sync_api import expect
+
+    page, stack = browser_page
+    page.goto("/")
+    page.get_by_label("Email").fill("big@example.com")
+    page.get_by_label("Password").fill("a long enough password")
+    page.get_by_role("button", name="Create account").click()
+    archive = zip_of({f"2_big/img{i:04d}.png": png_bytes((64, 64), seed=i) for i in range(1000)})
+    page.get_by_label("Zip file").set_input_files({"name": "big.zip", "mimeType": "application/zip", "buffer": archive})
+    page.get_by_role("button", name="Import").click()
+    expect(page.get_by_text("1000 images imported into")).to_be_visible(timeout=120_000)
+    page.get_by_role("link", name="big", exact=True).click()
+    expect(page.get_by_text(re.compile(r"^1000 images, 0 selected"))).to_be_visible()
+
+    grid = page.get_by_role("listbox", name="Images")
+    tiles = grid.get_by_role("option")
+    assert 0 < tiles.count() < 150, tiles.count()  # only the rows near the viewport are in the page
+    assert grid.bounding_box()["height"] > 20_000  # yet the page scrolls over all 1000
+    tiles.first.focus()
+    page.keyboard.press("End")
+    last = grid.get_by_role("option", name=re.compile("img0999.png"))
+    expect(last).to_be_focused()
+    expect(last).to_be_in_viewport()
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("Space")
+    above = grid.locator("[aria-selected=true]")
+    expect(above).to_have_count(1)
+    expect(above).to_be_focused()
+    assert tiles.count() < 150
+    shot(page, "16-workbench-1000-end")
+
+    page.keyboard.press("Home")
+    expect(grid.get_by_role("option", name=re.compile("img0000.png"))).to_be_in_viewport()
+    page.get_by_role("button", name="Select all").click()
+    expect(page.get_by_text(re.compile(r"^1000 images, 1000 selected"))).to_be_visible()
+    page.get_by_role("button", name="Select none").click()
+    page.get_by_role("region", name="Selection").get_by_label("Sort by").select_option("duplicates")
+    expect(tiles.first.locator(".badge")).to_contain_text("≈ 1")

@@ -45,6 +45,7 @@ export async function api(method, path, body, { form = false } = {}) {
 export const get = (path) => api("GET", path);
 export const post = (path, body) => api("POST", path, body);
 export const patch = (path, body) => api("PATCH", path, body);
+export const put = (path, body) => api("PUT", path, body);
 export const del = (path) => api("DELETE", path);
 
 // Multipart POST with upload progress (fetch cannot report it): resolves to the answer's JSON.

@@ -6,7 +6,9 @@ import { workbenchPage } from "./pages/workbench.js";
 import { trainPage } from "./pages/train.js";
 import { jobsPage, jobPage } from "./pages/jobs.js";
 import { modelsPage, modelPage, publishPage } from "./pages/models.js";
+import { settingsPage } from "./pages/settings.js";
 import { mount, h } from "./dom.js";
+import { watchJobs } from "./notify.js";
 
 const routes = [
   [/^#\/sign-in$/, () => accountPage()],
@@ -19,6 +21,7 @@ const routes = [
   [/^#\/jobs\/(\w+)\/publish\/(\d+)$/, (id, n) => publishPage(id, Number(n))],
   [/^#\/models$/, () => modelsPage()],
   [/^#\/models\/(\w+)$/, (id) => modelPage(id)],
+  [/^#\/settings$/, () => settingsPage()],
 ];
 
 let cleanup = null;
@@ -30,6 +33,7 @@ async function route() {
   const signedIn = await get("/me").then(() => true, () => false);
   document.getElementById("nav").hidden = !signedIn;
   if (!signedIn && hash !== "#/sign-in") { location.hash = "#/sign-in"; return; }
+  if (signedIn) watchJobs();
   for (const [pattern, render] of routes) {
     const match = hash.match(pattern);
     if (!match) continue;

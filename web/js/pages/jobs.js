@@ -3,12 +3,18 @@ import { del, get, post } from "../api.js";
 import { lineChart } from "../chart.js";
 import { clock, duration, field, h, mount, zoomable } from "../dom.js";
 import { continuePanel, sweepPanel } from "./job_tools.js";
+import { limitsLine } from "./settings.js";
+import { notifyToggle } from "../notify.js";
 
 // When a job starts and ends, as its owner reads it: a time of day for a scheduled job, place and wait for a
 // queued one (how long it then takes, not a second "ends in" that repeats the wait), time left for a running one.
-function timing(j) {
+function timing(j, limits) {
   if (j.finished) return "";
   if (j.status === "scheduled" && j.start_after) return `starts ${clock(j.start_after)} (off-peak)`;
+  if (j.status === "queued" && limits && limits.running >= limits.max_running) {
+    return `place ${j.queue_position ?? "?"}, waits for one of your ${limits.running} training jobs to end ` +
+      `(${limits.max_running} at once per user)`;
+  }
   if (j.status === "queued") {
     const takes = j.eta_s != null && j.starts_in_s != null ? `, then takes about ${duration(j.eta_s - j.starts_in_s)}` : "";
     return `place ${j.queue_position ?? "?"}, starts in ${duration(j.starts_in_s)}${takes}`;
@@ -24,18 +30,20 @@ export async function jobsPage() {
   const table = h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Status", "Progress", "When"].map((t) => h("th", {}, t)))),
     body);
   const empty = h("p", { class: "muted" }, "No jobs yet: open a dataset and train a LoRA on it.");
+  const load = h("p", { class: "muted", role: "status" });
   let timer = null;
   async function draw() {
-    const jobs = await get("/jobs");
+    const [jobs, limits] = await Promise.all([get("/jobs"), get("/me/limits")]);
+    load.textContent = limitsLine(limits);
     body.replaceChildren(...jobs.map((j) => h("tr", {},
       h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.name)), h("td", {}, j.status),
-      h("td", {}, `${Math.round(j.progress * 100)} %`), h("td", {}, timing(j)))));
+      h("td", {}, `${Math.round(j.progress * 100)} %`), h("td", {}, timing(j, limits)))));
     table.hidden = !jobs.length;
     empty.hidden = Boolean(jobs.length);
     if (jobs.some((j) => !j.finished)) timer = setTimeout(() => draw().catch(() => null), REFRESH_MS);
   }
   await draw();
-  mount(h("h1", {}, "Jobs"), table, empty);
+  mount(h("h1", {}, "Jobs"), load, notifyToggle(), table, empty);
   return () => clearTimeout(timer);
 }
 
@@ -166,6 +174,7 @@ export async function jobPage(jobId) {
     if (!job.finished) text += ` · ${timing(job)}`;
     if (job.loss !== null && job.loss !== undefined) text += ` · loss ${job.loss.toFixed(4)}`;
     if (job.error) text += ` · ${job.error}`;
+    if (job.webhook_status) text += ` · webhook ${job.webhook_status}`;
     statusLine.textContent = text;
     statusLine.className = job.status === "failed" ? "error" : "";
     // validation loss per stored epoch, at the step where that epoch ended

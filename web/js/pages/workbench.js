@@ -4,6 +4,7 @@ import { field, h, mount, splitList } from "../dom.js";
 import { batchTagPanel, frequencyList } from "./tags.js";
 import { autotagPanel, duplicatesPanel, exportLinks, followTask } from "./tools.js";
 import { uploadPanel } from "./upload.js";
+import { virtualGrid } from "../virtual_grid.js";
 
 function cropOverlay(image) {
   if (!image.crop) return null;
@@ -15,8 +16,9 @@ function cropOverlay(image) {
 }
 
 export async function workbenchPage(datasetId) {
-  const state = { dataset: null, images: [], frequencies: [], selected: new Set(), filter: null, last: null };
-  const gridBox = h("div", { class: "grid", role: "listbox", "aria-multiselectable": "true", "aria-label": "Images" });
+  const state = { dataset: null, images: [], frequencies: [], selected: new Set(), filter: null, last: null,
+                  groupOf: new Map() };
+  const grid = virtualGrid({ tile: (image) => tile(image), key: (image) => image.id, label: "Images" });
   const side = h("div");
   const counter = h("p", { class: "muted", role: "status" });
   const message = h("p", { class: "error", role: "alert" });
@@ -35,7 +37,17 @@ export async function workbenchPage(datasetId) {
     tags: (a, b) => b.tags.length - a.tags.length,
     size: (a, b) => b.width * b.height - a.width * a.height,
     aspect: (a, b) => a.width / a.height - b.width / b.height,
+    // near-duplicates side by side, groups first; the rest keep upload order
+    duplicates: (a, b) => (state.groupOf.get(a.id) ?? Infinity) - (state.groupOf.get(b.id) ?? Infinity),
   };
+  async function sortBy(sort) {
+    if (sort === "duplicates") {
+      const { groups } = await get(`/datasets/${datasetId}/duplicates`);
+      state.groupOf = new Map(groups.flatMap((group, g) => group.map((id) => [id, g])));
+    }
+    state.sort = sort;
+    render();
+  }
   function visible() {
     const shown = state.filter ? state.images.filter((i) => i.tags.includes(state.filter)) : state.images;
     const order = SORTS[state.sort || "upload"];
@@ -59,6 +71,10 @@ export async function workbenchPage(datasetId) {
     render();
   }
 
+  const badges = (image) => [image.is_reg && "reg", small(image) && "small",
+    state.sort === "duplicates" && state.groupOf.has(image.id) && `≈ ${state.groupOf.get(image.id) + 1}`]
+    .filter(Boolean).join(" · ");
+
   function tile(image) {
     const selected = state.selected.has(image.id);
     return h("button", { type: "button", class: "tile" + (selected ? " selected" : ""), role: "option",
@@ -67,8 +83,7 @@ export async function workbenchPage(datasetId) {
       h("div", { style: "position:relative" },
         h("img", { src: image.thumb_url, alt: image.filename, loading: "lazy", decoding: "async" }),
         cropOverlay(image)),
-      (image.is_reg || small(image)) && h("span", { class: "badge" }, [image.is_reg && "reg", small(image) && "small"]
-        .filter(Boolean).join(" · ")),
+      badges(image) && h("span", { class: "badge" }, badges(image)),
       h("div", { class: "meta" }, image.filename),
       h("div", { class: "meta muted" }, image.tags.slice(0, 4).join(", ") || "no tags"));
   }
@@ -156,9 +171,7 @@ export async function workbenchPage(datasetId) {
 
   function render() {
     const shown = visible();
-    const focused = document.activeElement?.dataset?.id; // a re-drawn grid keeps the keyboard where it was
-    gridBox.replaceChildren(...shown.map(tile));
-    if (focused) gridBox.querySelector(`[data-id="${focused}"]`)?.focus();
+    grid.show(shown);
     const smallCount = state.images.filter(small).length;
     counter.textContent = `${state.images.length} images` + (state.filter ? `, ${shown.length} tagged “${state.filter}”` : "") +
       `, ${state.selected.size} selected` + (smallCount ? ` · ${smallCount} smaller than ${state.trainingSize} px ` +
@@ -172,20 +185,11 @@ export async function workbenchPage(datasetId) {
     if (one && side.getBoundingClientRect().top > innerHeight) side.scrollIntoView({ block: "nearest" }); // one column
   }
 
-  // Arrows move between tiles (up and down by a row), Space or Enter selects, Delete deletes the selection.
-  gridBox.addEventListener("keydown", (e) => {
-    const tiles = [...gridBox.children];
-    const at = tiles.indexOf(document.activeElement);
-    if (at < 0) return;
-    const perRow = Math.max(1, tiles.filter((t) => t.offsetTop === tiles[0].offsetTop).length);
-    const moves = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: perRow, ArrowUp: -perRow };
-    if (e.key in moves) {
-      e.preventDefault();
-      tiles[Math.min(tiles.length - 1, Math.max(0, at + moves[e.key]))].focus();
-    } else if (e.key === "Delete" && state.selected.size) {
-      e.preventDefault();
-      deleteSelected();
-    }
+  // The grid moves the keyboard (arrows, Home, End); Space or Enter selects; Delete deletes the selection.
+  grid.element.addEventListener("keydown", (e) => {
+    if (e.key !== "Delete" || !state.selected.size) return;
+    e.preventDefault();
+    deleteSelected();
   });
   const deleteSelected = () => state.selected.size && confirm(`Delete ${state.selected.size} image(s)?`) &&
     each((id) => del(`/datasets/${datasetId}/images/${id}`));
@@ -200,8 +204,9 @@ export async function workbenchPage(datasetId) {
     field("Repeats for the selection", bulkRepeats), h("button", { type: "button", class: "secondary", onclick: () =>
       state.selected.size && each((id) => patch(`/datasets/${datasetId}/images/${id}`,
         { repeats: bulkRepeats.value ? Number(bulkRepeats.value) : null })) }, "Set repeats"),
-    field("Sort by", h("select", { onchange: (e) => { state.sort = e.target.value; render(); } },
-      [["upload", "upload order"], ["tags", "tag count"], ["size", "size"], ["aspect", "aspect ratio"]]
+    field("Sort by", h("select", { onchange: (e) => sortBy(e.target.value).catch((error) => (message.textContent = error.message)) },
+      [["upload", "upload order"], ["tags", "tag count"], ["size", "size"], ["aspect", "aspect ratio"],
+        ["duplicates", "near-duplicate group"]]
         .map(([value, label]) => h("option", { value }, label)))),
     cropPanel(await get("/families")));
 
@@ -226,5 +231,5 @@ export async function workbenchPage(datasetId) {
     h("p", {}, h("a", { href: `#/datasets/${datasetId}/train`, class: "button" }, "Train a LoRA on this dataset →")),
     exportLinks(datasetId), uploadPanel(datasetId, reload), await autotagPanel(datasetId, selectedIds, reload),
     batchTagPanel(datasetId, selectedIds, reload), duplicatesPanel(datasetId, () => state.images, pick),
-    toolbar, counter, message, h("div", { class: "layout" }, gridBox, side));
+    toolbar, counter, message, h("div", { class: "layout" }, grid.element, side));
 }
