@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, com
 
 from core.kohya_layout import MAX_REPEATS
 from core.models import FINISHED
+from trainer.families import FAMILIES
 
 TAG_MAX = 200
 TAGS_MAX = 500
@@ -74,6 +75,7 @@ class DatasetOut(BaseModel):
     default_repeats: int
     created_at: datetime
     image_count: int = 0
+    crop_family: str | None = Field(None, description="the model family its crops were made for")
 
 
 def clean_tags(tags: list[str]) -> list[str]:
@@ -151,6 +153,15 @@ class CropRequest(BaseModel):
     width: int = Field(ge=64, le=4096, description="target width; only the aspect ratio decides the box")
     height: int = Field(ge=64, le=4096)
     image_ids: list[str] | None = None
+    family: str | None = Field(None, description="the model family the crop is for (GET /families); remembered on "
+                                                 "the dataset so a job on another family is warned")
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str | None) -> str | None:
+        if value is not None and value not in FAMILIES:
+            raise ValueError(f"unknown model family {value!r}; known: {', '.join(FAMILIES)}")
+        return value
 
 
 class AutotagRequest(BaseModel):
@@ -182,6 +193,8 @@ class TaskOut(BaseModel):
     error: str | None
     created_at: datetime
     finished_at: datetime | None
+    waiting_for: str | None = Field(None, description="while queued: what it waits for")
+    on_upload: bool = Field(False, description="started by an upload (tag on upload), not by the user")
 
 
 class TagBatch(BaseModel):

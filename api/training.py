@@ -10,6 +10,7 @@ from core.models import Dataset, Image
 from core.settings import BaseModelEntry
 from trainer import preflight
 from trainer.config import MAX_STEPS, ConfigError, TrainConfig, build_config
+from trainer.families import FAMILIES
 from trainer.presets import THEMES, preset_values
 from trainer.prompts import parse_prompts
 from trainer.steps import ImageSpec, StepPlan, plan_for_config
@@ -102,6 +103,8 @@ def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str
         target = result.errors if finding.level == "error" else result.warnings
         target.append({"field": finding.field, "message": finding.message})
     if dataset is not None:
+        if (warning := crop_family_warning(dataset, images, model.family)) is not None:
+            result.warnings.append(warning)
         held = held_out(images, result.config.validation_split, result.config.seed)
         train, reg = dataset_specs(dataset, [i for i in images if i.id not in held], repeats)
         if not train:
@@ -111,6 +114,15 @@ def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str
             result.errors.append({"field": "max_train_epochs", "message": f"the run would take "
                                   f"{result.plan.total_steps:,} steps; at most {MAX_STEPS:,}"})
     return result
+
+
+def crop_family_warning(dataset: Dataset, images: list[Image], family: str) -> dict[str, str] | None:
+    """The crops were made for another model family than the job's base: their sizes and shapes may not suit it."""
+    if dataset.crop_family in (None, family) or dataset.crop_family not in FAMILIES or not any(i.crop for i in images):
+        return None
+    made, used = FAMILIES[dataset.crop_family].label, FAMILIES[family].label
+    return {"field": "base_model", "message": f"this dataset's crops were made for {made}, but this base model is "
+            f"{used}: re-crop the images for {used} in the workbench, or pick a {made} base model"}
 
 
 def _config_error(message: str) -> dict[str, str]:

@@ -68,6 +68,7 @@ class Dataset(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     default_repeats: Mapped[int] = mapped_column(Integer, default=10)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    crop_family: Mapped[str | None] = mapped_column(String(32), nullable=True)  # its crops were made for this family
     images: Mapped[list[Image]] = relationship(back_populates="dataset", cascade="all, delete-orphan",
                                                order_by="Image.created_at")
 

@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     import_max_ratio: float = 100.0  # uncompressed ÷ compressed of one entry: more is a zip bomb
     tagger_dir: Path | None = None  # folders of WD14-style taggers (model.onnx + selected_tags.csv); var/taggers
     taggers_from_hub: list[str] = Field(default_factory=list)  # hub ids, loaded from the local Hugging Face cache
+    tag_on_upload: bool = True  # new images are auto-tagged as they arrive, when a tagger is installed
 
     job_time_limit_s: int = 24 * 3600
     visibility_timeout_s: int = 48 * 3600

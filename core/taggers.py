@@ -67,3 +67,23 @@ def find_tagger(settings: Settings, name: str | None) -> TaggerEntry | None:
 def no_tagger_message(settings: Settings) -> str:
     return (f"no auto-tagger is installed on this server: put a WD14-style tagger ({MODEL_FILE} and {TAGS_FILE}) "
             f"in a folder under {settings.taggers_dir}, or list a hub id in LORABAKE_TAGGERS_FROM_HUB")
+
+
+# sd-scripts' default WD14 tagger (tag_images_by_wd14_tagger.py): what `make run` fetches when the network allows.
+DEFAULT_HUB_TAGGER = "SmilingWolf/wd-v1-4-convnext-tagger-v2"
+
+
+def fetch_hub_tagger(repo_id: str = DEFAULT_HUB_TAGGER, timeout_s: float = 10.0) -> tuple[bool, str]:
+    """Makes sure the hub tagger's two files are in the local Hugging Face cache, downloading them when missing and
+    the network allows. Returns whether it can be used, and a line saying so."""
+    if _complete(hub_snapshot(repo_id)):
+        return True, f"auto-tagger {repo_id}: ready (from the Hugging Face cache)"
+    try:
+        from huggingface_hub import hf_hub_download
+
+        for name in (TAGS_FILE, MODEL_FILE):
+            hf_hub_download(repo_id, name, cache_dir=hub_cache_dir(), etag_timeout=timeout_s)
+    except Exception as exc:  # noqa: BLE001 - offline, blocked, a hub error: all mean "not now"
+        return False, (f"auto-tagger {repo_id} could not be fetched ({type(exc).__name__}): images are not tagged "
+                       "automatically until a tagger is installed; the workbench tells users so")
+    return True, f"auto-tagger {repo_id}: downloaded"

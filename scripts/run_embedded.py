@@ -5,6 +5,7 @@ Training has a worker of its own, so auto-tagging, crops and "test an epoch" nev
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from api.main import create_app  # noqa: E402
 from core.settings import get_settings  # noqa: E402
+from core.taggers import DEFAULT_HUB_TAGGER, fetch_hub_tagger  # noqa: E402
 
 WORKERS = {"training": "train", "tasks": "gpu-light,cpu"}  # name → the queues it serves, one at a time
 
@@ -50,7 +52,19 @@ def start_worker(name: str, queues: str) -> subprocess.Popen:
     )
 
 
+def offer_default_tagger() -> None:
+    """Fetches sd-scripts' default WD14 tagger when the network allows (LORABAKE_FETCH_TAGGER=0: never) and offers
+    it to the API and the workers, which read it from the environment; without it, users are told on the page."""
+    if os.environ.get("LORABAKE_FETCH_TAGGER", "1") == "0" or "LORABAKE_TAGGERS_FROM_HUB" in os.environ:
+        return
+    ready, line = fetch_hub_tagger()
+    print(f"  {line}", flush=True)
+    if ready:
+        os.environ["LORABAKE_TAGGERS_FROM_HUB"] = json.dumps([DEFAULT_HUB_TAGGER])
+
+
 def main() -> int:
+    offer_default_tagger()
     settings = get_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)  # runs the migrations before anything else starts

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from core.geometry import center_box
 from core.settings import Settings
-from core.taggers import find_tagger, list_taggers
+from core.taggers import fetch_hub_tagger, find_tagger, list_taggers
 from tests.tiny_tagger import make_tiny_tagger
 from worker.focus_crop import faces, focus_box
 from worker.tagging import TaggerError, TagOptions, WD14Tagger, load_tagger
@@ -79,6 +79,11 @@ def test_taggers_are_found_in_the_folder_and_in_the_hub_cache(tagger_dir, tmp_pa
     assert hub.label([GREEN])[0].tags == tags(tagger_dir)
     with pytest.raises(TaggerError, match="someone/absent: the tagger could not be loaded"):
         load_tagger(find_tagger(settings, "someone/absent"), TagOptions())
+    # what `make run` offers: a cached tagger without the network; one it cannot fetch, with the reason
+    assert fetch_hub_tagger("someone/tiny-tagger") == (True, "auto-tagger someone/tiny-tagger: ready (from the "
+                                                              "Hugging Face cache)")
+    ready, line = fetch_hub_tagger("someone/absent", timeout_s=2)
+    assert not ready and line.startswith("auto-tagger someone/absent could not be fetched (")
 
 
 def scene(size: tuple[int, int], centre: tuple[int, int], radius: int = 50, seed: int = 0) -> Image.Image:

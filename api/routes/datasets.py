@@ -25,6 +25,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["datasets"])
 IMAGE_COUNT = select(func.count()).select_from(Image).where(Image.dataset_id == bindparam("dataset_id"))
 # Every answer about a dataset comes from one statement: its columns with its image count, for its owner only.
 _DATASET_VIEWS = select(Dataset.id, Dataset.name, Dataset.description, Dataset.default_repeats, Dataset.created_at,
+                        Dataset.crop_family,
                         select(func.count()).where(Image.dataset_id == Dataset.id).correlate(Dataset)
                         .scalar_subquery().label("image_count")).where(Dataset.owner_id == bindparam("owner_id"))
 _ONE_VIEW = _DATASET_VIEWS.where(Dataset.id == bindparam("dataset_id"))

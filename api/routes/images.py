@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Response, UploadFile, status
+from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile, status
 
 from api.deps import OwnedDataset, SessionDep, SettingsDep, StorageDep, not_found
 from api.ingest import store_image
 from api.routes import API_PREFIX
 from api.routes.datasets import image_count, selected_images
+from api.routes.tools import tag_on_upload
 from api.schemas import ImageOut, ImagePatch, UploadResult
 from api.uploads import RejectedUpload
 from core.models import Dataset, Image
@@ -27,7 +29,9 @@ def image_out(image: Image, storage: Storage) -> ImageOut:
 @router.post("/datasets/{dataset_id}/images")
 def upload_images(files: Annotated[list[UploadFile], File(description="PNG or JPEG images")],
                   dataset: OwnedDataset, session: SessionDep, storage: StorageDep,
-                  settings: SettingsDep) -> list[UploadResult]:
+                  settings: SettingsDep, request: Request) -> list[UploadResult]:
+    """Each file stored or refused with its reason; stored ones are then auto-tagged when the server tags on upload
+    (GET /datasets/{id}/tasks follows that)."""
     count = image_count(session, dataset.id)
     results: list[UploadResult] = []
     for upload in files:
@@ -44,6 +48,9 @@ def upload_images(files: Annotated[list[UploadFile], File(description="PNG or JP
             count += 1
         except RejectedUpload as exc:
             results.append(UploadResult(filename=name, error=str(exc)))
+    # the images are stored whatever happens next: a queue that is down fails only the tagging task, with its reason
+    with contextlib.suppress(HTTPException):
+        tag_on_upload(request, session, settings, dataset, [r.id for r in results if r.id])
     return results
 
 

@@ -4,27 +4,62 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, dispatch_task, not_found
 from api.routes import API_PREFIX
 from api.routes.datasets import selected_images
 from api.schemas import AutotagRequest, CropRequest, TaggerOut, TaskOut
 from core.geometry import center_box
-from core.models import Dataset, DatasetTask
+from core.models import Dataset, DatasetTask, TaskStatus
 from core.queue import DATASET_TASK
+from core.settings import Settings
 from core.taggers import find_tagger, list_taggers, no_tagger_message
 
 router = APIRouter(prefix=API_PREFIX, tags=["dataset tools"])
+NO_TAGGER_FOR_USERS = ("Automatic tagging is not available on this server yet, so new images are not tagged for you. "
+                       "Add tags by hand (select images, then type tags), or ask whoever runs this server to add a "
+                       "tagger.")
 
 
-def start_task(request: Request, session: SessionDep, dataset: Dataset, kind: str, params: dict) -> JSONResponse:
-    """Stores the task, queues it on the cpu queue and answers 202 with it; GET /tasks/{id} follows it."""
+def queue_task(request: Request, session: Session, dataset: Dataset, kind: str, params: dict) -> DatasetTask:
+    """Stores the task and queues it on the cpu queue; GET /tasks/{id} follows it."""
     task = DatasetTask(owner_id=dataset.owner_id, dataset_id=dataset.id, kind=kind, params=params, result={})
     session.add(task)
     session.commit()
     dispatch_task(request, session, task, DATASET_TASK)
-    return JSONResponse(TaskOut.model_validate(task).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
+    return task
+
+
+def start_task(request: Request, session: SessionDep, dataset: Dataset, kind: str, params: dict) -> JSONResponse:
+    """Queues the task and answers 202 with it."""
+    task = queue_task(request, session, dataset, kind, params)
+    return JSONResponse(task_out(session, task).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
+
+
+def task_out(session: Session, task: DatasetTask) -> TaskOut:
+    """The task, and while it is queued, what it waits for: the cpu tasks that came before it."""
+    out = TaskOut.model_validate(task).model_copy(update={"on_upload": bool(task.params.get("on_upload"))})
+    if task.status != TaskStatus.queued:
+        return out
+    ahead = session.scalar(select(func.count()).select_from(DatasetTask).where(
+        DatasetTask.status.in_([TaskStatus.queued, TaskStatus.running]), DatasetTask.created_at < task.created_at))
+    waiting = (f"waiting for a free worker: {ahead} dataset task{'s' if ahead != 1 else ''} ahead of it" if ahead
+               else "waiting for a worker to take it (next in line)")
+    return out.model_copy(update={"waiting_for": waiting})
+
+
+def tag_on_upload(request: Request, session: Session, settings: Settings, dataset: Dataset,
+                  image_ids: list[str]) -> DatasetTask | None:
+    """New images are tagged as they arrive when the server has a tagger and TAG_ON_UPLOAD is on (images that came
+    with tags keep them)."""
+    tagger = find_tagger(settings, None) if settings.tag_on_upload and image_ids else None
+    if tagger is None:
+        return None
+    params = {**AutotagRequest(mode="skip_tagged", image_ids=image_ids).model_dump(), "tagger": tagger.name,
+              "on_upload": True}
+    return queue_task(request, session, dataset, "autotag", params)
 
 
 @router.post("/datasets/{dataset_id}/crop", response_model=None)
@@ -35,6 +70,9 @@ def crop_images(body: CropRequest, dataset: OwnedDataset, session: SessionDep,
     `center` answers at once with the number of images changed; `focus` looks for each image's subject on the cpu
     queue and answers 202 with a task."""
     images = selected_images(session, dataset, body.image_ids)
+    if body.family is not None:
+        dataset.crop_family = body.family
+        session.commit()
     if body.mode == "focus":
         params = {"width": body.width, "height": body.height, "image_ids": body.image_ids}
         return start_task(request, session, dataset, "focus_crop", params)
@@ -46,9 +84,13 @@ def crop_images(body: CropRequest, dataset: OwnedDataset, session: SessionDep,
 
 @router.get("/taggers")
 async def taggers(settings: SettingsDep, _: CurrentUser) -> dict[str, object]:
+    """The taggers; `message` (for users) says plainly when none can be used, `setup` tells an operator how to add
+    one; `on_upload`: whether new images are tagged as they arrive."""
     entries = [TaggerOut(name=t.name, source=t.source, installed=t.installed) for t in list_taggers(settings)]
-    message = None if any(t.installed for t in entries) else no_tagger_message(settings)
-    return {"taggers": entries, "message": message}
+    installed = any(t.installed for t in entries)
+    return {"taggers": entries, "message": None if installed else NO_TAGGER_FOR_USERS,
+            "setup": None if installed else no_tagger_message(settings),
+            "on_upload": installed and settings.tag_on_upload}
 
 
 @router.post("/datasets/{dataset_id}/autotag", status_code=status.HTTP_202_ACCEPTED, response_model=TaskOut)
@@ -69,11 +111,11 @@ async def get_task(task_id: str, user: CurrentUser, session: SessionDep) -> Task
     task = session.get(DatasetTask, task_id)
     if task is None or task.owner_id != user.id:
         raise not_found("task")
-    return TaskOut.model_validate(task)
+    return task_out(session, task)
 
 
 @router.get("/datasets/{dataset_id}/tasks")
 async def dataset_tasks(dataset: OwnedDataset, session: SessionDep) -> list[TaskOut]:
     rows = session.scalars(select(DatasetTask).where(DatasetTask.dataset_id == dataset.id)
                            .order_by(DatasetTask.created_at.desc()).limit(20))
-    return [TaskOut.model_validate(t) for t in rows]
+    return [task_out(session, t) for t in rows]

@@ -1,5 +1,5 @@
 """users.webhook_url / webhook_secret: where finished and failed jobs are announced; jobs.webhook_status: how the
-announcement went
+announcement went; datasets.crop_family: the model family its crop boxes were made for
 
 Revision ID: 0008
 Revises: 0007
@@ -20,9 +20,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("webhook_secret", sa.String(64), nullable=True))
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("webhook_status", sa.String(300), nullable=True))
+    with op.batch_alter_table("datasets") as batch:
+        batch.add_column(sa.Column("crop_family", sa.String(32), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("datasets") as batch:
+        batch.drop_column("crop_family")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("webhook_status")
     with op.batch_alter_table("users") as batch:

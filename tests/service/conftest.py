@@ -219,8 +219,10 @@ class EmbeddedStack:
     """`make run`'s stack (scripts/run_embedded.py: SQLite, no servers, one worker) on a free port; tiny models
     beyond tiny-sd15 (e.g. tiny-flux) are offered when given."""
 
-    def __init__(self, tmp_path: Path, tiny_model: Path, *more_models: Path) -> None:
+    def __init__(self, tmp_path: Path, tiny_model: Path, *more_models: Path, **env: str) -> None:
         import shutil
+
+        self.env = env  # LORABAKE_* settings for this stack
 
         self.var = tmp_path / "var"
         shutil.copytree(tiny_model, self.var / "models" / "tiny-sd15")
@@ -233,7 +235,8 @@ class EmbeddedStack:
 
     def __enter__(self) -> EmbeddedStack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LORABAKE_")}
-        env.update(LORABAKE_VAR_DIR=str(self.var), LORABAKE_PORT=str(self.port), LORABAKE_HEARTBEAT_S="1")
+        env.update(LORABAKE_VAR_DIR=str(self.var), LORABAKE_PORT=str(self.port), LORABAKE_HEARTBEAT_S="1",
+                   LORABAKE_FETCH_TAGGER="0", **self.env)  # no hub here; tests install their own tiny tagger
         self.process = subprocess.Popen([sys.executable, "scripts/run_embedded.py"], cwd=ROOT, env=env,
                                         stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
                                         start_new_session=True)

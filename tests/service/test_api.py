@@ -161,6 +161,24 @@ def test_estimate_counts_repeats_reg_images_and_batches(client, alice):
     assert client.get(f"/api/v1/datasets/{dataset}", headers=alice).json()["default_repeats"] == 20
 
 
+def test_a_dataset_remembers_its_crop_family_and_a_job_on_another_family_is_warned(client, alice):
+    dataset = new_dataset(client, alice)
+    upload(client, alice, dataset, ("a.png", png_bytes(), "image/png"))
+    crop = f"/api/v1/datasets/{dataset}/crop"
+    unknown = client.post(crop, json={"width": 512, "height": 512, "family": "sd9"}, headers=alice)
+    assert unknown.status_code == 422 and unknown.json()["detail"]["errors"][0]["field"] == "family"
+    assert client.post(crop, json={"width": 1024, "height": 1024, "family": "flux"}, headers=alice).json() == {
+        "changed": 1}
+    assert client.get(f"/api/v1/datasets/{dataset}", headers=alice).json()["crop_family"] == "flux"
+    body = {"dataset_id": dataset, "base_model": "tiny-sd15", "preset": "standard"}
+    warnings = client.post("/api/v1/jobs/estimate", json=body, headers=alice).json()["warnings"]
+    assert {"field": "base_model", "message": "this dataset's crops were made for FLUX.1, but this base model is "
+            "SD 1.5: re-crop the images for SD 1.5 in the workbench, or pick a FLUX.1 base model"} in warnings
+    client.post(crop, json={"width": 512, "height": 512, "family": "sd15"}, headers=alice)
+    warnings = client.post("/api/v1/jobs/estimate", json=body, headers=alice).json()["warnings"]
+    assert not [w for w in warnings if "crops were made" in w["message"]]
+
+
 def test_names_and_numbers_people_type_get_reasons_they_can_read(client, alice):
     blank = client.post("/api/v1/datasets", json={"name": "   "}, headers=alice)
     assert blank.status_code == 422 and "not only spaces" in blank.json()["detail"]["errors"][0]["message"]

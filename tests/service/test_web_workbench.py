@@ -11,6 +11,7 @@ import pytest
 from tests.service.conftest import ROOT, EmbeddedStack, png_bytes
 from tests.service.test_dataset_tasks import png, solid
 from tests.service.test_dataset_transfer import zip_of
+from tests.service.test_notifications import Receiver
 from tests.test_dataset_tools import scene
 from tests.tiny_tagger import make_tiny_tagger
 
@@ -18,19 +19,24 @@ SCREENSHOTS = ROOT / "tests" / "_artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-@pytest.fixture
-def browser_page(tmp_path, tiny_sd15, tiny_flux):
+@pytest.fixture(params=["false"])
+def browser_page(request, tmp_path, tiny_sd15, tiny_flux):
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install chromium)")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    stack = EmbeddedStack(tmp_path, tiny_sd15, tiny_flux)
+    stack = EmbeddedStack(tmp_path, tiny_sd15, tiny_flux, LORABAKE_TAG_ON_UPLOAD=request.param)
     make_tiny_tagger(stack.var / "taggers" / "tiny-wd14")
     with stack, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         context = browser.new_context(base_url=stack.url, viewport={"width": 1280, "height": 900})
         context.set_default_timeout(30_000)
+        # notifications allowed, and each one the pages show recorded in window.__notes
+        context.grant_permissions(["notifications"])
+        context.add_init_script("""(() => { if (!window.Notification) return; window.__notes = [];
+          window.Notification = class extends window.Notification {
+            constructor(title, options) { super(title, options); window.__notes.push(title); } }; })()""")
         page = context.new_page()
         errors: list[str] = []
         missing: list[str] = []  # the workbench's own files (the icon included) must all be there
@@ -62,6 +68,25 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     page.get_by_role("button", name="Create account").click()
     expect(page.get_by_role("heading", name="Datasets")).to_be_visible()
 
+    # Notifications: in this browser (opt-in), and a webhook whose errors stand next to its field
+    page.get_by_role("link", name="Settings").click()
+    expect(page.get_by_text(re.compile(r"Your jobs: 0 of 2 training at once, 0 of 20 waiting"))).to_be_visible()
+    page.get_by_label("Notify me in this browser when a job ends").check()
+    expect(page.get_by_text("On: you are told here while a lorabake tab is open.")).to_be_visible()
+    hook_form = page.get_by_role("form", name="Webhook")
+    hook_form.get_by_label("Webhook URL").fill("ftp://example.com/hook")
+    hook_form.get_by_role("button", name="Save webhook").click()
+    expect(hook_form.locator(".field .field-error")).to_contain_text("must be an http:// or https:// address")
+    with Receiver() as receiver:
+        hook_form.get_by_label("Webhook URL").fill(receiver.url)
+        hook_form.get_by_role("button", name="Save webhook").click()
+        expect(hook_form.get_by_text("Saved: finished and failed jobs are posted there.")).to_be_visible()
+        expect(hook_form.locator(".field-error")).to_have_count(0)
+        hook_form.get_by_role("button", name="Send a test").click()
+        expect(hook_form.get_by_text("Delivered: the receiver answered HTTP 204")).to_be_visible()
+    shot(page, "01b-settings")
+    page.get_by_role("link", name="Datasets").click()
+
     page.get_by_label("New dataset name").fill("circles")
     page.get_by_role("button", name="Create dataset").click()
     expect(page.get_by_role("heading", name="circles")).to_be_visible()
@@ -83,6 +108,7 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     expect(page.get_by_text("8 of 8 images changed")).to_be_visible()
     tag_list = page.locator(".freq")
     expect(tag_list.get_by_role("button", name=re.compile(r"sks\s*8"))).to_be_visible()
+    page.get_by_label("Base family").select_option(label="SD 1.5")
     page.get_by_role("button", name="Center crop").click()
     expect(page.locator(".tile .crop")).to_have_count(8)
     shot(page, "04-workbench-tagged")
@@ -128,6 +154,7 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     page.get_by_role("link", name=re.compile("Train a LoRA")).click()
     expect(page.get_by_role("heading", name="Train on circles")).to_be_visible()
     page.get_by_label("LoRA name").fill("circles")
+    expect(page.get_by_label("Base model")).to_have_value("tiny-sd15")  # the family the crops were made for
     expect(page.get_by_role("radio", name="2.5D")).to_be_visible()  # the theme's name, not "2 5d"
     page.get_by_role("radio", name="standard").check()
     estimate = page.get_by_role("status").filter(has_text="images × repeats")
@@ -148,6 +175,8 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     expect(page.get_by_label("clip_skip")).to_be_hidden()
     expect(page.get_by_role("group", name="Flow matching (FLUX.1, Chroma)")).to_be_visible()
     expect(page.get_by_role("status").filter(has_text=re.compile(r"\d+ steps"))).to_be_visible()
+    expect(page.get_by_text("base_model: this dataset's crops were made for SD 1.5, but this base model is FLUX.1"
+                            )).to_be_visible()
     expect(page.get_by_role("alert")).to_have_text("")
     shot(page, "05b-train-form-flux")
     page.get_by_label("Base model").select_option("tiny-sd15")
@@ -175,6 +204,7 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     progress = page.get_by_role("progressbar", name="Training progress")
     expect(progress).to_have_attribute("value", "1", timeout=240_000)
     expect(page.get_by_role("status").filter(has_text="succeeded")).to_be_visible(timeout=60_000)
+    page.wait_for_function("() => window.__notes.includes('circles is trained')", timeout=20_000)
     cards = page.get_by_role("region", name=re.compile(r"Epoch \d"))
     expect(cards).to_have_count(2)
     for n in (1, 2):
@@ -248,7 +278,8 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     page.set_viewport_size({"width": 390, "height": 844})
     page.emulate_media(color_scheme="dark")
     views = [("#/datasets", "Datasets"), (dataset_url, "circles"), (f"{dataset_url}/train", "Train on circles"),
-             ("#/jobs", "Jobs"), (job_url, "circles"), ("#/models", "Models"), (model_url, "circles")]
+             ("#/jobs", "Jobs"), (job_url, "circles"), ("#/models", "Models"), (model_url, "circles"),
+             ("#/settings", "Settings")]
     for n, (url, heading) in enumerate(views):
         page.goto(url if url.startswith("http") else f"/{url}")
         expect(page.get_by_role("heading", name=heading, exact=True).first).to_be_visible()
@@ -313,6 +344,7 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     expect(page.get_by_role("alert").filter(has_text="used by training jobs")).to_be_visible()
 
 
+@pytest.mark.parametrize("browser_page", ["true"], indirect=True)
 def test_import_autotag_focus_crop_duplicates_export_and_config_import_in_the_browser(browser_page):
     import io
     import zipfile
@@ -347,6 +379,13 @@ def test_import_autotag_focus_crop_duplicates_export_and_config_import_in_the_br
     expect(page.locator(".tile .crop")).to_have_count(3)
     page.get_by_role("button", name="Find near-duplicates").click()
     expect(page.get_by_text("red.png ≈ red-copy.png")).to_be_visible()
+    # An uploaded image is tagged as it arrives, with the task's progress on the page
+    expect(page.get_by_text("New images are tagged as they arrive")).to_be_visible()
+    page.locator("#picker").set_input_files([{"name": "blue.png", "mimeType": "image/png",
+                                              "buffer": solid((30, 30, 220))}])
+    expect(page.get_by_role("status", name="Tasks on this dataset")).to_contain_text(
+        re.compile("tagging new images: done: .*tagged 1"), timeout=60_000)
+    expect(page.locator(".freq").get_by_role("button", name=re.compile(r"blue theme\s*1"))).to_be_visible()
     shot(page, "12-workbench-tools")
 
     exported = page.request.get(page.get_by_role("link", name="Export kohya zip").get_attribute("href"))

@@ -7,25 +7,27 @@ import { field, h, splitList } from "../dom.js";
 export async function followTask(task, box) {
   const bar = h("progress", { max: Math.max(1, task.total), value: task.done });
   const text = h("span", {});
+  const label = task.on_upload ? "tagging new images" : task.kind.replace("_", " ");
   box.replaceChildren(bar, " ", text);
   for (;;) {
     bar.max = Math.max(1, task.total);
     bar.value = task.done;
-    text.textContent = `${task.kind.replace("_", " ")}: ${task.status}, ${task.done} of ${task.total || "?"} images`;
+    text.textContent = `${label}: ` + (task.waiting_for || `${task.status}, ${task.done} of ${task.total || "?"} images`);
     if (task.status === "succeeded" || task.status === "failed") break;
     await new Promise((resolve) => setTimeout(resolve, 700));
     task = await get(`/tasks/${task.id}`);
   }
   const result = Object.entries(task.result).map(([k, v]) => `${k.replace("_", " ")} ${v}`).join(", ");
   box.replaceChildren(h("span", { class: task.status === "failed" ? "error" : "muted" },
-    task.status === "failed" ? `failed: ${task.error}` : `done: ${result || "nothing to do"}`));
+    `${label}: ` + (task.status === "failed" ? `failed: ${task.error}` : `done: ${result || "nothing to do"}`)));
   return task;
 }
 
 export async function autotagPanel(datasetId, selectedIds, onDone) {
-  const { taggers, message } = await get("/taggers");
+  const { taggers, message, on_upload: onUpload } = await get("/taggers");
   const card = h("section", { class: "card", "aria-label": "Auto-tagging" }, h("h2", {}, "Auto-tag"));
   if (message) card.append(h("p", { class: "muted" }, message));
+  if (onUpload) card.append(h("p", { class: "hint" }, "New images are tagged as they arrive (images that come with tags keep them)."));
   if (!taggers.length) return card;
   const tagger = h("select", { name: "tagger" }, taggers.map((t) => h("option", { value: t.name },
     t.installed ? t.name : `${t.name} (downloads on first use)`)));
@@ -81,4 +83,18 @@ export function exportLinks(datasetId) {
   return h("p", { class: "row" },
     h("a", { href: `/api/v1/datasets/${datasetId}/export`, download: "" }, "Export kohya zip"),
     h("a", { href: `/api/v1/datasets/${datasetId}/tag-occurrence`, download: "tag_occurrence.txt" }, "Tag summary"));
+}
+
+// Tasks the server started for this dataset (tagging on upload), followed until they end; `onDone` after each.
+const followed = new Set();
+export async function followOpenTasks(datasetId, box, onDone) {
+  const open = (await get(`/datasets/${datasetId}/tasks`))
+    .filter((t) => (t.status === "queued" || t.status === "running") && !followed.has(t.id));
+  open.forEach((t) => followed.add(t.id));
+  for (const task of open) {
+    const line = h("p", {});
+    box.append(line);
+    await followTask(task, line);
+    await onDone();
+  }
 }

@@ -46,7 +46,9 @@ export async function trainPage({ datasetId, fromJob }) {
   const firstTheme = themes.includes("standard") ? "standard" : themes[0];
 
   const name = h("input", { type: "text", name: "name", required: true, value: job ? job.name : loraName(dataset.name) });
-  const model = h("select", { name: "base_model" }, models.map((m) => h("option", { value: m.name, selected: job && job.base_model === m.name },
+  // a retrain keeps its base; a new job starts on a base of the family the dataset was cropped for
+  const chosen = job ? job.base_model : models.find((m) => m.family === dataset.crop_family)?.name;
+  const model = h("select", { name: "base_model" }, models.map((m) => h("option", { value: m.name, selected: m.name === chosen },
     `${m.name} (${m.family}, ${m.resolution}px)`)));
   const mode = job ? "pro" : "basic";
   const modeInputs = ["basic", "pro"].map((m) => h("label", { style: "display:inline;margin-right:1rem" },

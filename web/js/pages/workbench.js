@@ -2,7 +2,7 @@
 import { del, get, patch, post } from "../api.js";
 import { field, h, mount, splitList } from "../dom.js";
 import { batchTagPanel, frequencyList } from "./tags.js";
-import { autotagPanel, duplicatesPanel, exportLinks, followTask } from "./tools.js";
+import { autotagPanel, duplicatesPanel, exportLinks, followOpenTasks, followTask } from "./tools.js";
 import { uploadPanel } from "./upload.js";
 import { virtualGrid } from "../virtual_grid.js";
 
@@ -145,6 +145,12 @@ export async function workbenchPage(datasetId) {
       [state.trainingSize, state.familyLabel] = [chosen.resolution, chosen.label];
     };
     family.addEventListener("change", () => { fill(); sizeOfFamily(); render(); });
+    state.pickFamily = (name) => { // the family the dataset's crops were made for, when it has one
+      if (!families.some((f) => f.name === name)) return;
+      family.value = name;
+      fill();
+      sizeOfFamily();
+    };
     fill();
     sizeOfFamily();
     const progress = h("span", { role: "status" });
@@ -152,7 +158,8 @@ export async function workbenchPage(datasetId) {
       const [width, height] = size.value.split("x").map(Number);
       const ids = selectedIds();
       try {
-        const answer = await post(`/datasets/${datasetId}/crop`, { mode, width, height, image_ids: ids.length ? ids : null });
+        const answer = await post(`/datasets/${datasetId}/crop`, { mode, width, height, family: family.value,
+                                                                   image_ids: ids.length ? ids : null });
         if (answer.kind) await followTask(answer, progress);
         await reload();
       } catch (error) { message.textContent = error.message; }
@@ -208,9 +215,18 @@ export async function workbenchPage(datasetId) {
       [["upload", "upload order"], ["tags", "tag count"], ["size", "size"], ["aspect", "aspect ratio"],
         ["duplicates", "near-duplicate group"]]
         .map(([value, label]) => h("option", { value }, label)))),
-    cropPanel(await get("/families")));
+    cropPanel(await get("/families")), h("p", { class: "hint" }, "The crop family is remembered: the train page " +
+      "starts on a base model of it and warns when a job uses another."));
 
+  state.dataset = await get(`/datasets/${datasetId}`);
+  if (state.dataset.crop_family) state.pickFamily(state.dataset.crop_family);
   await reload();
+  const serverTasks = h("div", { role: "status", "aria-label": "Tasks on this dataset" });
+  const afterUpload = async () => {
+    await reload();
+    await followOpenTasks(datasetId, serverTasks, reload);
+  };
+  followOpenTasks(datasetId, serverTasks, reload).catch((error) => (message.textContent = error.message));
   const pick = (ids) => { state.selected = new Set(ids); render(); };
   const rename = h("form", { class: "row", "aria-label": "Dataset name", onsubmit: async (e) => {
     e.preventDefault();
@@ -229,7 +245,7 @@ export async function workbenchPage(datasetId) {
   } }, "Delete dataset"));
   mount(h("h1", {}, state.dataset.name), rename,
     h("p", {}, h("a", { href: `#/datasets/${datasetId}/train`, class: "button" }, "Train a LoRA on this dataset →")),
-    exportLinks(datasetId), uploadPanel(datasetId, reload), await autotagPanel(datasetId, selectedIds, reload),
+    exportLinks(datasetId), uploadPanel(datasetId, afterUpload), serverTasks, await autotagPanel(datasetId, selectedIds, reload),
     batchTagPanel(datasetId, selectedIds, reload), duplicatesPanel(datasetId, () => state.images, pick),
     toolbar, counter, message, h("div", { class: "layout" }, grid.element, side));
 }
