@@ -327,6 +327,7 @@ class GenerationOut(BaseModel):
     error: str | None
     notes: list[str] = Field(default_factory=list, description="what else the generation reports, e.g. parts of "
                                                                   "a LoRA that fit nothing in the base model")
+    waiting_for: str | None = Field(None, description="while queued: what it waits for")
 
 
 class SweepIn(BaseModel):
@@ -362,6 +363,7 @@ class SweepOut(BaseModel):
     steps: int
     cells: list[list[str]] = Field(description="per epoch (row): the image without the LoRA, then one per weight")
     grid_url: str | None = Field(description="all cells in one labelled PNG")
+    waiting_for: str | None = Field(None, description="while queued: what it waits for")
     error: str | None
 
 

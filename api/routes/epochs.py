@@ -9,6 +9,7 @@ from sqlalchemy import select
 from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, StorageDep, dispatch_task, not_found
 from api.routes import API_PREFIX
 from api.schemas import EpochOut, GenerateIn, GenerationOut
+from api.waiting import LIGHT_TASKS, waiting_for
 from core.models import Epoch, Generation, Job
 from core.queue import GENERATE_TASK
 from core.storage import Storage
@@ -68,7 +69,8 @@ def generate(n: int, body: GenerateIn, job: OwnedJob, request: Request, user: Cu
     session.add(generation)
     session.commit()
     dispatch_task(request, session, generation, GENERATE_TASK)
-    return GenerationOut(id=generation.id, status=generation.status, images=[], error=None)
+    return GenerationOut(id=generation.id, status=generation.status, images=[], error=None,
+                         waiting_for=waiting_for(session, generation, LIGHT_TASKS))
 
 
 @router.get("/generations/{generation_id}")
@@ -78,4 +80,5 @@ async def get_generation(generation_id: str, user: CurrentUser, session: Session
     if generation is None or generation.owner_id != user.id:
         raise not_found("generation")
     return GenerationOut(id=generation.id, status=generation.status, error=generation.error, notes=generation.notes,
-                         images=[storage.signed_url(k) for k in generation.image_keys])
+                         images=[storage.signed_url(k) for k in generation.image_keys],
+                         waiting_for=waiting_for(session, generation, LIGHT_TASKS))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, status
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, OwnedJob, SessionDep, StorageDep, dispatch_task, not_found
 from api.routes import API_PREFIX
 from api.schemas import SweepIn, SweepOut
+from api.waiting import LIGHT_TASKS, waiting_for
 from core.models import Epoch, Sweep
 from core.queue import SWEEP_TASK
 from core.storage import Storage
@@ -18,13 +20,14 @@ router = APIRouter(prefix=API_PREFIX, tags=["sweeps"])
 DEFAULT_EPOCHS = 12
 
 
-def sweep_out(sweep: Sweep, storage: Storage) -> SweepOut:
+def sweep_out(sweep: Sweep, storage: Storage, session: Session) -> SweepOut:
     request = sweep.request
     return SweepOut(id=sweep.id, status=sweep.status, done=sweep.done, total=sweep.total, epochs=request["epochs"],
                     weights=request["weights"], prompt=request["prompt"], negative=request["negative"],
                     seed=request["seed"], steps=request["steps"], error=sweep.error,
                     cells=[[storage.signed_url(k) for k in row] for row in sweep.cell_keys],
-                    grid_url=storage.signed_url(sweep.grid_key, "sweep.png") if sweep.grid_key else None)
+                    grid_url=storage.signed_url(sweep.grid_key, "sweep.png") if sweep.grid_key else None,
+                    waiting_for=waiting_for(session, sweep, LIGHT_TASKS))
 
 
 @router.post("/jobs/{job_id}/sweeps", status_code=status.HTTP_202_ACCEPTED)
@@ -54,14 +57,14 @@ def start_sweep(body: SweepIn, job: OwnedJob, request: Request, user: CurrentUse
     session.add(sweep)
     session.commit()
     dispatch_task(request, session, sweep, SWEEP_TASK)
-    return sweep_out(sweep, storage)
+    return sweep_out(sweep, storage, session)
 
 
 @router.get("/jobs/{job_id}/sweeps")
 def list_sweeps(job: OwnedJob, session: SessionDep, storage: StorageDep) -> list[SweepOut]:
     """The job's sweeps, newest first."""
     rows = session.scalars(select(Sweep).where(Sweep.job_id == job.id).order_by(Sweep.created_at.desc()))
-    return [sweep_out(s, storage) for s in rows]
+    return [sweep_out(s, storage, session) for s in rows]
 
 
 @router.get("/sweeps/{sweep_id}")
@@ -69,4 +72,4 @@ def get_sweep(sweep_id: str, user: CurrentUser, session: SessionDep, storage: St
     sweep = session.get(Sweep, sweep_id)
     if sweep is None or sweep.owner_id != user.id:
         raise not_found("sweep")
-    return sweep_out(sweep, storage)
+    return sweep_out(sweep, storage, session)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, dispatch_task, not_found
 from api.routes import API_PREFIX
 from api.routes.datasets import selected_images
 from api.schemas import AutotagRequest, CropRequest, TaggerOut, TaskOut
+from api.waiting import CPU_TASKS, waiting_for
 from core.geometry import center_box
-from core.models import Dataset, DatasetTask, TaskStatus
+from core.models import Dataset, DatasetTask
 from core.queue import DATASET_TASK
 from core.settings import Settings
 from core.taggers import find_tagger, list_taggers, no_tagger_message
@@ -40,14 +41,8 @@ def start_task(request: Request, session: SessionDep, dataset: Dataset, kind: st
 
 def task_out(session: Session, task: DatasetTask) -> TaskOut:
     """The task, and while it is queued, what it waits for: the cpu tasks that came before it."""
-    out = TaskOut.model_validate(task).model_copy(update={"on_upload": bool(task.params.get("on_upload"))})
-    if task.status != TaskStatus.queued:
-        return out
-    ahead = session.scalar(select(func.count()).select_from(DatasetTask).where(
-        DatasetTask.status.in_([TaskStatus.queued, TaskStatus.running]), DatasetTask.created_at < task.created_at))
-    waiting = (f"waiting for a free worker: {ahead} dataset task{'s' if ahead != 1 else ''} ahead of it" if ahead
-               else "waiting for a worker to take it (next in line)")
-    return out.model_copy(update={"waiting_for": waiting})
+    return TaskOut.model_validate(task).model_copy(update={"on_upload": bool(task.params.get("on_upload")),
+                                                          "waiting_for": waiting_for(session, task, CPU_TASKS)})
 
 
 def tag_on_upload(request: Request, session: Session, settings: Settings, dataset: Dataset,

@@ -179,6 +179,18 @@ def test_a_dataset_remembers_its_crop_family_and_a_job_on_another_family_is_warn
     assert not [w for w in warnings if "crops were made" in w["message"]]
 
 
+def test_a_queued_task_says_what_it_waits_for(client, alice):
+    dataset = new_dataset(client, alice)
+    upload(client, alice, dataset, ("a.png", png_bytes(), "image/png"))
+    crop = {"mode": "focus", "width": 512, "height": 512}
+    first, second = (client.post(f"/api/v1/datasets/{dataset}/crop", json=crop, headers=alice).json()
+                     for _ in range(2))  # no worker runs here: both stay queued
+    assert first["waiting_for"] == "waiting for a worker to take it (next in line)"
+    assert second["waiting_for"] == "waiting for a free worker: 1 task ahead of it"
+    listed = client.get(f"/api/v1/datasets/{dataset}/tasks", headers=alice).json()
+    assert [t["waiting_for"] for t in listed] == [second["waiting_for"], first["waiting_for"]]
+
+
 def test_names_and_numbers_people_type_get_reasons_they_can_read(client, alice):
     blank = client.post("/api/v1/datasets", json={"name": "   "}, headers=alice)
     assert blank.status_code == 422 and "not only spaces" in blank.json()["detail"]["errors"][0]["message"]

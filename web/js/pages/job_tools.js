@@ -38,7 +38,7 @@ export function sweepPanel(job) {
       status.className = "muted";
       show(sweep);
     } else {
-      status.textContent = sweep.status === "queued" ? "Waiting for the image worker…"
+      status.textContent = sweep.status === "queued" ? `Queued: ${sweep.waiting_for || "waiting for the image worker"}`
         : `Rendering image ${sweep.done + 1} of ${sweep.total}…`;
       timer = setTimeout(async () => follow(await get(`/sweeps/${sweep.id}`)), POLL_MS);
     }

@@ -118,6 +118,7 @@ function testPanel(job) {
     try {
       let gen = await post(`/jobs/${job.id}/epochs/${epoch.value}/generate`, { prompt: prompt.value, weight: Number(weight.value), steps: 20 });
       while (!["succeeded", "failed"].includes(gen.status)) {
+        status.textContent = gen.status === "queued" && gen.waiting_for ? `Queued: ${gen.waiting_for}` : "Rendering…";
         await new Promise((r) => setTimeout(r, 700));
         gen = await get(`/generations/${gen.id}`);
       }
