@@ -5,9 +5,11 @@ Listing only: nothing here loads a model, so the API can answer without onnxrunt
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from core.settings import Settings
 
@@ -73,14 +75,25 @@ def no_tagger_message(settings: Settings) -> str:
 DEFAULT_HUB_TAGGER = "SmilingWolf/wd-v1-4-convnext-tagger-v2"
 
 
+def _reachable(endpoint: str, timeout_s: float) -> None:
+    """Raises OSError when the hub's host cannot be resolved or connected to within the timeout."""
+    parts = urlsplit(endpoint)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    with socket.create_connection((parts.hostname or "", port), timeout=min(timeout_s, 5.0)):
+        pass
+
+
 def fetch_hub_tagger(repo_id: str = DEFAULT_HUB_TAGGER, timeout_s: float = 10.0) -> tuple[bool, str]:
     """Makes sure the hub tagger's two files are in the local Hugging Face cache, downloading them when missing and
     the network allows. Returns whether it can be used, and a line saying so."""
     if _complete(hub_snapshot(repo_id)):
         return True, f"auto-tagger {repo_id}: ready (from the Hugging Face cache)"
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import constants, hf_hub_download
+        from huggingface_hub.utils import logging as hub_logging
 
+        _reachable(constants.ENDPOINT, timeout_s)  # offline machines answer at once, not after the hub's retries
+        hub_logging.set_verbosity_error()
         for name in (TAGS_FILE, MODEL_FILE):
             hf_hub_download(repo_id, name, cache_dir=hub_cache_dir(), etag_timeout=timeout_s)
     except Exception as exc:  # noqa: BLE001 - offline, blocked, a hub error: all mean "not now"
