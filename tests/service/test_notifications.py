@@ -150,3 +150,31 @@ def test_users_are_told_their_limits_and_a_job_past_the_waiting_limit_is_refused
         assert claim_next(session, "w3") == second  # without the limit it would have been taken
         session.rollback()
     assert client.get("/api/v1/me/limits", headers=me).json()["running"] == 0
+
+
+def test_failed_jobs_are_announced_once_and_jobs_that_ended_long_before_the_webhook_are_not(production_client):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from core.models import Job, User, utcnow
+    from core.webhooks import take_due
+
+    client, settings = production_client
+    me = register(client, "ends@example.com")
+    dataset = dataset_with_images(client, me, 1)
+    failed, old = (start_job(client, me, dataset, f"j{i}", 1) for i in range(2))
+    with session_factory(settings.db_url)() as session:
+        session.execute(update(Job).where(Job.id == failed).values(status=JobStatus.failed, finished_at=utcnow()))
+        session.execute(update(Job).where(Job.id == old).values(status=JobStatus.succeeded,
+                                                               finished_at=utcnow() - timedelta(days=2)))
+        session.commit()
+    canceled = start_job(client, me, dataset, "j3", 1)
+    client.post(f"/api/v1/jobs/{canceled}/cancel", headers=me)  # canceled by its owner: not announced
+    with session_factory(settings.db_url)() as session:
+        assert take_due(session) == []  # no webhook set yet
+        session.execute(update(User).values(webhook_url="https://hooks.example.com/lorabake", webhook_secret="s"))
+        session.commit()
+        assert take_due(session) == [failed]
+        session.commit()
+        assert take_due(session) == []  # taken once
