@@ -10,6 +10,7 @@ multiplier w the model gets W + w · (W' − W), as ComfyUI applies it, so weigh
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable
 from functools import partial
 from itertools import accumulate
@@ -24,7 +25,9 @@ from trainer.network_spec import NetworkSpec
 Target = nn.Linear | nn.Conv2d
 
 
-class Adapter(nn.Module):
+class Adapter(nn.Module, metaclass=ABCMeta):
+    """The base of every network type: each type module (lora, loha, lokr) supplies the three abstract parts."""
+
     kind: ClassVar[str]
     marker: ClassVar[tuple[str, ...]]  # tensor names whose presence in a file means this type
     builds_weight: ClassVar[bool] = True  # its output is ΔW applied to x (LoRA takes the cheaper down/up path)
@@ -69,18 +72,18 @@ class Adapter(nn.Module):
         return cls(name, target, dim, alpha, dora=spec.dora)
 
     @classmethod
+    @abstractmethod
     def from_tensors(cls, name: str, target: Target | tuple[Target, ...], tensors: dict[str, torch.Tensor],
                      multiplier: float = 1.0) -> Adapter:
         """An adapter shaped like a file's tensors for one module (names without the module prefix)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def own_tensors(self) -> dict[str, torch.Tensor]:
         """The type's learned tensors under the names LyCORIS / sd-scripts write."""
-        raise NotImplementedError
 
+    @abstractmethod
     def delta_weight(self, rows: slice) -> torch.Tensor:
         """Rows of ΔW · alpha / dim, shaped like the target weight's rows."""
-        raise NotImplementedError
 
     def delta_output(self, index: int, x: torch.Tensor, delta: torch.Tensor | None) -> torch.Tensor:
         """ΔW x for target `index` (`delta` is its ΔW when already built)."""
