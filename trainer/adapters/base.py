@@ -14,7 +14,7 @@ from abc import ABCMeta, abstractmethod
 from collections.abc import Callable
 from functools import partial
 from itertools import accumulate
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import torch
 import torch.nn.functional as F
@@ -114,7 +114,17 @@ class Adapter(nn.Module, metaclass=ABCMeta):
                 value.copy_(tensors[key])
         return True
 
-    def _copy_in(self, tensors: dict[str, torch.Tensor]) -> Adapter:
+    @classmethod
+    def _holding(cls, name: str, target: Target | tuple[Target, ...], tensors: dict[str, torch.Tensor],
+                 multiplier: float, dim: int, **shape: object) -> Self:
+        """An adapter of rank `dim` holding a file's tensors: the file's alpha (the rank when it has none), DoRA when
+        it has a dora_scale."""
+        alpha = tensors.get("alpha")
+        adapter = cls(name, target, dim, float(alpha) if alpha is not None else dim, multiplier,
+                      dora="dora_scale" in tensors, **shape)
+        return adapter._copy_in(tensors)
+
+    def _copy_in(self, tensors: dict[str, torch.Tensor]) -> Self:
         if not self.load_tensors(tensors):
             raise ValueError(f"{self.lora_name}: the tensors do not fit the module they name")
         return self

@@ -36,11 +36,7 @@ class LoHaModule(Adapter):
     @classmethod
     def from_tensors(cls, name: str, target: Target | tuple[Target, ...], tensors: dict[str, torch.Tensor],
                      multiplier: float = 1.0) -> LoHaModule:
-        dim = tensors["hada_w1_b"].shape[0]
-        alpha = tensors.get("alpha")
-        loha = cls(name, target, dim, float(alpha) if alpha is not None else dim, multiplier,
-                   dora="dora_scale" in tensors)
-        return loha._copy_in(tensors)
+        return cls._holding(name, target, tensors, multiplier, tensors["hada_w1_b"].shape[0])
 
     def own_tensors(self) -> dict[str, torch.Tensor]:
         return {key: getattr(self, key) for key in NAMES}

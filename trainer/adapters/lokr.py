@@ -102,12 +102,8 @@ class LoKrModule(Adapter):
         out_k = w2.shape[0] if w2 is not None else tensors["lokr_w2_a"].shape[0]
         in_n = (tensors["lokr_w2"].shape[1] if w2 is not None
                 else tensors["lokr_w2_b"].shape[1] // _kernel_size(target))
-        dim = rank2 or rank1 or 1
-        alpha = tensors.get("alpha")
-        layout = KronLayout(out_l, out_k, in_m, in_n, rank1, rank2)
-        lokr = cls(name, target, dim, float(alpha) if alpha is not None else dim, multiplier,
-                   dora="dora_scale" in tensors, layout=layout)
-        return lokr._copy_in(tensors)
+        return cls._holding(name, target, tensors, multiplier, rank2 or rank1 or 1,
+                            layout=KronLayout(out_l, out_k, in_m, in_n, rank1, rank2))
 
     def own_tensors(self) -> dict[str, torch.Tensor]:
         names = ("lokr_w1",) if self.layout.rank1 is None else ("lokr_w1_a", "lokr_w1_b")

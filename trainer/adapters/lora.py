@@ -39,11 +39,7 @@ class LoRAModule(Adapter):
     @classmethod
     def from_tensors(cls, name: str, target: Target | tuple[Target, ...], tensors: dict[str, torch.Tensor],
                      multiplier: float = 1.0) -> LoRAModule:
-        dim = tensors["lora_down.weight"].shape[0]
-        alpha = tensors.get("alpha")
-        lora = cls(name, target, dim, float(alpha) if alpha is not None else dim, multiplier,
-                   dora="dora_scale" in tensors)
-        return lora._copy_in(tensors)
+        return cls._holding(name, target, tensors, multiplier, tensors["lora_down.weight"].shape[0])
 
     def own_tensors(self) -> dict[str, torch.Tensor]:
         return {"lora_down.weight": self.lora_down.weight, "lora_up.weight": self.lora_up.weight}
