@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from core.db import session_factory
 from core.events import notices_for
 from core.jobs import has_queued, mark_sent, requeue_lost, transition, undelivered
 from core.models import Job, JobStatus, utcnow
 from core.settings import Settings
-from core.webhooks import take_due
+from core.webhooks import release, take_due
 
 
 @dataclass
@@ -40,7 +40,7 @@ def announce_ended(settings: Settings, send_announcement: Callable[[str], object
             if send_announcement(job_id):
                 sent.append(job_id)
             else:
-                session.execute(update(Job).where(Job.id == job_id).values(webhook_status=None))
+                release(session, job_id)
                 session.commit()
     return sent
 

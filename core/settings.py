@@ -178,6 +178,13 @@ class Settings(BaseSettings):
     def model_named(self, name: str) -> BaseModelEntry | None:
         return next((m for m in self.models() if m.name == name), None)
 
+    def offered_model(self, name: str) -> BaseModelEntry:
+        """The named base model for a worker about to use it; ValueError (shown to the user) when it is gone."""
+        model = self.model_named(name)
+        if model is None:
+            raise ValueError(f"base model {name!r} is no longer offered by this server")
+        return model
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -97,6 +97,11 @@ def take_due(session: Session) -> list[str]:
     return taken
 
 
+def release(session: Session, job_id: str) -> None:
+    """Undoes take_due for a job whose announcement could not be queued: the next pass takes it again."""
+    session.execute(update(Job).where(Job.id == job_id, Job.webhook_status == QUEUED).values(webhook_status=None))
+
+
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
     """A redirect is answered as the 3xx it is: following it could lead to an address check_target refused."""
 
@@ -107,8 +112,9 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirects)
 
 
-def post(url: str, secret: str, message: Announcement, timeout_s: float = TIMEOUT_S) -> int:
-    """One try; the receiver's status code when 2xx, DeliveryError otherwise."""
+def post(url: str, secret: str, message: Announcement, allow_private: bool, timeout_s: float = TIMEOUT_S) -> int:
+    """One try at a target check_target accepts; the receiver's status code when 2xx, DeliveryError otherwise."""
+    check_target(url, allow_private)
     timestamp = str(int(time.time()))
     request = urllib.request.Request(url, data=message.body, method="POST", headers={
         "Content-Type": "application/json", "User-Agent": "lorabake-webhook/1",

@@ -74,9 +74,7 @@ def run_generation(settings: Settings, storage: Storage, generation_id: str) -> 
         session.commit()
     scratch = settings.scratch.resolve() / f"gen-{generation_id}"
     try:
-        entry = settings.model_named(job.base_model)
-        if entry is None:
-            raise ValueError(f"base model {job.base_model!r} is no longer offered by this server")
+        entry = settings.offered_model(job.base_model)
         lora_path = scratch / f"{name}.safetensors"
         storage.download_to(epoch.file_key, lora_path)
         prompt = request["prompt"]
@@ -93,17 +91,13 @@ def run_generation(settings: Settings, storage: Storage, generation_id: str) -> 
             key = keys.generation(owner, generation_id, k)
             storage.put_bytes(key, png_bytes(image), "image/png")
             stored.append(key)
-        _finish(factory, generation_id, TaskStatus.succeeded, image_keys=stored, notes=notes)
+        finish(factory, Generation, generation_id, TaskStatus.succeeded, image_keys=stored, notes=notes)
         return TaskStatus.succeeded
     except Exception as exc:  # shown to the user on the page
-        _finish(factory, generation_id, TaskStatus.failed, error=f"{type(exc).__name__}: {exc}")
+        finish(factory, Generation, generation_id, TaskStatus.failed, error=f"{type(exc).__name__}: {exc}")
         return TaskStatus.failed
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _finish(factory, generation_id: str, status: TaskStatus, **values: object) -> None:  # noqa: ANN001
-    finish(factory, Generation, generation_id, status, **values)
 
 
 def finish(factory, table: type, row_id: str, status: TaskStatus, **values: object) -> None:  # noqa: ANN001

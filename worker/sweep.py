@@ -35,9 +35,7 @@ def run_sweep(settings: Settings, storage: Storage, sweep_id: str) -> str:
         session.commit()
     scratch = settings.scratch.resolve() / f"sweep-{sweep_id}"
     try:
-        entry = settings.model_named(base_model)
-        if entry is None:
-            raise ValueError(f"base model {base_model!r} is no longer offered by this server")
+        entry = settings.offered_model(base_model)
         model, size = MODELS.get(entry), (entry.resolution, entry.resolution)
 
         def render(prompt: str, loras: dict[str, Path]) -> Image.Image:

@@ -26,9 +26,7 @@ log = logging.getLogger(__name__)
 
 def train_config_values(job: Job, settings: Settings, data_dir: Path, reg_dir: Path | None, out_dir: Path,
                         resume: Path | None, validation_dir: Path | None = None) -> dict:
-    model = settings.model_named(job.base_model)
-    if model is None:
-        raise ValueError(f"base model {job.base_model!r} is no longer offered by this server")
+    model = settings.offered_model(job.base_model)
     values = dict(job.params)
     values.update(pretrained_model_name_or_path=model.location, train_data_dir=str(data_dir),
                   reg_data_dir=str(reg_dir) if reg_dir else None, output_dir=str(out_dir), output_name=job.name,

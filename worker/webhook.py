@@ -7,7 +7,7 @@ import logging
 from core.db import session_factory
 from core.models import Job, User
 from core.settings import Settings
-from core.webhooks import ANNOUNCED, DeliveryError, RefusedTarget, announcement, check_target, post
+from core.webhooks import ANNOUNCED, DeliveryError, RefusedTarget, announcement, post
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,7 @@ def deliver(settings: Settings, job_id: str, try_no: int, last_try: bool) -> str
             return "nothing to announce"
         url, secret, message = owner.webhook_url, owner.webhook_secret or "", announcement(job)
     try:
-        check_target(url, settings.webhook_private_allowed)
-        code = post(url, secret, message)
+        code = post(url, secret, message, settings.webhook_private_allowed)
     except RefusedTarget as exc:
         _record(settings, job_id, f"not sent: {exc}")
         return "refused"

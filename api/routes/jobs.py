@@ -208,17 +208,18 @@ def continue_training(job: OwnedJob, body: ContinueIn, request: Request, user: C
                                                       "continue from: retrain it instead")
     _room_to_wait(session, user.id, settings)
     stored = session.scalar(select(func.max(Epoch.n)).where(Epoch.job_id == job.id)) or 0
+    steps_done = stored * (job.total_steps // max(job.epochs_total, 1))  # where the stored state was taken
     params = {k: v for k, v in job.params.items() if k not in FAMILY_KEYS}
-    params["max_train_epochs"] = stored + body.epochs  # on from the last stored epoch, where the state was taken
+    params["max_train_epochs"] = stored + body.epochs
     if body.schedule == "restart":
-        params["lr_restart_step"] = stored * (job.total_steps // max(job.epochs_total, 1))
+        params["lr_restart_step"] = steps_done
     plan = JobIn(dataset_id=job.dataset_id, base_model=job.base_model, name=job.name, mode="pro", preset=None,
                  params=params, sample_prompts=job.sample_prompts)
     result = _assess(plan, user.id, session, settings)
     if result.errors:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"message": "the job cannot continue as asked",
                                                                      "errors": result.errors})
-    done = min(stored * (job.total_steps // max(job.epochs_total, 1)), result.plan.total_steps)
+    done = min(steps_done, result.plan.total_steps)
     if not transitions.reopen(session, job.id, params=result.values, total_steps=result.plan.total_steps,
                               epochs_total=result.plan.epochs,
                               estimated_s=estimated_seconds(result) * (1 - done / result.plan.total_steps) or None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -92,10 +93,7 @@ def test_an_ended_job_is_posted_signed_to_the_webhook_retried_until_taken_and_an
             assert payload["event"] == "job.succeeded" and payload["job"]["id"] == job_id
             assert payload["job"]["name"] == "hooked" and payload["job"]["page"] == f"/#/jobs/{job_id}"
 
-            # the reconciler passes every 0.5 s and the job is not announced again
-            import time
-
-            time.sleep(2.5)
+            time.sleep(2.5)  # the reconciler passes every 0.5 s meanwhile, and the job is not announced again
             assert len(receiver.job_events()) == 2
     finally:
         worker.stop()

@@ -56,6 +56,22 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
+def sign_up(page, email: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto("/")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill("a long enough password")
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_role("heading", name="Datasets")).to_be_visible()
+
+
+def import_zip(page, name: str, archive: bytes) -> None:
+    """Imports a kohya zip from the datasets page (its report is left on the page)."""
+    page.get_by_label("Zip file").set_input_files({"name": name, "mimeType": "application/zip", "buffer": archive})
+    page.get_by_role("button", name="Import").click()
+
+
 def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     from playwright.sync_api import expect
 
@@ -352,19 +368,13 @@ def test_import_autotag_focus_crop_duplicates_export_and_config_import_in_the_br
     from playwright.sync_api import expect
 
     page, stack = browser_page
-    page.goto("/")
-    page.get_by_label("Email").fill("tools@example.com")
-    page.get_by_label("Password").fill("a long enough password")
-    page.get_by_role("button", name="Create account").click()
-    expect(page.get_by_role("heading", name="Datasets")).to_be_visible()
+    sign_up(page, "tools@example.com")
 
     subject = png(scene((600, 400), (80, 200)))
     archive = zip_of({"5_mychar/red.png": solid((220, 30, 30)), "5_mychar/red.txt": b"mychar",
                       "5_mychar/red-copy.png": solid((220, 30, 30)), "5_mychar/subject.png": subject,
                       "5_mychar/broken.png": b"not an image"})
-    page.get_by_label("Zip file").set_input_files({"name": "mychar.zip", "mimeType": "application/zip",
-                                                   "buffer": archive})
-    page.get_by_role("button", name="Import").click()
+    import_zip(page, "mychar.zip", archive)
     expect(page.get_by_text("3 images imported into")).to_be_visible()
     expect(page.get_by_text(re.compile(r"5_mychar/broken.png: rejected \(not a PNG or JPEG"))).to_be_visible()
     shot(page, "11-dataset-imported")
@@ -408,13 +418,8 @@ def test_a_thousand_image_dataset_keeps_few_tiles_in_the_page_and_the_keyboard_r
     from playwright.sync_api import expect
 
     page, stack = browser_page
-    page.goto("/")
-    page.get_by_label("Email").fill("big@example.com")
-    page.get_by_label("Password").fill("a long enough password")
-    page.get_by_role("button", name="Create account").click()
-    archive = zip_of({f"2_big/img{i:04d}.png": png_bytes((64, 64), seed=i) for i in range(1000)})
-    page.get_by_label("Zip file").set_input_files({"name": "big.zip", "mimeType": "application/zip", "buffer": archive})
-    page.get_by_role("button", name="Import").click()
+    sign_up(page, "big@example.com")
+    import_zip(page, "big.zip", zip_of({f"2_big/img{i:04d}.png": png_bytes((64, 64), seed=i) for i in range(1000)}))
     expect(page.get_by_text("1000 images imported into")).to_be_visible(timeout=120_000)
     page.get_by_role("link", name="big", exact=True).click()
     expect(page.get_by_text(re.compile(r"^1000 images, 0 selected"))).to_be_visible()

@@ -26,10 +26,14 @@ export function mount(...children) {
   return main;
 }
 
-// Shows an API error next to what caused it: fields by name inside `form`, the rest in `box`.
+// Shows an API error next to what caused it: fields by name inside `form`, the rest in `box`; null clears them.
 export function showErrors(form, box, error) {
   for (const old of form.querySelectorAll(".field-error")) old.remove();
-  const fields = (error && error.fields) || {};
+  if (!error) {
+    box.textContent = "";
+    return;
+  }
+  const fields = error.fields || {};
   const unplaced = [];
   for (const [field, message] of Object.entries(fields)) {
     const named = [...form.querySelectorAll(`[name="${CSS.escape(field)}"]`)];

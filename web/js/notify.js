@@ -10,25 +10,36 @@ let watching = false;
 
 const wanted = () => localStorage.getItem(KEY) === "1" && "Notification" in window && Notification.permission === "granted";
 
+let known = null; // id → status; the first list only learns where things stand
+let fedAt = 0;
+
+// Compares a fresh job list with the last one and announces the jobs that ended in between. The jobs page hands in
+// the list it reads anyway, so the watcher does not read it a second time meanwhile.
+export function seen(jobs) {
+  fedAt = Date.now();
+  if (!wanted()) {
+    known = null;
+    return;
+  }
+  for (const job of jobs) {
+    if (known && known.get(job.id) !== job.status && job.status in ENDS) {
+      const note = new Notification(`${job.name} ${ENDS[job.status]}`, { tag: `lorabake-${job.id}`,
+        body: job.status === "failed" ? job.error || "" : "Its epochs are ready to test and publish." });
+      note.onclick = () => { window.focus(); location.hash = `#/jobs/${job.id}`; };
+    }
+  }
+  known = new Map(jobs.map((job) => [job.id, job.status]));
+}
+
 export function watchJobs() {
   if (watching) return;
   watching = true;
-  let known = null; // id → status; the first read only learns where things stand
   const look = async () => {
-    if (wanted()) {
+    if (!wanted()) known = null;
+    else if (Date.now() - fedAt >= EVERY_MS) {
       const jobs = await get("/jobs").catch(() => null);
-      if (jobs) {
-        for (const job of jobs) {
-          const before = known?.get(job.id);
-          if (known && before !== job.status && job.status in ENDS) {
-            const note = new Notification(`${job.name} ${ENDS[job.status]}`, { tag: `lorabake-${job.id}`,
-              body: job.status === "failed" ? job.error || "" : "Its epochs are ready to test and publish." });
-            note.onclick = () => { window.focus(); location.hash = `#/jobs/${job.id}`; };
-          }
-        }
-        known = new Map(jobs.map((job) => [job.id, job.status]));
-      }
-    } else known = null;
+      if (jobs) seen(jobs);
+    }
     setTimeout(look, EVERY_MS);
   };
   look();

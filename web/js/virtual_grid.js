@@ -73,6 +73,5 @@ export function virtualGrid({ tile, key, label }) {
     element: box,
     show(next) { items = next; draw(true); },
     focusIndex,
-    drawnCount: () => rows.childElementCount,
   };
 }

@@ -4,7 +4,7 @@ import { lineChart } from "../chart.js";
 import { clock, duration, field, h, mount, zoomable } from "../dom.js";
 import { continuePanel, sweepPanel } from "./job_tools.js";
 import { limitsLine } from "./settings.js";
-import { notifyToggle } from "../notify.js";
+import { notifyToggle, seen } from "../notify.js";
 
 // When a job starts and ends, as its owner reads it: a time of day for a scheduled job, place and wait for a
 // queued one (how long it then takes, not a second "ends in" that repeats the wait), time left for a running one.
@@ -35,6 +35,7 @@ export async function jobsPage() {
   async function draw() {
     const [jobs, limits] = await Promise.all([get("/jobs"), get("/me/limits")]);
     load.textContent = limitsLine(limits);
+    seen(jobs);
     body.replaceChildren(...jobs.map((j) => h("tr", {},
       h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.name)), h("td", {}, j.status),
       h("td", {}, `${Math.round(j.progress * 100)} %`), h("td", {}, timing(j, limits)))));

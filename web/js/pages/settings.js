@@ -16,8 +16,7 @@ function webhookForm(hook) {
   const save = async (newSecret) => {
     try {
       const saved = await put("/me/webhook", { url: url.value || null, new_secret: newSecret });
-      form.querySelectorAll(".field-error").forEach((old) => old.remove());
-      box.textContent = "";
+      showErrors(form, box, null);
       secret.textContent = saved.secret || "made when you save a URL";
       said.textContent = saved.url ? "Saved: finished and failed jobs are posted there." : "Removed: nothing is posted.";
     } catch (error) { showErrors(form, box, error); }
