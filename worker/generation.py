@@ -6,6 +6,8 @@ import io
 import shutil
 import sys
 from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -73,7 +75,8 @@ def run_generation(settings: Settings, storage: Storage, generation_id: str) -> 
         generation.status = TaskStatus.running
         session.commit()
     scratch = settings.scratch.resolve() / f"gen-{generation_id}"
-    try:
+
+    def work() -> dict[str, object]:
         entry = settings.offered_model(job.base_model)
         lora_path = scratch / f"{name}.safetensors"
         storage.download_to(epoch.file_key, lora_path)
@@ -91,13 +94,23 @@ def run_generation(settings: Settings, storage: Storage, generation_id: str) -> 
             key = keys.generation(owner, generation_id, k)
             storage.put_bytes(key, png_bytes(image), "image/png")
             stored.append(key)
-        finish(factory, Generation, generation_id, TaskStatus.succeeded, image_keys=stored, notes=notes)
-        return TaskStatus.succeeded
-    except Exception as exc:  # shown to the user on the page
-        finish(factory, Generation, generation_id, TaskStatus.failed, error=f"{type(exc).__name__}: {exc}")
+        return {"image_keys": stored, "notes": notes}
+
+    return settle(factory, Generation, generation_id, scratch, work)
+
+
+def settle(factory, table: type, row_id: str, scratch: Path, work: Callable[[], dict[str, object]]) -> str:  # noqa: ANN001
+    """Runs a light task's work and stores how it ended: succeeded with what the work returns, or failed with the
+    error in words (shown on the page); its scratch folder goes either way."""
+    try:
+        values = work()
+    except Exception as exc:  # noqa: BLE001 - any failure is the task's outcome, not the worker's
+        finish(factory, table, row_id, TaskStatus.failed, error=f"{type(exc).__name__}: {exc}")
         return TaskStatus.failed
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    finish(factory, table, row_id, TaskStatus.succeeded, **values)
+    return TaskStatus.succeeded
 
 
 def finish(factory, table: type, row_id: str, status: TaskStatus, **values: object) -> None:  # noqa: ANN001

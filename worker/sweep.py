@@ -3,7 +3,6 @@ weight and one without the LoRA (rendered once: it is the same image in every ro
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -14,7 +13,7 @@ from core.db import session_factory
 from core.models import Epoch, Job, Sweep, TaskStatus
 from core.settings import Settings
 from core.storage import Storage
-from worker.generation import MODELS, finish, png_bytes
+from worker.generation import MODELS, png_bytes, settle
 
 GAP, LABEL_W, LABEL_H = 4, 96, 28
 
@@ -34,7 +33,8 @@ def run_sweep(settings: Settings, storage: Storage, sweep_id: str) -> str:
         sweep.status, sweep.done = TaskStatus.running, 0
         session.commit()
     scratch = settings.scratch.resolve() / f"sweep-{sweep_id}"
-    try:
+
+    def work() -> dict[str, object]:
         entry = settings.offered_model(base_model)
         model, size = MODELS.get(entry), (entry.resolution, entry.resolution)
 
@@ -68,13 +68,9 @@ def run_sweep(settings: Settings, storage: Storage, sweep_id: str) -> str:
         grid = labelled_grid(images, [f"epoch {n}" for n in request["epochs"]], columns)
         grid_key = keys.sweep_grid(owner, sweep_id)
         storage.put_bytes(grid_key, png_bytes(grid), "image/png")
-        finish(factory, Sweep, sweep_id, TaskStatus.succeeded, cell_keys=rows, grid_key=grid_key)
-        return TaskStatus.succeeded
-    except Exception as exc:  # shown to the user on the page
-        finish(factory, Sweep, sweep_id, TaskStatus.failed, error=f"{type(exc).__name__}: {exc}")
-        return TaskStatus.failed
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        return {"cell_keys": rows, "grid_key": grid_key}
+
+    return settle(factory, Sweep, sweep_id, scratch, work)
 
 
 def labelled_grid(images: list[list[Image.Image]], row_labels: list[str], column_labels: list[str]) -> Image.Image:
