@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -107,7 +108,15 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
     finally:
         beat.stop()
         notices.changed(job_id)
-        shutil.rmtree(scratch.parent, ignore_errors=True)
+        remove_scratch(scratch)
+
+
+def remove_scratch(scratch: Path) -> None:
+    """Removes this attempt's own folder, and the job's folder only once no other attempt has one there: a newer
+    attempt of the same job on this machine may be training from its own folder beside it."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        scratch.parent.rmdir()
 
 
 def user_message(exc: Exception) -> str:

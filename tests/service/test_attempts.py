@@ -186,3 +186,36 @@ def test_the_heartbeat_thread_survives_database_errors_and_beats_again_after(ser
     finally:
         beat.stop()
         time.sleep(0.1)
+
+
+def test_a_superseded_attempt_cleaning_up_leaves_the_newer_attempts_files_on_the_same_machine(service, monkeypatch):
+    import threading
+
+    import worker.training as training
+
+    settings, storage, job_id = service
+    real_materialise = training.materialise
+    first_ready, go, outcome = threading.Event(), threading.Event(), {}
+
+    def materialise(dataset, images, storage, target, *args):  # noqa: ANN001, ANN202
+        data = real_materialise(dataset, images, storage, target, *args)
+        if target.parent.name == "attempt-1":  # the frozen attempt: it thaws once the newer one has its files
+            first_ready.set()
+            assert go.wait(60)
+            raise RuntimeError("thawed after the heartbeat timeout")
+        go.set()
+        older.join(60)  # attempt 1 has ended and cleaned up before attempt 2 reads its dataset
+        assert not older.is_alive()
+        return data
+
+    monkeypatch.setattr(training, "materialise", materialise)
+    older = threading.Thread(target=lambda: outcome.update(first=run_training(settings, storage, job_id, "w1")))
+    older.start()
+    assert first_ready.wait(60)
+    with session_factory(settings.db_url)() as session:
+        assert requeue_lost(session, 0, 3, now=utcnow()).requeued == [job_id]
+        session.commit()
+    assert run_training(settings, storage, job_id, "w2") == JobStatus.succeeded
+    assert outcome["first"] == "superseded"
+    assert [n for n, *_ in _epochs(settings, job_id)] == [1, 2]
+    assert not (settings.scratch / job_id).exists()  # the last one out removes the job's folder
