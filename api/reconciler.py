@@ -11,6 +11,8 @@ import time
 
 from celery import Celery
 
+from core.db import session_factory
+from core.orphans import sweep_orphans
 from core.queue import TRAIN_TASK, WEBHOOK_TASK, send
 from core.reconcile import reconcile
 from core.settings import Settings
@@ -43,11 +45,18 @@ class Reconciler(threading.Thread):
                 log.info("reconciled: %s", repairs)
 
     def sweep(self) -> None:
-        """Partial files that killed writers left in local storage (S3 uploads are atomic: nothing to sweep)."""
+        """Partial files that killed writers left in local storage (S3 uploads are atomic), and stored job files
+        that no row refers to (a worker died between an upload and its commit)."""
         if isinstance(self.storage, LocalStorage):
             with contextlib.suppress(OSError):
                 if removed := self.storage.sweep_partial_uploads(SWEEP_EVERY_S):
                     log.info("removed %d unfinished upload file(s)", removed)
+        try:
+            with session_factory(self.settings.db_url)() as session:
+                if removed := sweep_orphans(session, self.storage, SWEEP_EVERY_S):
+                    log.info("removed %d stored file(s) that no job refers to", removed)
+        except Exception as exc:  # noqa: BLE001 - storage or database down: the next sweep tries again
+            log.warning("orphan sweep failed (%s); trying again next hour", exc)
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -70,6 +70,7 @@ class Storage(Protocol):
     def delete(self, key: str) -> None: ...
     def delete_prefix(self, prefix: str) -> int: ...
     def list_keys(self, prefix: str) -> list[str]: ...
+    def list_modified(self, prefix: str) -> dict[str, float]: ...
     def signed_url(self, key: str, filename: str | None = None, expires_s: int = 3600) -> str: ...
 
 
@@ -137,6 +138,14 @@ class LocalStorage:
             return []
         return sorted(str(p.relative_to(self.root).as_posix()) for p in base.rglob("*")
                       if p.is_file() and not p.name.startswith(PARTIAL_PREFIX))
+
+    def list_modified(self, prefix: str) -> dict[str, float]:
+        """Each key under the prefix with the Unix time it was last written."""
+        modified = {}
+        for key in self.list_keys(prefix):
+            with contextlib.suppress(FileNotFoundError):
+                modified[key] = self._path(key).stat().st_mtime
+        return modified
 
     def sweep_partial_uploads(self, older_than_s: float = 3600.0) -> int:
         """Removes the temporary files of writes a killed process never finished (older than any live write)."""
@@ -241,10 +250,13 @@ class S3Storage:
         self.client.delete_object(Bucket=self.bucket, Key=check_key(key))
 
     def list_keys(self, prefix: str) -> list[str]:
-        keys: list[str] = []
+        return sorted(self.list_modified(prefix))
+
+    def list_modified(self, prefix: str) -> dict[str, float]:
+        modified: dict[str, float] = {}
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            keys.extend(item["Key"] for item in page.get("Contents", []))
-        return sorted(keys)
+            modified.update((item["Key"], item["LastModified"].timestamp()) for item in page.get("Contents", []))
+        return modified
 
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list_keys(check_key(prefix))

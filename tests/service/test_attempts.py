@@ -219,3 +219,28 @@ def test_a_superseded_attempt_cleaning_up_leaves_the_newer_attempts_files_on_the
     assert outcome["first"] == "superseded"
     assert [n for n, *_ in _epochs(settings, job_id)] == [1, 2]
     assert not (settings.scratch / job_id).exists()  # the last one out removes the job's folder
+
+
+def test_files_a_dead_worker_uploaded_before_its_commit_are_swept_after_the_grace_period(service, tmp_path):
+    import time
+
+    from core.orphans import sweep_orphans
+
+    settings, storage, job_id = service
+    assert run_training(settings, storage, job_id, "w1") == JobStatus.succeeded
+    with session_factory(settings.db_url)() as session:
+        job = session.get(Job, job_id)
+        kept = storage.list_keys(f"u/{job.owner_id}/jobs/{job_id}/")
+        # a later attempt (continued, say) dies after its upload, before its commit
+        dying = ServiceCallbacks(settings.db_url, job, storage, Heartbeat(settings.db_url, job_id, 2, 60,
+                                                                           notices_for(None)))
+    lora = tmp_path / "att-000003.safetensors"
+    lora.write_bytes(b"an epoch whose row was never written")
+    dying.on_epoch_saved(EpochSaved(3, 6, lora, {}, 0.5))
+    orphan = f"u/{job.owner_id}/jobs/{job_id}/epoch-000003-a2.safetensors"
+    assert storage.exists(orphan)
+    with session_factory(settings.db_url)() as session:
+        assert sweep_orphans(session, storage, 3600) == 0  # within the grace period: a live attempt may commit yet
+        assert sweep_orphans(session, storage, 3600, now=time.time() + 7200) == 1
+    assert storage.list_keys(f"u/{job.owner_id}/jobs/{job_id}/") == kept  # every file a row refers to stays
+    assert any(key.endswith("-a1.safetensors") for key in kept) and any("/state/" in key for key in kept)

@@ -35,6 +35,9 @@ def test_objects_round_trip_stream_and_list(storage):
     assert storage.exists("u/1/a/small.txt") and not storage.exists("u/1/a/none")
     assert storage.size("u/1/a/big.bin") == len(big)
     assert storage.list_keys("u/1/") == ["u/1/a/big.bin", "u/1/a/small.txt"]
+    modified = storage.list_modified("u/1/")
+    assert sorted(modified) == storage.list_keys("u/1/")
+    assert all(abs(when - time.time()) < 600 for when in modified.values())  # written just now, by any clock
 
 
 def test_download_to_a_file_and_missing_objects(storage, tmp_path):
