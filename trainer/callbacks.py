@@ -50,5 +50,10 @@ class Callbacks:
     def on_log(self, message: str) -> None:
         pass
 
+    def previews_missing(self, epoch: int) -> bool:
+        """Asked on resume about the epoch the state ends with: its previews were due but may not have been kept
+        (the run stopped between storing the state and rendering them). True renders them before going on."""
+        return False
+
     def should_stop(self) -> bool:
         return False

@@ -208,6 +208,18 @@ def _previews(s: Session, epoch: int, callbacks: Callbacks) -> None:
     callbacks.on_previews(PreviewsReady(epoch, paths))
 
 
+def _previews_due(cfg: TrainConfig, epoch: int, epochs: int) -> bool:
+    return bool(cfg.sample_every_n_epochs) and (epoch % cfg.sample_every_n_epochs == 0 or epoch == epochs)
+
+
+def _missing_previews(s: Session, position: Position, epochs: int, callbacks: Callbacks) -> None:
+    """A state saved at an epoch's end holds that epoch's weights: previews it owed are rendered from it now."""
+    ended = position.epoch - 1
+    if position.batch == 0 and ended >= 1 and _previews_due(s.cfg, ended, epochs) and callbacks.previews_missing(ended):
+        callbacks.on_log(f"rendering the previews of epoch {ended}, which the stopped attempt did not keep")
+        _previews(s, ended, callbacks)
+
+
 def _state(s: Session, position: Position, name: str) -> Path:
     folder = Path(s.cfg.output_dir) / f"{s.cfg.output_name}-{name}-state"
     return save_state(folder, network=s.network, optimizer=s.optimizer.optimizer, scheduler=s.scheduler,
@@ -224,6 +236,7 @@ def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
                               scheduler=s.scheduler, scaler=s.accelerator.scaler, noise_generator=s.noise_generator)
         align_lr(s.optimizer.optimizer, s.scheduler)
         callbacks.on_log(f"resumed at epoch {position.epoch}, batch {position.batch}, step {position.step}")
+        _missing_previews(s, position, epochs, callbacks)
         if position.epoch > epochs:
             callbacks.on_log("nothing left to train: every epoch was saved before the stop")
             result.steps = position.step
@@ -295,7 +308,7 @@ def _run_epochs(s: Session, cfg: TrainConfig, callbacks: Callbacks, result: Trai
             if cfg.save_state:
                 result.state_dir = _state(s, Position(epoch + 1, 0, step), "last" if last else f"{epoch:06d}")
                 callbacks.on_state_saved(result.state_dir, epoch)
-        if cfg.sample_every_n_epochs and (epoch % cfg.sample_every_n_epochs == 0 or last):
+        if _previews_due(cfg, epoch, epochs) or (last and cfg.sample_every_n_epochs):
             _previews(s, epoch, callbacks)
         if last:
             break

@@ -161,6 +161,11 @@ class ServiceCallbacks(Callbacks):
             session.commit()
         self.beat.notices.changed(self.job_id)
 
+    def previews_missing(self, epoch: int) -> bool:
+        with session_factory(self.db_url)() as session:
+            stored = session.scalar(select(Epoch.previews).where(Epoch.job_id == self.job_id, Epoch.n == epoch))
+        return stored is not None and not stored
+
     def should_stop(self) -> bool:
         return self.beat.cancel_requested.is_set() or self.beat.lost.is_set()
 

@@ -244,3 +244,24 @@ def test_files_a_dead_worker_uploaded_before_its_commit_are_swept_after_the_grac
         assert sweep_orphans(session, storage, 3600, now=time.time() + 7200) == 1
     assert storage.list_keys(f"u/{job.owner_id}/jobs/{job_id}/") == kept  # every file a row refers to stays
     assert any(key.endswith("-a1.safetensors") for key in kept) and any("/state/" in key for key in kept)
+
+
+def test_a_resumed_attempt_renders_the_previews_its_predecessor_did_not_keep(service):
+    settings, storage, job_id = service
+    with session_factory(settings.db_url)() as session:
+        job = session.get(Job, job_id)
+        job.sample_prompts = ["a red circle --s 2 --w 64 --h 64"]
+        job.params = {**job.params, "sample_every_n_epochs": 1}
+        session.commit()
+    assert run_training(settings, storage, job_id, "w1") == JobStatus.succeeded
+    # the worker died after storing the last epoch and its state, before rendering that epoch's previews
+    with session_factory(settings.db_url)() as session:
+        session.execute(update(Epoch).where(Epoch.job_id == job_id, Epoch.n == 2).values(previews=[]))
+        session.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.queued, finished_at=None))
+        session.commit()
+    assert run_training(settings, storage, job_id, "w2") == JobStatus.succeeded
+    with session_factory(settings.db_url)() as session:
+        previews = {e.n: e.previews for e in session.scalars(select(Epoch).where(Epoch.job_id == job_id))}
+        assert "rendering the previews of epoch 2" in " ".join(session.get(Job, job_id).log_tail)
+    assert len(previews[2]) == len(previews[1]) > 0
+    assert all(storage.exists(key) for key in previews[2])
