@@ -240,17 +240,20 @@ def test_flux_trains_with_cached_latents_and_text_on_disk_fp8_and_previews(flux_
     assert meta["ss_network_module"] == "networks.lora_flux" and meta["ss_guidance_scale"] == "1.0"
     assert meta["ss_timestep_sampling"] == "flux_shift" and meta["ss_model_prediction_type"] == "raw"
     assert "ss_clip_skip" not in meta and "ss_v2" in meta
+    assert meta["ss_weighting_scheme"] == "none"  # the default, as sd-scripts' FLUX runs write it
 
 
 @pytest.mark.parametrize("sampling", ["sigma", "uniform", "sigmoid", "shift"])
 def test_every_timestep_sampling_and_prediction_type_trains(flux_tiny, dataset, tmp_path, sampling):
     kind = {"sigma": "sigma_scaled", "uniform": "additive"}.get(sampling, "raw")
+    scheme = "uniform" if sampling == "uniform" else "logit_normal"  # sd-scripts' name for "none" is taken too
     cfg = build_config(_flux_values(flux_tiny["flux"], dataset, tmp_path / "out", timestep_sampling=sampling,
-                                    model_prediction_type=kind, weighting_scheme="logit_normal",
-                                    max_train_epochs=1))
+                                    model_prediction_type=kind, weighting_scheme=scheme, max_train_epochs=1))
     rec = Recorder()
-    train(cfg, rec)
+    result = train(cfg, rec)
     assert all(torch.isfinite(torch.tensor(p.loss)) for p in rec.progress)
+    with safe_open(str(result.final_path), framework="pt") as handle:
+        assert handle.metadata()["ss_weighting_scheme"] == scheme  # written back as given
 
 
 def test_chroma_trains_with_masked_t5_and_no_modulation_modules(flux_tiny, dataset, tmp_path):

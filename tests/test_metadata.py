@@ -69,6 +69,12 @@ def test_metadata_matches_what_sd_scripts_writes(tmp_path):
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
     assert meta["modelspec.implementation_version"] == f"lorabake/{project['version']}"  # sd-scripts/<commit> there
     assert epoch_meta["modelspec.title"] == "t-000001" and meta["modelspec.title"] == "t"
+    # a plain LoRA has no network_args: sd-scripts leaves the key out rather than writing "None"
+    assert "ss_network_args" not in meta and "ss_network_args" not in epoch_meta
+    # network_alpha = 64, an integer: "64" and int64 alpha tensors, as torch.tensor(64) in sd-scripts
+    assert meta["ss_network_alpha"] == "64"
+    alphas = {k: v for k, v in load_file(str(result.final_path)).items() if k.endswith(".alpha")}
+    assert alphas and all(v.dtype == torch.int64 and int(v) == 64 for v in alphas.values())
 
     # both hashes over the file as written with the ss_* keys only
     tensors = load_file(str(result.final_path))
@@ -82,3 +88,15 @@ def test_metadata_matches_what_sd_scripts_writes(tmp_path):
                                        {k: v for k, v in meta.items() if not k.startswith("sshs_")})
     assert hashlib.sha256(with_modelspec[0x100000:0x110000]).hexdigest()[:8] != meta["sshs_legacy_hash"]
     assert torch.is_tensor(next(iter(tensors.values())))
+
+
+def test_a_fractional_alpha_is_written_as_the_float_it_is(tmp_path):
+    folder = make_tiny(tmp_path / "m", "sd15")
+    make_dataset(tmp_path / "train", count=1, repeats=1, sizes=((64, 64),))
+    cfg = build_config(base_values(folder, tmp_path / "train", tmp_path / "out", network_dim=4, network_alpha=1.5,
+                                   max_train_epochs=1))
+    path = train(cfg).final_path
+    with safe_open(str(path), "pt") as handle:
+        assert handle.metadata()["ss_network_alpha"] == "1.5"
+    alphas = [v for k, v in load_file(str(path)).items() if k.endswith(".alpha")]
+    assert alphas and all(v.dtype == torch.float32 and float(v) == 1.5 for v in alphas)

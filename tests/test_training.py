@@ -97,7 +97,7 @@ def test_run_reports_progress_saves_epochs_and_previews(tiny_models, dataset, tm
     assert [len(p.paths) for p in rec.previews] == [4, 4, 4]
     with safe_open(str(result.final_path), "pt") as f:
         meta = f.metadata()
-    assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "2.0"
+    assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "2"
     assert meta["ss_base_model_version"] == "sd_v1" and meta["ss_v2"] == "False"
     assert meta["ss_epoch"] == "3" and meta["ss_steps"] == "18" and meta["ss_num_epochs"] == "3"
     assert meta["ss_num_train_images"] == "12" and meta["ss_num_reg_images"] == "0"

@@ -20,7 +20,8 @@ SchedulerName = Literal[
 SamplerName = Literal["euler_a", "euler", "ddim", "dpm++ 2m", "dpm++ 2m karras"]
 Family = str  # a name in trainer.families.FAMILIES
 TimestepSampling = Literal["sigma", "uniform", "sigmoid", "shift", "flux_shift"]
-WeightingScheme = Literal["none", "sigma_sqrt", "logit_normal", "mode", "cosmap"]
+# "uniform" and "none" weight every timestep alike; sd-scripts takes both and writes back what was given
+WeightingScheme = Literal["none", "uniform", "sigma_sqrt", "logit_normal", "mode", "cosmap"]
 
 
 MAX_STEPS = 10_000_000  # optimizer steps of one run: far past any real LoRA, well inside every integer column

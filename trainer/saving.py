@@ -67,8 +67,7 @@ def build_metadata(cfg: TrainConfig, facts: RunFacts, family_values: dict[str, A
     values = {
         "ss_network_module": cfg.network_module,
         "ss_network_dim": cfg.network_dim,
-        "ss_network_alpha": cfg.effective_alpha,
-        "ss_network_args": json.dumps(network_args) if network_args else None,
+        "ss_network_alpha": _number(cfg.effective_alpha),
         "ss_sd_model_name": facts.model_name,
         "ss_session_id": facts.session_id,
         "ss_num_batches_per_epoch": facts.batches_per_epoch,
@@ -135,12 +134,19 @@ def build_metadata(cfg: TrainConfig, facts: RunFacts, family_values: dict[str, A
     }
     if facts.base_file:
         values["ss_sd_model_hash"], values["ss_new_sd_model_hash"] = file_hashes(facts.base_file)
+    if network_args:  # sd-scripts leaves the key out when there are none (readers json.loads it)
+        values["ss_network_args"] = json.dumps(network_args)
     values.update(family_values)
     # unset ss_* values are written as sd-scripts writes them ("None"); modelspec.* keys only when set
     metadata = {key: str(value) for key, value in values.items() if value is not None or key.startswith("ss_")}
     if cfg.no_metadata:
         metadata = {key: metadata[key] for key in MINIMUM_KEYS if key in metadata}
     return metadata
+
+
+def _number(value: float) -> int | float:
+    """4.0 → 4: sd-scripts writes an integer alpha as the integer it was given."""
+    return int(value) if float(value).is_integer() else value
 
 
 def model_hashes(blob: bytes) -> tuple[str, str]:

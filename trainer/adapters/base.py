@@ -41,7 +41,8 @@ class Adapter(nn.Module, metaclass=ABCMeta):
         self.dim = dim
         self.multiplier = multiplier
         alpha = float(alpha) if alpha else float(dim)
-        self.register_buffer("alpha", torch.tensor(alpha))
+        # as sd-scripts: an integer alpha is stored as an int64 tensor (torch.tensor of a Python int)
+        self.register_buffer("alpha", torch.tensor(int(alpha) if alpha.is_integer() else alpha))
         self.scale = alpha / dim
         self.is_conv = isinstance(first, nn.Conv2d)
         self.out_features, *in_shape = weight_shape(targets)
