@@ -100,6 +100,20 @@ def _aware(value: datetime) -> datetime:  # SQLite hands back naive datetimes
 CurrentUser = Annotated[Caller, Depends(get_current_user)]
 
 
+async def get_optional_user(request: Request, session: SessionDep,
+                            bearer: Annotated[str | None, Depends(oauth2)]) -> Caller | None:
+    """The caller when signed in, None for a visitor (pages that visitors may read too)."""
+    try:
+        return await get_current_user(request, session, bearer)
+    except HTTPException as exc:
+        if exc.status_code == status.HTTP_401_UNAUTHORIZED:
+            return None
+        raise
+
+
+MaybeUser = Annotated[Caller | None, Depends(get_optional_user)]
+
+
 async def owned_dataset(dataset_id: str, session: SessionDep, user: CurrentUser) -> Dataset:
     dataset = session.get(Dataset, dataset_id)
     if dataset is None or dataset.owner_id != user.id:

@@ -149,7 +149,9 @@ def catalog() -> list[dict[str, Any]]:
     return groups
 
 
-def families() -> list[dict[str, Any]]:
-    """What the web needs to know of each family: its name, training size and crop sizes."""
+def families(offered: list[str] | None = None) -> list[dict[str, Any]]:
+    """What the web needs to know of each family: its name, training size and crop sizes; with `offered` (the
+    families of the server's base models, first model first), just those, in that order."""
+    names = list(dict.fromkeys(offered)) if offered is not None else list(FAMILIES)
     return [{"name": info.name, "label": info.label, "resolution": info.resolution,
-             "crop_sizes": list(info.crop_sizes)} for info in FAMILIES.values()]
+             "crop_sizes": list(info.crop_sizes)} for info in (FAMILIES[n] for n in names if n in FAMILIES)]

@@ -387,8 +387,13 @@ class ModelOut(BaseModel):
     id: str
     name: str
     owner_id: str
+    owner: str = Field(description="who published it: the part of their email before the @")
     job_id: str
     epoch: int
+    base_model: str = Field(description="the base model it was trained on, by its name on this server")
+    family: str = Field(description="that base model's family, in words (SD 1.5, SDXL, FLUX.1 …)")
+    network_type: str = Field(description="LoRA, LoHa or LoKr, with + DoRA where it decomposes the weight")
+    size: int = Field(description="the file's size in bytes")
     trigger_words: list[str]
     description: str
     visibility: str

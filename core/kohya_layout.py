@@ -107,3 +107,23 @@ def held_out(images: Iterable[Image], share: float, seed: int) -> set[str]:
         return set()
     count = min(len(train) - 1, max(1, round(share * len(train))))
     return set(random.Random(seed).sample(train, count))
+
+
+def trigger_words(images: list[Image]) -> list[str]:
+    """The words a user put in front of every caption (the run keeps them first with keep_tokens): the tags that
+    open every training image's caption in the same order. Without such a prefix, the tag found on every image
+    nearest the front. Generic tags a tagger adds everywhere ("photograph", "solo") are not at the front."""
+    captions = [list(i.tags) for i in images if not i.is_reg and i.tags]
+    if not captions:
+        return []
+    prefix: list[str] = []
+    for column in zip(*captions, strict=False):
+        if len(set(column)) != 1:
+            break
+        prefix.append(column[0])
+    if prefix:
+        return prefix[:3]
+    common = set(captions[0]).intersection(*captions[1:])
+    if not common:
+        return []
+    return [min(common, key=lambda tag: (sum(c.index(tag) for c in captions), tag))]

@@ -47,9 +47,14 @@ class NetworkSpec:
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> NetworkSpec:
-        if cfg.network_module != LYCORIS:
+        return cls.of_params(cfg.network_module, cfg.network_args)
+
+    @classmethod
+    def of_params(cls, network_module: str, network_args: list[str]) -> NetworkSpec:
+        """From the two keys alone (a stored job's params), without building a whole config."""
+        if network_module != LYCORIS:
             return cls()
-        args = cfg.network_args
+        args = network_args
         factor = arg_value(args, "factor")
         return cls(kind=ALGOS.get((arg_value(args, "algo") or "lora").lower(), "lora"),
                    dora=arg_flag(args, "dora_wd"), lycoris=True, factor=int(factor) if factor else -1,

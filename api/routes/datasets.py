@@ -15,7 +15,7 @@ from api.routes import API_PREFIX
 from api.schemas import DatasetIn, DatasetOut, DatasetPatch, TagBatch
 from core import keys
 from core.db import read_rows
-from core.kohya_layout import tag_counts
+from core.kohya_layout import tag_counts, trigger_words
 from core.models import Dataset, Image, Job
 from core.phash import DEFAULT_MAX_DISTANCE, near_duplicate_groups, phash
 
@@ -87,6 +87,12 @@ def delete_dataset(dataset: OwnedDataset, session: SessionDep, storage: StorageD
 async def tag_frequency(dataset: OwnedDataset, session: SessionDep) -> list[dict[str, object]]:
     tag_lists = session.scalars(select(Image.tags).where(Image.dataset_id == dataset.id))
     return [{"tag": tag, "count": count} for tag, count in tag_counts(tag_lists)]
+
+
+@router.get("/datasets/{dataset_id}/trigger-words")
+async def suggested_trigger_words(dataset: OwnedDataset, session: SessionDep) -> dict[str, list[str]]:
+    """What publishing prefills: the tags in front of every caption (see core.kohya_layout.trigger_words)."""
+    return {"trigger_words": trigger_words(selected_images(session, dataset, None))}
 
 
 def apply_tag_batch(tags: list[str], batch: TagBatch) -> list[str]:

@@ -6,22 +6,35 @@ from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep, not_found
+from api.deps import CurrentUser, MaybeUser, SessionDep, SettingsDep, StorageDep, not_found
 from api.routes import API_PREFIX
 from api.routes.epochs import find_epoch
 from api.schemas import ModelOut, ModelPatch, PublishIn
-from core.models import Epoch, Job, JobStatus, PublishedModel
+from core.models import Epoch, Job, JobStatus, PublishedModel, User
 from core.storage import Storage
+from trainer.families import FAMILIES
+from trainer.network_spec import NetworkSpec
 
 router = APIRouter(prefix=API_PREFIX, tags=["models"])
 
 
-def model_out(model: PublishedModel, epoch: Epoch, storage: Storage, expires_s: int) -> ModelOut:
-    return ModelOut(id=model.id, name=model.name, owner_id=model.owner_id, job_id=model.job_id, epoch=epoch.n,
-                    trigger_words=model.trigger_words, description=model.description, visibility=model.visibility,
+def model_out(model: PublishedModel, epoch: Epoch, job: Job, owner: User, storage: Storage,
+              expires_s: int) -> ModelOut:
+    family = job.params.get("model_family")
+    spec = NetworkSpec.of_params(job.params.get("network_module", "networks.lora"), job.params.get("network_args", []))
+    return ModelOut(id=model.id, name=model.name, owner_id=model.owner_id, owner=owner.email.split("@")[0],
+                    job_id=model.job_id, epoch=epoch.n, base_model=job.base_model,
+                    family=FAMILIES[family].label if family in FAMILIES else "unknown", network_type=spec.label,
+                    size=epoch.size, trigger_words=model.trigger_words, description=model.description,
+                    visibility=model.visibility,
                     previews=[storage.signed_url(k, expires_s=expires_s) for k in epoch.previews],
                     download_url=storage.signed_url(epoch.file_key, f"{model.name}.safetensors", expires_s),
                     snippet=f"<lora:{model.name}:0.8>", created_at=model.created_at)
+
+
+def shown(session: Session, model: PublishedModel, storage: Storage, expires_s: int) -> ModelOut:
+    return model_out(model, session.get(Epoch, model.epoch_id), session.get(Job, model.job_id),
+                     session.get(User, model.owner_id), storage, expires_s)
 
 
 def check_name(session: Session, owner_id: str, name: str, visibility: str, model_id: str | None = None) -> None:
@@ -50,33 +63,38 @@ def publish(body: PublishIn, user: CurrentUser, session: SessionDep, storage: St
     if job.status == JobStatus.running:
         raise HTTPException(status.HTTP_409_CONFLICT, "the job is still training; publish when it has finished")
     epoch = find_epoch(job, body.epoch, session)
+    if (twin := session.scalar(select(PublishedModel).where(PublishedModel.epoch_id == epoch.id))) is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"epoch {epoch.n} of this job is already published as "
+                                                      f"{twin.name}: edit that model instead")
     check_name(session, user.id, body.name, body.visibility)
     words = [w.strip() for w in body.trigger_words if w.strip()]
     model = PublishedModel(owner_id=user.id, job_id=job.id, epoch_id=epoch.id, name=body.name, trigger_words=words,
                            description=body.description, visibility=body.visibility)
     session.add(model)
     session.commit()
-    return model_out(model, epoch, storage, settings.download_link_seconds)
+    return model_out(model, epoch, job, user, storage, settings.download_link_seconds)
 
 
 @router.get("/models")
 async def list_models(user: CurrentUser, session: SessionDep, storage: StorageDep,
                       settings: SettingsDep) -> list[ModelOut]:
     rows = session.execute(
-        select(PublishedModel, Epoch).join(Epoch, Epoch.id == PublishedModel.epoch_id)
+        select(PublishedModel, Epoch, Job, User).join(Epoch, Epoch.id == PublishedModel.epoch_id)
+        .join(Job, Job.id == PublishedModel.job_id).join(User, User.id == PublishedModel.owner_id)
         .where(or_(PublishedModel.owner_id == user.id, PublishedModel.visibility == "public"))
         .order_by(PublishedModel.created_at.desc())
     ).all()
-    return [model_out(m, e, storage, settings.download_link_seconds) for m, e in rows]
+    return [model_out(*row, storage, settings.download_link_seconds) for row in rows]
 
 
 @router.get("/models/{model_id}")
-async def get_model(model_id: str, user: CurrentUser, session: SessionDep, storage: StorageDep,
+async def get_model(model_id: str, user: MaybeUser, session: SessionDep, storage: StorageDep,
               settings: SettingsDep) -> ModelOut:
+    """A public model is readable by anybody with its link, visitors included; a private one by its owner."""
     model = session.get(PublishedModel, model_id)
-    if model is None or (model.owner_id != user.id and model.visibility != "public"):
+    if model is None or (model.visibility != "public" and (user is None or model.owner_id != user.id)):
         raise not_found("model")
-    return model_out(model, session.get(Epoch, model.epoch_id), storage, settings.download_link_seconds)
+    return shown(session, model, storage, settings.download_link_seconds)
 
 
 @router.patch("/models/{model_id}")
@@ -92,7 +110,7 @@ def update_model(model_id: str, body: ModelPatch, user: CurrentUser, session: Se
     for field, value in changes.items():
         setattr(model, field, value)
     session.commit()
-    return model_out(model, session.get(Epoch, model.epoch_id), storage, settings.download_link_seconds)
+    return shown(session, model, storage, settings.download_link_seconds)
 
 
 @router.delete("/models/{model_id}", status_code=status.HTTP_204_NO_CONTENT)

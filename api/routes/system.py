@@ -54,9 +54,10 @@ async def presets() -> list[dict[str, object]]:
 
 
 @router.get("/families")
-async def model_families() -> list[dict[str, object]]:
-    """The model families the service knows: name, label, training size, crop sizes."""
-    return families()
+async def model_families(settings: SettingsDep, every: bool = False) -> list[dict[str, object]]:
+    """The families of this server's base models (the first base model's first): name, label, training size, crop
+    sizes. `every=true`: every family lorabake knows."""
+    return families(None if every else [m.family for m in settings.models()])
 
 
 @router.get("/params")

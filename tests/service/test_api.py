@@ -281,7 +281,9 @@ def test_service_endpoints(client):
     assert client.get("/api/v1/base-models").json()[0] == {"name": "tiny-sd15", "family": "sd15", "resolution": 64}
     presets = client.get("/api/v1/presets").json()
     assert len(presets) == 25 and presets[0]["params"]["network_dim"] > 0  # 5 themes × 5 families
-    crops = {f["name"]: f["crop_sizes"] for f in client.get("/api/v1/families").json()}
+    offered = [f["name"] for f in client.get("/api/v1/families").json()]
+    assert offered == [m["family"] for m in client.get("/api/v1/base-models").json()]  # only what can be trained
+    crops = {f["name"]: f["crop_sizes"] for f in client.get("/api/v1/families?every=true").json()}
     assert {"768x1024", "1024x1024", "1024x768"} <= set(crops["sdxl"])  # the flow's own SDXL sizes
     assert {"512x768", "512x512", "768x512"} <= set(crops["sd15"])
     types = {t["name"]: t for t in client.get("/api/v1/network-types").json()}

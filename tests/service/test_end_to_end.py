@@ -174,6 +174,15 @@ def test_register_upload_train_publish_and_isolation(stack):
     assert published.status_code == 201, published.text
     model = published.json()
     assert model["snippet"] == "<lora:shapes:0.8>" and len(model["previews"]) == 4
+    epoch_2 = client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=alice).json()[1]
+    assert (model["owner"], model["base_model"], model["family"], model["network_type"], model["size"]) == \
+        ("alice", "tiny-sd15", "SD 1.5", "LoRA", epoch_2["size"])
+    twice = client.post("/api/v1/models", json={"job_id": job["id"], "epoch": 2, "name": "shapes_again"},
+                        headers=alice)
+    assert twice.status_code == 409 and "already published as shapes" in twice.json()["detail"]
+    # every caption starts with the trigger word the batch edit put there
+    suggested = client.get(f"/api/v1/datasets/{dataset['id']}/trigger-words", headers=alice).json()
+    assert suggested == {"trigger_words": ["sks"]}
 
     bob = register(client, "bob@example.com")
     for path in (f"/api/v1/datasets/{dataset['id']}", f"/api/v1/datasets/{dataset['id']}/images",
@@ -191,6 +200,8 @@ def test_register_upload_train_publish_and_isolation(stack):
                            headers=alice)
     assert renamed.status_code == 200 and renamed.json()["snippet"] == "<lora:shapes_v2:0.8>"
     assert [m["name"] for m in client.get("/api/v1/models", headers=bob).json()] == ["shapes_v2"]
+    visitor = httpx.get(client.base_url.join(f"/api/v1/models/{model['id']}"))  # no session: a shared link
+    assert visitor.status_code == 200 and visitor.json()["owner"] == "alice"
     blocked = client.delete(f"/api/v1/jobs/{job['id']}", headers=alice)
     assert blocked.status_code == 409 and "unpublish" in blocked.json()["detail"]
     assert client.delete(f"/api/v1/models/{model['id']}", headers=alice).status_code == 204

@@ -114,7 +114,11 @@ def test_model_names_are_unique_per_owner_and_among_public_models(tmp_path):
         body = {"job_id": alice_job, "epoch": 1, "name": "shared", "visibility": "public"}
         assert client.post("/api/v1/models", json=body, headers=alice).status_code == 201
         again = client.post("/api/v1/models", json={**body, "visibility": "private"}, headers=alice)
-        assert again.status_code == 409 and "already published a model called shared" in again.json()["detail"]
+        assert again.status_code == 409 and "epoch 1 of this job is already published as shared" in \
+            again.json()["detail"]
+        other_job, _ = _finished_job(settings, "alice@example.com")
+        same_name = client.post("/api/v1/models", json={**body, "job_id": other_job}, headers=alice)
+        assert same_name.status_code == 409 and "already published a model called shared" in same_name.json()["detail"]
         clash = client.post("/api/v1/models", json={**body, "job_id": bob_job}, headers=bob)
         assert clash.status_code == 409 and "ambiguous" in clash.json()["detail"]
         private = client.post("/api/v1/models", json={**body, "job_id": bob_job, "visibility": "private"},

@@ -32,7 +32,10 @@ export async function api(method, path, body, { form = false } = {}) {
     headers["Content-Type"] = "application/json";
     payload = JSON.stringify(body);
   }
-  const response = await fetch("/api/v1" + path, { method, headers, body: payload, credentials: "same-origin" });
+  // keepalive: a small save still reaches the server when the tab is closed or reloaded under it
+  const keepalive = typeof payload === "string" && payload.length < 60000;
+  const response = await fetch("/api/v1" + path, { method, headers, body: payload, credentials: "same-origin",
+                                                    keepalive });
   if (response.status === 204) return null;
   const data = await response.json().catch(() => null);
   if (!response.ok) {

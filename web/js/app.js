@@ -24,15 +24,21 @@ const routes = [
   [/^#\/settings$/, () => settingsPage()],
 ];
 
+const PUBLIC = [/^#\/models\/\w+$/];
 let cleanup = null;
 
 async function route() {
-  if (cleanup) cleanup();
+  const leaving = cleanup;
   cleanup = null;
+  if (leaving) await leaving(); // a page saves what the user typed before the next one is drawn
   const hash = location.hash || "#/datasets";
   const signedIn = await get("/me").then(() => true, () => false);
   document.getElementById("nav").hidden = !signedIn;
-  if (!signedIn && hash !== "#/sign-in") { location.hash = "#/sign-in"; return; }
+  // visitors may open a public model's link; everything else asks them to sign in
+  if (!signedIn && hash !== "#/sign-in" && !PUBLIC.some((pattern) => pattern.test(hash))) {
+    location.hash = "#/sign-in";
+    return;
+  }
   if (signedIn) watchJobs();
   for (const [pattern, render] of routes) {
     const match = hash.match(pattern);

@@ -20,7 +20,7 @@ export function h(tag, attrs = {}, ...children) {
 // Every view's title is its heading, so tabs and history read "Train on circles · lorabake".
 export function mount(...children) {
   const main = document.getElementById("main");
-  main.replaceChildren(...children);
+  main.replaceChildren(...children.filter((child) => child !== null && child !== undefined && child !== false));
   const heading = main.querySelector("h1");
   document.title = heading ? `${heading.textContent} · lorabake` : "lorabake";
   return main;

@@ -4,12 +4,10 @@ import { field, h, mount, showErrors, splitList } from "../dom.js";
 
 export async function publishPage(jobId, n) {
   const job = await get(`/jobs/${jobId}`);
-  const [dataset, frequencies] = await Promise.all([get(`/datasets/${job.dataset_id}`),
-    get(`/datasets/${job.dataset_id}/tags`)]);
-  // the trigger words are the tags every image of the dataset carries ("sks", the character's name …)
-  const everywhere = frequencies.filter((f) => f.count >= dataset.image_count).map((f) => f.tag).slice(0, 3);
+  // the trigger words are what the user put in front of every caption ("sks", the character's name …)
+  const suggested = (await get(`/datasets/${job.dataset_id}/trigger-words`)).trigger_words;
   const name = h("input", { type: "text", name: "name", required: true, value: job.name });
-  const triggers = h("input", { type: "text", name: "trigger_words", value: everywhere.join(", ") });
+  const triggers = h("input", { type: "text", name: "trigger_words", value: suggested.join(", ") });
   const description = h("textarea", { name: "description", rows: 4, cols: 60 });
   const visibility = h("select", { name: "visibility" }, h("option", { value: "private" }, "private (only you)"),
     h("option", { value: "public" }, "public (everybody on this server)"));
@@ -35,7 +33,9 @@ export async function modelPage(modelId) {
   const snippet = h("code", { class: "snippet" }, model.snippet);
   const copied = h("span", { class: "muted", role: "status" });
   mount(h("h1", {}, model.name),
-    h("p", { class: "muted" }, `${model.visibility} · epoch ${model.epoch} · published ${new Date(model.created_at).toLocaleString()}`),
+    h("p", { class: "muted" }, `${model.visibility} · by ${model.owner} · epoch ${model.epoch} · published ${new Date(model.created_at).toLocaleString()}`),
+    h("dl", { class: "facts" }, h("dt", {}, "Base model"), h("dd", {}, `${model.family}: ${model.base_model}`),
+      h("dt", {}, "Network"), h("dd", {}, model.network_type), h("dt", {}, "File size"), h("dd", {}, megabytes(model.size))),
     model.description && h("p", {}, model.description),
     model.trigger_words.length > 0 && h("p", {}, "Trigger words: ", model.trigger_words.join(", ")),
     h("p", {}, "Use it with ", snippet, " ", h("button", { type: "button", class: "secondary", onclick: async () => {
@@ -44,22 +44,28 @@ export async function modelPage(modelId) {
     } }, "Copy"), " ", copied),
     h("p", {}, h("a", { href: model.download_url, download: `${model.name}.safetensors` }, `Download ${model.name}.safetensors`)),
     h("div", { class: "chips" }, model.previews.map((url, i) => h("img", { src: url, alt: `preview ${i + 1}`, style: "width:160px" }))),
-    model.owner_id === (await get("/me")).id && ownerControls(model));
+    model.owner_id === (await get("/me").catch(() => ({}))).id && ownerControls(model));
 }
 
-// Rename, change who sees it, or unpublish (the job and its files stay).
+export const megabytes = (bytes) => `${(bytes / 1e6).toFixed(bytes < 1e7 ? 2 : 1)} MB`;
+
+// Rename, describe, change the trigger words or who sees it, or unpublish (the job and its files stay).
 function ownerControls(model) {
   const name = h("input", { type: "text", name: "name", required: true, value: model.name });
+  const triggers = h("input", { type: "text", name: "trigger_words", value: model.trigger_words.join(", ") });
+  const description = h("textarea", { name: "description", rows: 3, cols: 50 }, model.description);
   const visibility = h("select", { name: "visibility" }, ["private", "public"].map((v) =>
     h("option", { value: v, selected: v === model.visibility }, v)));
   const box = h("p", { class: "error", role: "alert" });
   const form = h("form", { class: "card", "aria-label": "Manage this model", onsubmit: async (e) => {
     e.preventDefault();
     try {
-      await patch(`/models/${model.id}`, { name: name.value, visibility: visibility.value });
+      await patch(`/models/${model.id}`, { name: name.value, visibility: visibility.value,
+        trigger_words: splitList(triggers.value), description: description.value });
       window.dispatchEvent(new HashChangeEvent("hashchange"));
     } catch (error) { showErrors(form, box, error); }
   } }, h("h2", {}, "Manage"), h("div", { class: "row" }, field("Name", name), field("Visibility", visibility),
+    field("Trigger words (comma-separated)", triggers), field("Description", description),
     h("button", { type: "submit" }, "Save"),
     h("button", { type: "button", class: "secondary", onclick: async () => {
       if (!confirm(`Unpublish "${model.name}"? Its job and epoch files stay.`)) return;
@@ -72,8 +78,12 @@ function ownerControls(model) {
 export async function modelsPage() {
   const models = await get("/models");
   mount(h("h1", {}, "Models"), models.length
-    ? h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Trigger words", "Visibility", "Snippet"].map((t) => h("th", {}, t)))),
+    ? h("div", { class: "scroll", tabindex: 0, role: "region", "aria-label": "Models table (scrolls sideways)" },
+      h("table", {}, h("thead", {}, h("tr", {}, ["Name", "By", "Base model", "Network", "Trigger words", "Visibility",
+        "Size", "Snippet"].map((t) => h("th", {}, t)))),
       h("tbody", {}, models.map((m) => h("tr", {}, h("td", {}, h("a", { href: `#/models/${m.id}` }, m.name)),
-        h("td", {}, m.trigger_words.join(", ")), h("td", {}, m.visibility), h("td", {}, h("code", {}, m.snippet))))))
+        h("td", {}, m.owner), h("td", {}, `${m.family}: ${m.base_model}`), h("td", {}, m.network_type),
+        h("td", {}, m.trigger_words.join(", ")), h("td", {}, m.visibility), h("td", {}, megabytes(m.size)),
+        h("td", {}, h("code", {}, m.snippet)))))))
     : h("p", { class: "muted" }, "Nothing published yet: publish an epoch from a job page."));
 }

@@ -17,7 +17,7 @@ function cropOverlay(image) {
 
 export async function workbenchPage(datasetId) {
   const state = { dataset: null, images: [], frequencies: [], selected: new Set(), filter: null, last: null,
-                  groupOf: new Map() };
+                  groupOf: new Map(), pending: null, saving: Promise.resolve() };
   const grid = virtualGrid({ tile: (image) => tile(image), key: (image) => image.id, label: "Images" });
   const side = h("div");
   const counter = h("p", { class: "muted", role: "status" });
@@ -88,13 +88,24 @@ export async function workbenchPage(datasetId) {
       h("div", { class: "meta muted" }, image.tags.slice(0, 4).join(", ") || "no tags"));
   }
 
-  // The selected image's editor. Changes are kept while it stays selected and saved when another image is picked
-  // (or with the button): clicking away never drops them.
+  // The selected image's editor. Every change is saved as it is made (chips, repeats, the reg flag, after a short
+  // pause); text typed without Enter becomes tags when another image is picked or the page is left. Saves run one
+  // after another, each with the whole record, so the last one wins.
   function detail(image) {
     const tags = [...image.tags];
     const chips = h("div", { class: "chips" });
     const saved = h("span", { class: "muted", role: "status" });
-    const changed = () => { state.pending = flush; saved.textContent = "Unsaved changes: saved when you pick another image."; };
+    let timer = null;
+    const changed = ({ typed = false } = {}) => {
+      state.pending = flush;
+      clearTimeout(timer);
+      if (typed) {
+        saved.textContent = "Typed tags are added when you press Enter, pick another image or leave the page.";
+        return;
+      }
+      saved.textContent = "Saving…";
+      timer = setTimeout(flush, 400);
+    };
     const drawChips = () => chips.replaceChildren(...tags.map((tag, i) => h("span", { class: "chip" }, tag,
       h("button", { type: "button", "aria-label": `remove tag ${tag}`, onclick: () => { tags.splice(i, 1); drawChips(); changed(); } }, "×"))));
     drawChips();
@@ -104,34 +115,38 @@ export async function workbenchPage(datasetId) {
       drawChips();
     };
     const adder = h("input", { type: "text", list: "dataset-tags",
-      oninput: () => changed(),
+      oninput: () => changed({ typed: true }),
       onkeydown: (e) => {
         if (e.key !== "Enter") return;
         e.preventDefault();
         takeTyped();
         changed();
       } });
-    const repeats = h("input", { type: "number", min: 1, max: 1000, value: image.repeats ?? "", oninput: changed });
-    const reg = h("input", { type: "checkbox", checked: image.is_reg, onchange: changed });
-    async function flush() {
-      state.pending = null;
+    const repeats = h("input", { type: "number", min: 1, max: 1000, value: image.repeats ?? "", oninput: () => changed() });
+    const reg = h("input", { type: "checkbox", checked: image.is_reg, onchange: () => changed() });
+    function flush() {
+      clearTimeout(timer);
+      if (state.pending === flush) state.pending = null;
       takeTyped();
-      try {
-        await patch(`/datasets/${datasetId}/images/${image.id}`, { tags, is_reg: reg.checked,
-          repeats: repeats.value ? Number(repeats.value) : null });
-        Object.assign(image, { tags: [...tags], is_reg: reg.checked, repeats: repeats.value ? Number(repeats.value) : null });
-      } catch (error) { message.textContent = `${image.filename}: ${error.message}`; }
+      const record = { tags: [...tags], is_reg: reg.checked, repeats: repeats.value ? Number(repeats.value) : null };
+      state.saving = state.saving.then(async () => {
+        try {
+          await patch(`/datasets/${datasetId}/images/${image.id}`, record);
+          Object.assign(image, record);
+          if (!state.pending) saved.textContent = "Saved.";
+        } catch (error) {
+          saved.textContent = "";
+          message.textContent = `${image.filename}: ${error.message}`;
+        }
+      });
+      return state.saving;
     }
-    const save = async () => {
-      await flush();
-      await reload();
-    };
     return h("section", { class: "card", "aria-label": "Selected image" },
       h("h2", {}, image.filename), h("p", { class: "muted" }, `${image.width}×${image.height} ${image.format}`),
-      chips, field("Add tags", adder, "Enter adds them; commas separate tags."),
+      chips, field("Add tags", adder, "Enter adds them; commas separate tags. Changes are saved as you make them."),
       field("Repeats", repeats, `Empty: the dataset's default (${state.dataset.default_repeats}).`),
       h("label", {}, reg, " Regularization image"),
-      h("div", { class: "row" }, h("button", { type: "button", onclick: save }, "Save image"), saved));
+      h("div", { class: "row" }, saved));
   }
 
   // Crop sizes come from the server's family registry (GET /families), so a new family needs no change here.
@@ -243,9 +258,23 @@ export async function workbenchPage(datasetId) {
       location.hash = "#/datasets";
     } catch (error) { message.textContent = error.message; }
   } }, "Delete dataset"));
+  // Leaving the page (a menu link, back) saves what is open; closing or reloading the tab with a save still to
+  // make sends it on its way and asks the browser to warn.
+  const unloading = (event) => {
+    if (!state.pending) return;
+    state.pending();
+    event.preventDefault();
+    event.returnValue = "";
+  };
+  window.addEventListener("beforeunload", unloading);
   mount(h("h1", {}, state.dataset.name), rename,
     h("p", {}, h("a", { href: `#/datasets/${datasetId}/train`, class: "button" }, "Train a LoRA on this dataset →")),
     exportLinks(datasetId), uploadPanel(datasetId, afterUpload), serverTasks, await autotagPanel(datasetId, selectedIds, reload),
     batchTagPanel(datasetId, selectedIds, reload), duplicatesPanel(datasetId, () => state.images, pick),
     toolbar, counter, message, h("div", { class: "layout" }, grid.element, side));
+  return async () => {
+    window.removeEventListener("beforeunload", unloading);
+    if (state.pending) state.pending();
+    await state.saving;
+  };
 }
