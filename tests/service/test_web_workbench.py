@@ -119,6 +119,9 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     expect(page.get_by_role("listbox", name="Images").get_by_role("option")).to_have_count(8)
     shot(page, "03-workbench-uploaded")
 
+    # only the families of the server's base models can be cropped for, the first base model's first
+    expect(page.get_by_label("Base family").locator("option")).to_have_text(["SD 1.5", "FLUX.1"])
+    expect(page.get_by_label("Base family")).to_have_value("sd15")
     page.get_by_label("Tags (comma-separated)").fill("sks")
     page.get_by_role("button", name="Apply").click()
     expect(page.get_by_text("8 of 8 images changed")).to_be_visible()
@@ -144,6 +147,25 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     page.keyboard.press("Enter")
     expect(tiles.nth(1)).to_be_focused()
     expect(tiles.nth(1)).to_have_attribute("aria-selected", "true")
+
+    # Edits are saved as they are made: a chip, and a half-typed tag, survive following a menu link
+    tiles.nth(5).click()
+    editor.get_by_label("Add tags").fill("blue")
+    editor.get_by_label("Add tags").press("Enter")
+    editor.get_by_label("Add tags").fill("hal")
+    page.get_by_role("link", name="Jobs").click()
+    expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+    page.go_back()
+    expect(page.get_by_role("heading", name="circles")).to_be_visible()
+    tiles.nth(5).click()
+    expect(editor.get_by_role("button", name="remove tag blue")).to_be_visible()
+    expect(editor.get_by_role("button", name="remove tag hal")).to_be_visible()
+    editor.get_by_role("button", name="remove tag hal").click()
+    expect(editor.get_by_role("status")).to_have_text("Saved.")
+    page.reload()
+    tiles.nth(5).click()
+    expect(editor.get_by_role("button", name="remove tag blue")).to_be_visible()
+    expect(editor.get_by_role("button", name="remove tag hal")).to_have_count(0)
 
     # Images smaller than the family's training size are marked; repeats are set on a selection; sorting
     page.get_by_label("Base family").select_option(label="SD 1.5")
@@ -286,9 +308,27 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     shot(page, "09-model-page")
 
     model_url = page.url
+    facts = page.locator("dl.facts")
+    expect(facts).to_contain_text("SD 1.5: tiny-sd15")
+    expect(facts).to_contain_text("LoRA")
+    expect(facts).to_contain_text(re.compile(r"\d+\.\d+ MB"))
     page.get_by_role("link", name="Models").click()
     expect(page.get_by_role("link", name="circles")).to_be_visible()
+    expect(page.get_by_role("row", name=re.compile("circles"))).to_contain_text("painter")
     shot(page, "10-models-list")
+
+    # A visitor with the link: the public model, no menu (nor "Sign out"), no stray "false" under the previews
+    visitor = page.context.browser.new_context(base_url=stack.url)
+    stranger = visitor.new_page()
+    stranger.goto(model_url)
+    expect(stranger.get_by_role("heading", name="circles")).to_be_visible()
+    expect(stranger.get_by_text("by painter")).to_be_visible()
+    expect(stranger.get_by_role("navigation", name="Main")).to_be_hidden()
+    expect(stranger.get_by_role("button", name="Sign out")).to_be_hidden()
+    assert "false" not in stranger.locator("main").inner_text()
+    expect(stranger.get_by_role("form", name="Manage this model")).to_have_count(0)
+    shot(stranger, "10b-model-page-visitor")
+    visitor.close()
 
     # A phone (390 px) in dark mode: every view fits the screen's width and follows the system's colour scheme
     page.set_viewport_size({"width": 390, "height": 844})
@@ -345,8 +385,12 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     page.goto(model_url)
     manage = page.get_by_role("form", name="Manage this model")
     manage.get_by_label("Name").fill("circles_v2")
+    manage.get_by_label("Description").fill("Flat red circles.")
+    manage.get_by_label("Trigger words (comma-separated)").fill("sks, red circle")
     manage.get_by_role("button", name="Save").click()
     expect(page.get_by_role("heading", name="circles_v2")).to_be_visible()
+    expect(page.get_by_role("paragraph").filter(has_text="Flat red circles.")).to_be_visible()
+    expect(page.get_by_text("Trigger words: sks, red circle")).to_be_visible()
     expect(page.locator("code.snippet")).to_have_text("<lora:circles_v2:0.8>")
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("form", name="Manage this model").get_by_role("button", name="Unpublish").click()
