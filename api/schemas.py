@@ -250,7 +250,8 @@ class Estimate(BaseModel):
     reg_samples: int
     batch_size: int
     gradient_accumulation_steps: int
-    estimated_seconds: float
+    estimated_seconds: float | None = Field(description="how long it takes on this server, learned from the runs it "
+                                                     "finished; null: no measurement on this server yet")
     tonight_starts_at: datetime = Field(description='when "start tonight" would start (the off-peak window)')
     warnings: list[dict[str, str]]
     errors: list[dict[str, str]]

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.orm import Session
+
+from core.estimates import RunShape, estimate_seconds
 from core.kohya_layout import held_out
 from core.models import Dataset, Image
 from core.settings import BaseModelEntry
@@ -132,8 +135,9 @@ def _config_error(message: str) -> dict[str, str]:
     return {"field": key, "message": text or message}
 
 
-def estimated_seconds(result: Assessment) -> float:
+def estimated_seconds(session: Session, result: Assessment) -> float | None:
+    """How long the assessed run takes on this server (core.estimates); None before any measurement."""
     if result.plan is None or result.config is None or result.model is None:
-        return 0.0
-    images = result.plan.total_steps * result.config.train_batch_size * result.config.gradient_accumulation_steps
-    return round(images * result.model.seconds_per_image, 1)
+        return None
+    return estimate_seconds(session, RunShape.of(result.model.family, result.config), result.plan.total_steps,
+                            result.plan.epochs)

@@ -7,7 +7,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -221,4 +233,22 @@ class Generation(Base):
     image_keys: Mapped[list[Any]] = mapped_column(default=list)
     notes: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")  # e.g. LoRA modules that fit nothing
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RunTiming(Base):
+    """One finished training run on this server, as the estimator reads it: duration ≈ setup_s + steps · step_s +
+    epochs · epoch_s (an epoch's end: saving, uploading, previews)."""
+
+    __tablename__ = "run_timings"
+    __table_args__ = (Index("ix_run_timings_family", "family", "resolution", "batch_size"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    family: Mapped[str] = mapped_column(String(32))
+    resolution: Mapped[str] = mapped_column(String(16))  # "WxH"
+    batch_size: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[int] = mapped_column(Integer)
+    epochs: Mapped[int] = mapped_column(Integer)
+    setup_s: Mapped[float] = mapped_column(Float)
+    step_s: Mapped[float] = mapped_column(Float)
+    epoch_s: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

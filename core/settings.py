@@ -25,7 +25,6 @@ class BaseModelEntry(BaseModel):
     resolution: int = 512
     v_parameterization: bool = False
     train_overrides: dict[str, Any] = Field(default_factory=dict)  # applied over every preset for this model
-    seconds_per_image: float = 0.25  # for the ETA before a job has measured its own speed
 
     @field_validator("family")
     @classmethod
@@ -164,12 +163,12 @@ class Settings(BaseSettings):
                  "mixed_precision": "no", "network_dim": 4, "network_alpha": 2, "learning_rate": 1e-3,
                  "unet_lr": 1e-3, "text_encoder_lr": 5e-4}
         entries = [BaseModelEntry(name="tiny-sd15", family="sd15", location=str(self.tiny_model("sd15")),
-                                  resolution=64, train_overrides=small, seconds_per_image=0.02)]
+                                  resolution=64, train_overrides=small)]
         for family in ("flux", "chroma"):
             if (self.tiny_model(family) / "model_index.json").is_file():
                 entries.append(BaseModelEntry(name=f"tiny-{family}", family=family,
                                               location=str(self.tiny_model(family)), resolution=64,
-                                              train_overrides=small, seconds_per_image=0.02))
+                                              train_overrides=small))
         return entries
 
     def tiny_model(self, family: str) -> Path:

@@ -77,14 +77,22 @@ class ServiceCallbacks(Callbacks):
         self.storage, self.beat = storage, beat
         self.progress_every_s = progress_every_s
         self._last_progress = 0.0
+        self._step_clock = 0.0
         self._state_key: str | None = job.state_key
         self._pending: dict[int, dict] = {}  # epoch → its stored file, waiting for its state
         self.logs: list[str] = list(job.log_tail)
         self.history: list[list[float]] = list(job.history)
         self.saved_epochs: list[int] = []
+        self.first_step_at: float | None = None  # time.monotonic() when the first step of this attempt ended
+        self.step_intervals: list[float] = []  # seconds between consecutive steps (epoch ends included)
 
     def on_progress(self, p: Progress) -> None:
         now = time.monotonic()
+        if self.first_step_at is None:
+            self.first_step_at = now
+        else:
+            self.step_intervals.append(now - self._step_clock)
+        self._step_clock = now
         if now - self._last_progress >= self.progress_every_s or p.step == p.total_steps:
             self._last_progress = now
             self.history = [point for point in self.history if point[0] < p.step] + [[p.step, p.loss, p.lr]]

@@ -6,12 +6,16 @@ import contextlib
 import logging
 import os
 import shutil
+import statistics
+import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from core.db import session_factory
+from core.estimates import RunShape, record
 from core.events import notices_for
 from core.jobs import claim_next, finish, transition
 from core.kohya_layout import held_out
@@ -21,6 +25,10 @@ from core.storage import Storage
 from core.storage_retry import StorageUnavailable
 from worker.materialise import materialise
 from worker.runner import AttemptSuperseded, Heartbeat, ServiceCallbacks
+
+if TYPE_CHECKING:
+    from trainer.config import TrainConfig
+    from trainer.loop import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,7 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
         job = session.get(Job, job_id)
         dataset = session.get(Dataset, job.dataset_id)
         images = list(session.scalars(select(Image).where(Image.dataset_id == dataset.id)))
+    started = time.monotonic()
     scratch = settings.scratch.resolve() / job_id / f"attempt-{job.attempt}"
     notices = notices_for(settings.redis_url)
     notices.changed(job_id)
@@ -89,6 +98,8 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
             # a crash after the last epoch resumes with nothing left to train: its epochs are all stored already
             if missing or (result.final_path is None and result.epochs not in stored):
                 raise RuntimeError(f"training ended but epochs {missing or 'final'} were not stored")
+            if resume is None and callbacks.step_intervals:  # a whole run from the start: a measurement
+                _measured(session, job, cfg, result, callbacks, started)
             return _end(session, job_id, attempt, JobStatus.succeeded, step=result.steps)
     except StorageUnavailable as exc:  # not the job's fault: it resumes from its last stored epoch
         callbacks.on_log(f"interrupted: {exc}; the job goes back to the queue and resumes")
@@ -109,6 +120,16 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
         beat.stop()
         notices.changed(job_id)
         remove_scratch(scratch)
+
+
+def _measured(session, job: Job, cfg: TrainConfig, result: TrainResult,  # noqa: ANN001
+              callbacks: ServiceCallbacks, started: float) -> None:
+    """What this run teaches the estimator: the median step (epoch ends are the rare long intervals), the time
+    before the first step, and the rest as the epochs' ends."""
+    step_s = statistics.median(callbacks.step_intervals)
+    setup_s = max(0.0, (callbacks.first_step_at or started) - started - step_s)
+    record(session, RunShape.of(job.params["model_family"], cfg), result.steps, result.epochs, setup_s, step_s,
+           time.monotonic() - started)
 
 
 def remove_scratch(scratch: Path) -> None:

@@ -51,7 +51,8 @@ def estimate(body: JobIn, user: CurrentUser, session: SessionDep, settings: Sett
                     batch_size=config.train_batch_size if config else 1,
                     gradient_accumulation_steps=config.gradient_accumulation_steps if config else 1,
                     tonight_starts_at=next_off_peak(utcnow(), settings.off_peak_start_hour),
-                    estimated_seconds=estimated_seconds(result), warnings=result.warnings, errors=result.errors)
+                    estimated_seconds=estimated_seconds(session, result), warnings=result.warnings,
+                    errors=result.errors)
 
 
 def next_off_peak(now: datetime, start_hour: int) -> datetime:
@@ -94,7 +95,7 @@ def _create(body: JobIn, user_id: str, session: Session, settings: Settings, req
               status=JobStatus.scheduled if scheduled else JobStatus.queued,
               start_after=start_after if scheduled else None, queued_at=None if scheduled else utcnow(),
               total_steps=result.plan.total_steps, epochs_total=result.plan.epochs,
-              estimated_s=estimated_seconds(result) or None)
+              estimated_s=estimated_seconds(session, result))
     session.add(job)
     session.commit()
     if not scheduled:
@@ -220,9 +221,10 @@ def continue_training(job: OwnedJob, body: ContinueIn, request: Request, user: C
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"message": "the job cannot continue as asked",
                                                                      "errors": result.errors})
     done = min(steps_done, result.plan.total_steps)
+    whole = estimated_seconds(session, result)
+    left = whole * (1 - done / result.plan.total_steps) if whole is not None else None
     if not transitions.reopen(session, job.id, params=result.values, total_steps=result.plan.total_steps,
-                              epochs_total=result.plan.epochs,
-                              estimated_s=estimated_seconds(result) * (1 - done / result.plan.total_steps) or None):
+                              epochs_total=result.plan.epochs, estimated_s=left):
         raise HTTPException(status.HTTP_409_CONFLICT, "the job changed meanwhile; reload it")
     session.commit()
     enqueue(request, session, job.id)

@@ -265,3 +265,31 @@ def test_a_resumed_attempt_renders_the_previews_its_predecessor_did_not_keep(ser
         assert "rendering the previews of epoch 2" in " ".join(session.get(Job, job_id).log_tail)
     assert len(previews[2]) == len(previews[1]) > 0
     assert all(storage.exists(key) for key in previews[2])
+
+
+def test_after_one_finished_job_the_next_identical_job_is_estimated_within_a_quarter_of_its_duration(tmp_path,
+                                                                                                     tiny_sd15):
+    settings = Settings(var_dir=tmp_path / "var", reconcile_in_api=False)
+    shutil.copytree(tiny_sd15, tmp_path / "var" / "models" / "tiny-sd15")
+    storage = storage_for(settings)
+    with TestClient(create_app(settings)) as client:
+        me = register(client, "estimates@example.com")
+        dataset = dataset_with_images(client, me, 4, repeats=10)
+        request = {"dataset_id": dataset["id"], "base_model": "tiny-sd15", "preset": "standard",
+                   "params": {"max_train_epochs": 3, "sample_every_n_epochs": None}}
+
+        def measured(job_id: str) -> float:
+            with session_factory(settings.db_url)() as session:
+                job = session.get(Job, job_id)
+                return (job.finished_at - job.started_at).total_seconds()
+
+        first = client.post("/api/v1/jobs/estimate", json=request, headers=me).json()
+        assert first["estimated_seconds"] is None  # nothing measured on this server yet
+        job_id = start_job(client, me, dataset, "first", 3)
+        assert run_training(settings, storage, job_id, "w") == JobStatus.succeeded
+        estimate = client.post("/api/v1/jobs/estimate", json=request, headers=me).json()["estimated_seconds"]
+        again = start_job(client, me, dataset, "again", 3)
+        assert client.get(f"/api/v1/jobs/{again}", headers=me).json()["estimated_s"] == estimate  # one estimator
+        assert run_training(settings, storage, again, "w") == JobStatus.succeeded
+        ratio = estimate / measured(again)
+        assert 0.75 <= ratio <= 1.25, (estimate, measured(again), measured(job_id))

@@ -168,7 +168,9 @@ export async function trainPage({ datasetId, fromJob }) {
       const accumulation = result.gradient_accumulation_steps > 1 ? ` ÷ ${result.gradient_accumulation_steps} accumulated` : "";
       estimateBox.textContent = `${result.total_steps} steps: ${result.train_images} images × repeats = ` +
         `${result.train_samples} samples${reg} per epoch ÷ batch ${result.batch_size}${accumulation} = ` +
-        `${result.steps_per_epoch} steps × ${result.epochs} epochs, about ${duration(result.estimated_seconds)}`;
+        `${result.steps_per_epoch} steps × ${result.epochs} epochs, ` + (result.estimated_seconds == null
+          ? "time: no measurement on this server yet (the first finished run teaches it)"
+          : `about ${duration(result.estimated_seconds)}`);
       warnings.replaceChildren(...result.warnings.map((w) => h("li", {}, `${w.field}: ${w.message}`)));
       tonight.textContent = `Start tonight (off-peak, ${clock(result.tonight_starts_at)})`;
       showErrors(form, box, { fields: Object.fromEntries(result.errors.map((e) => [e.field, e.message])), message: "" });
