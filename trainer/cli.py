@@ -1,4 +1,4 @@
-"""`lorabake` command line: train, models make-tiny, generate."""
+"""`lorabake` command line: train, models make-tiny, generate, to-lora, datasets import."""
 
 from __future__ import annotations
 
@@ -123,6 +123,20 @@ def _generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _to_lora(args: argparse.Namespace) -> int:
+    from trainer.convert import convert_file
+    from trainer.families import folder_family, runtime
+
+    model = runtime(args.family or folder_family(args.model) or "sd15").load_location(args.model)
+    try:
+        done = convert_file(model, Path(args.lora), Path(args.out), args.rank)
+    except ValueError as exc:
+        raise ConfigError([f"--lora: {exc}"]) from None
+    print(f"{args.out}: a plain LoRA of rank {done.rank} over {done.modules} modules; it leaves out "
+          f"{done.relative_error:.2%} of the update (worst module {done.worst_module}: {done.worst_error:.2%})")
+    return EXIT_OK
+
+
 def _import_dataset(args: argparse.Namespace) -> int:
     from core.dataset_client import ImportFailed, import_dataset
 
@@ -169,6 +183,14 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--size", type=int, default=512)
     gen.add_argument("--out", default="generated")
     gen.set_defaults(run=_generate)
+    plain = commands.add_parser("to-lora", help="turn a DoRA / LoHa / LoKr file into a plain LoRA of a chosen rank "
+                                "(applied the same way in every tool)")
+    plain.add_argument("--model", required=True, help="the base model it was trained on")
+    plain.add_argument("--family", choices=list(FAMILIES), help="the model's family (default: read from its folder)")
+    plain.add_argument("--lora", required=True, help="the file to convert")
+    plain.add_argument("--rank", type=int, default=32)
+    plain.add_argument("--out", required=True)
+    plain.set_defaults(run=_to_lora)
     datasets = commands.add_parser("datasets", help="dataset tools").add_subparsers(dest="datasets_command",
                                                                                      required=True)
     imp = datasets.add_parser("import", help="send a kohya-layout folder or zip to a lorabake server")

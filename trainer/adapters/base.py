@@ -53,13 +53,16 @@ class Adapter(nn.Module, metaclass=ABCMeta):
         self._chained: list[bool] = []
         self.dora_scale: nn.Parameter | None = None
         if dora:
-            weight = torch.cat([t.weight.detach().float().flatten(1) for t in targets])
-            norms = weight.norm(dim=1).reshape(self.out_features, *[1] * len(self.in_shape))
+            norms = self.base_weight().norm(dim=1).reshape(self.out_features, *[1] * len(self.in_shape))
             self.dora_scale = nn.Parameter(norms.to(first.weight.device))
 
     @property
     def target(self) -> nn.Module:
         return self._targets[0]
+
+    def base_weight(self) -> torch.Tensor:
+        """The frozen weight the adapter changes (its targets' rows together), in float32, rows flattened."""
+        return torch.cat([t.weight.detach().float().flatten(1) for t in self._targets])
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
