@@ -292,6 +292,8 @@ class JobSummary(BaseModel):
 
 class JobOut(JobSummary):
     params: dict[str, Any]
+    network_type: str = Field("lora", description="what network_module and network_args amount to: a name in "
+                                                  "GET /network-types")
     sample_prompts: list[str]
     lr: float | None
     log_tail: list[str]
@@ -329,6 +331,23 @@ class GenerationOut(BaseModel):
     notes: list[str] = Field(default_factory=list, description="what else the generation reports, e.g. parts of "
                                                                   "a LoRA that fit nothing in the base model")
     waiting_for: str | None = Field(None, description="while queued: what it waits for")
+
+
+class PlainLoraIn(BaseModel):
+    rank: int = Field(32, ge=1, le=1024, description="the plain LoRA's rank; a higher rank leaves out less of the "
+                                                      "update and makes a larger file")
+
+
+class PlainLoraOut(BaseModel):
+    id: str
+    status: str
+    epoch: int
+    rank: int
+    report: dict[str, Any] = Field(description="when done: rank, modules, relative_error (of the whole update), "
+                                               "worst_module and worst_error")
+    download_url: str | None
+    error: str | None
+    waiting_for: str | None = None
 
 
 class SweepIn(BaseModel):

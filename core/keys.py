@@ -44,3 +44,7 @@ def sweep_cell(user_id: str, sweep_id: str, column: str) -> str:
 
 def sweep_grid(user_id: str, sweep_id: str) -> str:
     return f"{sweep_prefix(user_id, sweep_id)}grid.png"
+
+
+def conversion(user_id: str, conversion_id: str) -> str:
+    return f"u/{user_id}/plain/{conversion_id}.safetensors"

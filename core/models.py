@@ -236,6 +236,22 @@ class Generation(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Conversion(Base):
+    """An epoch as a plain LoRA of `rank` (worker.conversion): the file, and what the rank left out (`report`)."""
+
+    __tablename__ = "conversions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    epoch_n: Mapped[int] = mapped_column(Integer)
+    rank: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.queued)
+    file_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)  # rank, modules, relative_error, worst_…
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class RunTiming(Base):
     """One finished training run on this server, as the estimator reads it: duration ≈ setup_s + steps · step_s +
     epochs · epoch_s (an epoch's end: saving, uploading, previews)."""

@@ -15,6 +15,7 @@ TRAIN_QUEUE, LIGHT_QUEUE, CPU_QUEUE = "train", "gpu-light", "cpu"
 TRAIN_TASK = "lorabake.train_job"
 GENERATE_TASK = "lorabake.generate"
 SWEEP_TASK = "lorabake.sweep"
+CONVERT_TASK = "lorabake.to_plain_lora"
 RECONCILE_TASK = "lorabake.reconcile"
 DATASET_TASK = "lorabake.dataset_task"
 WEBHOOK_TASK = "lorabake.deliver_webhook"
@@ -45,7 +46,7 @@ def make_celery(settings: Settings) -> Celery:
         task_queues=[Queue(TRAIN_QUEUE), Queue(LIGHT_QUEUE), Queue(CPU_QUEUE)],
         task_default_queue=CPU_QUEUE,
         task_routes={TRAIN_TASK: {"queue": TRAIN_QUEUE}, GENERATE_TASK: {"queue": LIGHT_QUEUE},
-                     SWEEP_TASK: {"queue": LIGHT_QUEUE},
+                     SWEEP_TASK: {"queue": LIGHT_QUEUE}, CONVERT_TASK: {"queue": LIGHT_QUEUE},
                      RECONCILE_TASK: {"queue": CPU_QUEUE}, DATASET_TASK: {"queue": CPU_QUEUE},
                      WEBHOOK_TASK: {"queue": CPU_QUEUE}},
         task_acks_late=True,

@@ -41,13 +41,13 @@ class Conversion:
 def merged_update(adapter: Adapter) -> torch.Tensor:
     """ΔW' = W' − W that the adapter makes at weight 1, as a matrix (rows: outputs; columns: the flattened input)."""
     with torch.no_grad():
-        weight = adapter.base_weight()
-        delta = adapter.delta_weight(slice(0, adapter.out_features)).float().flatten(1)
+        weight = adapter.base_weight()  # on the base model's device; the file's tensors may be elsewhere
+        delta = adapter.delta_weight(slice(0, adapter.out_features)).float().flatten(1).to(weight.device)
         if adapter.dora_scale is None:
             return delta
         changed = weight + delta
         norm = changed.norm(dim=1, keepdim=True) + torch.finfo(torch.float32).eps
-        return adapter.dora_scale.detach().float().reshape(-1, 1) * changed / norm - weight
+        return adapter.dora_scale.detach().float().reshape(-1, 1).to(weight.device) * changed / norm - weight
 
 
 def factor(update: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -85,8 +85,8 @@ def to_plain_lora(model: LoadedModel, weights: dict[str, torch.Tensor], metadata
         down = down.reshape(kept, *adapter.in_shape)
         if adapter.is_conv:
             up = up.reshape(*up.shape, 1, 1)
-        tensors[f"{name}.lora_down.weight"] = down.contiguous()
-        tensors[f"{name}.lora_up.weight"] = up.contiguous()
+        tensors[f"{name}.lora_down.weight"] = down.cpu().contiguous()
+        tensors[f"{name}.lora_up.weight"] = up.cpu().contiguous()
         tensors[f"{name}.alpha"] = torch.tensor(kept)  # alpha = rank: scale 1, the factors carry the whole update
     relative = math.sqrt(left / total) if total > 0 else 0.0
     return Conversion(tensors, _plain_metadata(metadata, model.family, used, relative), used, len(network.loras),

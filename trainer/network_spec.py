@@ -97,11 +97,27 @@ def network_problems(cfg: TrainConfig) -> list[tuple[str, str]]:
     return problems
 
 
+PLAIN_COPY = "A plain LoRA copy of any epoch (job page), at a rank you choose, behaves the same everywhere."
 NETWORK_TYPES = (
-    {"name": "lora", "label": "LoRA (LoCon with conv_dim)", "lycoris": False, "args": []},
-    {"name": "lycoris_lora", "label": "LoCon (LyCORIS: every layer)", "lycoris": True, "args": ["algo=locon"]},
-    {"name": "loha", "label": "LoHa (LyCORIS)", "lycoris": True, "args": ["algo=loha"]},
-    {"name": "lokr", "label": "LoKr (LyCORIS)", "lycoris": True, "args": ["algo=lokr"]},
+    {"name": "lora", "label": "LoRA (LoCon with conv_dim)", "lycoris": False, "args": [], "caveat": ""},
+    {"name": "lycoris_lora", "label": "LoCon (LyCORIS: every layer)", "lycoris": True, "args": ["algo=locon"],
+     "caveat": ""},
+    {"name": "loha", "label": "LoHa (LyCORIS)", "lycoris": True, "args": ["algo=loha"],
+     "caveat": "diffusers has no LoHa reader; A1111, Forge and ComfyUI read it. " + PLAIN_COPY},
+    {"name": "lokr", "label": "LoKr (LyCORIS)", "lycoris": True, "args": ["algo=lokr"],
+     "caveat": "diffusers reads LoKr only for its newest families (not SD, SDXL or FLUX.1). " + PLAIN_COPY},
     {"name": "dora", "label": "DoRA (LyCORIS LoCon + weight decomposition)", "lycoris": True,
-     "args": ["algo=locon", "dora_wd=True"]},
+     "args": ["algo=locon", "dora_wd=True"],
+     "caveat": "Tools apply DoRA differently: ComfyUI and Forge divide by ‖W‖ instead of ‖W + ΔW‖ and miss the trained "
+               "update by 2–4× its size, A1111 1.8 ignores dora_scale, diffusers drops it. " + PLAIN_COPY},
 )
+
+
+def network_type_of(network_module: str, network_args: list[str]) -> str:
+    """The NETWORK_TYPES name a job's two keys amount to (a LyCORIS type with DoRA counts as DoRA)."""
+    spec = NetworkSpec.of_params(network_module, network_args)
+    for entry in NETWORK_TYPES:
+        offered = NetworkSpec.of_params(LYCORIS if entry["lycoris"] else "networks.lora", entry["args"])
+        if (offered.kind, offered.dora, offered.lycoris) == (spec.kind, spec.dora, spec.lycoris):
+            return entry["name"]
+    return "dora" if spec.dora else "lycoris_lora"

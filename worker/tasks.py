@@ -6,13 +6,23 @@ from functools import lru_cache
 
 from sqlalchemy.exc import OperationalError
 
-from core.queue import DATASET_TASK, GENERATE_TASK, RECONCILE_TASK, SWEEP_TASK, TRAIN_TASK, WEBHOOK_TASK, send
+from core.queue import (
+    CONVERT_TASK,
+    DATASET_TASK,
+    GENERATE_TASK,
+    RECONCILE_TASK,
+    SWEEP_TASK,
+    TRAIN_TASK,
+    WEBHOOK_TASK,
+    send,
+)
 from core.reconcile import announce_ended, queued_jobs_left, reconcile
 from core.storage import storage_for
 from core.storage_retry import PatientStorage
 from core.webhooks import DeliveryError
 from worker.app import celery, settings
 from worker.attempt import run_attempt
+from worker.conversion import run_conversion
 from worker.dataset_tasks import run_dataset_task
 from worker.generation import MODELS, run_generation
 from worker.sweep import run_sweep
@@ -48,6 +58,13 @@ def generate(generation_id: str) -> str:
 def sweep(sweep_id: str) -> str:
     """An epoch × weight grid for a job (see worker.sweep)."""
     return run_sweep(settings, _storage(), sweep_id)
+
+
+@celery.task(name=CONVERT_TASK, acks_late=True, autoretry_for=(OperationalError,), max_retries=2,
+             retry_backoff=True, time_limit=1800, soft_time_limit=1740)
+def to_plain_lora(conversion_id: str) -> str:
+    """An epoch as a plain LoRA of a chosen rank (see worker.conversion)."""
+    return run_conversion(settings, _storage(), conversion_id)
 
 
 @celery.task(name=RECONCILE_TASK, time_limit=120, soft_time_limit=100)

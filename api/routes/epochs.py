@@ -1,4 +1,4 @@
-"""Finished epochs of a job: list with previews, download, and "test this epoch" generations."""
+"""Finished epochs of a job: list with previews, download, "test this epoch" generations, plain-LoRA copies."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from sqlalchemy import select
 
 from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, StorageDep, dispatch_task, not_found
 from api.routes import API_PREFIX
-from api.schemas import EpochOut, GenerateIn, GenerationOut
+from api.schemas import EpochOut, GenerateIn, GenerationOut, PlainLoraIn, PlainLoraOut
 from api.waiting import LIGHT_TASKS, waiting_for
-from core.models import Epoch, Generation, Job
-from core.queue import GENERATE_TASK
+from core.models import Conversion, Epoch, Generation, Job
+from core.queue import CONVERT_TASK, GENERATE_TASK
 from core.storage import Storage
 from trainer.config import ConfigError
 from trainer.prompts import SAMPLER_ALIASES, extract_lora_tags
@@ -82,3 +82,33 @@ async def get_generation(generation_id: str, user: CurrentUser, session: Session
     return GenerationOut(id=generation.id, status=generation.status, error=generation.error, notes=generation.notes,
                          images=[storage.signed_url(k) for k in generation.image_keys],
                          waiting_for=waiting_for(session, generation, LIGHT_TASKS))
+
+
+def plain_out(session: SessionDep, job: Job, conversion: Conversion, storage: Storage) -> PlainLoraOut:
+    name = f"{job.epoch_lora_name(conversion.epoch_n)}-plain-r{conversion.rank}.safetensors"
+    return PlainLoraOut(id=conversion.id, status=conversion.status, epoch=conversion.epoch_n, rank=conversion.rank,
+                        report=conversion.report, error=conversion.error,
+                        download_url=storage.signed_url(conversion.file_key, name) if conversion.file_key else None,
+                        waiting_for=waiting_for(session, conversion, LIGHT_TASKS))
+
+
+@router.post("/jobs/{job_id}/epochs/{n}/plain-lora", status_code=status.HTTP_202_ACCEPTED)
+def to_plain_lora(n: int, body: PlainLoraIn, job: OwnedJob, request: Request, session: SessionDep,
+                  storage: StorageDep) -> PlainLoraOut:
+    """The epoch as a plain LoRA of `rank`: its real update (DoRA's W' − W included) factored by a truncated SVD, so
+    A1111, ComfyUI, Forge and diffusers all apply the same thing; the report says what the rank leaves out."""
+    find_epoch(job, n, session)
+    conversion = Conversion(owner_id=job.owner_id, job_id=job.id, epoch_n=n, rank=body.rank, report={})
+    session.add(conversion)
+    session.commit()
+    dispatch_task(request, session, conversion, CONVERT_TASK)
+    return plain_out(session, job, conversion, storage)
+
+
+@router.get("/plain-loras/{conversion_id}")
+async def get_plain_lora(conversion_id: str, user: CurrentUser, session: SessionDep,
+                         storage: StorageDep) -> PlainLoraOut:
+    conversion = session.get(Conversion, conversion_id)
+    if conversion is None or conversion.owner_id != user.id:
+        raise not_found("plain LoRA")
+    return plain_out(session, session.get(Job, conversion.job_id), conversion, storage)

@@ -21,9 +21,22 @@ from core import jobs as transitions
 from core import keys
 from core.db import read_rows
 from core.events import notices_for
-from core.models import FINISHED, Dataset, Epoch, Generation, Image, Job, JobStatus, PublishedModel, Sweep, utcnow
+from core.models import (
+    FINISHED,
+    Conversion,
+    Dataset,
+    Epoch,
+    Generation,
+    Image,
+    Job,
+    JobStatus,
+    PublishedModel,
+    Sweep,
+    utcnow,
+)
 from core.queue import TRAIN_TASK, send
 from core.settings import Settings
+from trainer.network_spec import network_type_of
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
 
@@ -130,7 +143,8 @@ def job_view(session: Session, job_id: str, owner_id: str) -> dict[str, Any]:
     row = read_rows(session, _OWN_JOB, {"job_id": job_id, "owner_id": owner_id}).first()
     if row is None:
         raise not_found("job")
-    return {**row._asdict(), **_live_fields(row, session, None)}
+    kind = network_type_of(row.params.get("network_module", "networks.lora"), row.params.get("network_args") or [])
+    return {**row._asdict(), **_live_fields(row, session, None), "network_type": kind}
 
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED, response_model=JobOut)
@@ -174,6 +188,7 @@ def delete_job(job: OwnedJob, session: SessionDep, storage: StorageDep) -> Respo
                 session.scalars(select(Sweep.id).where(Sweep.job_id == job.id)))]
     files = [key for keys_ in session.scalars(select(Generation.image_keys).where(Generation.job_id == job.id))
              for key in keys_]
+    files += [key for key in session.scalars(select(Conversion.file_key).where(Conversion.job_id == job.id)) if key]
     session.delete(job)
     session.commit()
     for prefix in prefixes:

@@ -81,7 +81,7 @@ def test_register_upload_train_publish_and_isolation(stack):
     assert job["status"] == "queued" and job["total_steps"] == estimate["total_steps"]
     # nothing finished on this server yet: no time is invented
     assert estimate["estimated_seconds"] is None and job["estimated_s"] is None and job["eta_s"] is None
-    assert job["queue_position"] == 1
+    assert job["queue_position"] == 1 and job["network_type"] == "lora"
     live: list[tuple[str, dict]] = []
     listener = threading.Thread(target=follow_events, args=(client, f"/api/v1/jobs/{job['id']}/events", alice, live))
     listener.start()
@@ -127,6 +127,22 @@ def test_register_upload_train_publish_and_isolation(stack):
                     describe=worker.log)
     assert done["status"] == "succeeded", done["error"]
     assert httpx.get(done["images"][0]).content[:4] == b"\x89PNG"
+
+    # The epoch as a plain LoRA of rank 2, made by the light worker, with what the rank leaves out
+    asked = client.post(f"/api/v1/jobs/{job['id']}/epochs/2/plain-lora", json={"rank": 2}, headers=alice)
+    assert asked.status_code == 202, asked.text
+    plain = wait_for(lambda: (c := client.get(f"/api/v1/plain-loras/{asked.json()['id']}", headers=alice)
+                              .json())["status"] in ("succeeded", "failed") and c, 120, "the plain LoRA",
+                     describe=worker.log)
+    assert plain["status"] == "succeeded", plain["error"]
+    assert plain["report"]["rank"] == 2 and 0 <= plain["report"]["relative_error"] < 1
+    blob = httpx.get(plain["download_url"]).content
+    header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
+    assert header["__metadata__"]["ss_network_dim"] == "2" and any(k.endswith("lora_up.weight") for k in header)
+    assert client.post(f"/api/v1/jobs/{job['id']}/epochs/9/plain-lora", json={"rank": 2},
+                       headers=alice).status_code == 404
+    assert client.post(f"/api/v1/jobs/{job['id']}/epochs/2/plain-lora", json={"rank": 0},
+                       headers=alice).status_code == 422
 
     # An epoch × weight sweep: one task renders every cell, with progress, then one labelled PNG of them all
     started = client.post(f"/api/v1/jobs/{job['id']}/sweeps", headers=alice,
@@ -190,7 +206,8 @@ def test_register_upload_train_publish_and_isolation(stack):
     for path in (f"/api/v1/datasets/{dataset['id']}", f"/api/v1/datasets/{dataset['id']}/images",
                  f"/api/v1/jobs/{job['id']}", f"/api/v1/jobs/{job['id']}/epochs",
                  f"/api/v1/jobs/{job['id']}/epochs/1/download", f"/api/v1/models/{model['id']}",
-                 f"/api/v1/sweeps/{sweep['id']}", f"/api/v1/jobs/{job['id']}/sweeps"):
+                 f"/api/v1/sweeps/{sweep['id']}", f"/api/v1/jobs/{job['id']}/sweeps",
+                 f"/api/v1/plain-loras/{plain['id']}"):
         assert client.get(path, headers=bob).status_code == 404, path
     assert client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=bob).status_code == 404
     assert client.post(f"/api/v1/jobs/{job['id']}/continue", json={}, headers=bob).status_code == 404
@@ -213,4 +230,5 @@ def test_register_upload_train_publish_and_isolation(stack):
     assert client.delete(f"/api/v1/jobs/{job['id']}", headers=alice).status_code == 204
     assert client.get(f"/api/v1/jobs/{job['id']}", headers=alice).status_code == 404
     assert httpx.get(epoch_file).status_code in (403, 404)  # its files are gone from storage
+    assert httpx.get(plain["download_url"]).status_code in (403, 404)
     assert client.get(f"/api/v1/sweeps/{sweep['id']}", headers=alice).status_code == 404

@@ -1,6 +1,6 @@
 // What one does with a job's epochs besides testing them: the epoch × weight sweep (choose epochs and weights,
 // render the grid as one task with progress, look at any cell full size, download the labelled PNG; the newest
-// sweep shows when the page opens) and continuing the training for more epochs.
+// sweep shows when the page opens), continuing the training for more epochs, and a plain LoRA copy of an epoch.
 import { get, post } from "../api.js";
 import { field, h, splitList, zoomable } from "../dom.js";
 
@@ -112,4 +112,47 @@ export function continuePanel(job, onContinued) {
   h("p", { class: "muted" }, "From the last stored epoch, with its optimizer state: the new epochs keep numbering."),
   field("More epochs", epochs), h("fieldset", {}, h("legend", {}, "Learning-rate schedule"), radios),
   h("button", { type: "submit" }, "Continue"), status);
+}
+
+// An epoch as a plain LoRA of a chosen rank: DoRA, LoHa and LoKr files are applied differently (or not at all) by
+// some tools; the copy is the same update as a plain LoRA, with what the rank leaves out said.
+export function plainLoraPanel(job, caveat) {
+  const epoch = h("select", { name: "epoch" });
+  const rank = h("input", { type: "number", name: "rank", min: 1, max: 1024, value: job.params.network_dim || 32 });
+  const status = h("p", { class: "muted", role: "status" });
+  const link = h("p");
+  const button = h("button", { type: "submit" }, "Make a plain LoRA");
+  const percent = (x) => `${(x * 100).toFixed(x < 0.01 ? 2 : 1)} %`;
+  const form = h("form", { class: "card", "aria-label": "Plain LoRA copy", onsubmit: async (e) => {
+    e.preventDefault();
+    button.disabled = true;
+    link.replaceChildren();
+    status.className = "muted";
+    try {
+      let copy = await post(`/jobs/${job.id}/epochs/${epoch.value}/plain-lora`, { rank: Number(rank.value) });
+      while (!["succeeded", "failed"].includes(copy.status)) {
+        status.textContent = copy.status === "queued" && copy.waiting_for ? `Queued: ${copy.waiting_for}` : "Converting…";
+        await new Promise((r) => setTimeout(r, POLL_MS));
+        copy = await get(`/plain-loras/${copy.id}`);
+      }
+      if (copy.status === "failed") throw new Error(copy.error);
+      const report = copy.report;
+      status.textContent = `Epoch ${copy.epoch} as a plain LoRA of rank ${report.rank} over ${report.modules} modules: ` +
+        `it leaves out ${percent(report.relative_error)} of the update (the most, ${percent(report.worst_error)}, ` +
+        `in ${report.worst_module}). A higher rank leaves out less.`;
+      link.replaceChildren(h("a", { href: copy.download_url, download: "" },
+        `Download epoch ${copy.epoch} as a plain LoRA (rank ${report.rank})`));
+    } catch (error) {
+      status.textContent = error.message;
+      status.className = "error";
+    } finally { button.disabled = false; }
+  } }, h("h2", {}, "Plain LoRA copy"), h("p", { class: "hint" }, caveat),
+  h("div", { class: "row" }, field("Epoch", epoch), field("Rank", rank), button), status, link);
+  form.setEpochs = (epochs) => {
+    const picked = epoch.value;
+    epoch.replaceChildren(...epochs.map((e) => h("option", { value: e.n }, `epoch ${e.n}`)));
+    if (epochs.length) epoch.value = epochs.some((e) => String(e.n) === picked) ? picked : epochs[epochs.length - 1].n;
+    button.disabled = !epochs.length;
+  };
+  return form;
 }

@@ -2,7 +2,7 @@
 import { del, get, post } from "../api.js";
 import { lineChart } from "../chart.js";
 import { clock, duration, field, h, mount, zoomable } from "../dom.js";
-import { continuePanel, sweepPanel } from "./job_tools.js";
+import { continuePanel, plainLoraPanel, sweepPanel } from "./job_tools.js";
 import { limitsLine } from "./settings.js";
 import { notifyToggle, seen } from "../notify.js";
 
@@ -164,6 +164,9 @@ export async function jobPage(jobId) {
   const compareBox = h("div");
   const tester = testPanel(job);
   const sweeper = sweepPanel(job);
+  // offered where the file's type is applied differently by some tools (the caveat says how)
+  const caveat = (await get("/network-types")).find((t) => t.name === job.network_type)?.caveat;
+  const plain = caveat ? plainLoraPanel(job, caveat) : null;
   let epochRows = [];
   const continuer = continuePanel(job, () => window.dispatchEvent(new HashChangeEvent("hashchange")));
   continuer.hidden = true;
@@ -215,12 +218,13 @@ export async function jobPage(jobId) {
     compareBox.replaceChildren(...[comparison(job, epochs), compareTwo(epochs)].filter(Boolean));
     tester.setEpochs(epochs);
     sweeper.setEpochs(epochs);
+    if (plain) plain.setEpochs(epochs);
   }
 
   drawStatus();
   await drawEpochs();
   mount(title, statusLine, bar, actions, continuer, parameters(job), h("h2", {}, "Loss and learning rate"), charts,
-    h("h2", {}, "Log"), log, h("h2", {}, "Epochs"), epochsBox, compareBox, tester, sweeper);
+    h("h2", {}, "Log"), log, h("h2", {}, "Epochs"), epochsBox, compareBox, tester, sweeper, plain);
   await sweeper.load();
 
   if (job.finished) return () => sweeper.stop();

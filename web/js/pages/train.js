@@ -70,8 +70,10 @@ export async function trainPage({ datasetId, fromJob }) {
     })))]);
   // A plain choice of network type, written into network_module and network_args as sd-scripts users write them.
   const networkType = h("select", { name: "network_type" }, types.map((t) => h("option", { value: t.name }, t.label)));
+  const caveat = h("p", { class: "hint", "aria-label": "About this network type" });
+  const showCaveat = () => (caveat.textContent = types.find((t) => t.name === networkType.value)?.caveat || "");
   paramFields.get("network_dim").before(field("Network type", networkType,
-    "LoHa and LoKr capture more per file size; DoRA learns direction and magnitude apart (LyCORIS types)."));
+    "LoHa and LoKr capture more per file size; DoRA learns direction and magnitude apart (LyCORIS types)."), caveat);
   const pro = h("div", {}, groupSets.map(([, set]) => set));
   // Pro mode shows only what applies to the chosen base model's family (FLUX's flow settings, SD's clip_skip …).
   const applies = (spec) => spec.families.includes(family());
@@ -124,6 +126,7 @@ export async function trainPage({ datasetId, fromJob }) {
       setParam(spec, pro.querySelector(`[name="${spec.key}"]`), spec.key in values ? values[spec.key] : spec.default);
     }
     networkType.value = typeOf({ network_module: values.network_module, network_args: values.network_args });
+    showCaveat();
   }
   const presetValues = () => (presets.find((p) => p.theme === preset() && p.family === family()) || {}).params || {};
   const argName = (arg) => arg.split("=")[0].trim();
@@ -141,6 +144,7 @@ export async function trainPage({ datasetId, fromJob }) {
     const argsInput = pro.querySelector('[name="network_args"]');
     const kept = splitList(argsInput.value).filter((a) => !["algo", "dora_wd"].includes(argName(a)));
     argsInput.value = [...chosen.args, ...kept].join(", ");
+    showCaveat();
   }
   fillPro(job ? job.params : presetValues());
   showFamilyParams();
