@@ -70,7 +70,7 @@ export async function trainPage({ datasetId, fromJob }) {
     })))]);
   // A plain choice of network type, written into network_module and network_args as sd-scripts users write them.
   const networkType = h("select", { name: "network_type" }, types.map((t) => h("option", { value: t.name }, t.label)));
-  const caveat = h("p", { class: "hint", "aria-label": "About this network type" });
+  const caveat = h("p", { class: "hint", "aria-label": "How tools apply it" });
   const showCaveat = () => (caveat.textContent = types.find((t) => t.name === networkType.value)?.caveat || "");
   paramFields.get("network_dim").before(field("Network type", networkType,
     "LoHa and LoKr capture more per file size; DoRA learns direction and magnitude apart (LyCORIS types)."), caveat);
