@@ -104,7 +104,8 @@ def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str
         if finding.field in PLACEHOLDER_PATHS:
             continue  # the worker supplies real paths
         target = result.errors if finding.level == "error" else result.warnings
-        target.append({"field": finding.field, "message": finding.message})
+        target.append({"field": finding.field, "message": finding.message,
+                       **({"plain": finding.plain} if finding.plain else {})})
     if dataset is not None:
         if (warning := crop_family_warning(dataset, images, model.family)) is not None:
             result.warnings.append(warning)
@@ -113,10 +114,35 @@ def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str
         if not train:
             result.errors.append({"field": "dataset_id", "message": "the dataset has no training images"})
         result.plan, result.train_images = plan_for_config(result.config, train, reg), len(train)
+        result.warnings += dataset_warnings(result.config, result.plan, model.family, images)
         if result.plan.total_steps > MAX_STEPS:
             result.errors.append({"field": "max_train_epochs", "message": f"the run would take "
                                   f"{result.plan.total_steps:,} steps; at most {MAX_STEPS:,}"})
     return result
+
+
+def dataset_warnings(config: TrainConfig, plan: StepPlan, family: str, images: list[Image]) -> list[dict[str, str]]:
+    """What only the dataset shows: a batch larger than an epoch, and tags where the family reads sentences."""
+    found = []
+    if plan.train_samples and config.train_batch_size > plan.train_samples:
+        found.append({"field": "train_batch_size", "message": f"{config.train_batch_size} is larger than the "
+                      f"{plan.train_samples} training samples of an epoch (images × repeats): every step sees the "
+                      "whole dataset and an epoch is one step; a batch of 1–4 suits a small dataset",
+                      "plain": "The batch is larger than the dataset: each epoch is a single step."})
+    info = FAMILIES[family]
+    tagged = [i.tags for i in images if not i.is_reg and i.tags]
+    if info.captions == "sentences" and tagged and _mostly_tag_lists(tagged):
+        advice = (f"{info.label} reads captions as sentences (its T5 text encoder): these are comma-separated tags. "
+                  "They train, but a sentence per image (\"a photo of sks, a red circle on a white background\") "
+                  "usually trains better; keep the trigger word at the start")
+        found.append({"field": "dataset_id", "message": advice, "plain": advice})
+    return found
+
+
+def _mostly_tag_lists(captions: list[list[str]]) -> bool:
+    """Most captions are several short tags rather than a sentence or two."""
+    lists = sum(1 for tags in captions if len(tags) >= 3 and sum(len(t.split()) for t in tags) / len(tags) < 4)
+    return lists * 2 > len(captions)
 
 
 def crop_family_warning(dataset: Dataset, images: list[Image], family: str) -> dict[str, str] | None:

@@ -24,11 +24,20 @@ OPTIMIZER_PACKAGES: dict[str, tuple[str, str]] = {
 }
 
 
+# The largest learning rate each optimizer usually trains a LoRA with; ten times that burns a LoRA (noise, blown
+# colours) in a few steps. The adaptive ones (Prodigy, D-Adaptation) take lr as a multiplier around 1.
+USUAL_MAX_LR: dict[str, float] = {
+    "AdamW": 1e-3, "AdamW8bit": 1e-3, "Lion": 3e-4, "Lion8bit": 3e-4, "SGDNesterov": 1e-1, "Prodigy": 1.0,
+    "DAdaptAdam": 1.0, "Adafactor": 1e-3,
+}
+
+
 @dataclass(frozen=True)
 class Finding:
     level: Literal["error", "warning"]
     field: str
     message: str
+    plain: str = ""  # the same in the words of the basic form, which shows no parameter names
 
     def __str__(self) -> str:
         return f"{self.level}: {self.field}: {self.message}"
@@ -56,8 +65,8 @@ def check(cfg: TrainConfig, family: Family | None = None) -> list[Finding]:
     def error(field: str, message: str) -> None:
         found.append(Finding("error", field, message))
 
-    def warn(field: str, message: str) -> None:
-        found.append(Finding("warning", field, message))
+    def warn(field: str, message: str, plain: str = "") -> None:
+        found.append(Finding("warning", field, message, plain))
 
     if cfg.lr_scheduler == "constant" and cfg.lr_warmup_steps > 0:
         error("lr_warmup_steps", "the constant scheduler has no warmup: use constant_with_warmup, or set warmup to 0")
@@ -96,7 +105,16 @@ def check(cfg: TrainConfig, family: Family | None = None) -> list[Finding]:
     if cfg.lr_scheduler == "adafactor" and cfg.optimizer_type != "Adafactor":
         error("lr_scheduler", "the adafactor scheduler only works with optimizer_type Adafactor")
     if cfg.sample_every_n_epochs and not cfg.sample_prompts:
-        warn("sample_prompts", "sample_every_n_epochs is set but there are no sample prompts")
+        warn("sample_prompts", "sample_every_n_epochs is set but there are no sample prompts",
+             "No preview prompt: no previews are rendered after each epoch. Write one to watch the LoRA learn.")
+    usual = USUAL_MAX_LR[cfg.optimizer_type]
+    for name in ("learning_rate", "unet_lr", "text_encoder_lr"):
+        value = getattr(cfg, name)
+        rates = value if isinstance(value, list) else [value]
+        if any(rate is not None and rate > 10 * usual for rate in rates):
+            warn(name, f"{max(r for r in rates if r is not None):g} is far above what {cfg.optimizer_type} trains "
+                 f"a LoRA with (up to about {usual:g}): the LoRA will likely burn (noise, blown colours)",
+                 "The learning rate is far above what this optimizer is used with: the LoRA will likely be ruined.")
     if cfg.max_bucket_reso < cfg.min_bucket_reso:
         error("max_bucket_reso", "is smaller than min_bucket_reso")
     if cfg.train_data_dir and not Path(cfg.train_data_dir).is_dir():

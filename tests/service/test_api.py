@@ -330,3 +330,46 @@ def test_a_serving_app_keeps_its_start_up_objects_out_of_full_collections(tmp_pa
         assert gc.get_freeze_count() > 10_000  # modules, routes, pools: what a full collection would scan each time
         assert client.get("/api/v1/healthz").status_code == 200
     assert gc.get_freeze_count() == 0
+
+
+def test_nonsense_parameters_are_warned_about_in_the_words_of_each_mode(client, alice):
+    dataset = new_dataset(client, alice)
+    upload(client, alice, dataset, *[(f"{i}.png", png_bytes(seed=i), "image/png") for i in range(3)])
+    pro = {"dataset_id": dataset, "base_model": "tiny-sd15", "mode": "pro", "preset": "standard",
+           "params": {"learning_rate": 5, "unet_lr": 5, "train_batch_size": 64}}
+    warnings = {w["field"]: w for w in client.post("/api/v1/jobs/estimate", json=pro, headers=alice).json()["warnings"]}
+    assert "5 is far above what AdamW trains a LoRA with" in warnings["learning_rate"]["message"]
+    assert "64 is larger than the 30 training samples of an epoch" in warnings["train_batch_size"]["message"]  # 3 × 10
+    basic = {"dataset_id": dataset, "base_model": "tiny-sd15", "preset": "standard"}  # no preview prompt
+    said = {w["field"]: w for w in client.post("/api/v1/jobs/estimate", json=basic, headers=alice).json()["warnings"]}
+    assert said["sample_prompts"]["plain"].startswith("No preview prompt: no previews are rendered")
+    assert "_" not in said["sample_prompts"]["plain"]  # no parameter names in the basic form's words
+
+
+def test_every_optimizer_has_a_usual_learning_rate_for_the_burn_warning():
+    from typing import get_args
+
+    from trainer.config import OptimizerName
+    from trainer.preflight import USUAL_MAX_LR
+
+    assert set(USUAL_MAX_LR) == set(get_args(OptimizerName))
+
+
+def test_comma_tags_for_a_family_that_reads_sentences_get_caption_advice():
+    from api.training import assess
+    from core.models import Dataset
+    from core.models import Image as ImageRow
+    from core.settings import BaseModelEntry
+
+    dataset = Dataset(name="d", default_repeats=1)
+    tagged = [ImageRow(width=64, height=64, tags=["sks", "red circle", "white background", "simple"], is_reg=False,
+                       repeats=None, crop=None, id=str(i)) for i in range(4)]
+    sentences = [ImageRow(width=64, height=64, tags=["sks", "a red circle drawn on a plain white sheet"],
+                          is_reg=False, repeats=None, crop=None, id=str(i)) for i in range(4)]
+    for family, images, advised in (("flux", tagged, True), ("flux", sentences, False), ("sd15", tagged, False)):
+        model = BaseModelEntry(name="m", family=family, location="/nowhere", resolution=64)
+        result = assess(model, "m", "basic", "standard", {}, dataset, images, ["sks"])
+        advice = [w for w in result.warnings if w["field"] == "dataset_id"]
+        assert bool(advice) == advised, (family, advice)
+        if advised:
+            assert "FLUX.1 reads captions as sentences" in advice[0]["message"]

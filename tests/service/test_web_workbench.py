@@ -393,6 +393,15 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     expect(page.get_by_role("heading", name="circles_v2")).to_be_visible()
     expect(page.get_by_role("paragraph").filter(has_text="Flat red circles.")).to_be_visible()
     expect(page.get_by_text("Trigger words: sks, red circle")).to_be_visible()
+    # a job with a published model says so next to its Delete button, with a link to the model (no alert box)
+    page.goto(job_url)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete job").click()
+    stays = page.get_by_role("alert", name="Why the job stays")
+    expect(stays).to_contain_text("unpublish it on its page first")
+    expect(stays).to_be_in_viewport()
+    stays.get_by_role("link", name="circles_v2").click()
+    expect(page.get_by_role("heading", name="circles_v2")).to_be_visible()
     expect(page.locator("code.snippet")).to_have_text("<lora:circles_v2:0.8>")
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("form", name="Manage this model").get_by_role("button", name="Unpublish").click()
@@ -403,7 +412,11 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     expect(page.get_by_role("heading", name="circles set")).to_be_visible()
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Delete dataset").click()
-    expect(page.get_by_role("alert").filter(has_text="used by training jobs")).to_be_visible()
+    stays = page.get_by_role("alert", name="Why the dataset stays")
+    expect(stays).to_contain_text("delete those jobs first")
+    expect(stays).to_be_in_viewport()  # next to the button, not far below
+    expect(stays.get_by_role("link", name="circles", exact=True)).to_have_attribute("href", re.compile(r"#/jobs/\w+"))
+    shot(page, "13-dataset-delete-blocked")
 
 
 @pytest.mark.parametrize("browser_page", ["true"], indirect=True)

@@ -52,6 +52,8 @@ class FamilyInfo:
     # modules LyCORIS's full preset adds by name, as they are called in sd-scripts' model of this family
     lycoris_names: tuple[str, ...] = ()
     matches_folder: Callable[[Path, dict], bool] = lambda folder, index: True
+    # what its text encoder was trained to read: CLIP reads comma-separated tags well, T5 reads sentences
+    captions: Literal["tags", "sentences"] = "tags"
 
 
 def _text_encoder_act(folder: Path) -> str:
@@ -161,14 +163,14 @@ FAMILIES: dict[str, FamilyInfo] = {
                Rule(lambda c: c.guidance_scale != 0, "warning", "guidance_scale",
                     "Chroma has no guidance input: the value is ignored")),
         script="flux_train_network.py", export_flags={"model_type": "chroma"},
-        declared_by=lambda cfg: cfg.model_type == "chroma",
+        declared_by=lambda cfg: cfg.model_type == "chroma", captions="sentences",
     ),
     "flux": FamilyInfo(
         name="flux", label="FLUX.1", runtime="trainer.families.flux:Flux",
         pipeline_classes=("FluxPipeline",), resolution=1024,
         crop_sizes=SDXL_CROPS, text_encoders=2,
         defaults=FLUX_DEFAULTS, own_keys=FLOW_KEYS, refuses=DDPM_ONLY, rules=FLUX_RULES, themes=FLUX_THEMES,
-        script="flux_train_network.py",
+        script="flux_train_network.py", captions="sentences",
         declared_by=lambda cfg: cfg.model_type == "flux" or cfg.network_module == "networks.lora_flux",
     ),
 }

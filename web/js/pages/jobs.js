@@ -171,6 +171,7 @@ export async function jobPage(jobId) {
   const continuer = continuePanel(job, () => window.dispatchEvent(new HashChangeEvent("hashchange")));
   continuer.hidden = true;
   const actions = h("div", { class: "row" });
+  const blocked = h("p", { class: "error", role: "alert", "aria-label": "Why the job stays" });
 
   function drawStatus() {
     const pct = Math.round(job.progress * 100);
@@ -206,8 +207,15 @@ export async function jobPage(jobId) {
         try {
           await del(`/jobs/${jobId}`);
           location.hash = "#/jobs";
-        } catch (error) { alert(error.message); }
-      } }, "Delete job")].filter(Boolean));
+        } catch (error) {
+          if (error.status !== 409) { blocked.textContent = error.message; return; }
+          // a published model of it must go first: say which, next to the button, with a link to its page
+          const models = (await get("/models")).filter((m) => m.job_id === jobId);
+          blocked.replaceChildren(models.length ? "Published as " : error.message, ...models.flatMap((m, i) =>
+            [i ? ", " : "", h("a", { href: `#/models/${m.id}` }, m.name)]),
+            models.length ? ": unpublish it on its page first (its job and files stay until then)." : "");
+        }
+      } }, "Delete job"), blocked].filter(Boolean));
   }
 
   async function drawEpochs() {

@@ -72,8 +72,10 @@ export async function trainPage({ datasetId, fromJob }) {
   const networkType = h("select", { name: "network_type" }, types.map((t) => h("option", { value: t.name }, t.label)));
   const caveat = h("p", { class: "hint", "aria-label": "How tools apply it" });
   const showCaveat = () => (caveat.textContent = types.find((t) => t.name === networkType.value)?.caveat || "");
-  paramFields.get("network_dim").before(field("Network type", networkType,
-    "LoHa and LoKr capture more per file size; DoRA learns direction and magnitude apart (LyCORIS types)."), caveat);
+  const typeField = field("Network type", networkType,
+    "LoHa and LoKr capture more per file size; DoRA learns direction and magnitude apart (LyCORIS types).");
+  typeField.append(caveat);
+  paramFields.get("network_dim").before(typeField);
   const pro = h("div", {}, groupSets.map(([, set]) => set));
   // Pro mode shows only what applies to the chosen base model's family (FLUX's flow settings, SD's clip_skip …).
   const applies = (spec) => spec.families.includes(family());
@@ -175,7 +177,10 @@ export async function trainPage({ datasetId, fromJob }) {
         `${result.steps_per_epoch} steps × ${result.epochs} epochs, ` + (result.estimated_seconds == null
           ? "time: no measurement on this server yet (the first finished run teaches it)"
           : `about ${duration(result.estimated_seconds)}`);
-      warnings.replaceChildren(...result.warnings.map((w) => h("li", {}, `${w.field}: ${w.message}`)));
+      // basic mode shows no parameter names, so its warnings are said in the form's words
+      const plain = currentMode() === "basic";
+      warnings.replaceChildren(...result.warnings.map((w) => h("li", {},
+        plain && w.plain ? w.plain : `${w.field}: ${w.message}`)));
       tonight.textContent = `Start tonight (off-peak, ${clock(result.tonight_starts_at)})`;
       showErrors(form, box, { fields: Object.fromEntries(result.errors.map((e) => [e.field, e.message])), message: "" });
     } catch (error) {

@@ -243,6 +243,7 @@ export async function workbenchPage(datasetId) {
   };
   followOpenTasks(datasetId, serverTasks, reload).catch((error) => (message.textContent = error.message));
   const pick = (ids) => { state.selected = new Set(ids); render(); };
+  const blocked = h("p", { class: "error", role: "alert", "aria-label": "Why the dataset stays" });
   const rename = h("form", { class: "row", "aria-label": "Dataset name", onsubmit: async (e) => {
     e.preventDefault();
     try {
@@ -256,8 +257,15 @@ export async function workbenchPage(datasetId) {
     try {
       await del(`/datasets/${datasetId}`);
       location.hash = "#/datasets";
-    } catch (error) { message.textContent = error.message; }
-  } }, "Delete dataset"));
+    } catch (error) {
+      if (error.status !== 409) { blocked.textContent = error.message; return; }
+      // what must go first, next to the button: the jobs trained on it, each a link to its page (and its Delete)
+      const jobs = (await get("/jobs")).filter((j) => j.dataset_id === datasetId);
+      blocked.replaceChildren("Trained on by ", ...jobs.flatMap((j, i) => [i ? ", " : "",
+        h("a", { href: `#/jobs/${j.id}` }, j.name)]), ": delete those jobs first (a job with a published model " +
+        "needs unpublishing first), then the dataset.");
+    }
+  } }, "Delete dataset"), blocked);
   // Leaving the page (a menu link, back) saves what is open; closing or reloading the tab with a save still to
   // make sends it on its way and asks the browser to warn.
   const unloading = (event) => {
