@@ -126,5 +126,24 @@ def post(url: str, secret: str, message: Announcement, allow_private: bool, time
     except urllib.error.HTTPError as exc:
         raise DeliveryError(f"the receiver answered HTTP {exc.code}") from exc
     except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DeliveryError(f"the receiver could not be reached ({reason})") from exc
+        raise DeliveryError(f"the receiver could not be reached: {_unreachable(url, getattr(exc, 'reason', exc))}"
+                            ) from exc
+
+
+def _unreachable(url: str, reason: object) -> str:
+    """Why a connection failed, in words rather than an errno."""
+    host = urlsplit(url).hostname
+    if isinstance(reason, socket.gaierror):
+        return f"no host is called {host} (its name could not be found)"
+    if isinstance(reason, ConnectionRefusedError):
+        return f"nothing accepts connections at {host} on that port"
+    if isinstance(reason, TimeoutError | socket.timeout):
+        return f"{host} did not answer within {TIMEOUT_S:g} s"
+    return str(reason)
+
+
+def skip_ended_before(session: Session, owner_id: str) -> int:
+    """A webhook announces what ends after it is set: the owner's ended jobs nobody announced are marked so."""
+    return session.execute(update(Job).where(Job.owner_id == owner_id, Job.status.in_(ANNOUNCED),
+                                             Job.webhook_status.is_(None))
+                           .values(webhook_status="not announced: it ended before the webhook was set")).rowcount

@@ -81,12 +81,19 @@ def run_generation(settings: Settings, storage: Storage, generation_id: str) -> 
         lora_path = scratch / f"{name}.safetensors"
         storage.download_to(epoch.file_key, lora_path)
         prompt = request["prompt"]
-        if not extract_lora_tags(prompt)[1]:
+        notes: list[str] = []
+        tags = extract_lora_tags(prompt)[1]
+        if not tags:
             prompt = f"{prompt} <lora:{name}:{request['weight']}>"
+            notes.append(f"LoRA weight {request['weight']:g}")
+        else:  # the prompt's own tags win over the slider: say which weight made the image
+            used = ", ".join(f"{tag_name} {weight:g}" for tag_name, weight in tags)
+            differs = any(weight != request["weight"] for _, weight in tags)
+            notes.append(f"LoRA weight from the prompt's tag: {used}" +
+                         (f" (the slider's {request['weight']:g} was not used)" if differs else ""))
         loras = {name: lora_path, job.epoch_lora_name(generation.epoch_n): lora_path}
         size = (request.get("width") or entry.resolution, request.get("height") or entry.resolution)
         spec = PromptSpec(prompt, request.get("negative", ""), size[0], size[1], None, 7.0, request["steps"])
-        notes: list[str] = []
         images = generate(MODELS.get(entry), spec, loras, seed=request["seed"], count=1, default_size=size,
                           sampler=request["sampler"].lower(), notes=notes)
         stored = []

@@ -12,7 +12,7 @@ from api.routes import API_PREFIX
 from api.schemas import Limits, WebhookIn, WebhookOut, WebhookTest
 from core.jobs import owner_load
 from core.models import User
-from core.webhooks import ANNOUNCED, Announcement, DeliveryError, RefusedTarget, check_target, post
+from core.webhooks import ANNOUNCED, Announcement, DeliveryError, RefusedTarget, check_target, post, skip_ended_before
 
 router = APIRouter(prefix=API_PREFIX, tags=["account"])
 EVENTS = [f"job.{state}" for state in ANNOUNCED]
@@ -39,6 +39,8 @@ def set_webhook(body: WebhookIn, user: CurrentUser, session: SessionDep, setting
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                                 {"message": "the webhook cannot be used",
                                  "errors": [{"field": "url", "message": str(exc)}]}) from exc
+    if url and url != row.webhook_url:
+        skip_ended_before(session, user.id)
     row.webhook_url = url
     if body.new_secret or (url and not row.webhook_secret):
         row.webhook_secret = secrets.token_hex(24)

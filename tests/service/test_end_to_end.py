@@ -127,6 +127,7 @@ def test_register_upload_train_publish_and_isolation(stack):
                     describe=worker.log)
     assert done["status"] == "succeeded", done["error"]
     assert httpx.get(done["images"][0]).content[:4] == b"\x89PNG"
+    assert any(n.startswith("LoRA weight from the prompt's tag: shapes 0.8") for n in done["notes"]), done["notes"]
 
     # The epoch as a plain LoRA of rank 2, made by the light worker, with what the rank leaves out
     asked = client.post(f"/api/v1/jobs/{job['id']}/epochs/2/plain-lora", json={"rank": 2}, headers=alice)

@@ -176,3 +176,32 @@ def test_failed_jobs_are_announced_once_and_jobs_that_ended_long_before_the_webh
         assert take_due(session) == [failed]
         session.commit()
         assert take_due(session) == []  # taken once
+
+
+def test_a_new_webhook_announces_only_what_ends_after_it_and_an_unknown_host_is_said_in_words(tmp_path):
+    from sqlalchemy import update
+
+    from core.models import Job, utcnow
+    from core.webhooks import take_due
+
+    settings = Settings(var_dir=tmp_path / "var", reconcile_in_api=False)
+    with TestClient(create_app(settings)) as client:
+        me = register(client, "late@example.com")
+        dataset = dataset_with_images(client, me, 1)
+        before, after = (start_job(client, me, dataset, f"j{i}", 1) for i in range(2))
+        with session_factory(settings.db_url)() as session:  # ended a minute ago, well within the hour
+            session.execute(update(Job).where(Job.id == before).values(status=JobStatus.succeeded,
+                                                                       finished_at=utcnow()))
+            session.commit()
+        with Receiver() as receiver:
+            assert client.put("/api/v1/me/webhook", json={"url": receiver.url}, headers=me).status_code == 200
+        with session_factory(settings.db_url)() as session:
+            assert take_due(session) == []  # it ended before the webhook existed
+            assert session.get(Job, before).webhook_status == "not announced: it ended before the webhook was set"
+            session.execute(update(Job).where(Job.id == after).values(status=JobStatus.failed, finished_at=utcnow()))
+            session.commit()
+            assert take_due(session) == [after]
+        client.put("/api/v1/me/webhook", json={"url": "http://no-such-host.invalid/hook"}, headers=me)
+        tried = client.post("/api/v1/me/webhook/test", headers=me).json()
+        assert tried["delivered"] is False
+        assert "no host is called no-such-host.invalid" in tried["message"] and "Errno" not in tried["message"]

@@ -117,11 +117,14 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     expect(page.get_by_role("list", name="Uploaded files").get_by_text(re.compile("notes.png: .*not a PNG or JPEG"))
            ).to_be_visible()
     expect(page.get_by_role("listbox", name="Images").get_by_role("option")).to_have_count(8)
+    expect(page.get_by_role("list", name="Uploaded files").get_by_role("listitem")).to_have_count(1)  # what failed
     shot(page, "03-workbench-uploaded")
 
     # only the families of the server's base models can be cropped for, the first base model's first
     expect(page.get_by_label("Base family").locator("option")).to_have_text(["SD 1.5", "FLUX.1"])
     expect(page.get_by_label("Base family")).to_have_value("sd15")
+    tools = page.get_by_role("tablist", name="Dataset tools")
+    tools.get_by_role("tab", name="Batch tags").click()
     page.get_by_label("Tags (comma-separated)").fill("sks")
     page.get_by_role("button", name="Apply").click()
     expect(page.get_by_text("8 of 8 images changed")).to_be_visible()
@@ -130,6 +133,7 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     page.get_by_label("Base family").select_option(label="SD 1.5")
     page.get_by_role("button", name="Center crop").click()
     expect(page.locator(".tile .crop")).to_have_count(8)
+    expect(page.get_by_text("Center crop 512x512: 8 image(s) boxed")).to_be_visible()
     shot(page, "04-workbench-tagged")
 
     # Typed tags are kept when another image is picked; the keyboard moves between tiles and keeps its place
@@ -348,6 +352,24 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
         assert width <= 390, f"{url} is {width} px wide at 390 px: {page.evaluate(TOO_WIDE)}"
     background = page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
     assert sum(int(c) for c in background[4:-1].split(",")) < 3 * 64, background  # a dark page
+    # Tagging on the phone: a tap opens the editor as a sheet over the screen's bottom; the grid does not move
+    page.goto(dataset_url)
+    expect(page).to_have_title("circles · lorabake")  # drawn, and focused by the router in the same turn
+    phone_tiles = page.get_by_role("listbox", name="Images").get_by_role("option")
+    phone_tiles.nth(0).evaluate("tile => tile.scrollIntoView({ block: 'start' })")
+    before = page.evaluate("scrollY")
+    assert before > 0
+    phone_tiles.nth(1).click()
+    sheet = page.get_by_role("region", name="Selected image")
+    expect(sheet).to_be_in_viewport()
+    expect(sheet.locator("img.editor-thumb")).to_be_visible()
+    assert page.evaluate("scrollY") == before
+    phone_tiles.nth(0).click(position={"x": 10, "y": 10})
+    expect(sheet.get_by_role("heading")).to_have_text("circle0.png")
+    assert page.evaluate("scrollY") == before
+    shot(page, "11-phone-dark-tagging")
+    sheet.get_by_role("button", name="Done").click()
+    expect(sheet).to_have_count(0)
 
     # A job for tonight: it says when it starts, has nothing to test yet, shows its parameters, asks before it is
     # canceled, and the queue page follows it without a reload
@@ -359,6 +381,8 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     tonight_url = page.url
     scheduled = re.compile(r"^scheduled .* starts .*\(off-peak\)")
     expect(page.get_by_role("status").filter(has_text=scheduled)).to_be_visible()
+    expect(page.get_by_text("Charts and the log appear when training starts.")).to_be_visible()
+    expect(page.get_by_role("img", name=re.compile(r"^loss"))).to_be_hidden()  # no empty chart boxes
     test_form = page.get_by_role("form", name="Test an epoch")
     expect(test_form.get_by_role("button", name="Generate")).to_be_disabled()
     expect(test_form.get_by_text(re.compile("Nothing to test yet"))).to_be_visible()
@@ -440,15 +464,18 @@ def test_import_autotag_focus_crop_duplicates_export_and_config_import_in_the_br
     page.get_by_role("link", name="mychar", exact=True).click()
     expect(page.get_by_role("listbox", name="Images").get_by_role("option")).to_have_count(3)
 
+    page.get_by_role("tablist", name="Dataset tools").get_by_role("tab", name="Auto-tag").click()
     page.get_by_role("button", name="Auto-tag").click()
     expect(page.get_by_text(re.compile("done: .*tagged 3"))).to_be_visible(timeout=60_000)
     expect(page.locator(".freq").get_by_role("button", name=re.compile(r"red theme\s*2"))).to_be_visible()
     page.get_by_role("button", name="Focus crop").click()
     expect(page.get_by_text(re.compile("done: .*saliency 1"))).to_be_visible(timeout=60_000)
     expect(page.locator(".tile .crop")).to_have_count(3)
+    page.get_by_role("tablist", name="Dataset tools").get_by_role("tab", name="Near-duplicates").click()
     page.get_by_role("button", name="Find near-duplicates").click()
     expect(page.get_by_text("red.png ≈ red-copy.png")).to_be_visible()
     # An uploaded image is tagged as it arrives, with the task's progress on the page
+    page.get_by_role("tablist", name="Dataset tools").get_by_role("tab", name="Auto-tag").click()
     expect(page.get_by_text("New images are tagged as they arrive")).to_be_visible()
     page.locator("#picker").set_input_files([{"name": "blue.png", "mimeType": "image/png",
                                               "buffer": solid((30, 30, 220))}])

@@ -86,3 +86,32 @@ export function zoomable(img) {
   };
   return h("button", { type: "button", class: "zoom-trigger", onclick: open }, img);
 }
+
+// Panels behind a row of tabs, one shown at a time (arrow keys move between tabs): several tools take the room of one.
+let tabIds = 0;
+export function tabs(label, panels) {
+  const list = h("div", { role: "tablist", "aria-label": label, class: "tabs" });
+  const buttons = panels.map(([name, panel], i) => {
+    const id = `tab-${++tabIds}`;
+    panel.setAttribute("role", "tabpanel");
+    panel.setAttribute("aria-labelledby", id);
+    return h("button", { type: "button", role: "tab", id, class: "tab", onclick: () => show(i),
+      onkeydown: (e) => {
+        const step = { ArrowRight: 1, ArrowLeft: -1 }[e.key];
+        if (!step) return;
+        const next = (i + step + panels.length) % panels.length;
+        show(next);
+        buttons[next].focus();
+      } }, name);
+  });
+  function show(index) {
+    buttons.forEach((b, i) => {
+      b.setAttribute("aria-selected", String(i === index));
+      b.tabIndex = i === index ? 0 : -1;
+      panels[i][1].hidden = i !== index;
+    });
+  }
+  list.append(...buttons);
+  show(0);
+  return h("div", { class: "tabbed" }, list, panels.map(([, panel]) => panel));
+}

@@ -17,8 +17,11 @@ function timing(j, limits) {
   }
   if (j.status === "queued") {
     const takes = j.eta_s != null && j.starts_in_s != null ? `, then takes about ${duration(j.eta_s - j.starts_in_s)}` : "";
-    return `place ${j.queue_position ?? "?"}, starts in ${duration(j.starts_in_s)}${takes}`;
+    const starts = j.starts_in_s != null ? `starts in ${duration(j.starts_in_s)}` : "starts when the jobs ahead end";
+    return `place ${j.queue_position ?? "?"}, ${starts}${takes}`;
   }
+  if (j.total_steps && j.step >= j.total_steps) return "finishing: storing the last epoch and rendering its previews";
+  if (j.eta_s == null) return j.step ? "ends: still measuring its speed" : "starting: loading the model and the images";
   return `ends in ${duration(j.eta_s)}`;
 }
 
@@ -27,7 +30,7 @@ const REFRESH_MS = 5000;
 // The queue, refreshed every few seconds while any job is still waiting or running.
 export async function jobsPage() {
   const body = h("tbody");
-  const table = h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Status", "Progress", "When"].map((t) => h("th", {}, t)))),
+  const table = h("table", { class: "stack" }, h("thead", {}, h("tr", {}, ["Name", "Status", "Progress", "When"].map((t) => h("th", {}, t)))),
     body);
   const empty = h("p", { class: "muted" }, "No jobs yet: open a dataset and train a LoRA on it.");
   const load = h("p", { class: "muted", role: "status" });
@@ -37,8 +40,9 @@ export async function jobsPage() {
     load.textContent = limitsLine(limits);
     seen(jobs);
     body.replaceChildren(...jobs.map((j) => h("tr", {},
-      h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.name)), h("td", {}, j.status),
-      h("td", {}, `${Math.round(j.progress * 100)} %`), h("td", {}, timing(j, limits)))));
+      h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.name)), h("td", { "data-label": "Status" }, j.status),
+      h("td", { "data-label": "Progress" }, `${Math.round(j.progress * 100)} %`),
+      h("td", { "data-label": "When" }, timing(j, limits)))));
     table.hidden = !jobs.length;
     empty.hidden = Boolean(jobs.length);
     if (jobs.some((j) => !j.finished)) timer = setTimeout(() => draw().catch(() => null), REFRESH_MS);
@@ -158,8 +162,11 @@ export async function jobPage(jobId) {
   const title = h("h1", {}, job.name);
   const statusLine = h("p", { role: "status" });
   const bar = h("progress", { max: 1, value: job.progress, "aria-label": "Training progress" });
-  const charts = h("div", { class: "row", style: "display:grid;grid-template-columns:1fr 1fr" });
+  const charts = h("div", { class: "charts" });
   const log = h("pre", { class: "log", "aria-label": "Log" }, job.log_tail.join("\n"));
+  // a job that has not started has no chart and no log yet: say so instead of empty boxes
+  const notYet = h("p", { class: "muted" }, "Charts and the log appear when training starts.");
+  const trained = h("div", {}, h("h2", {}, "Loss and learning rate"), charts, h("h2", {}, "Log"), log);
   const epochsBox = h("div", { class: "epochs" });
   const compareBox = h("div");
   const tester = testPanel(job);
@@ -187,6 +194,8 @@ export async function jobPage(jobId) {
     const perEpoch = job.epochs_total ? job.total_steps / job.epochs_total : 0;
     const validation = epochRows.filter((e) => e.validation_loss !== null && e.validation_loss !== undefined)
       .map((e) => [Math.round(e.n * perEpoch), e.validation_loss, `epoch ${e.n} validation loss`]);
+    trained.hidden = !history.length && !log.textContent;
+    notYet.hidden = !trained.hidden;
     charts.replaceChildren(lineChart("loss", history.map(([s, l]) => [s, l]), { smoothed: true, marks: validation,
       markLabel: "validation loss" }), lineChart("learning rate", history.map(([s, , lr]) => [s, lr])));
     actions.replaceChildren(...[
@@ -231,8 +240,8 @@ export async function jobPage(jobId) {
 
   drawStatus();
   await drawEpochs();
-  mount(title, statusLine, bar, actions, continuer, parameters(job), h("h2", {}, "Loss and learning rate"), charts,
-    h("h2", {}, "Log"), log, h("h2", {}, "Epochs"), epochsBox, compareBox, tester, sweeper, plain);
+  mount(title, statusLine, bar, actions, continuer, parameters(job), notYet, trained,
+    h("h2", {}, "Epochs"), epochsBox, compareBox, tester, sweeper, plain);
   await sweeper.load();
 
   if (job.finished) return () => sweeper.stop();
@@ -250,6 +259,7 @@ export async function jobPage(jobId) {
     log.textContent = firstLog ? lines : log.textContent + (log.textContent ? "\n" : "") + lines;
     firstLog = false;
     log.scrollTop = log.scrollHeight;
+    drawStatus();
   });
   events.addEventListener("status", async () => {
     job = await get(`/jobs/${jobId}`);

@@ -75,15 +75,17 @@ function ownerControls(model) {
   return form;
 }
 
+// the list's columns; on a phone each row reads as a card of "title: value" lines
+const COLUMNS = [["Name", (m) => h("a", { href: `#/models/${m.id}` }, m.name)], ["By", (m) => m.owner],
+  ["Base model", (m) => `${m.family}: ${m.base_model}`], ["Network", (m) => m.network_type],
+  ["Trigger words", (m) => m.trigger_words.join(", ")], ["Visibility", (m) => m.visibility],
+  ["Size", (m) => megabytes(m.size)], ["Snippet", (m) => h("code", {}, m.snippet)]];
+
 export async function modelsPage() {
   const models = await get("/models");
   mount(h("h1", {}, "Models"), models.length
-    ? h("div", { class: "scroll", tabindex: 0, role: "region", "aria-label": "Models table (scrolls sideways)" },
-      h("table", {}, h("thead", {}, h("tr", {}, ["Name", "By", "Base model", "Network", "Trigger words", "Visibility",
-        "Size", "Snippet"].map((t) => h("th", {}, t)))),
-      h("tbody", {}, models.map((m) => h("tr", {}, h("td", {}, h("a", { href: `#/models/${m.id}` }, m.name)),
-        h("td", {}, m.owner), h("td", {}, `${m.family}: ${m.base_model}`), h("td", {}, m.network_type),
-        h("td", {}, m.trigger_words.join(", ")), h("td", {}, m.visibility), h("td", {}, megabytes(m.size)),
-        h("td", {}, h("code", {}, m.snippet)))))))
+    ? h("table", { class: "stack" }, h("thead", {}, h("tr", {}, COLUMNS.map(([title]) => h("th", {}, title)))),
+      h("tbody", {}, models.map((m) => h("tr", {}, COLUMNS.map(([title, cell], i) =>
+        h("td", i ? { "data-label": title } : {}, cell(m)))))))
     : h("p", { class: "muted" }, "Nothing published yet: publish an epoch from a job page."));
 }

@@ -9,7 +9,7 @@ export function batchTagPanel(datasetId, selectedIds, onDone) {
     h("option", { value: "end" }, "at the end"));
   const replaceWith = h("input", { type: "text", name: "replace_with" });
   const status = h("p", { class: "muted", role: "status" });
-  const form = h("form", { class: "card", onsubmit: async (e) => {
+  const form = h("form", { class: "card", "aria-label": "Batch tags", onsubmit: async (e) => {
     e.preventDefault();
     const ids = selectedIds();
     try {

@@ -9,7 +9,7 @@ export function uploadPanel(datasetId, onDone) {
   const summary = h("p", { class: "muted", role: "status" });
   const list = h("ol", { class: "files", "aria-label": "Uploaded files" });
   const picker = h("input", { type: "file", multiple: true, accept: "image/png,image/jpeg", id: "picker",
-                              onchange: () => send([...picker.files]) });
+                              class: "visually-hidden", onchange: () => send([...picker.files]) });
 
   async function send(files) {
     if (!files.length) return;
@@ -18,6 +18,7 @@ export function uploadPanel(datasetId, onDone) {
     const rejected = [];
     const rows = new Map(files.map((f) => [f, h("li", {}, `${f.name}: waiting`)]));
     list.replaceChildren(...rows.values());
+    summary.textContent = `Uploading ${files.length} file(s)…`;
     bar.hidden = false;
     bar.max = total;
     for (let first = 0; first < files.length; first += PER_REQUEST) {
@@ -43,6 +44,8 @@ export function uploadPanel(datasetId, onDone) {
     }
     summary.textContent = `${accepted} of ${files.length} added` +
       (rejected.length ? `; rejected: ${rejected.map((r) => `${r.filename} (${r.error})`).join(", ")}` : "");
+    // what needs a look stays listed; the files that went in are counted in the summary
+    list.replaceChildren(...[...rows.values()].filter((row) => row.className === "error"));
     picker.value = "";
     onDone();
   }

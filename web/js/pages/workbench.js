@@ -1,6 +1,6 @@
 // Dataset workbench: upload, a lazy thumbnail grid with selection, per-image tags/repeats/reg, crop, batch tags.
 import { del, get, patch, post } from "../api.js";
-import { field, h, mount, splitList } from "../dom.js";
+import { field, h, mount, splitList, tabs } from "../dom.js";
 import { batchTagPanel, frequencyList } from "./tags.js";
 import { autotagPanel, duplicatesPanel, exportLinks, followOpenTasks, followTask } from "./tools.js";
 import { uploadPanel } from "./upload.js";
@@ -141,8 +141,11 @@ export async function workbenchPage(datasetId) {
       });
       return state.saving;
     }
-    return h("section", { class: "card", "aria-label": "Selected image" },
-      h("h2", {}, image.filename), h("p", { class: "muted" }, `${image.width}×${image.height} ${image.format}`),
+    return h("section", { class: "card editor", "aria-label": "Selected image" },
+      h("div", { class: "editor-head" }, h("img", { src: image.thumb_url, alt: "", class: "editor-thumb" }),
+        h("div", {}, h("h2", {}, image.filename), h("p", { class: "muted" }, `${image.width}×${image.height} ${image.format}`)),
+        h("button", { type: "button", class: "secondary close-editor", onclick: () => { state.selected.clear(); render(); } },
+          "Done")),
       chips, field("Add tags", adder, "Enter adds them; commas separate tags. Changes are saved as you make them."),
       field("Repeats", repeats, `Empty: the dataset's default (${state.dataset.default_repeats}).`),
       h("label", {}, reg, " Regularization image"),
@@ -176,6 +179,8 @@ export async function workbenchPage(datasetId) {
         const answer = await post(`/datasets/${datasetId}/crop`, { mode, width, height, family: family.value,
                                                                    image_ids: ids.length ? ids : null });
         if (answer.kind) await followTask(answer, progress);
+        else progress.textContent = `Center crop ${size.value}: ${answer.changed} image(s) boxed (nothing is cut; ` +
+          "the box applies when training).";
         await reload();
       } catch (error) { message.textContent = error.message; }
     };
@@ -204,7 +209,7 @@ export async function workbenchPage(datasetId) {
       state.filter = tag;
       render();
     })].filter(Boolean));
-    if (one && side.getBoundingClientRect().top > innerHeight) side.scrollIntoView({ block: "nearest" }); // one column
+    document.body.classList.toggle("editing", Boolean(one)); // on a phone the editor is a sheet over the grid
   }
 
   // The grid moves the keyboard (arrows, Home, End); Space or Enter selects; Delete deletes the selection.
@@ -275,12 +280,17 @@ export async function workbenchPage(datasetId) {
     event.returnValue = "";
   };
   window.addEventListener("beforeunload", unloading);
+  // the tools share one place (tabs), so the grid starts near the top of the page
   mount(h("h1", {}, state.dataset.name), rename,
-    h("p", {}, h("a", { href: `#/datasets/${datasetId}/train`, class: "button" }, "Train a LoRA on this dataset →")),
-    exportLinks(datasetId), uploadPanel(datasetId, afterUpload), serverTasks, await autotagPanel(datasetId, selectedIds, reload),
-    batchTagPanel(datasetId, selectedIds, reload), duplicatesPanel(datasetId, () => state.images, pick),
-    toolbar, counter, message, h("div", { class: "layout" }, grid.element, side));
+    h("p", { class: "row" }, h("a", { href: `#/datasets/${datasetId}/train`, class: "button" }, "Train a LoRA on this dataset →"),
+      exportLinks(datasetId)),
+    tabs("Dataset tools", [["Upload", uploadPanel(datasetId, afterUpload)],
+      ["Auto-tag", await autotagPanel(datasetId, selectedIds, reload)],
+      ["Batch tags", batchTagPanel(datasetId, selectedIds, reload)],
+      ["Near-duplicates", duplicatesPanel(datasetId, () => state.images, pick)]]),
+    serverTasks, toolbar, counter, message, h("div", { class: "layout" }, grid.element, side));
   return async () => {
+    document.body.classList.remove("editing");
     window.removeEventListener("beforeunload", unloading);
     if (state.pending) state.pending();
     await state.saving;
