@@ -44,7 +44,10 @@ def metrics(session: SessionDep, settings: SettingsDep, request: Request) -> Res
 
 @router.get("/base-models")
 async def base_models(settings: SettingsDep) -> list[dict[str, object]]:
-    return [{"name": m.name, "family": m.family, "resolution": m.resolution} for m in settings.models()]
+    """The base models offered; `train_overrides` are what the server sets over every preset for that model (pro mode
+    starts from them too, so basic and pro count the same steps for the same settings)."""
+    return [{"name": m.name, "family": m.family, "resolution": m.resolution, "train_overrides": m.train_overrides}
+            for m in settings.models()]
 
 
 @router.get("/presets")

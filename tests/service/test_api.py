@@ -278,7 +278,9 @@ def test_other_users_objects_are_not_found(client, alice):
 def test_service_endpoints(client):
     assert client.get("/api/v1/healthz").json() == {"status": "ok"}
     assert "lorabake_jobs" in client.get("/api/v1/metrics").text
-    assert client.get("/api/v1/base-models").json()[0] == {"name": "tiny-sd15", "family": "sd15", "resolution": 64}
+    first = client.get("/api/v1/base-models").json()[0]
+    assert (first["name"], first["family"], first["resolution"]) == ("tiny-sd15", "sd15", 64)
+    assert first["train_overrides"]["resolution"] == "64"  # what pro mode starts from, as basic mode does
     presets = client.get("/api/v1/presets").json()
     assert len(presets) == 25 and presets[0]["params"]["network_dim"] > 0  # 5 themes × 5 families
     offered = [f["name"] for f in client.get("/api/v1/families").json()]

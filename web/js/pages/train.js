@@ -129,8 +129,11 @@ export async function trainPage({ datasetId, fromJob }) {
     }
     networkType.value = typeOf({ network_module: values.network_module, network_args: values.network_args });
     showCaveat();
+    if (values.max_train_epochs) epochs.value = values.max_train_epochs; // an imported or retrained job's epochs
   }
-  const presetValues = () => (presets.find((p) => p.theme === preset() && p.family === family()) || {}).params || {};
+  // the preset as a job runs it: its values, then the server's own settings for this base model
+  const presetValues = () => ({ ...(presets.find((p) => p.theme === preset() && p.family === family()) || {}).params,
+    ...models.find((m) => m.name === model.value).train_overrides });
   const argName = (arg) => arg.split("=")[0].trim();
   function typeOf(values) {
     const args = values.network_args || [];
@@ -148,7 +151,7 @@ export async function trainPage({ datasetId, fromJob }) {
     argsInput.value = [...chosen.args, ...kept].join(", ");
     showCaveat();
   }
-  fillPro(job ? job.params : presetValues());
+  fillPro(job ? job.params : { ...presetValues(), max_train_epochs: Number(epochs.value) });
   showFamilyParams();
 
   function body(startAfter) {
@@ -200,8 +203,15 @@ export async function trainPage({ datasetId, fromJob }) {
     }
   }
 
-  const form = h("form", { class: "card", oninput: later, onchange: (e) => {
-    if (e.target.name === "preset" || e.target.name === "base_model") fillPro(presetValues());
+  // the one setting both modes show is one value: what is typed in either is in both, so switching changes nothing
+  const syncEpochs = (e) => {
+    const proEpochs = pro.querySelector('[name="max_train_epochs"]');
+    if (e.target === epochs) proEpochs.value = epochs.value;
+    else if (e.target === proEpochs) epochs.value = proEpochs.value;
+  };
+  const form = h("form", { class: "card", oninput: (e) => { syncEpochs(e); later(); }, onchange: (e) => {
+    // another preset or base model refills pro mode, but the epochs the user chose stay
+    if (e.target.name === "preset" || e.target.name === "base_model") fillPro({ ...presetValues(), max_train_epochs: Number(epochs.value) });
     if (e.target.name === "network_type") applyType();
     if (e.target.name === "base_model") showFamilyParams();
     if (e.target.name === "mode") { basic.hidden = currentMode() !== "basic"; pro.hidden = !basic.hidden; }
