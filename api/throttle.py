@@ -7,15 +7,18 @@ flood of sign-ins waits for a slot or is turned away instead of slowing every ot
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 import redis
-from fastapi import HTTPException, status
+from fastapi import HTTPException, Request, status
 
+from api.security import verify_password
 from core.settings import Settings
 
 HASH_SLOTS = 2
@@ -29,11 +32,56 @@ class Limit:
     window_s: int
 
 
-def limits(settings: Settings) -> tuple[Limit, Limit, Limit]:
-    """(wrong passwords per account / 15 min, sign-in attempts per address / 15 min, sign-ups per address / hour)"""
-    return (Limit("login-account", settings.login_failures_per_account, 900),
-            Limit("login-address", settings.logins_per_address, 900),
-            Limit("signup-address", settings.signups_per_address, 3600))
+@dataclass(frozen=True)
+class Limits:
+    pair: Limit  # wrong passwords for one account from one address / 15 min: that pair is refused
+    address: Limit  # sign-in attempts from one address / 15 min: that address is refused
+    account: Limit  # wrong passwords for one account / 15 min: past `count`, its sign-ins only slow down
+    signup: Limit  # new accounts from one address / hour
+
+
+def limits(settings: Settings) -> Limits:
+    return Limits(Limit("login-pair", settings.login_failures_per_pair, 900),
+                  Limit("login-address", settings.logins_per_address, 900),
+                  Limit("login-account", settings.login_failures_before_delay, 900),
+                  Limit("signup-address", settings.signups_per_address, 3600))
+
+
+def account_delay_s(failures: int, settings: Settings) -> float:
+    """How long a sign-in for an account waits: nothing up to the threshold, then 0.1 s more for every further
+    threshold's worth of wrong passwords, at most login_delay_max_s. The owner is slowed, never refused."""
+    over = failures - settings.login_failures_before_delay
+    if over < 0:
+        return 0.0
+    return min(settings.login_delay_max_s, 0.1 * (1 + over / max(1, settings.login_failures_before_delay)))
+
+
+def client_address(request: Request, trusted_proxies: list[str]) -> str:
+    """The client's address: the connecting peer, unless the peer is a trusted proxy; then the right-most address
+    in X-Forwarded-For that is not one of the trusted proxies (what a client sends itself sits further left and
+    is never believed)."""
+    peer = request.client.host if request.client else "unknown"
+    networks = _networks(tuple(trusted_proxies))
+    if not networks or not _within(peer, networks):
+        return peer
+    hops = [hop.strip() for hop in request.headers.get("x-forwarded-for", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _within(hop, networks):
+            return hop
+    return hops[0] if hops else peer
+
+
+@lru_cache(maxsize=8)
+def _networks(trusted: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in trusted)
+
+
+def _within(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 class Throttle:
@@ -92,6 +140,11 @@ class Throttle:
             raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
                                 f"too many {what}; try again in {retry // 60 + 1} minutes",
                                 headers={"Retry-After": str(retry)})
+
+    def verify(self, password: str, stored_hash: str | None) -> bool:
+        """A password check in one of the hash slots (blocking: run it in the thread pool)."""
+        with self.hashing_slot():
+            return verify_password(password, stored_hash)
 
     @contextmanager
     def hashing_slot(self) -> Iterator[None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from functools import lru_cache
@@ -54,10 +55,19 @@ class Settings(BaseSettings):
 
     secret_key: str = EMBEDDED_SECRET
     session_days: int = 14
-    login_failures_per_account: int = 10  # wrong passwords for one account in 15 minutes, then 429
-    logins_per_address: int = 50  # sign-in attempts from one client address in 15 minutes
+    # Sign-in throttling never locks an account's owner out (README, "Security"): wrong passwords for one account
+    # from one address are refused after `login_failures_per_pair`; an address's sign-ins after
+    # `logins_per_address`; an account only slows down: past `login_failures_before_delay` wrong passwords every
+    # sign-in for it waits a little longer, at most `login_delay_max_s`. All per 15 minutes.
+    login_failures_per_pair: int = 10
+    logins_per_address: int = 50
+    login_failures_before_delay: int = 10
+    login_delay_max_s: float = 3.0
     signups_per_address: int = 10  # new accounts from one client address in an hour
+    # Proxies (addresses or networks) whose X-Forwarded-For is believed; empty: the connecting address is the client
+    trusted_proxies: list[str] = Field(default_factory=list)
     metrics_token: str | None = None  # when set, GET /metrics needs `Authorization: Bearer <token>`
+    metrics_public: bool = False  # /metrics without a token for anyone; without either, embedded: loopback only
     cookie_secure: bool = False
     gpu_ids: str = ""
 
@@ -96,10 +106,24 @@ class Settings(BaseSettings):
     webhook_private_targets: bool | None = None
     scratch_dir: Path | None = None
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"LORABAKE_TRUSTED_PROXIES: {entry!r} is not an address or network") from exc
+        return value
+
     @model_validator(mode="after")
     def _production_needs_a_real_secret(self) -> Settings:
         if self.mode == "production" and (self.secret_key == EMBEDDED_SECRET or len(self.secret_key) < 32):
             raise ValueError("LORABAKE_SECRET_KEY must be set to a random string of 32+ characters in production")
+        if self.mode == "production" and not (self.metrics_token or self.metrics_public):
+            raise ValueError("GET /metrics would show queue sizes, job counts and worker names to anyone: set "
+                             "LORABAKE_METRICS_TOKEN (Prometheus sends it as a bearer token), or "
+                             "LORABAKE_METRICS_PUBLIC=true to serve them openly on purpose")
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("LORABAKE_S3_BUCKET is required with the s3 storage backend")
         return self

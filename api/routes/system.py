@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from pathlib import PurePosixPath
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
@@ -30,11 +31,15 @@ async def healthz(session: SessionDep) -> dict[str, str]:
 
 @router.get("/metrics")
 def metrics(session: SessionDep, settings: SettingsDep, request: Request) -> Response:
-    """Prometheus metrics; with METRICS_TOKEN set, only for `Authorization: Bearer <that token>`."""
-    if settings.metrics_token and not hmac.compare_digest(request.headers.get("authorization", ""),
-                                                          f"Bearer {settings.metrics_token}"):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "metrics need the metrics token",
-                            headers={"WWW-Authenticate": "Bearer"})
+    """Prometheus metrics: with METRICS_TOKEN set, only for `Authorization: Bearer <that token>`; with
+    METRICS_PUBLIC, for anyone; otherwise (the embedded mode: production refuses to start so) for this machine."""
+    if settings.metrics_token:
+        if not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {settings.metrics_token}"):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "metrics need the metrics token",
+                                headers={"WWW-Authenticate": "Bearer"})
+    elif not settings.metrics_public and not _loopback(request.client.host if request.client else ""):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "metrics are served to this machine only; set "
+                                                       "LORABAKE_METRICS_TOKEN to read them from elsewhere")
     registry = CollectorRegistry()
     jobs = Gauge("lorabake_jobs", "Jobs by status", ["status"], registry=registry)
     for job_status, count in session.execute(select(Job.status, func.count()).group_by(Job.status)):
@@ -89,3 +94,10 @@ def signed_file(key: str, exp: int, name: str, sig: str, storage: StorageDep) ->
         headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return StreamingResponse(storage.iter_chunks(key), media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"),
                              headers=headers)
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False

@@ -19,7 +19,7 @@ from tests.service.conftest import png_bytes, register
 @pytest.fixture
 def client(tmp_path):
     settings = Settings(var_dir=tmp_path / "var", max_images_per_dataset=5, max_image_pixels=1_000_000)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), client=("127.0.0.1", 50000)) as client:  # as a browser on this machine
         yield client
 
 

@@ -1,5 +1,5 @@
-"""Sign-in and sign-up throttles, the cap on password hashing, the metrics token, unambiguous model names and
-keep-alives on quiet event streams."""
+"""Sign-in and sign-up throttles (never locking an owner out), client addresses behind proxies, the cap on password
+hashing, who may read metrics, unambiguous model names and keep-alives on quiet event streams."""
 
 from __future__ import annotations
 
@@ -29,23 +29,80 @@ def _login(client: TestClient, email: str, password: str) -> int:
     return client.post("/api/v1/auth/login", data={"username": email, "password": password}).status_code
 
 
-def test_wrong_passwords_lock_one_account_for_a_while_not_others(tmp_path):
-    with _app(tmp_path, login_failures_per_account=3) as client:
-        register(client, "target@example.com")
-        register(client, "bystander@example.com")
-        assert [_login(client, "target@example.com", "wrong password") for _ in range(3)] == [401] * 3
-        locked = client.post("/api/v1/auth/login", data={"username": "target@example.com", "password": PASSWORD})
-        assert locked.status_code == 429 and "wrong passwords for this account" in locked.json()["detail"]
-        assert int(locked.headers["retry-after"]) > 0
-        assert _login(client, "bystander@example.com", PASSWORD) == 200
+def _login_from(client: TestClient, email: str, password: str, address: str) -> httpx.Response:
+    """A sign-in as the proxy in front of the service passes it on: the client's address in X-Forwarded-For."""
+    return client.post("/api/v1/auth/login", data={"username": email, "password": password},
+                       headers={"X-Forwarded-For": address})
 
 
-def test_a_correct_password_clears_the_account_count(tmp_path):
-    with _app(tmp_path, login_failures_per_account=3) as client:
+def _behind_proxy(tmp_path, **values) -> TestClient:
+    """The service behind a reverse proxy on this machine (the peer), which it trusts for X-Forwarded-For."""
+    settings = Settings(var_dir=tmp_path / "var", reconcile_in_api=False, trusted_proxies=["127.0.0.1"], **values)
+    return TestClient(create_app(settings), client=("127.0.0.1", 50000))
+
+
+def test_guessing_from_many_addresses_is_refused_and_never_locks_the_owner_out(tmp_path):
+    with _behind_proxy(tmp_path, login_delay_max_s=0.01) as client:
+        owner = register(client, "target@example.com")  # signed in before the attack
+        attackers = [f"203.0.113.{n}" for n in range(1, 21)]
+        answers = [_login_from(client, "target@example.com", f"guess {n}", address).status_code
+                   for address in attackers for n in range(10)]
+        assert answers == [401] * 200  # ten wrong passwords from each of twenty addresses
+        for address in attackers:  # each address is now refused for this account, with a reason and a time
+            refused = _login_from(client, "target@example.com", PASSWORD, address)
+            assert refused.status_code == 429 and "from your address" in refused.json()["detail"]
+            assert int(refused.headers["retry-after"]) > 0
+        started = time.monotonic()
+        assert _login_from(client, "target@example.com", PASSWORD, "198.51.100.7").status_code == 200  # first try
+        assert time.monotonic() - started < 5  # slowed by at most login_delay_max_s (and a hash)
+        assert client.get("/api/v1/me", headers=owner).status_code == 200  # signed in elsewhere: still signed in
+        assert _login_from(client, "bystander@example.com", PASSWORD, attackers[0]).status_code == 401  # no lockout
+
+
+def test_a_forwarded_address_is_believed_only_from_a_trusted_proxy(tmp_path):
+    settings = Settings(var_dir=tmp_path / "var", reconcile_in_api=False, login_failures_per_pair=3)
+    with TestClient(create_app(settings), client=("192.0.2.10", 40000)) as client:  # no trusted proxies
+        register(client, "me@example.com")
+        # a client naming a new address each time is still the one address it connects from
+        answers = [_login_from(client, "me@example.com", "wrong", f"203.0.113.{n}").status_code for n in range(4)]
+        assert answers == [401, 401, 401, 429]
+    with _behind_proxy(tmp_path / "b", login_failures_per_pair=3) as client:
+        register(client, "me@example.com")
+        # what the client wrote itself (left of the proxy's own entry) is not believed either
+        spoofed = [_login_from(client, "me@example.com", "wrong", f"203.0.113.{n}, 198.51.100.9").status_code
+                   for n in range(4)]
+        assert spoofed == [401, 401, 401, 429]
+        assert _login_from(client, "me@example.com", PASSWORD, "198.51.100.10").status_code == 200
+
+
+def test_a_correct_password_clears_the_pair_count(tmp_path):
+    with _app(tmp_path, login_failures_per_pair=3) as client:
         register(client, "me@example.com")
         for _ in range(5):
             assert _login(client, "me@example.com", "wrong password") == 401
             assert _login(client, "me@example.com", PASSWORD) == 200
+
+
+def test_production_refuses_to_start_with_metrics_open_unless_told(tmp_path):
+    secret = "k" * 40
+    with pytest.raises(ValueError, match="LORABAKE_METRICS_TOKEN"):
+        Settings(var_dir=tmp_path, mode="production", secret_key=secret)
+    assert Settings(var_dir=tmp_path, mode="production", secret_key=secret, metrics_public=True).metrics_public
+    assert Settings(var_dir=tmp_path, mode="production", secret_key=secret, metrics_token="t" * 20).metrics_token
+    with pytest.raises(ValueError, match="not an address or network"):
+        Settings(var_dir=tmp_path, trusted_proxies=["proxy.example"])
+
+
+def test_embedded_metrics_are_served_to_this_machine_only(tmp_path):
+    settings = Settings(var_dir=tmp_path / "var", reconcile_in_api=False)
+    app = create_app(settings)
+    with TestClient(app, client=("127.0.0.1", 40000)) as here:
+        assert here.get("/api/v1/metrics").status_code == 200
+    with TestClient(app, client=("192.0.2.10", 40000)) as elsewhere:
+        refused = elsewhere.get("/api/v1/metrics")
+        assert refused.status_code == 403 and "LORABAKE_METRICS_TOKEN" in refused.json()["detail"]
+        # a forwarded header does not make a remote caller local
+        assert elsewhere.get("/api/v1/metrics", headers={"X-Forwarded-For": "127.0.0.1"}).status_code == 403
 
 
 def test_one_address_gets_a_bounded_number_of_sign_ins_and_sign_ups(tmp_path):
@@ -144,3 +201,12 @@ def test_a_quiet_event_stream_gets_keep_alives_without_redis(tmp_path, monkeypat
                 if line.startswith(": keep-alive"):
                     break
         assert ": keep-alive" in lines
+
+
+def test_an_account_under_attack_only_slows_down_and_never_past_the_bound():
+    from api.throttle import account_delay_s
+
+    settings = Settings(login_failures_before_delay=10, login_delay_max_s=3.0)
+    delays = [account_delay_s(failures, settings) for failures in range(0, 2000, 5)]
+    assert delays[:2] == [0.0, 0.0] and delays[2] > 0  # nothing until the threshold, then a wait
+    assert delays == sorted(delays) and max(delays) == 3.0  # growing, and bounded
