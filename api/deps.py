@@ -6,7 +6,7 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
@@ -63,9 +63,20 @@ class Caller:
     token_id: str
 
 
+Owned = TypeVar("Owned")  # a table with an owner_id column
+
+
 def not_found(what: str) -> HTTPException:
     """The answer for a missing object and for another user's object alike, so that ids reveal nothing."""
     return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found")
+
+
+def owned(session: Session, table: type[Owned], row_id: str, user_id: str, what: str) -> Owned:
+    """The user's row of `table` by id; 404 (`what` not found) when it is missing or someone else's."""
+    row = session.get(table, row_id)
+    if row is None or row.owner_id != user_id:
+        raise not_found(what)
+    return row
 
 
 def _unauthorized(detail: str) -> HTTPException:

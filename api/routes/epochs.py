@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 
-from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, StorageDep, dispatch_task, not_found
+from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, StorageDep, dispatch_task, owned
 from api.routes import API_PREFIX
 from api.schemas import EpochOut, GenerateIn, GenerationOut, PlainLoraIn, PlainLoraOut
 from api.waiting import LIGHT_TASKS, waiting_for
@@ -76,9 +76,7 @@ def generate(n: int, body: GenerateIn, job: OwnedJob, request: Request, user: Cu
 @router.get("/generations/{generation_id}")
 async def get_generation(generation_id: str, user: CurrentUser, session: SessionDep,
                          storage: StorageDep) -> GenerationOut:
-    generation = session.get(Generation, generation_id)
-    if generation is None or generation.owner_id != user.id:
-        raise not_found("generation")
+    generation = owned(session, Generation, generation_id, user.id, "generation")
     return GenerationOut(id=generation.id, status=generation.status, error=generation.error, notes=generation.notes,
                          images=[storage.signed_url(k) for k in generation.image_keys],
                          waiting_for=waiting_for(session, generation, LIGHT_TASKS))
@@ -108,7 +106,5 @@ def to_plain_lora(n: int, body: PlainLoraIn, job: OwnedJob, request: Request, se
 @router.get("/plain-loras/{conversion_id}")
 async def get_plain_lora(conversion_id: str, user: CurrentUser, session: SessionDep,
                          storage: StorageDep) -> PlainLoraOut:
-    conversion = session.get(Conversion, conversion_id)
-    if conversion is None or conversion.owner_id != user.id:
-        raise not_found("plain LoRA")
+    conversion = owned(session, Conversion, conversion_id, user.id, "plain LoRA")
     return plain_out(session, session.get(Job, conversion.job_id), conversion, storage)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentUser, MaybeUser, SessionDep, SettingsDep, StorageDep, not_found
+from api.deps import CurrentUser, MaybeUser, SessionDep, SettingsDep, StorageDep, not_found, owned
 from api.routes import API_PREFIX
 from api.routes.epochs import find_epoch
 from api.schemas import ModelOut, ModelPatch, PublishIn
@@ -48,10 +48,7 @@ def check_name(session: Session, owner_id: str, name: str, visibility: str, mode
 
 
 def owned_model(model_id: str, user_id: str, session: Session) -> PublishedModel:
-    model = session.get(PublishedModel, model_id)
-    if model is None or model.owner_id != user_id:
-        raise not_found("model")
-    return model
+    return owned(session, PublishedModel, model_id, user_id, "model")
 
 
 @router.post("/models", status_code=status.HTTP_201_CREATED)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentUser, OwnedJob, SessionDep, StorageDep, dispatch_task, not_found
+from api.deps import CurrentUser, OwnedJob, SessionDep, StorageDep, dispatch_task, owned
 from api.routes import API_PREFIX
 from api.schemas import SweepIn, SweepOut
 from api.waiting import LIGHT_TASKS, waiting_for
@@ -69,7 +69,4 @@ def list_sweeps(job: OwnedJob, session: SessionDep, storage: StorageDep) -> list
 
 @router.get("/sweeps/{sweep_id}")
 def get_sweep(sweep_id: str, user: CurrentUser, session: SessionDep, storage: StorageDep) -> SweepOut:
-    sweep = session.get(Sweep, sweep_id)
-    if sweep is None or sweep.owner_id != user.id:
-        raise not_found("sweep")
-    return sweep_out(sweep, storage, session)
+    return sweep_out(owned(session, Sweep, sweep_id, user.id, "sweep"), storage, session)

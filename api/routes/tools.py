@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, dispatch_task, not_found
+from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, dispatch_task, owned
 from api.routes import API_PREFIX
 from api.routes.datasets import selected_images
 from api.schemas import AutotagRequest, CropRequest, TaggerOut, TaskOut
@@ -103,10 +103,7 @@ def autotag(body: AutotagRequest, dataset: OwnedDataset, session: SessionDep, se
 
 @router.get("/tasks/{task_id}")
 async def get_task(task_id: str, user: CurrentUser, session: SessionDep) -> TaskOut:
-    task = session.get(DatasetTask, task_id)
-    if task is None or task.owner_id != user.id:
-        raise not_found("task")
-    return task_out(session, task)
+    return task_out(session, owned(session, DatasetTask, task_id, user.id, "task"))
 
 
 @router.get("/datasets/{dataset_id}/tasks")
