@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from api.security import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, token_hash
 from core.db import read_rows
-from core.models import ApiToken, Conversion, Dataset, DatasetTask, Generation, Job, Sweep, TaskStatus, User, utcnow
+from core.models import ApiToken, Dataset, Job, TaskRow, TaskStatus, User, utcnow
 from core.queue import send
 from core.settings import Settings
 from core.storage import Storage
@@ -146,8 +146,7 @@ OwnedJob = Annotated[Job, Depends(owned_job)]
 QUEUE_DOWN = "the task queue is not reachable right now; nothing was started, try again in a moment"
 
 
-def dispatch_task(request: Request, session: Session, row: DatasetTask | Generation | Sweep | Conversion,
-                  task: str) -> None:
+def dispatch_task(request: Request, session: Session, row: TaskRow, task: str) -> None:
     """Send a stored task's message; when the broker is down the row ends `failed` with the reason (nothing is left
     waiting for a message that never came) and the caller gets a 503 saying so."""
     if send(request.app.state.celery, task, row.id):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.models import Conversion, DatasetTask, Generation, Sweep, TaskStatus
+from core.models import Conversion, DatasetTask, Generation, Sweep, TaskRow, TaskStatus
 
 # the tables whose rows share one queue (and so one line of workers)
 CPU_TASKS: tuple[type, ...] = (DatasetTask,)
@@ -13,8 +13,7 @@ LIGHT_TASKS: tuple[type, ...] = (Generation, Sweep, Conversion)
 OPEN = (TaskStatus.queued, TaskStatus.running)
 
 
-def waiting_for(session: Session, row: DatasetTask | Generation | Sweep | Conversion,
-                queue: tuple[type, ...]) -> str | None:
+def waiting_for(session: Session, row: TaskRow, queue: tuple[type, ...]) -> str | None:
     """None once the task runs or ended; otherwise how many tasks are ahead of it on its queue."""
     if row.status != TaskStatus.queued:
         return None

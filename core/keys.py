@@ -13,8 +13,12 @@ def dataset_prefix(user_id: str, dataset_id: str) -> str:
     return f"u/{user_id}/ds/{dataset_id}/"
 
 
+def jobs_prefix(user_id: str) -> str:
+    return f"u/{user_id}/jobs/"
+
+
 def job_prefix(user_id: str, job_id: str) -> str:
-    return f"u/{user_id}/jobs/{job_id}/"
+    return f"{jobs_prefix(user_id)}{job_id}/"
 
 
 def epoch_file(user_id: str, job_id: str, n: int, ext: str = "safetensors", attempt: int = 1) -> str:

@@ -268,3 +268,7 @@ class RunTiming(Base):
     step_s: Mapped[float] = mapped_column(Float)
     epoch_s: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# the rows of tasks sent to a queue by id (api.deps.dispatch_task, api.waiting)
+TaskRow = DatasetTask | Generation | Sweep | Conversion

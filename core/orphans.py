@@ -14,20 +14,20 @@ from core.models import Epoch, Job
 from core.storage import Storage
 
 
-def referenced_by(job: Job, epochs: list[Epoch]) -> tuple[set[str], str | None]:
-    """The job's keys that rows point at, and the prefix of the training state it resumes from."""
-    named = {epoch.file_key for epoch in epochs} | {key for epoch in epochs for key in epoch.previews}
-    return named, job.state_key
-
-
 def orphaned_keys(session: Session, storage: Storage, older_than_s: float, now: float | None = None) -> list[str]:
+    """Keys under an owner's jobs that no epoch row, preview list or resumable state refers to (a job's whole
+    folder when its row is gone), older than the grace period. One query for the rows, one listing per owner."""
     cutoff = (now if now is not None else time.time()) - older_than_s
+    named: set[str] = set()
+    for file_key, previews in session.execute(select(Epoch.file_key, Epoch.previews)):
+        named.add(file_key)
+        named.update(previews)
+    states = tuple(key for key in session.scalars(select(Job.state_key).where(Job.state_key.is_not(None))))
+    owners = session.scalars(select(Job.owner_id).distinct())
     found = []
-    for job in session.scalars(select(Job)):
-        epochs = list(session.scalars(select(Epoch).where(Epoch.job_id == job.id)))
-        named, state_prefix = referenced_by(job, epochs)
-        for key, modified in storage.list_modified(keys.job_prefix(job.owner_id, job.id)).items():
-            if modified < cutoff and key not in named and not (state_prefix and key.startswith(state_prefix)):
+    for owner in owners:
+        for key, modified in storage.list_modified(keys.jobs_prefix(owner)).items():
+            if modified < cutoff and key not in named and not key.startswith(states):
                 found.append(key)
     return sorted(found)
 

@@ -208,14 +208,15 @@ def _previews(s: Session, epoch: int, callbacks: Callbacks) -> None:
     callbacks.on_previews(PreviewsReady(epoch, paths))
 
 
-def _previews_due(cfg: TrainConfig, epoch: int, epochs: int) -> bool:
-    return bool(cfg.sample_every_n_epochs) and (epoch % cfg.sample_every_n_epochs == 0 or epoch == epochs)
+def _previews_due(cfg: TrainConfig, epoch: int, last: bool) -> bool:
+    return bool(cfg.sample_every_n_epochs) and (epoch % cfg.sample_every_n_epochs == 0 or last)
 
 
 def _missing_previews(s: Session, position: Position, epochs: int, callbacks: Callbacks) -> None:
     """A state saved at an epoch's end holds that epoch's weights: previews it owed are rendered from it now."""
     ended = position.epoch - 1
-    if position.batch == 0 and ended >= 1 and _previews_due(s.cfg, ended, epochs) and callbacks.previews_missing(ended):
+    due = ended >= 1 and _previews_due(s.cfg, ended, last=ended >= epochs)
+    if position.batch == 0 and due and callbacks.previews_missing(ended):
         callbacks.on_log(f"rendering the previews of epoch {ended}, which the stopped attempt did not keep")
         _previews(s, ended, callbacks)
 
@@ -308,7 +309,7 @@ def _run_epochs(s: Session, cfg: TrainConfig, callbacks: Callbacks, result: Trai
             if cfg.save_state:
                 result.state_dir = _state(s, Position(epoch + 1, 0, step), "last" if last else f"{epoch:06d}")
                 callbacks.on_state_saved(result.state_dir, epoch)
-        if _previews_due(cfg, epoch, epochs) or (last and cfg.sample_every_n_epochs):
+        if _previews_due(cfg, epoch, last):
             _previews(s, epoch, callbacks)
         if last:
             break

@@ -11,7 +11,7 @@ conv_in, conv_out and the time embedding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trainer.config import arg_flag, arg_value
 
@@ -50,8 +50,13 @@ class NetworkSpec:
         return cls.of_params(cfg.network_module, cfg.network_args)
 
     @classmethod
+    def of_job(cls, params: dict[str, Any]) -> NetworkSpec:
+        """From a stored job's params, without building a whole config."""
+        return cls.of_params(params.get("network_module", "networks.lora"), params.get("network_args") or [])
+
+    @classmethod
     def of_params(cls, network_module: str, network_args: list[str]) -> NetworkSpec:
-        """From the two keys alone (a stored job's params), without building a whole config."""
+        """From the two keys alone."""
         if network_module != LYCORIS:
             return cls()
         args = network_args
@@ -113,9 +118,8 @@ NETWORK_TYPES = (
 )
 
 
-def network_type_of(network_module: str, network_args: list[str]) -> str:
-    """The NETWORK_TYPES name a job's two keys amount to (a LyCORIS type with DoRA counts as DoRA)."""
-    spec = NetworkSpec.of_params(network_module, network_args)
+def network_type_of(spec: NetworkSpec) -> str:
+    """The NETWORK_TYPES name a spec amounts to (a LyCORIS type with DoRA counts as DoRA)."""
     for entry in NETWORK_TYPES:
         offered = NetworkSpec.of_params(LYCORIS if entry["lycoris"] else "networks.lora", entry["args"])
         if (offered.kind, offered.dora, offered.lycoris) == (spec.kind, spec.dora, spec.lycoris):

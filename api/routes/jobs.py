@@ -36,7 +36,7 @@ from core.models import (
 )
 from core.queue import TRAIN_TASK, send
 from core.settings import Settings
-from trainer.network_spec import network_type_of
+from trainer.network_spec import NetworkSpec, network_type_of
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
 
@@ -143,8 +143,8 @@ def job_view(session: Session, job_id: str, owner_id: str) -> dict[str, Any]:
     row = read_rows(session, _OWN_JOB, {"job_id": job_id, "owner_id": owner_id}).first()
     if row is None:
         raise not_found("job")
-    kind = network_type_of(row.params.get("network_module", "networks.lora"), row.params.get("network_args") or [])
-    return {**row._asdict(), **_live_fields(row, session, None), "network_type": kind}
+    return {**row._asdict(), **_live_fields(row, session, None),
+            "network_type": network_type_of(NetworkSpec.of_job(row.params))}
 
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED, response_model=JobOut)

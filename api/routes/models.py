@@ -21,11 +21,11 @@ router = APIRouter(prefix=API_PREFIX, tags=["models"])
 def model_out(model: PublishedModel, epoch: Epoch, job: Job, owner: User, storage: Storage,
               expires_s: int) -> ModelOut:
     family = job.params.get("model_family")
-    spec = NetworkSpec.of_params(job.params.get("network_module", "networks.lora"), job.params.get("network_args", []))
     return ModelOut(id=model.id, name=model.name, owner_id=model.owner_id, owner=owner.email.split("@")[0],
                     job_id=model.job_id, epoch=epoch.n, base_model=job.base_model,
-                    family=FAMILIES[family].label if family in FAMILIES else "unknown", network_type=spec.label,
-                    size=epoch.size, trigger_words=model.trigger_words, description=model.description,
+                    family=FAMILIES[family].label if family in FAMILIES else "unknown",
+                    network_type=NetworkSpec.of_job(job.params).label, size=epoch.size,
+                    trigger_words=model.trigger_words, description=model.description,
                     visibility=model.visibility,
                     previews=[storage.signed_url(k, expires_s=expires_s) for k in epoch.previews],
                     download_url=storage.signed_url(epoch.file_key, f"{model.name}.safetensors", expires_s),

@@ -297,3 +297,17 @@ def test_after_one_finished_job_the_next_identical_job_is_estimated_within_a_qua
         assert run_training(settings, storage, again, "w") == JobStatus.succeeded
         ratio = estimate / measured(again)
         assert 0.75 <= ratio <= 1.25, (estimate, measured(again), measured(job_id))
+
+
+def test_the_files_of_a_job_whose_row_is_gone_are_swept_too(service):
+    import time
+
+    from core.orphans import sweep_orphans
+
+    settings, storage, job_id = service
+    with session_factory(settings.db_url)() as session:
+        owner = session.get(Job, job_id).owner_id
+    storage.put_bytes(f"u/{owner}/jobs/deleted-job/epoch-000001-a1.safetensors", b"left by a failed delete")
+    with session_factory(settings.db_url)() as session:
+        assert sweep_orphans(session, storage, 3600, now=time.time() + 7200) == 1
+    assert storage.list_keys(f"u/{owner}/jobs/deleted-job/") == []

@@ -282,7 +282,8 @@ export async function workbenchPage(datasetId) {
   window.addEventListener("beforeunload", unloading);
   // the tools share one place (tabs), so the grid starts near the top of the page
   mount(h("h1", {}, state.dataset.name), rename,
-    h("p", { class: "row" }, h("a", { href: `#/datasets/${datasetId}/train`, class: "button" }, "Train a LoRA on this dataset →"),
+    h("p", { class: "row", style: "align-items:baseline" },
+      h("a", { href: `#/datasets/${datasetId}/train`, class: "button" }, "Train a LoRA on this dataset →"),
       exportLinks(datasetId)),
     tabs("Dataset tools", [["Upload", uploadPanel(datasetId, afterUpload)],
       ["Auto-tag", await autotagPanel(datasetId, selectedIds, reload)],
