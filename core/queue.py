@@ -8,6 +8,7 @@ from celery import Celery
 from kombu import Queue
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from core.settings import Settings
 
@@ -27,13 +28,21 @@ SEND_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "in
 
 
 def send(app: Celery, task: str, object_id: str) -> bool:
-    """Send one task by name; False (logged) when the broker cannot be reached."""
-    try:
-        app.send_task(task, args=[object_id], retry=True, retry_policy=SEND_RETRY)
-    except (KombuError, OSError, RedisError) as exc:
-        log.warning("could not send %s for %s: %s", task, object_id, exc)
-        return False
-    return True
+    """Send one task by name; False (logged) when the broker cannot be reached: the caller has stored the row, and
+    the reconciler's outbox sends it later. The embedded broker (kombu's SQLAlchemy transport) creates a queue's
+    row on first use with a check-then-insert, so a worker and the API doing so at once make one of them fail with
+    a unique-constraint error; the queue exists by then, and a second try goes through."""
+    for last_try in (False, True):
+        try:
+            app.send_task(task, args=[object_id], retry=True, retry_policy=SEND_RETRY)
+            return True
+        except IntegrityError as exc:
+            if last_try:
+                log.warning("could not send %s for %s: %s", task, object_id, exc)
+        except (KombuError, OSError, RedisError, SQLAlchemyError) as exc:
+            log.warning("could not send %s for %s: %s", task, object_id, exc)
+            return False
+    return False
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -287,16 +287,22 @@ def test_after_one_finished_job_the_next_identical_job_is_estimated_within_a_qua
         assert first["estimated_seconds"] is None  # nothing measured on this server yet
         # a run of another batch size first: this process's one-time costs (imports, the model files read into the
         # page cache) are paid, and being of another shape it is not what the identical jobs are estimated from
-        warm = start_job(client, me, dataset, "warm", 1, train_batch_size=2)
+        warm = start_job(client, me, dataset, "warm", 1, train_batch_size=3)
         assert run_training(settings, storage, warm, "w") == JobStatus.succeeded
-        job_id = start_job(client, me, dataset, "first", 3)
-        assert run_training(settings, storage, job_id, "w") == JobStatus.succeeded
-        estimate = client.post("/api/v1/jobs/estimate", json=request, headers=me).json()["estimated_seconds"]
-        again = start_job(client, me, dataset, "again", 3)
-        assert client.get(f"/api/v1/jobs/{again}", headers=me).json()["estimated_s"] == estimate  # one estimator
-        assert run_training(settings, storage, again, "w") == JobStatus.succeeded
-        ratio = estimate / measured(again)
-        assert 0.75 <= ratio <= 1.25, (estimate, measured(again), measured(job_id))
+        # three shapes, each: one finished job, then the identical next one against its estimate. Adjacent runs see
+        # the same machine; the median of three keeps one run disturbed by other work on a busy machine from
+        # deciding the outcome.
+        ratios = []
+        for batch in (1, 2, 4):
+            shaped = {**request, "params": {**request["params"], "train_batch_size": batch}}
+            job_id = start_job(client, me, dataset, f"first{batch}", 3, train_batch_size=batch)
+            assert run_training(settings, storage, job_id, "w") == JobStatus.succeeded
+            estimate = client.post("/api/v1/jobs/estimate", json=shaped, headers=me).json()["estimated_seconds"]
+            again = start_job(client, me, dataset, f"again{batch}", 3, train_batch_size=batch)
+            assert client.get(f"/api/v1/jobs/{again}", headers=me).json()["estimated_s"] == estimate  # one estimator
+            assert run_training(settings, storage, again, "w") == JobStatus.succeeded
+            ratios.append((estimate / measured(again), estimate, measured(again), measured(job_id)))
+        assert 0.75 <= sorted(ratios)[1][0] <= 1.25, ratios
 
 
 def test_the_files_of_a_job_whose_row_is_gone_are_swept_too(service):

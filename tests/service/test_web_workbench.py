@@ -339,6 +339,7 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     expect(stranger.get_by_text("by painter")).to_be_visible()
     expect(stranger.get_by_role("navigation", name="Main")).to_be_hidden()
     expect(stranger.get_by_role("button", name="Sign out")).to_be_hidden()
+    expect(stranger.get_by_role("link", name="Sign in or create an account")).to_be_visible()
     assert "false" not in stranger.locator("main").inner_text()
     expect(stranger.get_by_role("form", name="Manage this model")).to_have_count(0)
     shot(stranger, "10b-model-page-visitor")

@@ -34,6 +34,8 @@ async function route() {
   const hash = location.hash || "#/datasets";
   const signedIn = await get("/me").then(() => true, () => false);
   document.getElementById("nav").hidden = !signedIn;
+  // a visitor on a public page is one click from an account
+  document.getElementById("sign-in").hidden = signedIn || hash === "#/sign-in";
   // visitors may open a public model's link; everything else asks them to sign in
   if (!signedIn && hash !== "#/sign-in" && !PUBLIC.some((pattern) => pattern.test(hash))) {
     location.hash = "#/sign-in";
