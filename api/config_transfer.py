@@ -14,8 +14,9 @@ from api.training import PLACEHOLDER_PATHS, SERVICE_KEYS
 from core.kohya_layout import effective_repeats, place
 from core.models import Dataset, Image, Job
 from core.settings import Settings
-from trainer.config import KNOWN_KEYS, ConfigError, TrainConfig, build_config, unknown_key_messages
-from trainer.config_io import (
+from trainer.families import family_info, refused_keys, resolve_family
+from trainer.job.config import KNOWN_KEYS, ConfigError, TrainConfig, build_config, unknown_key_messages
+from trainer.job.config_io import (
     DATASET_KEYS,
     LORA_EASY_RENAMES,
     LORA_EASY_SCRIPT_ONLY,
@@ -26,7 +27,6 @@ from trainer.config_io import (
     lora_easy_values,
     toml_values,
 )
-from trainer.families import family_info, refused_keys, resolve_family
 
 Format = Literal["sd-scripts", "kohya_ss", "lora_easy"]
 LORABAKE_ONLY = frozenset({"sdxl", "pretrained_model_config", "sample_images_per_prompt", "sample_prompts",

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from api.training import SERVICE_KEYS
-from trainer.config import TrainConfig
 from trainer.families import FAMILIES, refused_keys
+from trainer.job.config import TrainConfig
 
 GROUPS: dict[str, dict[str, str]] = {
     "Network": {

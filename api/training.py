@@ -11,12 +11,12 @@ from core.estimates import RunShape, estimate_seconds
 from core.kohya_layout import held_out
 from core.models import Dataset, Image
 from core.settings import BaseModelEntry
-from trainer import preflight
-from trainer.config import MAX_STEPS, ConfigError, TrainConfig, build_config
 from trainer.families import FAMILIES
-from trainer.presets import THEMES, preset_values
-from trainer.prompts import parse_prompts
-from trainer.steps import ImageSpec, StepPlan, plan_for_config
+from trainer.job import preflight
+from trainer.job.config import MAX_STEPS, ConfigError, TrainConfig, build_config
+from trainer.job.presets import THEMES, preset_values
+from trainer.job.prompts import parse_prompts
+from trainer.job.steps import ImageSpec, StepPlan, plan_for_config
 
 # The base model's identity: set from the chosen base model, never by a request (sd-scripts' flags included).
 FAMILY_KEYS = frozenset({"model_family", "model_type", "v2", "sdxl", "v_parameterization"})

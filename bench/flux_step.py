@@ -20,7 +20,7 @@ def plain_flux_step(model_dir: Path, batch: dict):
     from diffusers import FluxPipeline
     from peft import LoraConfig
 
-    from trainer.families.flux import image_ids, pack, unpack
+    from trainer.families.flux.model import image_ids, pack, unpack
 
     pipe = FluxPipeline.from_pretrained(model_dir)
     transformer = pipe.transformer

@@ -32,8 +32,8 @@ def peft_config(kind: str, targets: list[str]):
 def lycoris_paths(model_dir: Path) -> list[str]:
     """The diffusers paths of the modules lorabake adapts with lycoris.kohya (its UNet part)."""
     from trainer.families import FAMILIES
-    from trainer.models import load_base_model
-    from trainer.network import named_candidates, unet_candidates
+    from trainer.families.sd.loading import load_base_model
+    from trainer.families.sd.targets import named_candidates, unet_candidates
 
     unet = load_base_model(str(model_dir)).unet
     chosen = {id(c.module) for c in unet_candidates(unet, "sd15", with_conv=True)
@@ -45,8 +45,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
     steps = parser.parse_args().steps
-    from trainer.synthetic import make_dataset
-    from trainer.tiny import make_tiny
+    from trainer.data.synthetic import make_dataset
+    from trainer.families.tiny import make_tiny
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:

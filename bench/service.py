@@ -61,7 +61,7 @@ def seed_jobs(db_url: str, owner_id: str, dataset_id: str, count: int = 12) -> l
     straight to the database: training them is not what this benchmark measures."""
     from core.db import session_factory
     from core.models import Job, JobStatus, utcnow
-    from trainer.presets import preset_values
+    from trainer.job.presets import preset_values
 
     statuses = [JobStatus.succeeded] * (count - 5) + [JobStatus.running] + [JobStatus.queued] * 3 + [JobStatus.canceled]
     history = [[step, 0.12 - step * 1e-5, 1e-4] for step in range(0, 2000, 10)]

@@ -37,9 +37,9 @@ def _timed(step, n: int) -> float:
 
 
 def ours_step(model_dir: Path, data_dir: Path, out: Path, batch_size: int, **family_values: object):
-    from trainer.config import build_config
-    from trainer.data import BatchDataset
-    from trainer.loop import Callbacks, batch_loss, setup
+    from trainer.data.loader import BatchDataset
+    from trainer.job.config import build_config
+    from trainer.training.loop import Callbacks, batch_loss, setup
 
     cfg = build_config({
         "pretrained_model_name_or_path": str(model_dir), "train_data_dir": str(data_dir), "output_dir": str(out),
@@ -95,8 +95,8 @@ def plain_step(model_dir: Path, batch: dict, adapter=None):
 
 def cpu_ratio(steps: int, family: str = "sd15", plain_builder=plain_step, **family_values: object) -> None:
     """Ours vs. the plain loop on the family's tiny model, same batch (8 images at 64 px)."""
-    from trainer.synthetic import make_dataset
-    from trainer.tiny import make_tiny
+    from trainer.data.synthetic import make_dataset
+    from trainer.families.tiny import make_tiny
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,7 +127,8 @@ def gpu_run(family: str, batch: int, checkpointing: bool, steps: int) -> tuple[f
     """Images/s and peak GiB for one full-size UNet with a rank-16 LoRA, bf16, latents given (as if cached)."""
     from diffusers import UNet2DConditionModel
 
-    from trainer.network import LoRANetwork
+    from trainer.families.sd.targets import unet_candidates
+    from trainer.networks.network import LoRANetwork
 
     sdxl = family == "sdxl"
     unet = UNet2DConditionModel(**(SDXL_UNET if sdxl else SD15_UNET)).to("cuda", torch.bfloat16)
@@ -135,7 +136,7 @@ def gpu_run(family: str, batch: int, checkpointing: bool, steps: int) -> tuple[f
     if checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
-    network = LoRANetwork.create(unet, [], family, dim=16, alpha=8, train_text_encoder=False).to("cuda")
+    network = LoRANetwork.from_candidates(unet_candidates(unet, family, with_conv=False), dim=16, alpha=8).to("cuda")
     network.attach()
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
     side = 128 if sdxl else 64

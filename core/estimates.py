@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from core.models import RunTiming
 
 if TYPE_CHECKING:
-    from trainer.config import TrainConfig
+    from trainer.job.config import TrainConfig
 
 RECENT = 5  # the latest runs of a kind; a median of them, so one disturbed run does not move the estimate
 

@@ -12,7 +12,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    from trainer.tiny import make_tiny
+    from trainer.families.tiny import make_tiny
 
     root = tmp_path_factory.mktemp("models")
     return {family: make_tiny(root / family, family) for family in ("sd15", "sd2", "sdxl")}
@@ -20,7 +20,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def dataset(tmp_path) -> Path:
-    from trainer.synthetic import make_dataset
+    from trainer.data.synthetic import make_dataset
 
     root = tmp_path / "data"
     make_dataset(root, count=6, repeats=2)

@@ -1,8 +1,8 @@
 import random
 
-from trainer.captions import CaptionRules, process_caption
-from trainer.dataset import scan_dataset
-from trainer.synthetic import make_dataset
+from trainer.data.captions import CaptionRules, process_caption
+from trainer.data.dataset import scan_dataset
+from trainer.data.synthetic import make_dataset
 
 CAPTION = "sks, 1girl, red hair, smile, outdoors, looking at viewer"
 

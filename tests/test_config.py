@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from trainer.config import ConfigError, build_config
-from trainer.config_io import load_config_file, parse_overrides
-from trainer.preflight import check, errors
+from trainer.job.config import ConfigError, build_config
+from trainer.job.config_io import load_config_file, parse_overrides
+from trainer.job.preflight import check, errors
 
 
 def test_flat_toml_loads_with_sd_scripts_names(tmp_path):
@@ -117,7 +117,7 @@ def test_preflight_warnings():
 
 
 def test_preflight_reports_an_optimizer_whose_library_is_missing(monkeypatch):
-    import trainer.preflight as pf
+    import trainer.job.preflight as pf
 
     monkeypatch.setattr(pf, "module_available", lambda name: name != "prodigyopt")
     found = [f for f in pf.check(build_config({"optimizer_type": "Prodigy"})) if f.level == "error"]
@@ -125,14 +125,14 @@ def test_preflight_reports_an_optimizer_whose_library_is_missing(monkeypatch):
 
 
 def test_config_presets_steps_and_preflight_import_no_torch():
-    code = ("import sys, trainer.config, trainer.presets, trainer.steps, trainer.preflight, trainer.prompts, "
-            "trainer.config_io; print('torch' in sys.modules)")
+    code = ("import sys, trainer.job.config, trainer.job.presets, trainer.job.steps, trainer.job.preflight, "
+            "trainer.job.prompts, trainer.job.config_io; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
 
 def test_every_preset_is_a_valid_config_without_preflight_errors():
-    from trainer.presets import FAMILIES, THEMES, preset_config
+    from trainer.job.presets import FAMILIES, THEMES, preset_config
 
     for theme in THEMES:
         for family in FAMILIES:

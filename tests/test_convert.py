@@ -12,12 +12,12 @@ import torch
 from safetensors import safe_open
 
 from tests.test_lora_file import _unet_inputs, _unet_out
-from trainer.convert import convert_file, merged_update
 from trainer.families import runtime
-from trainer.generate import load_lora_file
-from trainer.network import LoRANetwork
-from trainer.network_spec import NetworkSpec
-from trainer.saving import save_lora
+from trainer.networks.convert import convert_file, merged_update
+from trainer.networks.network import LoRANetwork
+from trainer.networks.spec import NetworkSpec
+from trainer.output.generate import load_lora_file
+from trainer.output.saving import save_lora
 
 
 def _trained_like(model, spec: NetworkSpec, seed: int) -> LoRANetwork:
@@ -39,7 +39,7 @@ def _trained_like(model, spec: NetworkSpec, seed: int) -> LoRANetwork:
 def _updates(model, path) -> dict[str, torch.Tensor]:
     family = runtime(model.family)
     candidates = family.lora_targets(model, with_conv=True, names=family.info.lycoris_names)
-    network, unmatched = LoRANetwork.from_weights_candidates(load_lora_file(path), candidates)
+    network, unmatched = LoRANetwork.from_weights(load_lora_file(path), candidates)
     assert unmatched == []
     return {name: merged_update(adapter) for name, adapter in network.adapters.items()}
 
@@ -76,7 +76,7 @@ def test_the_converted_update_equals_the_source_update_within_the_reported_error
     outputs = []
     for path in (source, tmp_path / "full.safetensors"):
         family = runtime(model.family)
-        attached, _ = LoRANetwork.from_weights_candidates(
+        attached, _ = LoRANetwork.from_weights(
             load_lora_file(path), family.lora_targets(model, with_conv=True, names=family.info.lycoris_names))
         attached.attach()
         outputs.append(_unet_out(model.denoiser, inputs))

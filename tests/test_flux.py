@@ -21,15 +21,15 @@ from safetensors import safe_open
 
 from tests.conftest import base_values
 from tests.test_training import Recorder
-from trainer.config import ConfigError, build_config
 from trainer.families import runtime
-from trainer.families.flux import image_ids, pack, unpack
-from trainer.generate import generate, load_lora_file
-from trainer.loop import train
-from trainer.network import LoRANetwork
-from trainer.preflight import check
-from trainer.prompts import PromptSpec
-from trainer.saving import save_lora
+from trainer.families.flux.model import image_ids, pack, unpack
+from trainer.job.config import ConfigError, build_config
+from trainer.job.preflight import check
+from trainer.job.prompts import PromptSpec
+from trainer.networks.network import LoRANetwork
+from trainer.output.generate import generate, load_lora_file
+from trainer.output.saving import save_lora
+from trainer.training.loop import train
 
 DOUBLE = ["img_mod_lin", "img_attn_qkv", "img_attn_proj", "img_mlp_0", "img_mlp_2",
           "txt_mod_lin", "txt_attn_qkv", "txt_attn_proj", "txt_mlp_0", "txt_mlp_2"]
@@ -43,7 +43,7 @@ def lora_flux_names(double: int, single: int) -> set[str]:
 
 @pytest.fixture(scope="module")
 def flux_tiny(tmp_path_factory):
-    from trainer.tiny import make_tiny
+    from trainer.families.tiny import make_tiny
 
     root = tmp_path_factory.mktemp("flux-models")
     return {family: make_tiny(root / family, family) for family in ("flux", "chroma")}
@@ -82,7 +82,7 @@ def test_full_size_flux_names_equal_the_lora_flux_set(full_flux):
 def test_t5_names_are_lora_te3_and_clip_is_lora_te1():
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    from trainer.families.flux import FluxModel
+    from trainer.families.flux.model import FluxModel
 
     with init_empty_weights():
         t5 = T5EncoderModel(T5Config(d_model=4096, d_ff=10240, num_layers=24, num_heads=64, d_kv=64,
@@ -196,19 +196,19 @@ def test_network_weights_reads_kohya_and_diffusers_peft_flux_loras(flux_tiny, tm
     model = flux.load_location(str(flux_tiny["flux"]))
     kohya = flux.kohya_weights(weights)
     assert "lora_unet_single_blocks_0_linear1.lora_down.weight" in kohya
-    network, unmatched = LoRANetwork.from_weights_candidates(kohya, flux.lora_targets(model, with_conv=False))
+    network, unmatched = LoRANetwork.from_weights(kohya, flux.lora_targets(model, with_conv=False))
     assert not unmatched
     network.attach()
     assert torch.allclose(_transformer_out(model.transformer, inputs), theirs, atol=1e-5)
     # and the kohya file of that network reads back to the same network
     path = save_lora(tmp_path / "k.safetensors", network.kohya_state_dict(), {}, "safetensors")
-    again, unmatched = LoRANetwork.from_weights_candidates(flux.kohya_weights(load_lora_file(path)),
+    again, unmatched = LoRANetwork.from_weights(flux.kohya_weights(load_lora_file(path)),
                                                            flux.lora_targets(model, with_conv=False))
     assert not unmatched and set(again.loras) == set(network.loras)
     # a module lora_flux has no name for is reported, not dropped silently
     weights["transformer.proj_out.lora_A.weight"] = torch.zeros(2, 16)
     weights["transformer.proj_out.lora_B.weight"] = torch.zeros(64, 2)
-    _, unmatched = LoRANetwork.from_weights_candidates(flux.kohya_weights(weights),
+    _, unmatched = LoRANetwork.from_weights(flux.kohya_weights(weights),
                                                        flux.lora_targets(model, with_conv=False))
     assert unmatched == ["lora_unet_proj_out"]
 
@@ -291,7 +291,7 @@ def test_flux_refuses_sd_only_options_and_warns_on_training_guidance(flux_tiny, 
 
 def test_flux_folder_is_detected_and_never_taken_for_sdxl(flux_tiny, tmp_path):
     from trainer.families import folder_family, resolve_family
-    from trainer.models import ModelLoadError, load_base_model
+    from trainer.families.sd.loading import ModelLoadError, load_base_model
 
     assert folder_family(str(flux_tiny["flux"])) == "flux" and folder_family(str(flux_tiny["chroma"])) == "chroma"
     assert resolve_family(build_config({"pretrained_model_name_or_path": str(flux_tiny["flux"])})) == "flux"
@@ -310,8 +310,8 @@ def test_test_generation_with_a_flux_lora_and_a_foreign_lora_refused(flux_tiny, 
     full = generate(model, PromptSpec("sks <lora:mine:1>", width=64, height=64, steps=2), {"mine": path}, seed=1)[0]
     assert full.tobytes() != base.tobytes()
     sd = runtime("sd15").load_location(str(tiny_models["sd15"]))
-    sd_lora = save_lora(tmp_path / "sd.safetensors", LoRANetwork.create(sd.unet, sd.text_encoders, "sd15", dim=2,
-                                                                           alpha=1).kohya_state_dict(),
+    sd_lora = save_lora(tmp_path / "sd.safetensors", LoRANetwork.from_candidates(
+        runtime("sd15").lora_targets(sd, with_conv=False), dim=2, alpha=1).kohya_state_dict(),
                         {"ss_base_model_version": "sd_v1"}, "safetensors")
     with pytest.raises(ConfigError, match="does not fit this FLUX.1 base model .it was made for sd_v1"):
         generate(model, PromptSpec("<lora:sd:1> x", steps=1), {"sd": sd_lora}, seed=1)
@@ -333,7 +333,7 @@ def test_cli_trains_a_flux_toml_and_names_a_refused_key(flux_tiny, dataset, tmp_
 
 
 def test_make_tiny_flux_is_deterministic(tmp_path):
-    from trainer.tiny import make_tiny
+    from trainer.families.tiny import make_tiny
 
     first, second = make_tiny(tmp_path / "a", "flux"), make_tiny(tmp_path / "b", "flux")
     for part in ("transformer/diffusion_pytorch_model.safetensors", "text_encoder_2/model.safetensors"):
@@ -345,7 +345,7 @@ def test_a_single_file_flux_transformer_with_its_config_folder_trains_like_the_f
     from safetensors.torch import load_file, save_file
 
     from trainer.cli import write_tiny_single_file
-    from trainer.families.flux_checkpoint import from_bfl, to_bfl
+    from trainer.families.flux.checkpoint import from_bfl, to_bfl
 
     single = write_tiny_single_file(flux_tiny["flux"], "flux", str(tmp_path / "flux1-tiny.safetensors"))
     keys = set(load_file(single))
@@ -362,7 +362,7 @@ def test_a_single_file_flux_transformer_with_its_config_folder_trains_like_the_f
     inputs = _inputs(model)
     assert torch.equal(_transformer_out(model.transformer, inputs), _transformer_out(folder.transformer, inputs))
     assert train(cfg, Recorder()).final_path.exists()
-    from trainer.models import ModelLoadError
+    from trainer.families.sd.loading import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="needs a local diffusers folder"):
         runtime("flux").load(build_config({"pretrained_model_name_or_path": str(single)}))
@@ -381,7 +381,7 @@ def test_lokr_with_dora_trains_on_flux_with_fp8_and_block_swap_and_reloads(flux_
     qkv = "lora_unet_double_blocks_0_img_attn_qkv"
     assert f"{qkv}.lokr_w1" in weights and weights[f"{qkv}.dora_scale"].shape[1:] == (1,)
     model = runtime("flux").load_location(str(flux_tiny["flux"]))
-    network, unmatched = LoRANetwork.from_weights_candidates(weights, runtime("flux").lora_targets(model,
+    network, unmatched = LoRANetwork.from_weights(weights, runtime("flux").lora_targets(model,
                                                                                                    with_conv=False))
     assert not unmatched and {type(a).__name__ for a in network.adapters.values()} == {"LoKrModule"}
     assert network.adapters[qkv].dora_scale.shape[0] == 3 * model.transformer.config.num_attention_heads * \

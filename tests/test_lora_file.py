@@ -4,15 +4,16 @@ import torch
 from diffusers import DiffusionPipeline
 from safetensors import safe_open
 
-from trainer.models import load_base_model
-from trainer.network import LoRANetwork
-from trainer.saving import save_lora
+from trainer.families import runtime
+from trainer.families.sd.loading import load_base_model
+from trainer.networks.network import LoRANetwork
+from trainer.output.saving import save_lora
 
 
 def _randomised_network(model, seed: int, conv_dim=None) -> LoRANetwork:
     torch.manual_seed(seed)
-    network = LoRANetwork.create(model.unet, model.text_encoders, model.family, dim=4, alpha=2.0,
-                                 conv_dim=conv_dim, conv_alpha=1.0)
+    network = LoRANetwork.from_candidates(runtime(model.family).lora_targets(model, with_conv=conv_dim is not None),
+                                          dim=4, alpha=2.0, conv_dim=conv_dim, conv_alpha=1.0)
     with torch.no_grad():
         for lora in network.loras.values():
             lora.lora_up.weight.normal_(0, 0.2)
@@ -94,8 +95,8 @@ def test_locon_file_reloads_in_diffusers(tiny_models, tmp_path):
 
 
 def test_our_generator_resolves_lora_tags_and_weight_zero_is_the_base(tiny_models, tmp_path):
-    from trainer.generate import generate
-    from trainer.prompts import PromptSpec
+    from trainer.job.prompts import PromptSpec
+    from trainer.output.generate import generate
 
     model = load_base_model(str(tiny_models["sd15"]))
     network = _randomised_network(model, seed=5)
@@ -108,15 +109,15 @@ def test_our_generator_resolves_lora_tags_and_weight_zero_is_the_base(tiny_model
     assert list(base.get_flattened_data()) != list(full.get_flattened_data())
     import pytest
 
-    from trainer.config import ConfigError
+    from trainer.job.config import ConfigError
 
     with pytest.raises(ConfigError, match='no LoRA called "other"'):
         generate(model, PromptSpec("<lora:other:1> x", steps=1), {"mine": path}, seed=1)
 
 
 def test_a_lora_that_fits_only_in_part_is_reported_module_by_module(tiny_models, tmp_path):
-    from trainer.generate import generate
-    from trainer.prompts import PromptSpec
+    from trainer.job.prompts import PromptSpec
+    from trainer.output.generate import generate
 
     model = load_base_model(str(tiny_models["sd15"]))
     weights = _randomised_network(model, seed=4).kohya_state_dict()

@@ -37,17 +37,18 @@ from tests.conftest import base_values
 from tests.test_lora_file import _unet_inputs, _unet_out
 from tests.test_network_names import CLIP_L, SD15_UNET, SDXL_UNET
 from tests.test_training import Recorder
-from trainer.adapters import ADAPTERS
-from trainer.adapters.lokr import factorization
-from trainer.config import build_config
 from trainer.families import FAMILIES, runtime
-from trainer.generate import load_lora_file
-from trainer.loop import train
-from trainer.models import load_base_model
-from trainer.network import LoRANetwork, named_candidates, text_candidates, unet_candidates
-from trainer.network_spec import NetworkSpec
-from trainer.preflight import check, errors
-from trainer.saving import save_lora
+from trainer.families.sd.loading import load_base_model
+from trainer.families.sd.targets import named_candidates, text_candidates, unet_candidates
+from trainer.job.config import build_config
+from trainer.job.preflight import check, errors
+from trainer.networks.adapters import ADAPTERS
+from trainer.networks.adapters.lokr import factorization
+from trainer.networks.network import LoRANetwork
+from trainer.networks.spec import NetworkSpec
+from trainer.output.generate import load_lora_file
+from trainer.output.saving import save_lora
+from trainer.training.loop import train
 
 TYPES = [("lora", True), ("loha", False), ("loha", True), ("lokr", False), ("lokr", True)]
 LYCORIS_CLASSES = {"lora": LoConModule, "loha": LohaModule, "lokr": LokrModule}
@@ -264,8 +265,8 @@ def test_each_type_trains_on_the_tiny_model_and_writes_lycoris_keys(tiny_models,
     model = load_base_model(str(tiny_models["sd15"]))
     inputs = _unet_inputs(model)
     base = _unet_out(model.unet, inputs)
-    network, unmatched = LoRANetwork.from_weights(load_lora_file(result.final_path), model.unet,
-                                                  model.text_encoders, "sd15")
+    network, unmatched = LoRANetwork.from_weights(load_lora_file(result.final_path), runtime("sd15").lora_targets(
+        model, with_conv=True, names=FAMILIES["sd15"].lycoris_names))
     assert not unmatched
     network.attach()
     assert not torch.allclose(_unet_out(model.unet, inputs), base, atol=1e-6)  # it learned something

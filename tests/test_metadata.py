@@ -17,10 +17,10 @@ from safetensors.torch import save as safetensors_bytes
 from tests.conftest import base_values
 from tests.test_training import Recorder
 from trainer.cli import write_tiny_single_file
-from trainer.config import build_config
-from trainer.loop import train
-from trainer.synthetic import make_dataset
-from trainer.tiny import make_tiny
+from trainer.data.synthetic import make_dataset
+from trainer.families.tiny import make_tiny
+from trainer.job.config import build_config
+from trainer.training.loop import train
 
 
 def _captions(folder, text: str) -> None:

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from tests.conftest import base_values
-from trainer.config import build_config
-from trainer.loop import train
-from trainer.models import ModelLoadError, encode_text, load_base_model, tokenize
-from trainer.synthetic import make_dataset
+from trainer.data.synthetic import make_dataset
+from trainer.families.sd.loading import ModelLoadError, encode_text, load_base_model, tokenize
+from trainer.job.config import build_config
+from trainer.training.loop import train
 
 
 def test_make_tiny_is_deterministic_and_small(tmp_path):
-    from trainer.tiny import make_tiny
+    from trainer.families.tiny import make_tiny
 
     a, b = make_tiny(tmp_path / "a", "sd15", seed=3), make_tiny(tmp_path / "b", "sd15", seed=3)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())

@@ -14,7 +14,7 @@ from accelerate import init_empty_weights
 from diffusers import UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from trainer.network import text_candidates, unet_candidates
+from trainer.families.sd.targets import text_candidates, unet_candidates
 
 BLOCK_LINEARS = [f"{attn}_{p}" for attn in ("attn1", "attn2") for p in ("to_q", "to_k", "to_v", "to_out_0")]
 BLOCK_LINEARS += ["ff_net_0_proj", "ff_net_2"]

@@ -1,7 +1,7 @@
 import pytest
 
-from trainer.config import ConfigError
-from trainer.prompts import extract_lora_tags, parse_prompt_line, parse_prompts
+from trainer.job.config import ConfigError
+from trainer.job.prompts import extract_lora_tags, parse_prompt_line, parse_prompts
 
 
 def test_sd_scripts_prompt_line_options():

@@ -1,6 +1,6 @@
-from trainer.buckets import BucketAssigner, BucketSettings, bucket_resolutions
-from trainer.config import build_config
-from trainer.steps import ImageSpec, plan_for_config, plan_steps, reg_sample_counts, warmup_steps
+from trainer.data.buckets import BucketAssigner, BucketSettings, bucket_resolutions
+from trainer.job.config import build_config
+from trainer.job.steps import ImageSpec, plan_for_config, plan_steps, reg_sample_counts, warmup_steps
 
 SQUARE = BucketSettings(resolution=(512, 512))
 

@@ -12,13 +12,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tests.conftest import base_values
-from trainer.callbacks import Callbacks
-from trainer.config import build_config
-from trainer.generate import load_lora_file
-from trainer.loop import train
-from trainer.models import encode_text, load_base_model
-from trainer.network import LoRANetwork
-from trainer.synthetic import make_dataset
+from trainer.data.synthetic import make_dataset
+from trainer.families import FAMILIES, runtime
+from trainer.families.sd.loading import encode_text, load_base_model
+from trainer.job.config import build_config
+from trainer.networks.network import LoRANetwork
+from trainer.output.generate import load_lora_file
+from trainer.training.callbacks import Callbacks
+from trainer.training.loop import train
 
 
 class Recorder(Callbacks):
@@ -45,13 +46,13 @@ class Recorder(Callbacks):
 @torch.no_grad()
 def fixed_eval_loss(model_path, data_dir, lora_path=None) -> float:
     """Loss on a fixed batch: the dataset's images at fixed timesteps with fixed noise."""
-    from trainer.data import crop_to_bucket, load_rgb, to_tensor
-    from trainer.dataset import scan_dataset
+    from trainer.data.dataset import scan_dataset
+    from trainer.data.loader import crop_to_bucket, load_rgb, to_tensor
 
     model = load_base_model(str(model_path))
     if lora_path:
-        network, _ = LoRANetwork.from_weights(load_lora_file(lora_path), model.unet, model.text_encoders,
-                                              model.family)
+        network, _ = LoRANetwork.from_weights(load_lora_file(lora_path), runtime(model.family).lora_targets(
+            model, with_conv=True, names=FAMILIES[model.family].lycoris_names))
         network.attach()
     records = [r for r in scan_dataset(data_dir, None).train if (r.width, r.height) == (64, 64)]
     pixels = torch.stack([to_tensor(crop_to_bucket(load_rgb(r.path), (64, 64), None)[0]) for r in records])
@@ -163,7 +164,7 @@ def test_continuing_a_finished_run_for_more_epochs_equals_the_longer_run(tiny_mo
 
 
 def test_a_restarted_schedule_runs_again_over_the_added_steps(tiny_models):
-    from trainer.optim import build_scheduler
+    from trainer.training.optim import build_scheduler
 
     def rates(**extra):
         cfg = build_config({"lr_scheduler": "cosine", "learning_rate": 1.0, **extra})
@@ -184,8 +185,8 @@ def test_a_restarted_schedule_runs_again_over_the_added_steps(tiny_models):
 
 
 def test_held_out_images_give_a_validation_loss_per_epoch_at_fixed_noise(tiny_models, dataset, tmp_path):
-    from trainer.loop import setup
-    from trainer.validation import validation_loss
+    from trainer.training.loop import setup
+    from trainer.training.validation import validation_loss
 
     held_out = tmp_path / "val"
     make_dataset(held_out, count=3, repeats=1)

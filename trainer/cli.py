@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from trainer.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
-from trainer.config import ConfigError
 from trainer.families import FAMILIES
+from trainer.job.config import ConfigError
+from trainer.training.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -54,12 +54,12 @@ class TerminalCallbacks(Callbacks):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from trainer.config_io import load_config_file
+    from trainer.job.config_io import load_config_file
 
     loaded = load_config_file(args.config, args.set)
     for note in loaded.ignored:
         print(f"ignored: {note}", file=sys.stderr)
-    from trainer.loop import train
+    from trainer.training.loop import train
 
     result = train(loaded.config, TerminalCallbacks())
     print(result.final_path or result.state_dir)
@@ -67,7 +67,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _make_tiny(args: argparse.Namespace) -> int:
-    from trainer.tiny import make_tiny
+    from trainer.families.tiny import make_tiny
 
     out = make_tiny(args.out, args.family, args.seed)
     print(out)
@@ -83,7 +83,7 @@ def write_tiny_single_file(folder: Path, family: str, path: str) -> Path:
     if family == "flux":
         from diffusers import FluxTransformer2DModel
 
-        from trainer.families.flux_checkpoint import to_bfl
+        from trainer.families.flux.checkpoint import to_bfl
 
         transformer = FluxTransformer2DModel.from_pretrained(folder, subfolder="transformer")
         save_file(to_bfl(transformer.state_dict()), path)
@@ -92,15 +92,15 @@ def write_tiny_single_file(folder: Path, family: str, path: str) -> Path:
         raise ConfigError([f"--single-file: {family} tiny models cannot be written as one file"])
     from diffusers import StableDiffusionPipeline
 
-    from trainer.single_file import write_single_file
+    from trainer.families.sd.single_file import write_single_file
 
     return write_single_file(StableDiffusionPipeline.from_pretrained(folder), path)
 
 
 def _generate(args: argparse.Namespace) -> int:
     from trainer.families import folder_family, runtime
-    from trainer.generate import generate
-    from trainer.prompts import parse_prompt_line
+    from trainer.job.prompts import parse_prompt_line
+    from trainer.output.generate import generate
 
     loras = {}
     for item in args.lora:
@@ -124,8 +124,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _to_lora(args: argparse.Namespace) -> int:
-    from trainer.convert import convert_file
     from trainer.families import folder_family, runtime
+    from trainer.networks.convert import convert_file
 
     model = runtime(args.family or folder_family(args.model) or "sd15").load_location(args.model)
     try:

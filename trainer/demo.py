@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from trainer.cli import TerminalCallbacks
-from trainer.config import build_config
-from trainer.loop import train
-from trainer.synthetic import make_dataset
+from trainer.data.synthetic import make_dataset
+from trainer.job.config import build_config
+from trainer.training.loop import train
 
 
 def main() -> None:

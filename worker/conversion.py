@@ -1,4 +1,4 @@
-"""An epoch as a plain LoRA of a chosen rank, on the light GPU queue (trainer.convert does the maths)."""
+"""An epoch as a plain LoRA of a chosen rank, on the light GPU queue (trainer.networks.convert does the maths)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from worker.generation import MODELS, settle
 
 
 def run_conversion(settings: Settings, storage: Storage, conversion_id: str) -> str:
-    from trainer.convert import convert_file
+    from trainer.networks.convert import convert_file
 
     factory = session_factory(settings.db_url)
     with factory() as session:

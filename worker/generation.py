@@ -63,8 +63,8 @@ MODELS = ModelCache()
 
 
 def run_generation(settings: Settings, storage: Storage, generation_id: str) -> str:
-    from trainer.generate import generate
-    from trainer.prompts import PromptSpec, extract_lora_tags
+    from trainer.job.prompts import PromptSpec, extract_lora_tags
+    from trainer.output.generate import generate
 
     factory = session_factory(settings.db_url)
     with factory() as session:

@@ -17,7 +17,7 @@ from core.events import JobNotices
 from core.jobs import beat, fence
 from core.models import Epoch, Job
 from core.storage import Storage
-from trainer.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
+from trainer.training.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
 
 log = logging.getLogger(__name__)
 LOG_LINES = 50

@@ -19,8 +19,8 @@ GAP, LABEL_W, LABEL_H = 4, 96, 28
 
 
 def run_sweep(settings: Settings, storage: Storage, sweep_id: str) -> str:
-    from trainer.generate import generate
-    from trainer.prompts import PromptSpec
+    from trainer.job.prompts import PromptSpec
+    from trainer.output.generate import generate
 
     factory = session_factory(settings.db_url)
     with factory() as session:

@@ -27,8 +27,8 @@ from worker.materialise import materialise
 from worker.runner import AttemptSuperseded, Heartbeat, ServiceCallbacks
 
 if TYPE_CHECKING:
-    from trainer.config import TrainConfig
-    from trainer.loop import TrainResult
+    from trainer.job.config import TrainConfig
+    from trainer.training.loop import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
     the worker takes whichever queued job is next in the fair order. Every queued job has sent one message, so each
     still gets its turn; messages left over (duplicate deliveries, canceled jobs) find nothing to do.
     """
-    from trainer.config import ConfigError, TrainConfig, build_config
-    from trainer.loop import train
+    from trainer.job.config import ConfigError, TrainConfig, build_config
+    from trainer.training.loop import train
 
     factory = session_factory(settings.db_url)
     with factory() as session:

@@ -13,8 +13,8 @@ from api.waiting import LIGHT_TASKS, waiting_for
 from core.models import Conversion, Epoch, Generation, Job
 from core.queue import CONVERT_TASK, GENERATE_TASK
 from core.storage import Storage
-from trainer.config import ConfigError
-from trainer.prompts import SAMPLER_ALIASES, extract_lora_tags
+from trainer.job.config import ConfigError
+from trainer.job.prompts import SAMPLER_ALIASES, extract_lora_tags
 
 router = APIRouter(prefix=API_PREFIX, tags=["epochs"])
 

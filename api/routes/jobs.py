@@ -36,7 +36,7 @@ from core.models import (
 )
 from core.queue import TRAIN_TASK, send
 from core.settings import Settings
-from trainer.network_spec import NetworkSpec, network_type_of
+from trainer.networks.spec import NetworkSpec, network_type_of
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
 

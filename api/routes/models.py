@@ -13,7 +13,7 @@ from api.schemas import ModelOut, ModelPatch, PublishIn
 from core.models import Epoch, Job, JobStatus, PublishedModel, User
 from core.storage import Storage
 from trainer.families import FAMILIES
-from trainer.network_spec import NetworkSpec
+from trainer.networks.spec import NetworkSpec
 
 router = APIRouter(prefix=API_PREFIX, tags=["models"])
 

@@ -13,8 +13,8 @@ from api.waiting import LIGHT_TASKS, waiting_for
 from core.models import Epoch, Sweep
 from core.queue import SWEEP_TASK
 from core.storage import Storage
-from trainer.config import ConfigError
-from trainer.prompts import SAMPLER_ALIASES, extract_lora_tags, parse_prompt_line
+from trainer.job.config import ConfigError
+from trainer.job.prompts import SAMPLER_ALIASES, extract_lora_tags, parse_prompt_line
 
 router = APIRouter(prefix=API_PREFIX, tags=["sweeps"])
 DEFAULT_EPOCHS = 12

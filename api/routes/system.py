@@ -16,8 +16,8 @@ from api.param_catalog import catalog, families
 from api.routes import API_PREFIX
 from core.models import Job
 from core.storage import LocalStorage, StorageError
-from trainer.network_spec import NETWORK_TYPES
-from trainer.presets import FAMILIES, THEMES, preset_values
+from trainer.job.presets import FAMILIES, THEMES, preset_values
+from trainer.networks.spec import NETWORK_TYPES
 
 router = APIRouter(prefix=API_PREFIX, tags=["system"])
 MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}

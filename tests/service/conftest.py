@@ -203,14 +203,14 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.25, descr
 
 @pytest.fixture(scope="session")
 def tiny_sd15(tmp_path_factory) -> Path:
-    from trainer.tiny import make_tiny
+    from trainer.families.tiny import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("base") / "tiny-sd15", "sd15")
 
 
 @pytest.fixture(scope="session")
 def tiny_flux(tmp_path_factory) -> Path:
-    from trainer.tiny import make_tiny
+    from trainer.families.tiny import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("base") / "tiny-flux", "flux")
 

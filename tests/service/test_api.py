@@ -296,7 +296,7 @@ def test_service_endpoints(client):
 
 def test_pro_mode_catalog_offers_every_user_parameter_with_help_and_bounds(client):
     from api.training import CONTINUE_KEYS, SERVICE_KEYS
-    from trainer.config import TrainConfig
+    from trainer.job.config import TrainConfig
 
     groups = client.get("/api/v1/params").json()
     params = {p["key"]: p for group in groups for p in group["params"]}
@@ -351,8 +351,8 @@ def test_nonsense_parameters_are_warned_about_in_the_words_of_each_mode(client, 
 def test_every_optimizer_has_a_usual_learning_rate_for_the_burn_warning():
     from typing import get_args
 
-    from trainer.config import OptimizerName
-    from trainer.preflight import USUAL_MAX_LR
+    from trainer.job.config import OptimizerName
+    from trainer.job.preflight import USUAL_MAX_LR
 
     assert set(USUAL_MAX_LR) == set(get_args(OptimizerName))
 

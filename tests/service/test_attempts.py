@@ -18,7 +18,7 @@ from core.reconcile import reconcile
 from core.settings import Settings
 from core.storage import storage_for
 from tests.service.conftest import dataset_with_images, png_bytes, register, start_job, wait_for
-from trainer.callbacks import EpochSaved
+from trainer.training.callbacks import EpochSaved
 from worker.runner import AttemptSuperseded, Heartbeat, ServiceCallbacks
 from worker.training import run_training
 

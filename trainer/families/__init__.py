@@ -15,11 +15,11 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from trainer.config import arg_value
+from trainer.job.config import arg_value
 
 if TYPE_CHECKING:
-    from trainer.config import TrainConfig
     from trainer.families.base import ModelFamily
+    from trainer.job.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ FLUX_RULES = (
 
 FAMILIES: dict[str, FamilyInfo] = {
     "sdxl": FamilyInfo(
-        name="sdxl", label="SDXL", runtime="trainer.families.sd:StableDiffusion",
+        name="sdxl", label="SDXL", runtime="trainer.families.sd.model:StableDiffusion",
         pipeline_classes=("StableDiffusionXLPipeline",), resolution=1024,
         crop_sizes=SDXL_CROPS, text_encoders=2,
         defaults={**SD_DEFAULTS, "resolution": "1024", "min_bucket_reso": 512, "max_bucket_reso": 2048,
@@ -131,7 +131,7 @@ FAMILIES: dict[str, FamilyInfo] = {
         script="sdxl_train_network.py", declared_by=lambda cfg: cfg.sdxl,
     ),
     "sd2": FamilyInfo(
-        name="sd2", label="SD 2.x", runtime="trainer.families.sd:StableDiffusion",
+        name="sd2", label="SD 2.x", runtime="trainer.families.sd.model:StableDiffusion",
         pipeline_classes=("StableDiffusionPipeline",), resolution=768,
         crop_sizes=("768x768", "640x960", "960x640"), text_encoders=1,
         defaults={**SD_DEFAULTS, "resolution": "768", "v_parameterization": True, "min_bucket_reso": 384,
@@ -141,7 +141,7 @@ FAMILIES: dict[str, FamilyInfo] = {
         matches_folder=lambda folder, index: _text_encoder_act(folder) == "gelu",
     ),
     "sd15": FamilyInfo(
-        name="sd15", label="SD 1.5", runtime="trainer.families.sd:StableDiffusion",
+        name="sd15", label="SD 1.5", runtime="trainer.families.sd.model:StableDiffusion",
         pipeline_classes=("StableDiffusionPipeline",), resolution=512,
         crop_sizes=("512x512", "512x768", "768x512"), text_encoders=1,
         defaults={**SD_DEFAULTS, "resolution": "512", "min_bucket_reso": 256, "max_bucket_reso": 1024},
@@ -151,7 +151,7 @@ FAMILIES: dict[str, FamilyInfo] = {
         lycoris_names=SD_LYCORIS_NAMES,
     ),
     "chroma": FamilyInfo(
-        name="chroma", label="Chroma", runtime="trainer.families.flux:Flux",
+        name="chroma", label="Chroma", runtime="trainer.families.flux.model:Flux",
         pipeline_classes=("ChromaPipeline",), resolution=1024,
         crop_sizes=SDXL_CROPS, text_encoders=1,
         defaults={**FLUX_DEFAULTS, "model_type": "chroma", "timestep_sampling": "sigmoid", "guidance_scale": 0.0,
@@ -166,7 +166,7 @@ FAMILIES: dict[str, FamilyInfo] = {
         declared_by=lambda cfg: cfg.model_type == "chroma", captions="sentences",
     ),
     "flux": FamilyInfo(
-        name="flux", label="FLUX.1", runtime="trainer.families.flux:Flux",
+        name="flux", label="FLUX.1", runtime="trainer.families.flux.model:Flux",
         pipeline_classes=("FluxPipeline",), resolution=1024,
         crop_sizes=SDXL_CROPS, text_encoders=2,
         defaults=FLUX_DEFAULTS, own_keys=FLOW_KEYS, refuses=DDPM_ONLY, rules=FLUX_RULES, themes=FLUX_THEMES,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -12,10 +13,20 @@ from torch import nn
 if TYPE_CHECKING:
     from PIL import Image
 
-    from trainer.config import TrainConfig
     from trainer.families import FamilyInfo
-    from trainer.network import Candidate
-    from trainer.prompts import PromptSpec
+    from trainer.job.config import TrainConfig
+    from trainer.job.prompts import PromptSpec
+    from trainer.networks.network import Candidate
+
+class ModelLoadError(RuntimeError):
+    """A base model that cannot be loaded from where the config says; the message names the place and why."""
+
+
+def model_name(location: str) -> str:
+    """ss_sd_model_name as sd-scripts writes it: a local file or folder's name (with its extension), else the hub id."""
+    path = Path(location)
+    return path.name if path.exists() else location
+
 
 TextOut = tuple[torch.Tensor | None, ...]  # per caption along dim 0; what the denoiser is conditioned on
 

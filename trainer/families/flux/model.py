@@ -1,0 +1,326 @@
+"""FLUX.1 and Chroma: a double/single-stream transformer trained with flow matching on packed 2×2 latent patches,
+T5-XXL (sequence) + CLIP-L (pooled; FLUX only) text, a 16-channel VAE with scaling and shift.
+
+LoRA modules carry sd-scripts' lora_flux names (the original BFL layout): diffusers' split to_q / to_k / to_v are
+trained as the one fused `attn_qkv` (and single blocks' q, k, v, proj_mlp as `linear1`), so files are written
+exactly as sd-scripts writes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from trainer.families.base import ModelFamily, ModelLoadError, RenderSettings, TextOut, model_name
+from trainer.families.dit_memory import store_linears_in_fp8, swap_blocks
+from trainer.families.flux.names import kohya_unet_names, peft_to_kohya, text_targets
+from trainer.job.config import TrainConfig, arg_value
+from trainer.job.prompts import PromptSpec
+from trainer.networks.network import Candidate
+from trainer.training.flow import apply_prediction_type, euler_sigmas, flux_mu, sample_t
+
+
+@dataclass
+class FluxModel:
+    family: str  # "flux" | "chroma"
+    name: str
+    transformer: nn.Module
+    vae: nn.Module
+    text_encoders: list[nn.Module]  # [CLIP-L, T5] for FLUX, [T5] for Chroma
+    tokenizers: list
+    scheduler_config: dict = field(default_factory=dict)
+
+    @property
+    def denoiser(self) -> nn.Module:
+        return self.transformer
+
+    @property
+    def clip(self) -> nn.Module | None:
+        return self.text_encoders[0] if len(self.text_encoders) == 2 else None
+
+    @property
+    def t5(self) -> nn.Module:
+        return self.text_encoders[-1]
+
+    @property
+    def guidance_embeds(self) -> bool:
+        return bool(getattr(self.transformer.config, "guidance_embeds", False))
+
+
+class Flux(ModelFamily):
+    # Loading ---------------------------------------------------------------------------------------------------
+    def _pipeline_class(self):  # noqa: ANN202
+        from diffusers import ChromaPipeline, FluxPipeline
+
+        return ChromaPipeline if self.info.name == "chroma" else FluxPipeline
+
+    def load(self, cfg: TrainConfig) -> FluxModel:
+        location = cfg.pretrained_model_name_or_path
+        if Path(location).is_file():
+            return self._from_single_files(cfg)
+        return self.load_location(location)
+
+    def load_location(self, location: str, *, v_parameterization: bool = False) -> FluxModel:
+        path = Path(location)
+        if path.is_dir() and not (path / "model_index.json").is_file():
+            raise ModelLoadError(f"{location}: a model folder needs model_index.json (diffusers layout)")
+        if not path.exists() and (location.count("/") != 1 or location.startswith((".", "/"))):
+            raise ModelLoadError(f"{location}: no such model folder or file")
+        try:
+            pipe = self._pipeline_class().from_pretrained(location)
+        except OSError as exc:
+            raise ModelLoadError(f"{location}: not a local path and not reachable as a hub id ({exc})") from None
+        return self._from_pipeline(pipe, model_name(location))
+
+    def _from_pipeline(self, pipe, name: str) -> FluxModel:  # noqa: ANN001
+        if self.info.name == "chroma":
+            encoders, tokenizers = [pipe.text_encoder], [pipe.tokenizer]
+        else:
+            encoders, tokenizers = [pipe.text_encoder, pipe.text_encoder_2], [pipe.tokenizer, pipe.tokenizer_2]
+        return FluxModel(self.info.name, name, pipe.transformer, pipe.vae, encoders, tokenizers,
+                         dict(pipe.scheduler.config))
+
+    def _from_single_files(self, cfg: TrainConfig) -> FluxModel:
+        """sd-scripts' layout: the transformer as one BFL-format file, clip_l / t5xxl / ae beside it; the configs
+        and tokenizers come from a local diffusers folder (pretrained_model_config)."""
+        if not cfg.pretrained_model_config:
+            raise ModelLoadError("pretrained_model_config: a single-file FLUX model needs a local diffusers folder "
+                                 "for its configs and tokenizers")
+        if self.info.name != "flux":
+            raise ModelLoadError(f"{cfg.pretrained_model_name_or_path}: single files are read for FLUX.1 only; "
+                                 "give a diffusers folder")
+        from diffusers import AutoencoderKL, FluxPipeline, FluxTransformer2DModel
+        from safetensors.torch import load_file
+
+        from trainer.families.flux.checkpoint import from_bfl
+
+        folder = cfg.pretrained_model_config
+        transformer = FluxTransformer2DModel.from_config(FluxTransformer2DModel.load_config(folder,
+                                                                                            subfolder="transformer"))
+        try:
+            state = from_bfl(load_file(cfg.pretrained_model_name_or_path), transformer.state_dict())
+        except (KeyError, ValueError) as exc:
+            raise ModelLoadError(f"{cfg.pretrained_model_name_or_path}: not a FLUX.1 transformer file for this "
+                                 f"config ({exc})") from None
+        transformer.load_state_dict(state)
+        pipe = FluxPipeline.from_pretrained(folder, transformer=transformer)
+        if cfg.ae:
+            pipe.vae = AutoencoderKL.from_single_file(cfg.ae, config=folder, subfolder="vae")
+        model = self._from_pipeline(pipe, model_name(cfg.pretrained_model_name_or_path))
+        for file, encoder in ((cfg.clip_l, model.clip), (cfg.t5xxl, model.t5)):
+            if file and encoder is not None:
+                _load_text_encoder(encoder, file)
+        return model
+
+    def place(self, model: FluxModel, cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> None:
+        for module in (model.transformer, model.vae, *model.text_encoders):
+            module.requires_grad_(False)
+            module.to(device, dtype)
+        blocks = [*model.transformer.transformer_blocks, *model.transformer.single_transformer_blocks]
+        if cfg.fp8_base or cfg.fp8_base_unet:
+            store_linears_in_fp8(blocks)
+        if cfg.blocks_to_swap:
+            swap_blocks(blocks, cfg.blocks_to_swap, device)
+
+    # Networks --------------------------------------------------------------------------------------------------
+    def default_text_encoders(self, cfg: TrainConfig) -> tuple[int, ...]:
+        """CLIP-L only, as sd-scripts; T5 when network_args has train_t5xxl=True."""
+        clip = (0,) if self.info.name == "flux" else ()
+        t5 = (self.info.text_encoders - 1,) if cfg.network_flag("train_t5xxl") else ()
+        return clip + t5
+
+    def lora_targets(self, model: FluxModel, *, with_conv: bool, denoiser: bool = True,
+                     text: bool | tuple[int, ...] = True, network_args: list[str] | None = None,
+                     names: tuple[str, ...] = ()) -> list[Candidate]:
+        out: list[Candidate] = []
+        chosen = set(range(len(model.text_encoders))) if text is True else set(text or ())
+        for index, encoder in enumerate(model.text_encoders):
+            if index in chosen:
+                out += text_targets(encoder, f"te{index + 1}", encoder is model.clip)
+        if denoiser:
+            blocks = arg_value(network_args, "train_blocks") or "all"
+            grouped: dict[str, list[tuple[int, nn.Linear]]] = {}
+            modules = dict(model.transformer.named_modules())
+            for path, (name, part) in kohya_unet_names(model.transformer).items():
+                if blocks != "all" and f"_{blocks}_blocks_" not in name:
+                    continue
+                grouped.setdefault(name, []).append((part, modules[path]))
+            for name, parts in grouped.items():
+                linears = tuple(m for _, m in sorted(parts, key=lambda p: p[0]))
+                out.append(Candidate(name, linears[0], "unet", False, linears if len(linears) > 1 else ()))
+        return out
+
+    def kohya_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not any(".lora_A." in key for key in weights):
+            return weights
+        return peft_to_kohya(weights)
+
+    # Training --------------------------------------------------------------------------------------------------
+    def encode_images(self, model: FluxModel, pixels: torch.Tensor) -> torch.Tensor:
+        config = model.vae.config
+        return (model.vae.encode(pixels).latent_dist.mean - config.shift_factor) * config.scaling_factor
+
+    def t5_length(self, model: FluxModel, cfg_length: int | None) -> int:
+        if cfg_length:
+            return cfg_length
+        return 512 if model.guidance_embeds or self.info.name == "chroma" else 256  # schnell: 256
+
+    def encode_text(self, model: FluxModel, captions: list[str], cfg: TrainConfig) -> TextOut:
+        return self._encode(model, captions, self.t5_length(model, cfg.t5xxl_max_token_length),
+                            cfg.apply_t5_attn_mask)
+
+    def _encode(self, model: FluxModel, captions: list[str], t5_length: int, mask: bool) -> TextOut:
+        device = next(model.t5.parameters()).device
+        pooled = None
+        if model.clip is not None:
+            ids = model.tokenizers[0](captions, padding="max_length", max_length=77, truncation=True,
+                                      return_tensors="pt").input_ids.to(device)
+            pooled = model.clip(ids).pooler_output
+        tokens = model.tokenizers[-1](captions, padding="max_length", max_length=t5_length, truncation=True,
+                                      return_tensors="pt")
+        attention = tokens.attention_mask.to(device)
+        hidden = model.t5(tokens.input_ids.to(device), attention_mask=attention if mask else None)[0]
+        return hidden, pooled, attention
+
+    def loss(self, model: FluxModel, cfg: TrainConfig, latents: torch.Tensor, text: TextOut, batch: dict,
+             generator: torch.Generator) -> torch.Tensor:
+        batch_size, _, height, width = latents.shape
+        noise = torch.randn(latents.shape, generator=generator, device=latents.device)
+        sigmas = sample_t(cfg.timestep_sampling, batch_size, generator, latents.device,
+                          sigmoid_scale=cfg.sigmoid_scale, discrete_flow_shift=cfg.discrete_flow_shift,
+                          image_tokens=(height // 2) * (width // 2), weighting_scheme=cfg.weighting_scheme,
+                          logit_mean=cfg.logit_mean, logit_std=cfg.logit_std, mode_scale=cfg.mode_scale)
+        view = sigmas.view(-1, 1, 1, 1)
+        noisy = (1 - view) * latents + view * noise
+        prediction = self.predict(model, noisy, sigmas, text, cfg.guidance_scale, cfg.apply_t5_attn_mask)
+        prediction, weighting = apply_prediction_type(cfg.model_prediction_type, prediction.float(), noisy, sigmas,
+                                                      cfg.weighting_scheme)
+        loss = F.mse_loss(prediction, (noise - latents).float(), reduction="none")
+        if weighting is not None:
+            loss = loss * weighting.view(-1, 1, 1, 1)
+        return loss.mean(dim=(1, 2, 3))
+
+    def predict(self, model: FluxModel, noisy: torch.Tensor, sigmas: torch.Tensor, text: TextOut,
+                guidance: float, mask_t5: bool) -> torch.Tensor:
+        """The transformer's velocity for latents [B, C, H, W] at noise levels σ [B]."""
+        hidden, pooled, attention = text
+        batch_size, channels, height, width = noisy.shape
+        dtype = next(model.transformer.parameters()).dtype
+        device = noisy.device
+        kwargs: dict[str, Any] = {
+            "hidden_states": pack(noisy).to(dtype), "timestep": sigmas.to(dtype),
+            "encoder_hidden_states": hidden.to(device, dtype), "img_ids": image_ids(height, width).to(device, dtype),
+            "txt_ids": torch.zeros(hidden.shape[1], 3, device=device, dtype=dtype),
+        }
+        if self.info.name == "chroma":
+            full = torch.cat([attention.bool(), torch.ones(batch_size, kwargs["img_ids"].shape[0], device=device,
+                                                           dtype=torch.bool)], dim=1)
+            kwargs["attention_mask"] = full if mask_t5 else None
+        else:
+            kwargs["pooled_projections"] = pooled.to(device, dtype)
+            if model.guidance_embeds:
+                kwargs["guidance"] = torch.full((batch_size,), guidance, device=device, dtype=torch.float32)
+            if mask_t5:
+                keys = torch.cat([attention.bool(), torch.ones(batch_size, kwargs["img_ids"].shape[0],
+                                                               device=device, dtype=torch.bool)], dim=1)
+                kwargs["joint_attention_kwargs"] = {"attention_mask": keys[:, None, None, :]}
+        return unpack(model.transformer(**kwargs).sample, height, width, channels)
+
+    # Files and previews ----------------------------------------------------------------------------------------
+    def facts(self, model: FluxModel) -> dict[str, Any]:
+        return {"guidance_embeds": model.guidance_embeds}
+
+    def metadata(self, cfg: TrainConfig, model_facts: dict[str, Any]) -> dict[str, Any]:
+        if self.info.name == "chroma":
+            architecture = "chroma/lora"
+        else:
+            architecture = "flux-1-dev/lora" if model_facts.get("guidance_embeds", True) else "flux-1-schnell/lora"
+        return {
+            "ss_base_model_version": "flux1", "ss_v2": False,
+            "ss_model_type": "chroma" if self.info.name == "chroma" else "flux",
+            "ss_apply_t5_attn_mask": cfg.apply_t5_attn_mask, "ss_weighting_scheme": cfg.weighting_scheme,
+            "ss_logit_mean": cfg.logit_mean, "ss_logit_std": cfg.logit_std, "ss_mode_scale": cfg.mode_scale,
+            "ss_guidance_scale": cfg.guidance_scale, "ss_timestep_sampling": cfg.timestep_sampling,
+            "ss_sigmoid_scale": cfg.sigmoid_scale, "ss_model_prediction_type": cfg.model_prediction_type,
+            "ss_discrete_flow_shift": cfg.discrete_flow_shift,
+            "modelspec.architecture": architecture,
+            "modelspec.implementation": "https://github.com/black-forest-labs/flux",
+        }
+
+    def render_settings(self, cfg: TrainConfig) -> RenderSettings:
+        return RenderSettings(cfg.resolution_wh, "euler", t5_max_length=cfg.t5xxl_max_token_length,
+                              t5_attention_mask=cfg.apply_t5_attn_mask)
+
+    @torch.no_grad()
+    def render(self, model: FluxModel, spec: PromptSpec, *, seed: int, settings: RenderSettings) -> Image.Image:
+        """Euler over FLUX's shifted schedule. FLUX.1 takes guidance through its embedding (--g, 3.5 by default)
+        and real CFG only when a negative prompt is given; Chroma always uses real CFG (--l)."""
+        width = (spec.width or settings.default_size[0]) // 16 * 16
+        height = (spec.height or settings.default_size[1]) // 16 * 16
+        length = self.t5_length(model, settings.t5_max_length)
+        mask = settings.t5_attention_mask or self.info.name == "chroma"
+        positive = self._encode(model, [spec.prompt], length, mask)
+        real_cfg = self.info.name == "chroma" or (bool(spec.negative) and spec.cfg_scale > 1)
+        negative = self._encode(model, [spec.negative], length, mask) if real_cfg else None
+        channels = model.transformer.config.in_channels // 4
+        generator = torch.Generator("cpu").manual_seed(seed)
+        device = next(model.transformer.parameters()).device
+        latents = torch.randn(1, channels, height // 8, width // 8, generator=generator).to(device)
+        config = model.scheduler_config
+        tokens = (height // 16) * (width // 16)
+        mu = flux_mu(tokens, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
+                     config.get("base_shift", 0.5), config.get("max_shift", 1.15))
+        sigmas = euler_sigmas(spec.steps, mu if config.get("use_dynamic_shifting", True) else None,
+                              config.get("shift", 1.0)).to(device)
+        guidance = spec.guidance if spec.guidance is not None else 3.5
+        for sigma, following in zip(sigmas[:-1], sigmas[1:], strict=True):
+            level = sigma.expand(1)
+            velocity = self.predict(model, latents, level, positive, guidance, mask).float()
+            if negative is not None:
+                unconditional = self.predict(model, latents, level, negative, guidance, mask).float()
+                velocity = unconditional + spec.cfg_scale * (velocity - unconditional)
+            latents = latents + (following - sigma) * velocity
+        vae = model.vae
+        decoded = latents / vae.config.scaling_factor + vae.config.shift_factor
+        pixels = vae.decode(decoded.to(next(vae.parameters()).dtype)).sample[0].float()
+        array = ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        return Image.fromarray(array)
+
+
+def _load_text_encoder(encoder: nn.Module, file: str) -> None:
+    """A text encoder's weights from one file (HF key names, as clip_l / t5xxl files have them); a key left out
+    because it is tied to one that is there (T5's shared embedding) is not missing."""
+    from safetensors.torch import load_file
+
+    weights = load_file(file)
+    missing, _ = encoder.load_state_dict(weights, strict=False)
+    state = encoder.state_dict()
+    loaded = {state[k].data_ptr() for k in weights if k in state}
+    missing = [k for k in missing if state[k].data_ptr() not in loaded]
+    if missing:
+        raise ModelLoadError(f"{file}: not a text-encoder file for this model ({len(missing)} weights missing, "
+                             f"e.g. {missing[0]})")
+
+
+def pack(latents: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] → [B, (H/2)(W/2), 4C]: 2×2 patches, row-major."""
+    b, c, h, w = latents.shape
+    return latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack(tokens: torch.Tensor, height: int, width: int, channels: int) -> torch.Tensor:
+    b = tokens.shape[0]
+    grid = tokens.view(b, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return grid.reshape(b, channels, height, width)
+
+
+def image_ids(height: int, width: int) -> torch.Tensor:
+    """Position ids (0, row, column) of each packed patch of a [H, W] latent."""
+    rows, cols = torch.meshgrid(torch.arange(height // 2), torch.arange(width // 2), indexing="ij")
+    return torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).reshape(-1, 3).float()

@@ -1,0 +1,88 @@
+"""Flow matching as sd-scripts' flux_train_network.py does it: noise levels t ∈ (0, 1), x_t = (1 − t)·x0 + t·ε,
+target ε − x0, and the loss weightings of SD3. (DDPM noise for the UNet families lives in trainer/families/sd/noise.py.)"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+def shifted(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """SD3's discrete flow shift: t' = s·t / (1 + (s − 1)·t)."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def flux_mu(image_tokens: int, base_tokens: int = 256, max_tokens: int = 4096, base_shift: float = 0.5,
+            max_shift: float = 1.15) -> float:
+    """FLUX's resolution-dependent shift: linear in the number of packed image tokens."""
+    slope = (max_shift - base_shift) / (max_tokens - base_tokens)
+    return base_shift + slope * (image_tokens - base_tokens)
+
+
+def time_shift(mu: float, t: torch.Tensor) -> torch.Tensor:
+    """t' = e^μ / (e^μ + (1/t − 1)); t = 0 stays 0."""
+    safe = t.clamp_min(1e-12)
+    return torch.where(t > 0, math.exp(mu) / (math.exp(mu) + (1 / safe - 1)), torch.zeros_like(t))
+
+
+def density(scheme: str, batch: int, generator: torch.Generator, device: torch.device, logit_mean: float,
+            logit_std: float, mode_scale: float) -> torch.Tensor:
+    """u ∈ [0, 1) drawn as SD3's weighting scheme says (logit_normal, mode; uniform otherwise)."""
+    if scheme == "logit_normal":
+        normal = torch.randn(batch, generator=generator, device=device) * logit_std + logit_mean
+        return torch.sigmoid(normal)
+    u = torch.rand(batch, generator=generator, device=device)
+    if scheme == "mode":
+        return 1 - u - mode_scale * (torch.cos(math.pi * u / 2) ** 2 - 1 + u)
+    return u
+
+
+def sample_t(method: str, batch: int, generator: torch.Generator, device: torch.device, *, sigmoid_scale: float,
+             discrete_flow_shift: float, image_tokens: int, weighting_scheme: str, logit_mean: float,
+             logit_std: float, mode_scale: float) -> torch.Tensor:
+    """Noise levels for a batch, per timestep_sampling."""
+    if method == "uniform":
+        return torch.rand(batch, generator=generator, device=device)
+    if method in ("sigmoid", "shift", "flux_shift"):
+        t = torch.sigmoid(torch.randn(batch, generator=generator, device=device) * sigmoid_scale)
+        if method == "shift":
+            return shifted(t, discrete_flow_shift)
+        if method == "flux_shift":
+            return time_shift(flux_mu(image_tokens), t)
+        return t
+    # "sigma": an index into the scheduler's shifted table of 1000 levels, drawn by the weighting density
+    u = density(weighting_scheme, batch, generator, device, logit_mean, logit_std, mode_scale)
+    index = (u * NUM_TRAIN_TIMESTEPS).long().clamp(0, NUM_TRAIN_TIMESTEPS - 1)
+    table = torch.arange(NUM_TRAIN_TIMESTEPS, 0, -1, device=device, dtype=torch.float32) / NUM_TRAIN_TIMESTEPS
+    return shifted(table, discrete_flow_shift)[index]
+
+
+def loss_weighting(scheme: str, sigmas: torch.Tensor) -> torch.Tensor:
+    """SD3's loss weights: sigma_sqrt → σ⁻², cosmap → 2 / (π(1 − 2σ + 2σ²)), otherwise 1."""
+    if scheme == "sigma_sqrt":
+        return sigmas.float() ** -2.0
+    if scheme == "cosmap":
+        return 2 / (math.pi * (1 - 2 * sigmas + 2 * sigmas**2))
+    return torch.ones_like(sigmas)
+
+
+def apply_prediction_type(kind: str, prediction: torch.Tensor, noisy: torch.Tensor, sigmas: torch.Tensor,
+                          weighting_scheme: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """model_prediction_type: raw as is; additive adds the noisy input; sigma_scaled turns it into −σ·v + x_t and
+    weights the loss by the scheme (as sd-scripts' apply_model_prediction_type)."""
+    if kind == "additive":
+        return prediction + noisy, None
+    if kind == "sigma_scaled":
+        view = sigmas.view(-1, *([1] * (prediction.ndim - 1)))
+        return prediction * (-view) + noisy, loss_weighting(weighting_scheme, sigmas)
+    return prediction, None
+
+
+def euler_sigmas(steps: int, mu: float | None, shift: float = 1.0) -> torch.Tensor:
+    """FLUX inference schedule: linspace(1, 1/steps) shifted (by μ when dynamic, else by `shift`), then 0."""
+    base = torch.linspace(1.0, 1.0 / steps, steps)
+    levels = time_shift(mu, base) if mu is not None else shifted(base, shift)
+    return torch.cat([levels, torch.zeros(1)])
