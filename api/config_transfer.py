@@ -15,7 +15,7 @@ from core.kohya_layout import effective_repeats, place
 from core.models import Dataset, Image, Job
 from core.settings import Settings
 from trainer.families import family_info, refused_keys, resolve_family
-from trainer.job.config import KNOWN_KEYS, ConfigError, TrainConfig, build_config, unknown_key_messages
+from trainer.job.config import KNOWN_KEYS, OURS_KEYS, ConfigError, TrainConfig, build_config, unknown_key_messages
 from trainer.job.config_io import (
     DATASET_KEYS,
     LORA_EASY_RENAMES,
@@ -29,13 +29,15 @@ from trainer.job.config_io import (
 )
 
 Format = Literal["sd-scripts", "kohya_ss", "lora_easy"]
-LORABAKE_ONLY = frozenset({"sdxl", "pretrained_model_config", "sample_images_per_prompt", "sample_prompts",
-                           "model_family", "cache_text_encoder_outputs_to_disk", "lr_restart_step"})
 DATASET_DIR = "dataset"  # where config.toml expects the unzipped dataset export
 
 
 class ConfigFileError(ValueError):
     """The file cannot be read at all; the message names it and why."""
+
+
+class NoExporter(ValueError):
+    """The job's family has no outside tool that trains it; the message says why."""
 
 
 class KeyNote(BaseModel):
@@ -133,12 +135,16 @@ def import_config(text: str, filename: str, dataset_text: str | None = None,
 
 
 def export_config(job: Job, dataset: Dataset, images: list[Image], settings: Settings) -> dict[str, str]:
-    """config.toml, dataset_config.toml and (when the job has them) sample_prompts.txt for sd-scripts."""
+    """config.toml, dataset_config.toml and (when the job has them) sample_prompts.txt for the tool the family's
+    exporter names; NoExporter when it names none."""
     model = settings.model_named(job.base_model)
     config = TrainConfig(**{**job.params, **PLACEHOLDER_PATHS})
     family = family_info(resolve_family(config))
+    exporter = family.exporter
+    if not exporter.available:
+        raise NoExporter(f"{family.label} jobs cannot be exported: {exporter.reason}")
     refused = refused_keys(family.name)
-    values = {k: v for k, v in config.model_dump().items() if v is not None and k not in LORABAKE_ONLY
+    values = {k: v for k, v in config.model_dump().items() if v is not None and k not in OURS_KEYS
               and k not in DATASET_KEYS.values() and k not in SERVICE_KEYS and k not in refused}
     for theirs, ours in SD_SCRIPTS_RENAMES.items():
         values[theirs] = values.pop(ours)
@@ -149,15 +155,14 @@ def export_config(job: Job, dataset: Dataset, images: list[Image], settings: Set
         values["v_parameterization"] = config.v_parameterization
     values.update(pretrained_model_name_or_path=model.location if model else job.base_model, output_dir="output",
                   output_name=job.name, save_model_as="safetensors", dataset_config="dataset_config.toml",
-                  **family.export_flags)
+                  **exporter.flags)
     files: dict[str, str] = {}
     if job.sample_prompts:
         files["sample_prompts.txt"] = "\n".join(job.sample_prompts) + "\n"
         values["sample_prompts"] = "sample_prompts.txt"
-    script = family.script
-    header = (f"# lorabake job {job.id} ({job.name}, {family.label}) for kohya-ss/sd-scripts.\n"
+    header = (f"# lorabake job {job.id} ({job.name}, {family.label}) for {exporter.tool}.\n"
               f"# Unzip the dataset export into ./{DATASET_DIR}, then run:\n"
-              f"#   accelerate launch {script} --config_file config.toml\n")
+              f"#   accelerate launch {exporter.script} --config_file config.toml\n")
     files["config.toml"] = header + tomli_w.dumps(dict(sorted(values.items())))
     files["dataset_config.toml"] = dataset_config_toml(config, dataset, images)
     return files

@@ -22,6 +22,7 @@ from core.db import migrate, read_session_factory, session_factory
 from core.queue import make_celery
 from core.settings import Settings, get_settings
 from core.storage import S3Storage, storage_for
+from trainer.families import FAMILIES
 
 log = logging.getLogger(__name__)
 WEB = Path(__file__).resolve().parent.parent / "web"
@@ -65,6 +66,10 @@ class NoSniff:
 
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
     settings = settings or get_settings()
+    unknown = sorted({m.family for m in settings.models()} - set(FAMILIES))
+    if unknown:
+        raise RuntimeError(f"BASE_MODELS: unknown model family {', '.join(map(repr, unknown))}; "
+                           f"known: {', '.join(FAMILIES)}")
     if run_migrations:
         migrate(settings.db_url)
     app = FastAPI(title="lorabake", version="0.1.0", openapi_url="/api/v1/openapi.json", docs_url="/api/v1/docs",

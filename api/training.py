@@ -13,19 +13,25 @@ from core.models import Dataset, Image
 from core.settings import BaseModelEntry
 from trainer.families import FAMILIES
 from trainer.job import preflight
-from trainer.job.config import MAX_STEPS, ConfigError, TrainConfig, build_config
+from trainer.job.config import (
+    IDENTITY_KEYS,
+    KNOWN_KEYS,
+    MAX_STEPS,
+    USER_KEYS,
+    ConfigError,
+    TrainConfig,
+    build_config,
+)
+from trainer.job.config_io import FILE_KEYS
 from trainer.job.presets import THEMES, preset_values
 from trainer.job.prompts import parse_prompts
 from trainer.job.steps import ImageSpec, StepPlan, plan_for_config
 
 # The base model's identity: set from the chosen base model, never by a request (sd-scripts' flags included).
-FAMILY_KEYS = frozenset({"model_family", "model_type", "v2", "sdxl", "v_parameterization"})
-# Paths and model identity belong to the service; a request that sets them is refused by name.
-SERVICE_KEYS = frozenset({
-    "pretrained_model_name_or_path", "train_data_dir", "reg_data_dir", "output_dir", "output_name", "logging_dir",
-    "resume", "save_state", "network_weights", "sample_prompts", "vae", "pretrained_model_config", "dataset_config",
-    "config_file", "clip_l", "t5xxl", "ae", "validation_data_dir", *FAMILY_KEYS,
-})
+FAMILY_KEYS = IDENTITY_KEYS
+# A request may set USER_KEYS only: every other key (paths, identity, bookkeeping, and the file-level keys of an
+# sd-scripts config) belongs to the service and is refused by name.
+SERVICE_KEYS = (KNOWN_KEYS - USER_KEYS) | FILE_KEYS
 # set by "continue training" for the continued run only: not offered in pro mode, not carried into a retrain
 CONTINUE_KEYS = frozenset({"lr_restart_step"})
 PLACEHOLDER_PATHS = {"pretrained_model_name_or_path": "base", "train_data_dir": "data", "output_dir": "out",

@@ -12,8 +12,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from trainer.families import FAMILIES
-
 EMBEDDED_SECRET = "embedded-only-secret-change-me"
 
 
@@ -21,18 +19,11 @@ class BaseModelEntry(BaseModel):
     """One base model the service offers: where it lives and what it is."""
 
     name: str
-    family: str  # a name in trainer.families.FAMILIES
+    family: str  # a name in trainer.families.FAMILIES; the API refuses to start on any other (api/main.py)
     location: str
     resolution: int = 512
     v_parameterization: bool = False
     train_overrides: dict[str, Any] = Field(default_factory=dict)  # applied over every preset for this model
-
-    @field_validator("family")
-    @classmethod
-    def _known_family(cls, value: str) -> str:
-        if value not in FAMILIES:
-            raise ValueError(f"unknown model family {value!r}; known: {', '.join(FAMILIES)}")
-        return value
 
 
 class Settings(BaseSettings):
@@ -40,6 +31,7 @@ class Settings(BaseSettings):
 
     mode: Literal["embedded", "production"] = "embedded"
     var_dir: Path = Path("var")
+    tiny_first: str = "tiny-sd15"  # the embedded default's first (preselected) base model
     database_url: str | None = None
     broker_url: str | None = None
     redis_url: str | None = None
@@ -180,23 +172,18 @@ class Settings(BaseSettings):
         return self.tagger_dir or self.var_dir / "taggers"
 
     def models(self) -> list[BaseModelEntry]:
-        """BASE_MODELS, or in the embedded default the tiny models under var/models (tiny-flux when made)."""
+        """BASE_MODELS, or in the embedded default the tiny models under var/models (`tiny-<family>` folders that
+        `lorabake models make-tiny` wrote), TINY_FIRST first and always (make run writes it)."""
         if self.base_models:
             return self.base_models
         small = {"resolution": "64", "min_bucket_reso": 32, "max_bucket_reso": 128, "bucket_reso_steps": 32,
                  "mixed_precision": "no", "network_dim": 4, "network_alpha": 2, "learning_rate": 1e-3,
                  "unet_lr": 1e-3, "text_encoder_lr": 5e-4}
-        entries = [BaseModelEntry(name="tiny-sd15", family="sd15", location=str(self.tiny_model("sd15")),
-                                  resolution=64, train_overrides=small)]
-        for family in ("flux", "chroma"):
-            if (self.tiny_model(family) / "model_index.json").is_file():
-                entries.append(BaseModelEntry(name=f"tiny-{family}", family=family,
-                                              location=str(self.tiny_model(family)), resolution=64,
-                                              train_overrides=small))
-        return entries
-
-    def tiny_model(self, family: str) -> Path:
-        return (self.var_dir / "models" / f"tiny-{family}").resolve()
+        made = {index.parent.name for index in (self.var_dir / "models").glob("tiny-*/model_index.json")}
+        folders = [self.var_dir / "models" / name for name in [self.tiny_first, *sorted(made - {self.tiny_first})]]
+        return [BaseModelEntry(name=folder.name, family=folder.name.removeprefix("tiny-"),
+                               location=str(folder.resolve()), resolution=64, train_overrides=small)
+                for folder in folders]
 
     def model_named(self, name: str) -> BaseModelEntry | None:
         return next((m for m in self.models() if m.name == name), None)

@@ -275,7 +275,7 @@ def test_flux_refuses_sd_only_options_and_warns_on_training_guidance(flux_tiny, 
         cfg = build_config(_flux_values(flux_tiny["flux"], tmp_path, tmp_path, **extra))
         return {(f.level, f.field): f.message for f in check(cfg)}
 
-    assert "FLUX takes T5" in found(clip_skip=2)[("error", "clip_skip")]
+    assert "no CLIP layer to skip" in found(clip_skip=2)[("error", "clip_skip")]
     assert ("error", "max_token_length") in found(max_token_length=225)
     assert ("error", "v_parameterization") in found(v_parameterization=True)
     assert ("warning", "guidance_scale") in found(guidance_scale=3.5)
@@ -344,8 +344,8 @@ def test_make_tiny_flux_is_deterministic(tmp_path):
 def test_a_single_file_flux_transformer_with_its_config_folder_trains_like_the_folder(flux_tiny, dataset, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from trainer.cli import write_tiny_single_file
     from trainer.families.flux.checkpoint import from_bfl, to_bfl
+    from trainer.families.tiny import write_single_file as write_tiny_single_file
 
     single = write_tiny_single_file(flux_tiny["flux"], "flux", str(tmp_path / "flux1-tiny.safetensors"))
     keys = set(load_file(single))

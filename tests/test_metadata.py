@@ -16,9 +16,9 @@ from safetensors.torch import save as safetensors_bytes
 
 from tests.conftest import base_values
 from tests.test_training import Recorder
-from trainer.cli import write_tiny_single_file
 from trainer.data.synthetic import make_dataset
 from trainer.families.tiny import make_tiny
+from trainer.families.tiny import write_single_file as write_tiny_single_file
 from trainer.job.config import build_config
 from trainer.training.loop import train
 

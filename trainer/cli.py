@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from trainer.families import FAMILIES
+from trainer.families import DEFAULT_FAMILY, FAMILIES
 from trainer.job.config import ConfigError
 from trainer.training.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
 
@@ -67,38 +67,20 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _make_tiny(args: argparse.Namespace) -> int:
-    from trainer.families.tiny import make_tiny
+    from trainer.families.tiny import make_tiny, write_single_file
 
     out = make_tiny(args.out, args.family, args.seed)
     print(out)
     if args.single_file:
-        print(write_tiny_single_file(out, args.family, args.single_file))
+        try:
+            print(write_single_file(out, args.family, args.single_file))
+        except ValueError as exc:
+            raise ConfigError([f"--single-file: {exc}"]) from None
     return EXIT_OK
 
 
-def write_tiny_single_file(folder: Path, family: str, path: str) -> Path:
-    """SD1.x/2.x: one LDM checkpoint; FLUX.1: the transformer as one BFL-layout file (as sd-scripts takes it)."""
-    from safetensors.torch import save_file
-
-    if family == "flux":
-        from diffusers import FluxTransformer2DModel
-
-        from trainer.families.flux.checkpoint import to_bfl
-
-        transformer = FluxTransformer2DModel.from_pretrained(folder, subfolder="transformer")
-        save_file(to_bfl(transformer.state_dict()), path)
-        return Path(path)
-    if family not in ("sd15", "sd2"):
-        raise ConfigError([f"--single-file: {family} tiny models cannot be written as one file"])
-    from diffusers import StableDiffusionPipeline
-
-    from trainer.families.sd.single_file import write_single_file
-
-    return write_single_file(StableDiffusionPipeline.from_pretrained(folder), path)
-
-
 def _generate(args: argparse.Namespace) -> int:
-    from trainer.families import folder_family, runtime
+    from trainer.families import location_family, runtime
     from trainer.job.prompts import parse_prompt_line
     from trainer.output.generate import generate
 
@@ -108,7 +90,7 @@ def _generate(args: argparse.Namespace) -> int:
         if not sep:
             raise ConfigError([f'--lora "{item}": expected name=path'])
         loras[name] = path
-    model = runtime(args.family or folder_family(args.model) or "sd15").load_location(args.model)
+    model = runtime(args.family or location_family(args.model)).load_location(args.model)
     spec = parse_prompt_line(args.prompt)
     notes: list[str] = []
     images = generate(model, spec, loras, seed=args.seed, count=args.count, default_size=(args.size, args.size),
@@ -124,10 +106,10 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _to_lora(args: argparse.Namespace) -> int:
-    from trainer.families import folder_family, runtime
+    from trainer.families import location_family, runtime
     from trainer.networks.convert import convert_file
 
-    model = runtime(args.family or folder_family(args.model) or "sd15").load_location(args.model)
+    model = runtime(args.family or location_family(args.model)).load_location(args.model)
     try:
         done = convert_file(model, Path(args.lora), Path(args.out), args.rank)
     except ValueError as exc:
@@ -169,7 +151,7 @@ def parser() -> argparse.ArgumentParser:
                                                                                    required=True)
     tiny = models.add_parser("make-tiny", help="write a tiny random-weight model (diffusers layout)")
     tiny.add_argument("out")
-    tiny.add_argument("--family", choices=list(FAMILIES), default="sd15")
+    tiny.add_argument("--family", choices=list(FAMILIES), default=DEFAULT_FAMILY)
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--single-file", metavar="PATH", help="also write it as one original-layout .safetensors")
     tiny.set_defaults(run=_make_tiny)

@@ -12,7 +12,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from api.config_transfer import ConfigFileError, ImportedConfig, export_config, import_config
+from api.config_transfer import ConfigFileError, ImportedConfig, NoExporter, export_config, import_config
 from api.dataset_import import TAG_SUMMARY, EntryReport, HostileArchive, import_archive
 from api.deps import CurrentUser, OwnedDataset, OwnedJob, SessionDep, SettingsDep, StorageDep
 from api.routes import API_PREFIX
@@ -32,8 +32,9 @@ class ImportOut(BaseModel):
     report: list[EntryReport]
 
 
-def _problem(message: str, errors: list[dict[str, str]]) -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"message": message, "errors": errors})
+def _problem(message: str, errors: list[dict[str, str]],
+             code: int = status.HTTP_422_UNPROCESSABLE_CONTENT) -> HTTPException:
+    return HTTPException(code, {"message": message, "errors": errors})
 
 
 @router.post("/datasets/import", status_code=status.HTTP_201_CREATED)
@@ -133,7 +134,11 @@ async def import_job_config(
 def export_job_config(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> StreamingResponse:
     """config.toml + dataset_config.toml (+ sample_prompts.txt) that reproduce this job with sd-scripts."""
     dataset = session.get(Dataset, job.dataset_id)
-    files = export_config(job, dataset, selected_images(session, dataset, None), settings)
+    try:
+        files = export_config(job, dataset, selected_images(session, dataset, None), settings)
+    except NoExporter as exc:
+        raise _problem("this job cannot be exported", [{"field": "base_model", "message": str(exc)}],
+                       status.HTTP_409_CONFLICT) from None
 
     def write(archive: zipfile.ZipFile) -> None:
         for name, text in files.items():

@@ -330,3 +330,52 @@ def test_a_flux_train_network_toml_imports_and_a_flux_job_exports_back(client, a
     for key in ("timestep_sampling", "discrete_flow_shift", "model_prediction_type", "guidance_scale",
                 "t5xxl_max_token_length", "network_module", "network_dim", "cache_text_encoder_outputs"):
         assert back["params"][key] == params[key], key
+
+
+def test_lorabake_train_reads_the_config_lorabake_exports(client, alice, tmp_path, tiny_sd15):
+    from trainer.cli import main
+
+    shutil.copytree(tiny_sd15, tmp_path / "var" / "models" / "tiny-sd15")
+    dataset = client.post("/api/v1/datasets", json={"name": "mychar", "default_repeats": 2}, headers=alice).json()
+    uploaded = client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=alice,
+                           files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(3)]).json()
+    client.patch(f"/api/v1/datasets/{dataset['id']}/images/{uploaded[2]['id']}", json={"is_reg": True},
+                 headers=alice)
+    job = client.post("/api/v1/jobs", headers=alice, json={
+        "dataset_id": dataset["id"], "base_model": "tiny-sd15", "name": "mychar", "mode": "pro", "preset": None,
+        "params": {"network_dim": 4, "network_alpha": 2, "max_train_epochs": 1, "resolution": "64",
+                   "mixed_precision": "no", "learning_rate": 1e-3},
+        "sample_prompts": ["mychar, smiling"]}).json()
+    folder = tmp_path / "reproduce"
+    zipfile.ZipFile(io.BytesIO(client.get(f"/api/v1/jobs/{job['id']}/export-config", headers=alice).content)
+                    ).extractall(folder)
+    zipfile.ZipFile(io.BytesIO(client.get(f"/api/v1/datasets/{dataset['id']}/export", headers=alice).content)
+                    ).extractall(folder / "dataset")
+
+    assert main(["train", "--config", str(folder / "config.toml"), "--set", f"output_dir={folder / 'out'}"]) == 0
+    assert (folder / "out" / "mychar.safetensors").is_file()
+    from trainer.job.config_io import load_config_file
+
+    loaded = load_config_file(folder / "config.toml").config
+    assert loaded.train_data_dir == str(folder / "dataset") and loaded.reg_data_dir == str(folder / "dataset" / "reg")
+    assert loaded.sample_prompts == str(folder / "sample_prompts.txt") and loaded.resolution == "64,64"
+
+
+def test_a_family_that_declares_no_exporter_exports_nothing(client, alice, monkeypatch):
+    import dataclasses
+
+    from trainer.families import FAMILIES
+    from trainer.families.declare import Exporter
+
+    dataset = client.post("/api/v1/datasets", json={"name": "x"}, headers=alice).json()
+    client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=alice,
+                files=[("files", ("0.png", png_bytes(), "image/png"))])
+    job = client.post("/api/v1/jobs", headers=alice, json={
+        "dataset_id": dataset["id"], "base_model": "tiny-sd15", "name": "x", "mode": "basic",
+        "preset": "standard"}).json()
+    monkeypatch.setitem(FAMILIES, "sd15", dataclasses.replace(
+        FAMILIES["sd15"], exporter=Exporter(reason="no outside trainer reads this family")))
+    refused = client.get(f"/api/v1/jobs/{job['id']}/export-config", headers=alice)
+    assert refused.status_code == 409
+    assert refused.json()["detail"]["errors"] == [{"field": "base_model", "message": "SD 1.5 jobs cannot be exported: "
+                                                   "no outside trainer reads this family"}]

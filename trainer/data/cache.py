@@ -55,8 +55,8 @@ def cache_text(plan: EpochPlan, family: ModelFamily, model: LoadedModel, cfg: Tr
     for caption in captions:
         file = None
         if disk_dir is not None:
-            ident = f"{model.name}:{family.info.name}:{cfg.clip_skip}:{cfg.max_token_length}:"
-            ident += f"{cfg.t5xxl_max_token_length}:{cfg.apply_t5_attn_mask}:{caption}"
+            settings = sorted(family.text_settings(cfg).items())
+            ident = f"{model.name}:{family.info.name}:{settings}:{caption}"
             file = disk_dir / f"{hashlib.sha256(ident.encode()).hexdigest()[:32]}.safetensors"
         if file is not None and file.is_file():
             stored = load_file(str(file))
@@ -72,6 +72,16 @@ def cache_text(plan: EpochPlan, family: ModelFamily, model: LoadedModel, cfg: Tr
 
 
 def stack_text(entries: list[TextOut], device: torch.device) -> TextOut:
-    """Cached per-caption outputs → one batch."""
-    return tuple(torch.stack([e[i] for e in entries]).to(device) if entries[0][i] is not None else None
-                 for i in range(len(entries[0])))
+    """Cached per-caption outputs → one batch. Text of varying length (a Qwen encoder gives each caption its own)
+    is padded with zeros at the end to the longest: its attention mask, one of the outputs, pads with 0 = masked."""
+    out = []
+    for i in range(len(entries[0])):
+        if entries[0][i] is None:
+            out.append(None)
+            continue
+        parts = [e[i] for e in entries]
+        longest = max(p.shape[0] for p in parts) if parts[0].ndim else 0
+        padded = [torch.cat([p, p.new_zeros(longest - p.shape[0], *p.shape[1:])]) if p.ndim and
+                  p.shape[0] < longest else p for p in parts]
+        out.append(torch.stack(padded).to(device))
+    return tuple(out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -47,10 +47,10 @@ class RenderSettings:
 
     default_size: tuple[int, int]
     sampler: str
-    clip_skip: int | None = None
-    max_token_length: int | None = None
-    t5_max_length: int | None = None
-    t5_attention_mask: bool = False
+    text: dict[str, Any] = field(default_factory=dict)  # the family's text_keys as the run had them
+
+    def text_value(self, key: str, default: Any = None) -> Any:
+        return self.text.get(key, default)
 
 
 class ModelFamily(ABC):
@@ -105,7 +105,11 @@ class ModelFamily(ABC):
         """One image from the in-memory model; the same spec and seed give the same image."""
 
     def render_settings(self, cfg: TrainConfig) -> RenderSettings:
-        return RenderSettings(cfg.resolution_wh, cfg.sample_sampler, cfg.clip_skip, cfg.max_token_length)
+        return RenderSettings(cfg.resolution_wh, cfg.sample_sampler, self.text_settings(cfg))
+
+    def text_settings(self, cfg: TrainConfig) -> dict[str, Any]:
+        """The config values that change what the text encoders give: part of the text-cache key and of a render."""
+        return {key: getattr(cfg, key) for key in self.info.text_keys}
 
     def facts(self, model: LoadedModel) -> dict[str, Any]:
         """What the metadata needs to know about the loaded model (prediction type, variant …)."""

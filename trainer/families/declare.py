@@ -15,11 +15,14 @@ if TYPE_CHECKING:
     from trainer.job.config import TrainConfig
 
 
-def param(default: Any, help: str = "", group: str | None = None, *, path: bool = False, **bounds: Any) -> Any:
-    """A TrainConfig field with what the pro-mode catalog and the service read off it: its help line, its group (None:
-    only the service or the CLI sets it) and whether it names a file or folder (paths are set by the service alone).
-    """
-    return Field(default, description=help or None, json_schema_extra={"group": group, "path": path}, **bounds)
+def param(default: Any, help: str = "", group: str | None = None, *, path: bool = False, ours: bool = False,
+          identity: bool = False, **bounds: Any) -> Any:
+    """A TrainConfig field with what the pro-mode catalog, the service and the exporters read off it: its help line,
+    its group (None: only the service or the CLI sets it), whether it names a file or folder (paths are set by the
+    service alone), whether it is lorabake's own (other tools do not know it) and whether it names the base model's
+    family (set from the chosen base model, never by a request)."""
+    extra = {"group": group, "path": path, "ours": ours, "identity": identity}
+    return Field(default, description=help or None, json_schema_extra=extra, **bounds)
 
 
 @dataclass(frozen=True)
@@ -33,11 +36,14 @@ class Param:
     help: str = ""
     group: str | None = None
     path: bool = False
+    ours: bool = False
+    identity: bool = False
     bounds: dict[str, Any] = field(default_factory=dict)  # pydantic constraints: ge, le, gt …
     elsewhere: str = ""
 
     def field(self) -> tuple[Any, Any]:
-        return self.type, param(self.default, self.help, self.group, path=self.path, **self.bounds)
+        return self.type, param(self.default, self.help, self.group, path=self.path, ours=self.ours,
+                                identity=self.identity, **self.bounds)
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,7 @@ class FamilyInfo:
     text_keys: tuple[str, ...] = ()  # the config keys that change what the text encoders give (cache key, renders)
     schedule: ShiftSchedule | None = None  # flow-matching families: their noise-level shift
     network_module: str = "networks.lora"  # sd-scripts' module for a plain LoRA of this family
-    tiny: str = ""  # "module:function" that writes a tiny model of this family (tests, the embedded default)
+    tiny: str = ""  # the module that builds a tiny model of this family (tests, the embedded default)
 
     @property
     def own_keys(self) -> frozenset[str]:

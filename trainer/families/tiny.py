@@ -1,28 +1,21 @@
-"""`lorabake models make-tiny`: a tiny random-weight model of a family's architecture in diffusers layout.
-
-Same module structure as SD1.5 / SD2 / SDXL (cross-attention transformers, CLIP text encoder(s), an 8× VAE) or
-FLUX.1 / Chroma (double and single stream blocks, T5 + CLIP-L / T5 only, a 16-channel VAE),
-but a few MB, so training runs on a CPU in seconds. The tokenizer is a byte-level CLIP BPE vocabulary built
-here, with no merges: every character is one token.
+"""`lorabake models make-tiny`: a tiny random-weight model of a family's architecture in diffusers layout, a few MB,
+so training runs on a CPU in seconds. Each family's package builds its pipeline (its `tiny` module); this module
+holds what they share: tokenizers built here (a byte-level CLIP BPE vocabulary with no merges, a character-level
+T5 Unigram), a small CLIP text config, and writing the folder so older tools read it too.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import shutil
 from pathlib import Path
 
 import torch
-from diffusers import (
-    AutoencoderKL,
-    EulerDiscreteScheduler,
-    StableDiffusionPipeline,
-    StableDiffusionXLPipeline,
-    UNet2DConditionModel,
-)
 from safetensors.torch import load_file, save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTokenizer
 
-from trainer.job.config import Family
+from trainer.families import family_info
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 TEXT_HIDDEN = 32
@@ -57,48 +50,11 @@ def write_tokenizer(folder: Path, pad_token: str = EOS) -> int:
     return len(vocab)
 
 
-def _text_config(vocab_size: int, projection: int | None = None, act: str = "quick_gelu") -> CLIPTextConfig:
+def text_config(vocab_size: int, projection: int | None = None, act: str = "quick_gelu") -> CLIPTextConfig:
     return CLIPTextConfig(
         vocab_size=vocab_size, hidden_size=TEXT_HIDDEN, intermediate_size=64, num_hidden_layers=3,
         num_attention_heads=2, max_position_embeddings=77, hidden_act=act, projection_dim=projection or TEXT_HIDDEN,
         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
-    )
-
-
-def _vae(scaling_factor: float) -> AutoencoderKL:
-    return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16), sample_size=64, scaling_factor=scaling_factor,
-    )
-
-
-def _scheduler(prediction_type: str) -> EulerDiscreteScheduler:
-    return EulerDiscreteScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        prediction_type=prediction_type, timestep_spacing="leading", steps_offset=1,
-    )
-
-
-def _sd_unet(family: Family) -> UNet2DConditionModel:
-    return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, norm_num_groups=8,
-        block_out_channels=(16, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=TEXT_HIDDEN,
-        attention_head_dim=(2, 4) if family == "sd2" else 4, use_linear_projection=family == "sd2",
-    )
-
-
-def _sdxl_unet() -> UNet2DConditionModel:
-    time_dim = 8
-    return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, norm_num_groups=8,
-        block_out_channels=(16, 32, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 1, 2), attention_head_dim=(2, 2, 4), use_linear_projection=True,
-        cross_attention_dim=2 * TEXT_HIDDEN, addition_embed_type="text_time", addition_time_embed_dim=time_dim,
-        projection_class_embeddings_input_dim=6 * time_dim + TEXT_HIDDEN,
     )
 
 
@@ -121,50 +77,6 @@ def write_t5_tokenizer(folder: Path) -> int:
                                 extra_ids=0, model_max_length=512)
     tokenizer.save_pretrained(folder)
     return len(pieces)
-
-
-def _flux_parts(family: Family, vocab_size: int) -> dict:
-    from diffusers import ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-    from transformers import T5Config, T5EncoderModel
-
-    shape = {"patch_size": 1, "in_channels": 64, "num_layers": 1, "num_single_layers": 2, "attention_head_dim": 8,
-             "num_attention_heads": 2, "joint_attention_dim": TEXT_HIDDEN, "axes_dims_rope": (2, 2, 4)}
-    if family == "chroma":
-        transformer = ChromaTransformer2DModel(**shape, approximator_num_channels=16, approximator_hidden_dim=32,
-                                               approximator_layers=1)
-    else:
-        transformer = FluxTransformer2DModel(**shape, pooled_projection_dim=TEXT_HIDDEN, guidance_embeds=True)
-    t5 = T5EncoderModel(T5Config(vocab_size=vocab_size, d_model=TEXT_HIDDEN, d_kv=8, d_ff=64, num_layers=2,
-                                 num_heads=4, feed_forward_proj="gated-gelu", relative_attention_num_buckets=8,
-                                 decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1, norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16), sample_size=64, scaling_factor=0.3611, shift_factor=0.1159,
-        use_quant_conv=False, use_post_quant_conv=False,
-    )
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                                                base_image_seq_len=256, max_image_seq_len=4096)
-    return {"transformer": transformer, "t5": t5, "vae": vae, "scheduler": scheduler}
-
-
-def _flux_pipeline(family: Family, out: Path, clip_tokenizer: CLIPTokenizer, clip_vocab: int):
-    from diffusers import ChromaPipeline, FluxPipeline
-    from transformers import T5TokenizerFast
-
-    t5_dir = out / ".t5-build"
-    t5_vocab = write_t5_tokenizer(t5_dir)
-    t5_tokenizer = T5TokenizerFast.from_pretrained(t5_dir)
-    parts = _flux_parts(family, t5_vocab)
-    for path in t5_dir.iterdir():
-        path.unlink()
-    t5_dir.rmdir()
-    if family == "chroma":
-        return ChromaPipeline(scheduler=parts["scheduler"], vae=parts["vae"], text_encoder=parts["t5"],
-                              tokenizer=t5_tokenizer, transformer=parts["transformer"])
-    return FluxPipeline(scheduler=parts["scheduler"], vae=parts["vae"],
-                        text_encoder=CLIPTextModel(_text_config(clip_vocab)), tokenizer=clip_tokenizer,
-                        text_encoder_2=parts["t5"], tokenizer_2=t5_tokenizer, transformer=parts["transformer"])
 
 
 def _readable_by_older_tools(out: Path) -> None:
@@ -202,34 +114,30 @@ def _name_t5_tokenizer_for_both_transformers(out: Path) -> None:
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True))
 
 
-def make_tiny(out: str | Path, family: Family = "sd15", seed: int = 0) -> Path:
+def tiny_module(family: str):
+    """The family's tiny-model module: `pipeline(family, scratch)` and `single_file(folder, family, path)`."""
+    info = family_info(family)
+    if not info.tiny:
+        raise ValueError(f"{info.label} has no tiny model")
+    return importlib.import_module(info.tiny)
+
+
+def make_tiny(out: str | Path, family: str = "sd15", seed: int = 0) -> Path:
     """Write the tiny model to `out` (a diffusers folder) and return the path. Same seed, same bytes."""
     out = Path(out)
     torch.manual_seed(seed)
-    tok_dir = out / ".tokenizer-build"
-    vocab_size = write_tokenizer(tok_dir, pad_token="!" if family == "sd2" else EOS)
-    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    if family in ("flux", "chroma"):
-        pipe = _flux_pipeline(family, out, tokenizer, vocab_size)
-    elif family == "sdxl":
-        text_encoder = CLIPTextModel(_text_config(vocab_size))
-        text_encoder_2 = CLIPTextModelWithProjection(_text_config(vocab_size, projection=TEXT_HIDDEN, act="gelu"))
-        pipe = StableDiffusionXLPipeline(
-            vae=_vae(0.13025), text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
-            tokenizer_2=CLIPTokenizer.from_pretrained(tok_dir), unet=_sdxl_unet(), scheduler=_scheduler("epsilon"),
-        )
-    else:
-        act = "gelu" if family == "sd2" else "quick_gelu"
-        pipe = StableDiffusionPipeline(
-            vae=_vae(0.18215), text_encoder=CLIPTextModel(_text_config(vocab_size, act=act)), tokenizer=tokenizer,
-            unet=_sd_unet(family), scheduler=_scheduler("v_prediction" if family == "sd2" else "epsilon"),
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        )
+    scratch = out / ".build"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        pipe = tiny_module(family).pipeline(family, scratch)
+    finally:
+        shutil.rmtree(scratch)
     pipe.save_pretrained(out, safe_serialization=True)
     _readable_by_older_tools(out)
-    if family in ("flux", "chroma"):
-        _name_t5_tokenizer_for_both_transformers(out)
-    for path in tok_dir.iterdir():
-        path.unlink()
-    tok_dir.rmdir()
+    _name_t5_tokenizer_for_both_transformers(out)
     return out
+
+
+def write_single_file(folder: Path, family: str, path: str) -> Path:
+    """The tiny model as the one file the family's users bring (where the family has such a layout)."""
+    return tiny_module(family).single_file(folder, family, path)

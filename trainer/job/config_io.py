@@ -72,6 +72,9 @@ LORA_TYPES_WITH_CONV = {"LoCon", "Kohya LoCon", *LYCORIS_GUI_TYPES}
 LYCORIS_GUI_FLAGS = ("dora_wd", "decompose_both", "use_tucker", "use_scalar", "train_norm", "rescaled", "bypass_mode")
 SUBSET_LAYOUT_KEYS = frozenset({"image_dir", "num_repeats", "is_reg", "class_tokens", "metadata_file"})
 
+# an sd-scripts config's pointers to other files: read by the CLI, never job parameters
+FILE_KEYS = frozenset({"dataset_config", "config_file"})
+
 # dataset_config TOML: blueprint keys (general / datasets / subsets) that are training parameters
 DATASET_KEYS: dict[str, str] = {
     "batch_size": "train_batch_size", **{k: k for k in (
@@ -111,7 +114,48 @@ def load_config_file(path: str | Path, overrides: list[str] | None = None) -> Lo
     else:
         values, ignored = toml_values(_parse_toml(text, path)), []
     values.update(parse_overrides(overrides or []))
+    ignored += _read_linked_files(values, path.parent)
     return LoadedConfig(build_config(values), ignored)
+
+
+def _read_linked_files(values: dict[str, Any], base: Path) -> list[str]:
+    """An sd-scripts config's dataset_config (its folders become train_data_dir / reg_data_dir) and a sample_prompts
+    file, each relative to the config's folder as lorabake's export writes them."""
+    values.pop("config_file", None)
+    if isinstance(values.get("sample_prompts"), str) and (base / values["sample_prompts"]).is_file():
+        values["sample_prompts"] = str(base / values["sample_prompts"])
+    linked = values.pop("dataset_config", None)
+    if linked is None:
+        return []
+    where = base / linked
+    try:
+        text = where.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"dataset_config {where}: {exc.strerror}"]) from None
+    read, layout = dataset_config_values(_parse_toml(text, where))
+    for key, value in read.values.items():
+        values.setdefault(key, value)
+    for key, is_reg in (("train_data_dir", False), ("reg_data_dir", True)):
+        root = _subset_root([s for s in layout.subsets if bool(s.get("is_reg")) == is_reg], base)
+        if root is not None:
+            values.setdefault(key, root)
+    return read.ignored
+
+
+def _subset_root(subsets: list[dict[str, Any]], base: Path) -> str | None:
+    """The one folder that holds these subsets as kohya `N_concept` folders (N = the subset's num_repeats)."""
+    roots = set()
+    for subset in subsets:
+        folder = Path(str(subset.get("image_dir", "")))
+        repeats = subset.get("num_repeats", 1)
+        if not folder.name.startswith(f"{repeats}_"):
+            raise ConfigError([f"dataset_config: subset {folder}: lorabake reads kohya folders named N_concept, "
+                               f"and this folder's name does not start with its num_repeats ({repeats}_)"])
+        roots.add(folder.parent)
+    if len(roots) > 1:
+        raise ConfigError([f"dataset_config: the subsets lie in {len(roots)} different folders; lorabake reads "
+                           "one folder of N_concept subfolders (and one for regularization images)"])
+    return str(base / roots.pop()) if roots else None
 
 
 def _parse_toml(text: str, path: Path) -> dict[str, Any]:

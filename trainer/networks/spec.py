@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trainer.job.config import arg_flag, arg_value
+from trainer.job.args import arg_flag, arg_value
 
 if TYPE_CHECKING:
     from trainer.job.config import TrainConfig

@@ -1,5 +1,6 @@
 """Flow matching as sd-scripts' flux_train_network.py does it: noise levels t ∈ (0, 1), x_t = (1 − t)·x0 + t·ε,
-target ε − x0, and the loss weightings of SD3. (DDPM noise for the UNet families lives in trainer/families/sd/noise.py.)"""
+target ε − x0, and the loss weightings of SD3. A family's own shift comes from its declared ShiftSchedule.
+(DDPM noise for the UNet families lives in trainer/families/sd/noise.py.)"""
 
 from __future__ import annotations
 
@@ -7,19 +8,14 @@ import math
 
 import torch
 
+from trainer.families.declare import ShiftSchedule
+
 NUM_TRAIN_TIMESTEPS = 1000
 
 
 def shifted(t: torch.Tensor, shift: float) -> torch.Tensor:
     """SD3's discrete flow shift: t' = s·t / (1 + (s − 1)·t)."""
     return shift * t / (1 + (shift - 1) * t)
-
-
-def flux_mu(image_tokens: int, base_tokens: int = 256, max_tokens: int = 4096, base_shift: float = 0.5,
-            max_shift: float = 1.15) -> float:
-    """FLUX's resolution-dependent shift: linear in the number of packed image tokens."""
-    slope = (max_shift - base_shift) / (max_tokens - base_tokens)
-    return base_shift + slope * (image_tokens - base_tokens)
 
 
 def time_shift(mu: float, t: torch.Tensor) -> torch.Tensor:
@@ -41,9 +37,10 @@ def density(scheme: str, batch: int, generator: torch.Generator, device: torch.d
 
 
 def sample_t(method: str, batch: int, generator: torch.Generator, device: torch.device, *, sigmoid_scale: float,
-             discrete_flow_shift: float, image_tokens: int, weighting_scheme: str, logit_mean: float,
+             discrete_flow_shift: float, mu: float | None, weighting_scheme: str, logit_mean: float,
              logit_std: float, mode_scale: float) -> torch.Tensor:
-    """Noise levels for a batch, per timestep_sampling."""
+    """Noise levels for a batch, per timestep_sampling; `mu` is the model's own shift at this image size
+    (flux_shift), None for a family with a fixed shift (flux_shift then shifts by discrete_flow_shift)."""
     if method == "uniform":
         return torch.rand(batch, generator=generator, device=device)
     if method in ("sigmoid", "shift", "flux_shift"):
@@ -51,7 +48,7 @@ def sample_t(method: str, batch: int, generator: torch.Generator, device: torch.
         if method == "shift":
             return shifted(t, discrete_flow_shift)
         if method == "flux_shift":
-            return time_shift(flux_mu(image_tokens), t)
+            return time_shift(mu, t) if mu is not None else shifted(t, discrete_flow_shift)
         return t
     # "sigma": an index into the scheduler's shifted table of 1000 levels, drawn by the weighting density
     u = density(weighting_scheme, batch, generator, device, logit_mean, logit_std, mode_scale)
@@ -81,8 +78,21 @@ def apply_prediction_type(kind: str, prediction: torch.Tensor, noisy: torch.Tens
     return prediction, None
 
 
+def schedule_mu(schedule: ShiftSchedule | None, image_tokens: int) -> float | None:
+    return schedule.mu(image_tokens) if schedule is not None and schedule.dynamic else None
+
+
+def scheduler_schedule(config: dict) -> ShiftSchedule:
+    """The shift a diffusers FlowMatchEulerDiscreteScheduler config describes (what a model folder renders with)."""
+    return ShiftSchedule(shift=config.get("shift", 1.0), dynamic=config.get("use_dynamic_shifting", False),
+                         base_shift=config.get("base_shift", 0.5), max_shift=config.get("max_shift", 1.15),
+                         base_tokens=config.get("base_image_seq_len", 256),
+                         max_tokens=config.get("max_image_seq_len", 4096))
+
+
 def euler_sigmas(steps: int, mu: float | None, shift: float = 1.0) -> torch.Tensor:
-    """FLUX inference schedule: linspace(1, 1/steps) shifted (by μ when dynamic, else by `shift`), then 0."""
+    """The inference schedule of flow models: linspace(1, 1/steps) shifted (by μ when dynamic, else by `shift`),
+    then 0."""
     base = torch.linspace(1.0, 1.0 / steps, steps)
     levels = time_shift(mu, base) if mu is not None else shifted(base, shift)
     return torch.cat([levels, torch.zeros(1)])

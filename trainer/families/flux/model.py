@@ -20,10 +20,11 @@ from torch import nn
 from trainer.families.base import ModelFamily, ModelLoadError, RenderSettings, TextOut, model_name
 from trainer.families.dit_memory import store_linears_in_fp8, swap_blocks
 from trainer.families.flux.names import kohya_unet_names, peft_to_kohya, text_targets
-from trainer.job.config import TrainConfig, arg_value
+from trainer.job.args import arg_value
+from trainer.job.config import TrainConfig
 from trainer.job.prompts import PromptSpec
 from trainer.networks.network import Candidate
-from trainer.training.flow import apply_prediction_type, euler_sigmas, flux_mu, sample_t
+from trainer.training.flow import apply_prediction_type, euler_sigmas, sample_t, schedule_mu, scheduler_schedule
 
 
 @dataclass
@@ -194,8 +195,9 @@ class Flux(ModelFamily):
         noise = torch.randn(latents.shape, generator=generator, device=latents.device)
         sigmas = sample_t(cfg.timestep_sampling, batch_size, generator, latents.device,
                           sigmoid_scale=cfg.sigmoid_scale, discrete_flow_shift=cfg.discrete_flow_shift,
-                          image_tokens=(height // 2) * (width // 2), weighting_scheme=cfg.weighting_scheme,
-                          logit_mean=cfg.logit_mean, logit_std=cfg.logit_std, mode_scale=cfg.mode_scale)
+                          mu=schedule_mu(self.info.schedule, (height // 2) * (width // 2)),
+                          weighting_scheme=cfg.weighting_scheme, logit_mean=cfg.logit_mean, logit_std=cfg.logit_std,
+                          mode_scale=cfg.mode_scale)
         view = sigmas.view(-1, 1, 1, 1)
         noisy = (1 - view) * latents + view * noise
         prediction = self.predict(model, noisy, sigmas, text, cfg.guidance_scale, cfg.apply_t5_attn_mask)
@@ -254,8 +256,7 @@ class Flux(ModelFamily):
         }
 
     def render_settings(self, cfg: TrainConfig) -> RenderSettings:
-        return RenderSettings(cfg.resolution_wh, "euler", t5_max_length=cfg.t5xxl_max_token_length,
-                              t5_attention_mask=cfg.apply_t5_attn_mask)
+        return RenderSettings(cfg.resolution_wh, "euler", self.text_settings(cfg))
 
     @torch.no_grad()
     def render(self, model: FluxModel, spec: PromptSpec, *, seed: int, settings: RenderSettings) -> Image.Image:
@@ -263,8 +264,8 @@ class Flux(ModelFamily):
         and real CFG only when a negative prompt is given; Chroma always uses real CFG (--l)."""
         width = (spec.width or settings.default_size[0]) // 16 * 16
         height = (spec.height or settings.default_size[1]) // 16 * 16
-        length = self.t5_length(model, settings.t5_max_length)
-        mask = settings.t5_attention_mask or self.info.name == "chroma"
+        length = self.t5_length(model, settings.text_value("t5xxl_max_token_length"))
+        mask = settings.text_value("apply_t5_attn_mask", False) or self.info.name == "chroma"
         positive = self._encode(model, [spec.prompt], length, mask)
         real_cfg = self.info.name == "chroma" or (bool(spec.negative) and spec.cfg_scale > 1)
         negative = self._encode(model, [spec.negative], length, mask) if real_cfg else None
@@ -272,12 +273,9 @@ class Flux(ModelFamily):
         generator = torch.Generator("cpu").manual_seed(seed)
         device = next(model.transformer.parameters()).device
         latents = torch.randn(1, channels, height // 8, width // 8, generator=generator).to(device)
-        config = model.scheduler_config
-        tokens = (height // 16) * (width // 16)
-        mu = flux_mu(tokens, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
-                     config.get("base_shift", 0.5), config.get("max_shift", 1.15))
-        sigmas = euler_sigmas(spec.steps, mu if config.get("use_dynamic_shifting", True) else None,
-                              config.get("shift", 1.0)).to(device)
+        schedule = scheduler_schedule(model.scheduler_config)
+        mu = schedule_mu(schedule, (height // 16) * (width // 16))
+        sigmas = euler_sigmas(spec.steps, mu, schedule.shift).to(device)
         guidance = spec.guidance if spec.guidance is not None else 3.5
         for sigma, following in zip(sigmas[:-1], sigmas[1:], strict=True):
             level = sigma.expand(1)

@@ -1,0 +1,56 @@
+"""The parameters every flow-matching DiT family shares (sd-scripts' flux_train_network.py vocabulary): how noise
+levels are drawn and weighted, and the memory options for a large transformer. No torch."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from trainer.families.declare import Param
+
+FLOW = "Flow matching"
+MEMORY = "Memory (large transformers)"
+TimestepSampling = Literal["sigma", "uniform", "sigmoid", "shift", "flux_shift"]
+# "uniform" and "none" weight every timestep alike; sd-scripts takes both and writes back what was given
+WeightingScheme = Literal["none", "uniform", "sigma_sqrt", "logit_normal", "mode", "cosmap"]
+
+FLOW_PARAMS = (
+    Param("timestep_sampling", TimestepSampling, "sigma",
+          "How noise levels are drawn: flux_shift (the model's own resolution-dependent shift), shift (a fixed "
+          "discrete_flow_shift), sigmoid, uniform; sigma is sd-scripts' default.", FLOW),
+    Param("sigmoid_scale", float, 1.0, "Spread of the sigmoid-based samplings (sigmoid, shift, flux_shift).", FLOW,
+          bounds={"gt": 0}),
+    Param("discrete_flow_shift", float, 3.0,
+          "Shift of the noise schedule for sigma and shift sampling; 3.1582 is common for FLUX.1, 3 for Z-Image.",
+          FLOW, bounds={"gt": 0}),
+    Param("model_prediction_type", Literal["raw", "additive", "sigma_scaled"], "sigma_scaled",
+          "raw trains the velocity as predicted (recommended); sigma_scaled and additive rewrite the prediction "
+          "first.", FLOW),
+    Param("weighting_scheme", WeightingScheme, "none",
+          "SD3-style loss weighting and noise-level density (with sigma sampling).", FLOW),
+    Param("logit_mean", float, 0.0, "Mean of logit_normal noise levels.", FLOW),
+    Param("logit_std", float, 1.0, "Spread of logit_normal noise levels.", FLOW, bounds={"gt": 0}),
+    Param("mode_scale", float, 1.29, "Scale of the mode weighting scheme.", FLOW),
+    Param("fp8_base", bool, False,
+          "Keep the frozen transformer weights in float8: half the memory, compute stays bf16.", MEMORY),
+    Param("fp8_base_unet", bool, False,
+          "sd-scripts' name for fp8 on the transformer only (text encoders stay as they are).", MEMORY),
+    Param("blocks_to_swap", int | None, None,
+          "Transformer blocks kept in CPU memory and streamed in: less VRAM, slower.", MEMORY,
+          bounds={"ge": 0, "le": 57}),
+    Param("cpu_offload_checkpointing", bool, False, "Gradient-checkpoint activations kept in CPU memory.", MEMORY),
+)
+# over every flow family's presets: what sd-scripts' DDPM-era defaults get wrong for a DiT
+FLOW_DEFAULTS = {
+    "resolution": "1024", "min_bucket_reso": 512, "max_bucket_reso": 2048, "mixed_precision": "bf16",
+    "network_train_unet_only": True, "cache_text_encoder_outputs": True, "gradient_checkpointing": True,
+    "model_prediction_type": "raw", "text_encoder_lr": None, "shuffle_caption": False, "caption_dropout_rate": 0.0,
+    "sample_sampler": "euler", "keep_tokens": 0, "optimizer_type": "AdamW", "learning_rate": 1e-4, "unet_lr": 1e-4,
+}
+# rank 16–32; no LoCon (DiT blocks are Linear)
+FLOW_THEMES = {
+    "anime_character": {"network_dim": 16, "network_alpha": 16},
+    "real_person": {"network_dim": 32, "network_alpha": 16},
+    "2_5d": {"network_dim": 32, "network_alpha": 16},
+    "style": {"network_dim": 32, "network_alpha": 16, "conv_dim": None, "conv_alpha": None},
+    "standard": {"network_dim": 16, "network_alpha": 16},
+}
