@@ -83,7 +83,8 @@ def dataset_specs(dataset: Dataset, images: list[Image], repeats: int | None = N
 
 def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str | None, params: dict[str, Any],
            dataset: Dataset | None, images: list[Image], sample_prompts: list[str] | None = None,
-           repeats: int | None = None) -> Assessment:
+           repeats: int | None = None,
+           service: dict[str, Any] | None = None) -> Assessment:
     errors: list[dict[str, str]] = []
     try:
         parse_prompts(sample_prompts or [])
@@ -99,7 +100,7 @@ def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str
     for key in sorted(SERVICE_KEYS & set(params)):
         errors.append({"field": key, "message": "is set by the service and cannot be chosen"})
     clean_params = {k: v for k, v in params.items() if k not in SERVICE_KEYS}
-    values = job_values(model, mode, preset, clean_params)
+    values = {**job_values(model, mode, preset, clean_params), **(service or {})}
     result = Assessment(values, model, errors=errors)
     try:
         result.config = build_config({**values, **PLACEHOLDER_PATHS, "sample_prompts": sample_prompts or None})

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from tests.conftest import base_values
 from tests.test_training import Recorder
 from trainer.families import runtime
+from trainer.families.base import ModelLoadError
 from trainer.families.flux.model import image_ids, pack, unpack
 from trainer.job.config import ConfigError, build_config
 from trainer.job.preflight import check
@@ -386,3 +387,24 @@ def test_lokr_with_dora_trains_on_flux_with_fp8_and_block_swap_and_reloads(flux_
     assert not unmatched and {type(a).__name__ for a in network.adapters.values()} == {"LoKrModule"}
     assert network.adapters[qkv].dora_scale.shape[0] == 3 * model.transformer.config.num_attention_heads * \
         model.transformer.config.attention_head_dim
+
+
+@pytest.mark.parametrize("layout", ["text_model.{}", "{}", "transformer.text_model.{}",
+                                    "text_encoders.clip_l.transformer.text_model.{}"])
+def test_a_clip_l_file_in_any_common_layout_loads_as_flux_text_encoder(flux_tiny, tmp_path, layout):
+    from safetensors.torch import save_file
+
+    from trainer.families.text_files import load_text_encoder_file
+
+    folder = runtime("flux").load_location(str(flux_tiny["flux"]))
+    original = {k: v.clone() for k, v in folder.clip.state_dict().items()}
+    file = tmp_path / "clip_l.safetensors"
+    save_file({layout.format(k.removeprefix("text_model.")): v for k, v in original.items()}, str(file))
+    fresh = runtime("flux").load_location(str(flux_tiny["flux"])).clip
+    for parameter in fresh.parameters():
+        parameter.data.zero_()
+    load_text_encoder_file(fresh, str(file))
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in original.items())
+    save_file({"unrelated.weight": torch.zeros(2)}, str(tmp_path / "wrong.safetensors"))
+    with pytest.raises(ModelLoadError, match="not a text-encoder file for this model"):
+        load_text_encoder_file(fresh, str(tmp_path / "wrong.safetensors"))

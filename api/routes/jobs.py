@@ -48,10 +48,11 @@ def _dataset_for(body: JobIn, user_id: str, session: Session) -> tuple[Dataset, 
     return dataset, selected_images(session, dataset, None)
 
 
-def _assess(body: JobIn, user_id: str, session: Session, settings: Settings) -> Assessment:
+def _assess(body: JobIn, user_id: str, session: Session, settings: Settings,
+            service: dict[str, Any] | None = None) -> Assessment:
     dataset, images = _dataset_for(body, user_id, session)
     return assess(settings.model_named(body.base_model), body.base_model, body.mode, body.preset, body.params,
-                  dataset, images, body.sample_prompts, body.repeats)
+                  dataset, images, body.sample_prompts, body.repeats, service)
 
 
 @router.post("/jobs/estimate")
@@ -225,13 +226,12 @@ def continue_training(job: OwnedJob, body: ContinueIn, request: Request, user: C
     _room_to_wait(session, user.id, settings)
     stored = session.scalar(select(func.max(Epoch.n)).where(Epoch.job_id == job.id)) or 0
     steps_done = stored * (job.total_steps // max(job.epochs_total, 1))  # where the stored state was taken
-    params = {k: v for k, v in job.params.items() if k not in FAMILY_KEYS}
+    params = {k: v for k, v in job.params.items() if k not in FAMILY_KEYS | CONTINUE_KEYS}
     params["max_train_epochs"] = stored + body.epochs
-    if body.schedule == "restart":
-        params["lr_restart_step"] = steps_done
     plan = JobIn(dataset_id=job.dataset_id, base_model=job.base_model, name=job.name, mode="pro", preset=None,
                  params=params, sample_prompts=job.sample_prompts)
-    result = _assess(plan, user.id, session, settings)
+    restart = {"lr_restart_step": steps_done} if body.schedule == "restart" else {}
+    result = _assess(plan, user.id, session, settings, service=restart)
     if result.errors:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"message": "the job cannot continue as asked",
                                                                      "errors": result.errors})

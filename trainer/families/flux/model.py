@@ -20,6 +20,7 @@ from torch import nn
 from trainer.families.base import ModelFamily, ModelLoadError, RenderSettings, TextOut, model_name
 from trainer.families.dit_memory import store_linears_in_fp8, swap_blocks
 from trainer.families.flux.names import kohya_unet_names, peft_to_kohya, text_targets
+from trainer.families.text_files import load_text_encoder_file
 from trainer.job.args import arg_value
 from trainer.job.config import TrainConfig
 from trainer.job.prompts import PromptSpec
@@ -116,7 +117,7 @@ class Flux(ModelFamily):
         model = self._from_pipeline(pipe, model_name(cfg.pretrained_model_name_or_path))
         for file, encoder in ((cfg.clip_l, model.clip), (cfg.t5xxl, model.t5)):
             if file and encoder is not None:
-                _load_text_encoder(encoder, file)
+                load_text_encoder_file(encoder, file)
         return model
 
     def place(self, model: FluxModel, cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> None:
@@ -289,21 +290,6 @@ class Flux(ModelFamily):
         pixels = vae.decode(decoded.to(next(vae.parameters()).dtype)).sample[0].float()
         array = ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
         return Image.fromarray(array)
-
-
-def _load_text_encoder(encoder: nn.Module, file: str) -> None:
-    """A text encoder's weights from one file (HF key names, as clip_l / t5xxl files have them); a key left out
-    because it is tied to one that is there (T5's shared embedding) is not missing."""
-    from safetensors.torch import load_file
-
-    weights = load_file(file)
-    missing, _ = encoder.load_state_dict(weights, strict=False)
-    state = encoder.state_dict()
-    loaded = {state[k].data_ptr() for k in weights if k in state}
-    missing = [k for k in missing if state[k].data_ptr() not in loaded]
-    if missing:
-        raise ModelLoadError(f"{file}: not a text-encoder file for this model ({len(missing)} weights missing, "
-                             f"e.g. {missing[0]})")
 
 
 def pack(latents: torch.Tensor) -> torch.Tensor:
