@@ -317,7 +317,7 @@ class GenerateIn(BaseModel):
     negative: str = Field(default="", max_length=2000)
     weight: float = Field(default=0.8, ge=-2, le=2)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    steps: int = Field(default=20, ge=1, le=150)
+    steps: int | None = Field(default=None, ge=1, le=150, description="sampling steps; empty: the model's own")
     sampler: str = "euler_a"
     width: int | None = Field(default=None, ge=64, le=2048, multiple_of=8)
     height: int | None = Field(default=None, ge=64, le=2048, multiple_of=8)
@@ -359,7 +359,7 @@ class SweepIn(BaseModel):
     prompt: str | None = Field(default=None, max_length=2000)
     negative: str = Field(default="", max_length=2000)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    steps: int = Field(default=20, ge=1, le=150)
+    steps: int | None = Field(default=None, ge=1, le=150, description="sampling steps; empty: the model's own")
     sampler: str = "euler_a"
 
     @field_validator("weights")
@@ -380,7 +380,7 @@ class SweepOut(BaseModel):
     prompt: str
     negative: str
     seed: int
-    steps: int
+    steps: int | None = Field(description="sampling steps; null: the model's own")
     cells: list[list[str]] = Field(description="per epoch (row): the image without the LoRA, then one per weight")
     grid_url: str | None = Field(description="all cells in one labelled PNG")
     waiting_for: str | None = Field(None, description="while queued: what it waits for")

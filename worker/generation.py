@@ -93,7 +93,7 @@ def run_generation(settings: Settings, storage: Storage, generation_id: str) -> 
                          (f" (the slider's {request['weight']:g} was not used)" if differs else ""))
         loras = {name: lora_path, job.epoch_lora_name(generation.epoch_n): lora_path}
         size = (request.get("width") or entry.resolution, request.get("height") or entry.resolution)
-        spec = PromptSpec(prompt, request.get("negative", ""), size[0], size[1], None, 7.0, request["steps"])
+        spec = PromptSpec(prompt, request.get("negative", ""), size[0], size[1], None, None, request.get("steps"))
         images = generate(MODELS.get(entry), spec, loras, seed=request["seed"], count=1, default_size=size,
                           sampler=request["sampler"].lower(), notes=notes)
         stored = []

@@ -39,7 +39,7 @@ def run_sweep(settings: Settings, storage: Storage, sweep_id: str) -> str:
         model, size = MODELS.get(entry), (entry.resolution, entry.resolution)
 
         def render(prompt: str, loras: dict[str, Path]) -> Image.Image:
-            spec = PromptSpec(prompt, request["negative"], size[0], size[1], None, 7.0, request["steps"])
+            spec = PromptSpec(prompt, request["negative"], size[0], size[1], None, None, request.get("steps"))
             return generate(model, spec, loras, seed=request["seed"], default_size=size,
                             sampler=request["sampler"].lower())[0]
 

@@ -24,7 +24,7 @@ def sweep_out(sweep: Sweep, storage: Storage, session: Session) -> SweepOut:
     request = sweep.request
     return SweepOut(id=sweep.id, status=sweep.status, done=sweep.done, total=sweep.total, epochs=request["epochs"],
                     weights=request["weights"], prompt=request["prompt"], negative=request["negative"],
-                    seed=request["seed"], steps=request["steps"], error=sweep.error,
+                    seed=request["seed"], steps=request.get("steps"), error=sweep.error,
                     cells=[[storage.signed_url(k) for k in row] for row in sweep.cell_keys],
                     grid_url=storage.signed_url(sweep.grid_key, "sweep.png") if sweep.grid_key else None,
                     waiting_for=waiting_for(session, sweep, LIGHT_TASKS))

@@ -48,6 +48,14 @@ class RenderSettings:
     default_size: tuple[int, int]
     sampler: str
     text: dict[str, Any] = field(default_factory=dict)  # the family's text_keys as the run had them
+    steps: int = 20  # when a prompt line gives no --s (the family's render_defaults)
+    cfg_scale: float = 7.0  # when a prompt line gives no --l
+
+    def steps_for(self, spec: PromptSpec) -> int:
+        return spec.steps if spec.steps is not None else self.steps
+
+    def cfg_for(self, spec: PromptSpec) -> float:
+        return spec.cfg_scale if spec.cfg_scale is not None else self.cfg_scale
 
     def text_value(self, key: str, default: Any = None) -> Any:
         return self.text.get(key, default)
@@ -105,7 +113,11 @@ class ModelFamily(ABC):
         """One image from the in-memory model; the same spec and seed give the same image."""
 
     def render_settings(self, cfg: TrainConfig) -> RenderSettings:
-        return RenderSettings(cfg.resolution_wh, cfg.sample_sampler, self.text_settings(cfg))
+        return self.settings_for(cfg.resolution_wh, cfg.sample_sampler, self.text_settings(cfg))
+
+    def settings_for(self, size: tuple[int, int], sampler: str, text: dict[str, Any] | None = None) -> RenderSettings:
+        """Render settings with the family's own step and guidance defaults (a distilled model needs few steps)."""
+        return RenderSettings(size, sampler, text or {}, **self.info.render_defaults)
 
     def text_settings(self, cfg: TrainConfig) -> dict[str, Any]:
         """The config values that change what the text encoders give: part of the text-cache key and of a render."""

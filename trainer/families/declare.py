@@ -112,6 +112,7 @@ class FamilyInfo:
     text_keys: tuple[str, ...] = ()  # the config keys that change what the text encoders give (cache key, renders)
     schedule: ShiftSchedule | None = None  # flow-matching families: their noise-level shift
     network_module: str = "networks.lora"  # sd-scripts' module for a plain LoRA of this family
+    render_defaults: dict[str, Any] = field(default_factory=lambda: {"steps": 20, "cfg_scale": 7.0})
     tiny: str = ""  # the module that builds a tiny model of this family (tests, the embedded default)
 
     @property

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from trainer.families.declare import Param
+from trainer.families.declare import Param, Rule
+from trainer.job.args import arg_value
 
 FLOW = "Flow matching"
 MEMORY = "Memory (large transformers)"
@@ -54,3 +55,14 @@ FLOW_THEMES = {
     "style": {"network_dim": 32, "network_alpha": 16, "conv_dim": None, "conv_alpha": None},
     "standard": {"network_dim": 16, "network_alpha": 16},
 }
+# pre-flight for every DiT family (each adds its own)
+DIT_RULES = (
+    Rule(lambda c: bool(c.blocks_to_swap) and c.cpu_offload_checkpointing, "error", "blocks_to_swap",
+         "cannot be combined with cpu_offload_checkpointing"),
+    Rule(lambda c: c.cpu_offload_checkpointing, "error", "cpu_offload_checkpointing",
+         "lorabake does not offload checkpointed activations yet: use fp8_base and gradient_checkpointing"),
+    Rule(lambda c: c.mixed_precision == "fp16", "warning", "mixed_precision",
+         "large DiT models overflow in fp16; bf16 is what they were trained in"),
+    Rule(lambda c: bool(c.conv_dim or arg_value(c.network_args, "conv_dim")), "warning", "conv_dim",
+         "this model's blocks have no convolutions, so there is nothing for conv_dim to train (as in sd-scripts)"),
+)

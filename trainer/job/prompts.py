@@ -29,8 +29,8 @@ class PromptSpec:
     width: int | None = None
     height: int | None = None
     seed: int | None = None
-    cfg_scale: float = 7.0
-    steps: int = 20
+    cfg_scale: float | None = None  # None: the family's own (RenderSettings)
+    steps: int | None = None
     sampler: str | None = None
     guidance: float | None = None  # --g: FLUX.1's distilled guidance (3.5 when not given)
 

@@ -30,13 +30,18 @@ class Candidate:
         return self.parts if self.parts else self.module
 
 
+def _slot(name: str) -> str:
+    """A module name as a ModuleDict key: dotted file layouts (`diffusion_model.layers.0…`) cannot be one."""
+    return name.replace(".", "/")
+
+
 class LoRANetwork(nn.Module):
     def __init__(self, modules: Iterable[tuple[Candidate, Adapter]]) -> None:
         super().__init__()
         self.groups: dict[str, list[str]] = {}
         self.loras = nn.ModuleDict()
         for candidate, lora in modules:
-            self.loras[candidate.name] = lora
+            self.loras[_slot(candidate.name)] = lora
             self.groups.setdefault(candidate.group, []).append(candidate.name)
 
     @classmethod
@@ -72,7 +77,7 @@ class LoRANetwork(nn.Module):
         """Leave whole parts out (a part with lr 0 is neither trained nor written to the file)."""
         for group in groups & set(self.groups):
             for name in self.groups.pop(group):
-                del self.loras[name]
+                del self.loras[_slot(name)]
 
     def attach(self) -> None:
         for lora in self.loras.values():
@@ -90,7 +95,7 @@ class LoRANetwork(nn.Module):
         """One optimizer group per part; a part whose lr is 0 is frozen and left out."""
         groups = []
         for group, names in self.groups.items():
-            params = [p for name in names for p in self.loras[name].parameters()]
+            params = [p for name in names for p in self.loras[_slot(name)].parameters()]
             lr = lrs[group]
             for p in params:
                 p.requires_grad_(lr > 0)
@@ -113,4 +118,4 @@ class LoRANetwork(nn.Module):
 
     @property
     def adapters(self) -> dict[str, Adapter]:
-        return dict(self.loras.items())  # type: ignore[arg-type]
+        return {slot.replace("/", "."): lora for slot, lora in self.loras.items()}  # type: ignore[misc]

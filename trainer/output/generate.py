@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from trainer.families import runtime
-from trainer.families.base import LoadedModel, RenderSettings
+from trainer.families.base import LoadedModel
 from trainer.job.config import ConfigError
 from trainer.job.prompts import PromptSpec, extract_lora_tags
 from trainer.networks.network import LoRANetwork
@@ -71,7 +71,7 @@ def generate(model: LoadedModel, spec: PromptSpec, loras: dict[str, str | Path],
     prompt, networks = attach_loras(model, spec.prompt, loras, notes)
     try:
         plain = dataclasses.replace(spec, prompt=prompt)
-        settings = RenderSettings(default_size, sampler)
+        settings = runtime(model.family).settings_for(default_size, sampler)
         return [render(model, plain, seed=seed + k, settings=settings) for k in range(count)]
     finally:
         for network in reversed(networks):

@@ -37,10 +37,10 @@ def density(scheme: str, batch: int, generator: torch.Generator, device: torch.d
 
 
 def sample_t(method: str, batch: int, generator: torch.Generator, device: torch.device, *, sigmoid_scale: float,
-             discrete_flow_shift: float, mu: float | None, weighting_scheme: str, logit_mean: float,
-             logit_std: float, mode_scale: float) -> torch.Tensor:
-    """Noise levels for a batch, per timestep_sampling; `mu` is the model's own shift at this image size
-    (flux_shift), None for a family with a fixed shift (flux_shift then shifts by discrete_flow_shift)."""
+             discrete_flow_shift: float, schedule: ShiftSchedule | None, image_tokens: int, weighting_scheme: str,
+             logit_mean: float, logit_std: float, mode_scale: float) -> torch.Tensor:
+    """Noise levels for a batch, per timestep_sampling; flux_shift is the model's own `schedule` at this image size
+    (by discrete_flow_shift for a family that declares none)."""
     if method == "uniform":
         return torch.rand(batch, generator=generator, device=device)
     if method in ("sigmoid", "shift", "flux_shift"):
@@ -48,7 +48,7 @@ def sample_t(method: str, batch: int, generator: torch.Generator, device: torch.
         if method == "shift":
             return shifted(t, discrete_flow_shift)
         if method == "flux_shift":
-            return time_shift(mu, t) if mu is not None else shifted(t, discrete_flow_shift)
+            return model_shift(schedule or ShiftSchedule(discrete_flow_shift), image_tokens, t)
         return t
     # "sigma": an index into the scheduler's shifted table of 1000 levels, drawn by the weighting density
     u = density(weighting_scheme, batch, generator, device, logit_mean, logit_std, mode_scale)
@@ -80,6 +80,12 @@ def apply_prediction_type(kind: str, prediction: torch.Tensor, noisy: torch.Tens
 
 def schedule_mu(schedule: ShiftSchedule | None, image_tokens: int) -> float | None:
     return schedule.mu(image_tokens) if schedule is not None and schedule.dynamic else None
+
+
+def model_shift(schedule: ShiftSchedule, image_tokens: int, t: torch.Tensor) -> torch.Tensor:
+    """Noise levels t moved by a model's own shift: by μ at this token count when dynamic, else by its fixed shift."""
+    mu = schedule_mu(schedule, image_tokens)
+    return time_shift(mu, t) if mu is not None else shifted(t, schedule.shift)
 
 
 def scheduler_schedule(config: dict) -> ShiftSchedule:

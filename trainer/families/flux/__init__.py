@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from trainer.families.declare import Exporter, FamilyInfo, Param, Rule, ShiftSchedule
-from trainer.families.flow_params import FLOW, FLOW_DEFAULTS, FLOW_PARAMS, FLOW_THEMES
-from trainer.job.args import arg_value
+from trainer.families.flow_params import DIT_RULES, FLOW, FLOW_DEFAULTS, FLOW_PARAMS, FLOW_THEMES
 
 TEXT = "FLUX.1 / Chroma text"
 FLUX_PARAMS = (
@@ -37,16 +36,9 @@ FLUX_RULES = (
          "values above 1.0 train against an over-guided model (3.5 is for inference): the LoRA tends to look burnt"),
     Rule(lambda c: c.cache_text_encoder_outputs and c.network_flag("train_t5xxl"),
          "error", "cache_text_encoder_outputs", "cannot cache T5 outputs while train_t5xxl trains T5"),
-    Rule(lambda c: bool(c.blocks_to_swap) and c.cpu_offload_checkpointing, "error", "blocks_to_swap",
-         "cannot be combined with cpu_offload_checkpointing"),
-    Rule(lambda c: c.cpu_offload_checkpointing, "error", "cpu_offload_checkpointing",
-         "lorabake does not offload checkpointed activations yet: use fp8_base and gradient_checkpointing"),
     Rule(lambda c: c.network_flag("split_qkv"), "error", "network_args",
          "split_qkv is not supported: lorabake trains the fused qkv module as sd-scripts writes it"),
-    Rule(lambda c: c.mixed_precision == "fp16", "warning", "mixed_precision",
-         "FLUX overflows in fp16; bf16 is what it was trained in"),
-    Rule(lambda c: bool(c.conv_dim or arg_value(c.network_args, "conv_dim")), "warning", "conv_dim",
-         "FLUX's blocks have no convolutions, so there is nothing for conv_dim to train (as in sd-scripts)"),
+    *DIT_RULES,
 )
 RUNTIME = "trainer.families.flux.model:Flux"
 TINY = "trainer.families.flux.tiny"

@@ -13,19 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from trainer.families.base import ModelFamily, ModelLoadError, RenderSettings, TextOut, model_name
-from trainer.families.dit_memory import store_linears_in_fp8, swap_blocks
+from trainer.families.base import ModelLoadError, RenderSettings, TextOut, model_name
+from trainer.families.dit import DiTFamily
 from trainer.families.flux.names import kohya_unet_names, peft_to_kohya, text_targets
 from trainer.families.text_files import load_text_encoder_file
 from trainer.job.args import arg_value
 from trainer.job.config import TrainConfig
 from trainer.job.prompts import PromptSpec
 from trainer.networks.network import Candidate
-from trainer.training.flow import apply_prediction_type, euler_sigmas, sample_t, schedule_mu, scheduler_schedule
 
 
 @dataclass
@@ -55,7 +53,7 @@ class FluxModel:
         return bool(getattr(self.transformer.config, "guidance_embeds", False))
 
 
-class Flux(ModelFamily):
+class Flux(DiTFamily):
     # Loading ---------------------------------------------------------------------------------------------------
     def _pipeline_class(self):  # noqa: ANN202
         from diffusers import ChromaPipeline, FluxPipeline
@@ -120,15 +118,8 @@ class Flux(ModelFamily):
                 load_text_encoder_file(encoder, file)
         return model
 
-    def place(self, model: FluxModel, cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> None:
-        for module in (model.transformer, model.vae, *model.text_encoders):
-            module.requires_grad_(False)
-            module.to(device, dtype)
-        blocks = [*model.transformer.transformer_blocks, *model.transformer.single_transformer_blocks]
-        if cfg.fp8_base or cfg.fp8_base_unet:
-            store_linears_in_fp8(blocks)
-        if cfg.blocks_to_swap:
-            swap_blocks(blocks, cfg.blocks_to_swap, device)
+    def blocks(self, model: FluxModel) -> list[nn.Module]:
+        return [*model.transformer.transformer_blocks, *model.transformer.single_transformer_blocks]
 
     # Networks --------------------------------------------------------------------------------------------------
     def default_text_encoders(self, cfg: TrainConfig) -> tuple[int, ...]:
@@ -164,10 +155,6 @@ class Flux(ModelFamily):
         return peft_to_kohya(weights)
 
     # Training --------------------------------------------------------------------------------------------------
-    def encode_images(self, model: FluxModel, pixels: torch.Tensor) -> torch.Tensor:
-        config = model.vae.config
-        return (model.vae.encode(pixels).latent_dist.mean - config.shift_factor) * config.scaling_factor
-
     def t5_length(self, model: FluxModel, cfg_length: int | None) -> int:
         if cfg_length:
             return cfg_length
@@ -190,24 +177,9 @@ class Flux(ModelFamily):
         hidden = model.t5(tokens.input_ids.to(device), attention_mask=attention if mask else None)[0]
         return hidden, pooled, attention
 
-    def loss(self, model: FluxModel, cfg: TrainConfig, latents: torch.Tensor, text: TextOut, batch: dict,
-             generator: torch.Generator) -> torch.Tensor:
-        batch_size, _, height, width = latents.shape
-        noise = torch.randn(latents.shape, generator=generator, device=latents.device)
-        sigmas = sample_t(cfg.timestep_sampling, batch_size, generator, latents.device,
-                          sigmoid_scale=cfg.sigmoid_scale, discrete_flow_shift=cfg.discrete_flow_shift,
-                          mu=schedule_mu(self.info.schedule, (height // 2) * (width // 2)),
-                          weighting_scheme=cfg.weighting_scheme, logit_mean=cfg.logit_mean, logit_std=cfg.logit_std,
-                          mode_scale=cfg.mode_scale)
-        view = sigmas.view(-1, 1, 1, 1)
-        noisy = (1 - view) * latents + view * noise
-        prediction = self.predict(model, noisy, sigmas, text, cfg.guidance_scale, cfg.apply_t5_attn_mask)
-        prediction, weighting = apply_prediction_type(cfg.model_prediction_type, prediction.float(), noisy, sigmas,
-                                                      cfg.weighting_scheme)
-        loss = F.mse_loss(prediction, (noise - latents).float(), reduction="none")
-        if weighting is not None:
-            loss = loss * weighting.view(-1, 1, 1, 1)
-        return loss.mean(dim=(1, 2, 3))
+    def training_velocity(self, model: FluxModel, cfg: TrainConfig, noisy: torch.Tensor, sigmas: torch.Tensor,
+                          text: TextOut) -> torch.Tensor:
+        return self.predict(model, noisy, sigmas, text, cfg.guidance_scale, cfg.apply_t5_attn_mask)
 
     def predict(self, model: FluxModel, noisy: torch.Tensor, sigmas: torch.Tensor, text: TextOut,
                 guidance: float, mask_t5: bool) -> torch.Tensor:
@@ -257,7 +229,7 @@ class Flux(ModelFamily):
         }
 
     def render_settings(self, cfg: TrainConfig) -> RenderSettings:
-        return RenderSettings(cfg.resolution_wh, "euler", self.text_settings(cfg))
+        return self.settings_for(cfg.resolution_wh, "euler", self.text_settings(cfg))
 
     @torch.no_grad()
     def render(self, model: FluxModel, spec: PromptSpec, *, seed: int, settings: RenderSettings) -> Image.Image:
@@ -268,28 +240,15 @@ class Flux(ModelFamily):
         length = self.t5_length(model, settings.text_value("t5xxl_max_token_length"))
         mask = settings.text_value("apply_t5_attn_mask", False) or self.info.name == "chroma"
         positive = self._encode(model, [spec.prompt], length, mask)
-        real_cfg = self.info.name == "chroma" or (bool(spec.negative) and spec.cfg_scale > 1)
+        real_cfg = self.info.name == "chroma" or (bool(spec.negative) and settings.cfg_for(spec) > 1)
         negative = self._encode(model, [spec.negative], length, mask) if real_cfg else None
-        channels = model.transformer.config.in_channels // 4
-        generator = torch.Generator("cpu").manual_seed(seed)
-        device = next(model.transformer.parameters()).device
-        latents = torch.randn(1, channels, height // 8, width // 8, generator=generator).to(device)
-        schedule = scheduler_schedule(model.scheduler_config)
-        mu = schedule_mu(schedule, (height // 16) * (width // 16))
-        sigmas = euler_sigmas(spec.steps, mu, schedule.shift).to(device)
         guidance = spec.guidance if spec.guidance is not None else 3.5
-        for sigma, following in zip(sigmas[:-1], sigmas[1:], strict=True):
-            level = sigma.expand(1)
-            velocity = self.predict(model, latents, level, positive, guidance, mask).float()
-            if negative is not None:
-                unconditional = self.predict(model, latents, level, negative, guidance, mask).float()
-                velocity = unconditional + spec.cfg_scale * (velocity - unconditional)
-            latents = latents + (following - sigma) * velocity
-        vae = model.vae
-        decoded = latents / vae.config.scaling_factor + vae.config.shift_factor
-        pixels = vae.decode(decoded.to(next(vae.parameters()).dtype)).sample[0].float()
-        array = ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-        return Image.fromarray(array)
+
+        def velocity(latents: torch.Tensor, level: torch.Tensor, text: TextOut) -> torch.Tensor:
+            return self.predict(model, latents, level, text, guidance, mask)
+
+        return self.euler(model, velocity, positive, negative, settings.cfg_for(spec), (width, height),
+                          settings.steps_for(spec), seed)
 
 
 def pack(latents: torch.Tensor) -> torch.Tensor:

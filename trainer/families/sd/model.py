@@ -120,5 +120,6 @@ class StableDiffusion(ModelFamily):
         from trainer.families.sd.sampling import render_sd
 
         return render_sd(model, spec, seed=seed, default_size=settings.default_size,
-                         default_sampler=settings.sampler, clip_skip=settings.text_value("clip_skip"),
+                         default_sampler=settings.sampler, steps=settings.steps_for(spec),
+                         cfg_scale=settings.cfg_for(spec), clip_skip=settings.text_value("clip_skip"),
                          max_token_length=settings.text_value("max_token_length"))

@@ -46,7 +46,8 @@ def build_pipeline(model: BaseModel, sampler: str):
 
 @torch.no_grad()
 def render_sd(model: BaseModel, spec: PromptSpec, *, seed: int, default_size: tuple[int, int], default_sampler: str,
-              clip_skip: int | None = None, max_token_length: int | None = None) -> Image.Image:
+              steps: int, cfg_scale: float, clip_skip: int | None = None,
+              max_token_length: int | None = None) -> Image.Image:
     """One SD image; the same spec and seed give the same image whatever else was rendered before."""
     pipe = build_pipeline(model, spec.sampler or default_sampler)
     pipe.set_progress_bar_config(disable=True)
@@ -58,7 +59,7 @@ def render_sd(model: BaseModel, spec: PromptSpec, *, seed: int, default_size: tu
         negative = torch.cat([negative, negative[:, -1:].expand(-1, embeds.shape[1] - negative.shape[1], -1)], 1)
     kwargs = {
         "prompt_embeds": embeds.to(unet_dtype), "negative_prompt_embeds": negative.to(unet_dtype),
-        "width": width, "height": height, "num_inference_steps": spec.steps, "guidance_scale": spec.cfg_scale,
+        "width": width, "height": height, "num_inference_steps": steps, "guidance_scale": cfg_scale,
         "generator": torch.Generator("cpu").manual_seed(seed), "output_type": "pil",
     }
     if model.family == "sdxl":

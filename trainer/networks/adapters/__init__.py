@@ -34,11 +34,22 @@ def file_rank(weights: dict[str, torch.Tensor]) -> int | None:
     return None
 
 
+def split_key(key: str) -> tuple[str, str]:
+    """A file key → (module name, tensor name). The tensor name is the last part (`alpha`, `hada_w1_a`, …), or the
+    last two when it ends in `.weight` (`lora_down.weight`); module names may hold dots (`diffusion_model.layers.0…`
+    in the layouts DiT families use) or not (`lora_unet_…`)."""
+    head, _, last = key.rpartition(".")
+    if last == "weight":
+        head, _, middle = head.rpartition(".")
+        last = f"{middle}.weight"
+    return head, last
+
+
 def by_module(weights: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    """A kohya state dict grouped per module: {module name: {tensor name: tensor}}."""
+    """A LoRA state dict grouped per module: {module name: {tensor name: tensor}}."""
     out: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in weights.items():
-        name, _, rest = key.partition(".")
+        name, rest = split_key(key)
         out.setdefault(name, {})[rest] = tensor
     return out
 

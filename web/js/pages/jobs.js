@@ -121,7 +121,7 @@ function testPanel(job) {
     status.textContent = "Rendering…";
     status.className = "muted";
     try {
-      let gen = await post(`/jobs/${job.id}/epochs/${epoch.value}/generate`, { prompt: prompt.value, weight: Number(weight.value), steps: 20 });
+      let gen = await post(`/jobs/${job.id}/epochs/${epoch.value}/generate`, { prompt: prompt.value, weight: Number(weight.value) });
       while (!["succeeded", "failed"].includes(gen.status)) {
         status.textContent = gen.status === "queued" && gen.waiting_for ? `Queued: ${gen.waiting_for}` : "Rendering…";
         await new Promise((r) => setTimeout(r, 700));

@@ -1,0 +1,75 @@
+"""Z-Image (Base and Turbo) as the registry sees them (no torch): a 6 B single-stream DiT trained with flow matching
+on 2×2 latent patches, a Qwen3 text encoder read through its chat template, FLUX's 16-channel VAE.
+The torch side is trainer/families/zimage/model.py.
+
+Turbo is Base distilled to ~8 steps without CFG. Training a LoRA on Turbo directly also trains away that
+distillation: after a few hundred steps the LoRA's images need more steps and look soft. Two remedies are
+offered: a de-distillation adapter (`training_adapter`, a LoRA made for this, merged into Turbo while training and
+left out of the file; set on the base model by the operator) — the LoRA then keeps Turbo's 8-step look — or
+training on Z-Image Base, whose LoRAs also apply to Turbo, since Turbo keeps Base's weights' layout and meaning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trainer.families.declare import Exporter, FamilyInfo, Param, Rule, ShiftSchedule
+from trainer.families.flow_params import DIT_RULES, FLOW_DEFAULTS, FLOW_PARAMS, FLOW_THEMES
+
+ZIMAGE_PARAMS = (
+    *FLOW_PARAMS,
+    Param("qwen3", str | None, None, path=True,
+          elsewhere="Z-Image's text encoder file; this model has its own text encoders"),
+)
+TURBO_PARAMS = (
+    *ZIMAGE_PARAMS,
+    Param("training_adapter", str | None, None, path=True,
+          elsewhere="a de-distillation adapter for Z-Image Turbo; this model is not distilled"),
+)
+DEFAULTS: dict[str, Any] = {
+    **FLOW_DEFAULTS, "network_module": "networks.lora_zimage", "timestep_sampling": "shift",
+    "discrete_flow_shift": 3.0,
+}
+RUNTIME = "trainer.families.zimage.model:ZImage"
+TINY = "trainer.families.zimage.tiny"
+CROPS = ("1024x1024", "768x1024", "1024x768", "832x1216", "1216x832", "896x1152", "1152x896")
+SCHEDULE = ShiftSchedule(shift=3.0)  # its scheduler's fixed shift (no resolution-dependent μ)
+NO_EXPORTER = Exporter(reason="kohya-ss/sd-scripts does not train Z-Image, and musubi-tuner, which does, takes its "
+                              "own dataset, caching and training steps rather than one config file; use `lorabake "
+                              "train` with the job's parameters instead")
+TURBO_DISTILLATION = Rule(
+    lambda c: not c.training_adapter, "warning", "training_adapter",
+    "Z-Image Turbo is step-distilled: a LoRA trained on it directly also trains the distillation away (after a few "
+    "hundred steps its images need more steps and look soft). Train on Z-Image Base (its LoRAs apply to Turbo too), "
+    "or have the operator set training_adapter, a de-distillation adapter merged into Turbo only while training")
+
+
+TRANSFORMER_ONLY = Rule(lambda c: not c.network_train_unet_only, "error", "network_train_unet_only",
+                        "lorabake trains Z-Image's transformer only (its Qwen3 text encoder stays frozen, as in "
+                        "ai-toolkit and musubi-tuner): set network_train_unet_only")
+RULES = (*DIT_RULES, TRANSFORMER_ONLY)
+
+
+def _is_turbo(folder: Path, index: dict) -> bool:
+    return "turbo" in folder.absolute().name.lower()
+
+
+FAMILIES = (
+    FamilyInfo(
+        name="zimage_turbo", label="Z-Image Turbo", runtime=RUNTIME, pipeline_classes=("ZImagePipeline",),
+        resolution=1024, crop_sizes=CROPS, text_encoders=1, defaults=DEFAULTS, exporter=NO_EXPORTER,
+        params=TURBO_PARAMS, rules=(*RULES, TURBO_DISTILLATION), themes=FLOW_THEMES, captions="sentences",
+        schedule=SCHEDULE, network_module="networks.lora_zimage", tiny=TINY, matches_folder=_is_turbo,
+        declared_by=lambda cfg: cfg.network_module == "networks.lora_zimage" and bool(cfg.training_adapter),
+        render_defaults={"steps": 9, "cfg_scale": 0.0},  # distilled: 8 transformer steps, no CFG
+    ),
+    FamilyInfo(
+        name="zimage", label="Z-Image", runtime=RUNTIME, pipeline_classes=("ZImagePipeline",), resolution=1024,
+        crop_sizes=CROPS, text_encoders=1, defaults=DEFAULTS, exporter=NO_EXPORTER, params=ZIMAGE_PARAMS,
+        rules=RULES, themes=FLOW_THEMES, captions="sentences", schedule=SCHEDULE,
+        network_module="networks.lora_zimage", tiny=TINY,
+        declared_by=lambda cfg: cfg.network_module == "networks.lora_zimage",
+        render_defaults={"steps": 28, "cfg_scale": 4.0},
+    ),
+)
