@@ -17,13 +17,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-$(VAR)/models/tiny-sd15/model_index.json: | $(STAMP)
-	$(BIN)/lorabake models make-tiny $(VAR)/models/tiny-sd15 --family sd15
+# the tiny models the embedded default offers (tiny-sd15 first; every var/models/tiny-<family> is listed)
+TINY := sd15 flux zimage
 
-$(VAR)/models/tiny-flux/model_index.json: | $(STAMP)
-	$(BIN)/lorabake models make-tiny $(VAR)/models/tiny-flux --family flux
+$(VAR)/models/tiny-%/model_index.json: | $(STAMP)
+	$(BIN)/lorabake models make-tiny $(VAR)/models/tiny-$* --family $*
 
-run: setup $(VAR)/models/tiny-sd15/model_index.json $(VAR)/models/tiny-flux/model_index.json
+run: setup $(TINY:%=$(VAR)/models/tiny-%/model_index.json)
 	LORABAKE_VAR_DIR=$(VAR) $(BIN)/python scripts/run_embedded.py
 
 services:

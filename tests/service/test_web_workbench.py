@@ -20,13 +20,13 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(params=["false"])
-def browser_page(request, tmp_path, tiny_sd15, tiny_flux):
+def browser_page(request, tmp_path, tiny_sd15, tiny_flux, tiny_zimage):
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install chromium)")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    stack = EmbeddedStack(tmp_path, tiny_sd15, tiny_flux, LORABAKE_TAG_ON_UPLOAD=request.param)
+    stack = EmbeddedStack(tmp_path, tiny_sd15, tiny_flux, tiny_zimage, LORABAKE_TAG_ON_UPLOAD=request.param)
     make_tiny_tagger(stack.var / "taggers" / "tiny-wd14")
     with stack, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
@@ -121,7 +121,7 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     shot(page, "03-workbench-uploaded")
 
     # only the families of the server's base models can be cropped for, the first base model's first
-    expect(page.get_by_label("Base family").locator("option")).to_have_text(["SD 1.5", "FLUX.1"])
+    expect(page.get_by_label("Base family").locator("option")).to_have_text(["SD 1.5", "FLUX.1", "Z-Image"])
     expect(page.get_by_label("Base family")).to_have_value("sd15")
     tools = page.get_by_role("tablist", name="Dataset tools")
     tools.get_by_role("tab", name="Batch tags").click()
@@ -229,6 +229,16 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
                             )).to_be_visible()
     expect(page.get_by_role("alert")).to_have_text("")
     shot(page, "05b-train-form-flux")
+    # A Z-Image base model: its own shift, no FLUX guidance, the memory options of a large DiT
+    page.get_by_label("Base model").select_option("tiny-zimage")
+    page.get_by_role("radio", name="Pro").check()
+    expect(page.get_by_label("timestep_sampling")).to_have_value("shift")
+    expect(page.get_by_label("discrete_flow_shift")).to_have_value("3")
+    expect(page.get_by_label("guidance_scale")).to_be_hidden()
+    expect(page.get_by_label("fp8_base", exact=True)).to_be_visible()
+    expect(page.get_by_text("base_model: this dataset's crops were made for SD 1.5, but this base model is Z-Image"
+                            )).to_be_visible()
+    shot(page, "05c-train-form-zimage")
     page.get_by_label("Base model").select_option("tiny-sd15")
     expect(page.get_by_label("clip_skip")).to_be_visible()
     expect(page.get_by_role("group", name="Flow matching")).to_be_hidden()
