@@ -3,7 +3,7 @@ same process, reported as a ratio (lower is better; the target is ≤ 1.0). On a
 SD1.5 (512 px, bs 8) and SDXL (1024 px, bs 4) UNets with random weights, bf16, cached latents: images/s, MFU and
 peak memory, plus SDXL bs 1 with gradient checkpointing.
 
-    python bench/train_step.py [--steps 30] [--gpu-only] [--family sd15|flux]
+    python bench/train_step.py [--steps 30] [--gpu-only] [--family sd15|flux|zimage]
 """
 
 from __future__ import annotations
@@ -105,12 +105,23 @@ def cpu_ratio(steps: int, family: str = "sd15", plain_builder=plain_step, **fami
         make_dataset(root / "data", count=8, repeats=1, sizes=((64, 64),))
         ours, batch = ours_step(model, root / "data", root / "out", batch_size=8, **family_values)
         plain = plain_builder(model, batch)
-        t_plain = _timed(plain, steps)
-        t_ours = _timed(ours, steps)
-        t_plain_again = _timed(plain, steps)  # interleaved reference guards against drift
-        reference = (t_plain + t_plain_again) / 2
+        t_ours, reference = _timed_pair(ours, plain, steps)
         print(f"cpu tiny {family} bs8 64px: ours {t_ours * 1e3:.1f} ms/step, plain diffusers+peft "
               f"{reference * 1e3:.1f} ms/step, ratio {t_ours / reference:.2f}")
+
+
+def _timed_pair(ours, plain, n: int) -> tuple[float, float]:
+    """Median step times of two loops run in turns, so that drift in the machine's speed hits both alike."""
+    for _ in range(3):
+        ours()
+        plain()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(n):
+        for step, record in ((ours, times[0]), (plain, times[1])):
+            start = time.perf_counter()
+            step()
+            record.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 SD15_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
@@ -179,12 +190,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--gpu-only", action="store_true")
-    parser.add_argument("--family", choices=["sd15", "flux"], default="sd15")
+    parser.add_argument("--family", choices=["sd15", "flux", "zimage"], default="sd15")
     args = parser.parse_args()
     if args.family == "flux":
         from bench.flux_step import FLUX_VALUES, plain_flux_step
 
         cpu_ratio(args.steps, "flux", plain_flux_step, **FLUX_VALUES)
+        return
+    if args.family == "zimage":
+        from bench.zimage_step import ZIMAGE_VALUES, plain_zimage_step
+
+        cpu_ratio(args.steps, "zimage", plain_zimage_step, **ZIMAGE_VALUES)
         return
     if not args.gpu_only:
         cpu_ratio(args.steps)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from PIL import ImageOps
 from safetensors.torch import load_file, save_file
+from torch.nn.utils.rnn import pad_sequence
 
 from trainer.data.loader import EpochPlan, crop_to_bucket, load_rgb, to_tensor
 from trainer.families.base import LoadedModel, ModelFamily, TextOut
@@ -76,12 +77,11 @@ def stack_text(entries: list[TextOut], device: torch.device) -> TextOut:
     is padded with zeros at the end to the longest: its attention mask, one of the outputs, pads with 0 = masked."""
     out = []
     for i in range(len(entries[0])):
-        if entries[0][i] is None:
-            out.append(None)
-            continue
         parts = [e[i] for e in entries]
-        longest = max(p.shape[0] for p in parts) if parts[0].ndim else 0
-        padded = [torch.cat([p, p.new_zeros(longest - p.shape[0], *p.shape[1:])]) if p.ndim and
-                  p.shape[0] < longest else p for p in parts]
-        out.append(torch.stack(padded).to(device))
+        if parts[0] is None:
+            out.append(None)
+        elif parts[0].ndim and len({p.shape[0] for p in parts}) > 1:
+            out.append(pad_sequence(parts, batch_first=True).to(device))
+        else:
+            out.append(torch.stack(parts).to(device))
     return tuple(out)

@@ -154,9 +154,8 @@ class ZImage(DiTFamily):
         """Z-Image is called with the clean fraction t = 1 − σ and predicts x0 − ε: the velocity is its negative."""
         hidden, mask = text
         dtype = next(model.transformer.parameters()).dtype
-        device = noisy.device
-        captions = [states[keep.bool()].to(device, dtype) for states, keep in zip(hidden, mask.to(device),
-                                                                                  strict=True)]
+        lengths = [int(n) for n in mask.sum(dim=1).tolist()]  # real tokens first: the template is right-padded
+        captions = [states[:length].to(noisy.device, dtype) for states, length in zip(hidden, lengths, strict=True)]
         latents = list(noisy.to(dtype).unsqueeze(2).unbind(0))
         out = model.transformer(latents, (1 - sigmas).to(dtype), captions, return_dict=False)[0]
         return -torch.stack(out).squeeze(2)

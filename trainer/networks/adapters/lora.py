@@ -50,7 +50,10 @@ class LoRAModule(Adapter):
 
     def delta_output(self, index: int, x: torch.Tensor, delta: torch.Tensor | None) -> torch.Tensor:
         if len(self._targets) == 1:
-            return self.lora_up(self.lora_down(x.to(self.lora_down.weight.dtype))) * self.scale
+            if self.is_conv:
+                return self.lora_up(self.lora_down(x.to(self.lora_down.weight.dtype))) * self.scale
+            down = self.lora_down.weight  # F.linear straight away: two module calls less per layer and step
+            return F.linear(F.linear(x.to(down.dtype), down), self.lora_up.weight) * self.scale
         return F.linear(self._shared_down(x), self.lora_up.weight[self.rows(index)]) * self.scale
 
     def _shared_down(self, x: torch.Tensor) -> torch.Tensor:
