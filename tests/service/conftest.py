@@ -222,6 +222,13 @@ def tiny_zimage(tmp_path_factory) -> Path:
     return make_tiny(tmp_path_factory.mktemp("base") / "tiny-zimage", "zimage")
 
 
+@pytest.fixture(scope="session")
+def tiny_flux2(tmp_path_factory) -> Path:
+    from trainer.families.tiny import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("base") / "tiny-flux2", "flux2")
+
+
 class EmbeddedStack:
     """`make run`'s stack (scripts/run_embedded.py: SQLite, no servers, one worker) on a free port; tiny models
     beyond tiny-sd15 (e.g. tiny-flux) are offered when given."""

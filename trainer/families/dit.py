@@ -75,15 +75,10 @@ class DiTFamily(ModelFamily):
               cfg_scale: float, size: tuple[int, int], steps: int, seed: int) -> Image.Image:
         """Euler over the model's own shifted schedule (its folder's scheduler config), with real CFG when a
         negative is given; the same seed gives the same image."""
-        width, height = size
-        vae_scale = 2 ** (len(model.vae.config.block_out_channels) - 1)
-        channels = model.vae.config.latent_channels
         generator = torch.Generator("cpu").manual_seed(seed)
         device = next(model.denoiser.parameters()).device
-        latents = torch.randn(1, channels, height // vae_scale, width // vae_scale, generator=generator).to(device)
-        schedule = scheduler_schedule(model.scheduler_config)
-        mu = schedule_mu(schedule, self.image_tokens(height // vae_scale, width // vae_scale))
-        sigmas = euler_sigmas(steps, mu, schedule.shift).to(device)
+        latents = torch.randn(self.noise_shape(model, *size), generator=generator).to(device)
+        sigmas = self.inference_sigmas(model, steps, self.image_tokens(*latents.shape[-2:])).to(device)
         for sigma, following in zip(sigmas[:-1], sigmas[1:], strict=True):
             level = sigma.expand(1)
             v = velocity(latents, level, positive).float()
@@ -91,8 +86,25 @@ class DiTFamily(ModelFamily):
                 unconditional = velocity(latents, level, negative).float()
                 v = unconditional + cfg_scale * (v - unconditional)
             latents = latents + (following - sigma) * v
-        vae = model.vae
-        decoded = latents / vae.config.scaling_factor + vae.config.shift_factor
-        pixels = vae.decode(decoded.to(next(vae.parameters()).dtype)).sample[0].float()
+        pixels = self.decode(model, latents)[0].float()
         array = ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
         return Image.fromarray(array)
+
+    def vae_scale(self, model: LoadedModel) -> int:
+        return 2 ** (len(model.vae.config.block_out_channels) - 1)
+
+    def noise_shape(self, model: LoadedModel, width: int, height: int) -> tuple[int, ...]:
+        """The shape of one image's latents as the denoiser takes them, at this size in pixels."""
+        scale = self.vae_scale(model)
+        return (1, model.vae.config.latent_channels, height // scale, width // scale)
+
+    def inference_sigmas(self, model: LoadedModel, steps: int, image_tokens: int) -> torch.Tensor:
+        """Noise levels of an inference run: the model folder's scheduler config says how they are shifted."""
+        schedule = scheduler_schedule(model.scheduler_config)
+        return euler_sigmas(steps, schedule_mu(schedule, image_tokens), schedule.shift)
+
+    def decode(self, model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
+        """Latents → pixels in [-1, 1] (undoing encode_images' scale and shift)."""
+        vae = model.vae
+        decoded = latents / vae.config.scaling_factor + vae.config.shift_factor
+        return vae.decode(decoded.to(next(vae.parameters()).dtype)).sample

@@ -40,6 +40,15 @@ FLOW_PARAMS = (
           bounds={"ge": 0, "le": 57}),
     Param("cpu_offload_checkpointing", bool, False, "Gradient-checkpoint activations kept in CPU memory.", MEMORY),
 )
+# families whose text encoder is Qwen3 (Z-Image, FLUX.2 [klein]) take it as one file too
+QWEN3 = Param("qwen3", str | None, None, path=True,
+              elsewhere="a Qwen3 text-encoder file; this model has its own text encoders")
+# the flow's square first, then the usual 1-megapixel training buckets
+DIT_CROPS = ("1024x1024", "768x1024", "1024x768", "832x1216", "1216x832", "896x1152", "1152x896")
+# for families whose (Qwen3) text encoder lorabake does not train
+TRANSFORMER_ONLY = Rule(lambda c: not c.network_train_unet_only, "error", "network_train_unet_only",
+                        "lorabake trains this model's transformer only (its text encoder stays frozen, as in "
+                        "ai-toolkit and musubi-tuner): set network_train_unet_only")
 # over every flow family's presets: what sd-scripts' DDPM-era defaults get wrong for a DiT
 FLOW_DEFAULTS = {
     "resolution": "1024", "min_bucket_reso": 512, "max_bucket_reso": 2048, "mixed_precision": "bf16",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from trainer.families.declare import Exporter, FamilyInfo, Param, Rule, ShiftSchedule
-from trainer.families.flow_params import DIT_RULES, FLOW, FLOW_DEFAULTS, FLOW_PARAMS, FLOW_THEMES
+from trainer.families.flow_params import DIT_CROPS, DIT_RULES, FLOW, FLOW_DEFAULTS, FLOW_PARAMS, FLOW_THEMES
 
 TEXT = "FLUX.1 / Chroma text"
 FLUX_PARAMS = (
@@ -42,7 +42,6 @@ FLUX_RULES = (
 )
 RUNTIME = "trainer.families.flux.model:Flux"
 TINY = "trainer.families.flux.tiny"
-CROPS = ("1024x1024", "768x1024", "1024x768", "832x1216", "1216x832", "896x1152", "1152x896")
 TEXT_KEYS = ("t5xxl_max_token_length", "apply_t5_attn_mask")
 # FLUX.1's resolution-dependent shift (its scheduler config): μ from 0.5 at 256 packed tokens to 1.15 at 4096
 SCHEDULE = ShiftSchedule(dynamic=True, base_shift=0.5, max_shift=1.15, base_tokens=256, max_tokens=4096)
@@ -55,7 +54,7 @@ def _sd_scripts(**flags: Any) -> Exporter:
 FAMILIES = (
     FamilyInfo(
         name="chroma", label="Chroma", runtime=RUNTIME, pipeline_classes=("ChromaPipeline",), resolution=1024,
-        crop_sizes=CROPS, text_encoders=1,
+        crop_sizes=DIT_CROPS, text_encoders=1,
         defaults={**FLUX_DEFAULTS, "model_type": "chroma", "timestep_sampling": "sigmoid", "guidance_scale": 0.0,
                   "apply_t5_attn_mask": True},
         exporter=_sd_scripts(model_type="chroma"), params=FLUX_PARAMS, themes=FLOW_THEMES,
@@ -69,7 +68,7 @@ FAMILIES = (
     ),
     FamilyInfo(
         name="flux", label="FLUX.1", runtime=RUNTIME, pipeline_classes=("FluxPipeline",), resolution=1024,
-        crop_sizes=CROPS, text_encoders=2, defaults=FLUX_DEFAULTS, exporter=_sd_scripts(), params=FLUX_PARAMS,
+        crop_sizes=DIT_CROPS, text_encoders=2, defaults=FLUX_DEFAULTS, exporter=_sd_scripts(), params=FLUX_PARAMS,
         rules=FLUX_RULES, themes=FLOW_THEMES, captions="sentences", text_keys=TEXT_KEYS, schedule=SCHEDULE,
         declared_by=lambda cfg: cfg.model_type == "flux" or cfg.network_module == "networks.lora_flux",
         network_module="networks.lora_flux", tiny=TINY,

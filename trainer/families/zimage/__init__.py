@@ -15,13 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from trainer.families.declare import Exporter, FamilyInfo, Param, Rule, ShiftSchedule
-from trainer.families.flow_params import DIT_RULES, FLOW_DEFAULTS, FLOW_PARAMS, FLOW_THEMES
-
-ZIMAGE_PARAMS = (
-    *FLOW_PARAMS,
-    Param("qwen3", str | None, None, path=True,
-          elsewhere="Z-Image's text encoder file; this model has its own text encoders"),
+from trainer.families.flow_params import (
+    DIT_CROPS,
+    DIT_RULES,
+    FLOW_DEFAULTS,
+    FLOW_PARAMS,
+    FLOW_THEMES,
+    QWEN3,
+    TRANSFORMER_ONLY,
 )
+
+ZIMAGE_PARAMS = (*FLOW_PARAMS, QWEN3)
 TURBO_PARAMS = (
     *ZIMAGE_PARAMS,
     Param("training_adapter", str | None, None, path=True,
@@ -33,7 +37,6 @@ DEFAULTS: dict[str, Any] = {
 }
 RUNTIME = "trainer.families.zimage.model:ZImage"
 TINY = "trainer.families.zimage.tiny"
-CROPS = ("1024x1024", "768x1024", "1024x768", "832x1216", "1216x832", "896x1152", "1152x896")
 SCHEDULE = ShiftSchedule(shift=3.0)  # its scheduler's fixed shift (no resolution-dependent μ)
 NO_EXPORTER = Exporter(reason="kohya-ss/sd-scripts does not train Z-Image, and musubi-tuner, which does, takes its "
                               "own dataset, caching and training steps rather than one config file; use `lorabake "
@@ -45,9 +48,6 @@ TURBO_DISTILLATION = Rule(
     "or have the operator set training_adapter, a de-distillation adapter merged into Turbo only while training")
 
 
-TRANSFORMER_ONLY = Rule(lambda c: not c.network_train_unet_only, "error", "network_train_unet_only",
-                        "lorabake trains Z-Image's transformer only (its Qwen3 text encoder stays frozen, as in "
-                        "ai-toolkit and musubi-tuner): set network_train_unet_only")
 RULES = (*DIT_RULES, TRANSFORMER_ONLY)
 
 
@@ -58,7 +58,7 @@ def _is_turbo(folder: Path, index: dict) -> bool:
 FAMILIES = (
     FamilyInfo(
         name="zimage_turbo", label="Z-Image Turbo", runtime=RUNTIME, pipeline_classes=("ZImagePipeline",),
-        resolution=1024, crop_sizes=CROPS, text_encoders=1, defaults=DEFAULTS, exporter=NO_EXPORTER,
+        resolution=1024, crop_sizes=DIT_CROPS, text_encoders=1, defaults=DEFAULTS, exporter=NO_EXPORTER,
         params=TURBO_PARAMS, rules=(*RULES, TURBO_DISTILLATION), themes=FLOW_THEMES, captions="sentences",
         schedule=SCHEDULE, network_module="networks.lora_zimage", tiny=TINY, matches_folder=_is_turbo,
         declared_by=lambda cfg: cfg.network_module == "networks.lora_zimage" and bool(cfg.training_adapter),
@@ -66,7 +66,7 @@ FAMILIES = (
     ),
     FamilyInfo(
         name="zimage", label="Z-Image", runtime=RUNTIME, pipeline_classes=("ZImagePipeline",), resolution=1024,
-        crop_sizes=CROPS, text_encoders=1, defaults=DEFAULTS, exporter=NO_EXPORTER, params=ZIMAGE_PARAMS,
+        crop_sizes=DIT_CROPS, text_encoders=1, defaults=DEFAULTS, exporter=NO_EXPORTER, params=ZIMAGE_PARAMS,
         rules=RULES, themes=FLOW_THEMES, captions="sentences", schedule=SCHEDULE,
         network_module="networks.lora_zimage", tiny=TINY,
         declared_by=lambda cfg: cfg.network_module == "networks.lora_zimage",
