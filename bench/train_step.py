@@ -3,12 +3,13 @@ same process, reported as a ratio (lower is better; the target is ≤ 1.0). On a
 SD1.5 (512 px, bs 8) and SDXL (1024 px, bs 4) UNets with random weights, bf16, cached latents: images/s, MFU and
 peak memory, plus SDXL bs 1 with gradient checkpointing.
 
-    python bench/train_step.py [--steps 30] [--gpu-only] [--family sd15|flux|zimage]
+    python bench/train_step.py [--steps 30] [--gpu-only] [--family sd15|flux|zimage|flux2]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import tempfile
 import time
@@ -17,6 +18,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+# the plain diffusers + peft loop each DiT family is measured against: (module, its config values, its builder)
+PLAIN_LOOPS = {"flux": ("bench.flux_step", "FLUX_VALUES", "plain_flux_step"),
+               "zimage": ("bench.zimage_step", "ZIMAGE_VALUES", "plain_zimage_step"),
+               "flux2": ("bench.flux2_step", "FLUX2_VALUES", "plain_flux2_step")}
 FLOP_PER_IMAGE = {"sd15": 1.73e12, "sdxl": 14.2e12}  # forward + backward, per the issue's reference figures
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
@@ -190,17 +195,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--gpu-only", action="store_true")
-    parser.add_argument("--family", choices=["sd15", "flux", "zimage"], default="sd15")
+    parser.add_argument("--family", choices=["sd15", *PLAIN_LOOPS], default="sd15")
     args = parser.parse_args()
-    if args.family == "flux":
-        from bench.flux_step import FLUX_VALUES, plain_flux_step
-
-        cpu_ratio(args.steps, "flux", plain_flux_step, **FLUX_VALUES)
-        return
-    if args.family == "zimage":
-        from bench.zimage_step import ZIMAGE_VALUES, plain_zimage_step
-
-        cpu_ratio(args.steps, "zimage", plain_zimage_step, **ZIMAGE_VALUES)
+    if args.family in PLAIN_LOOPS:
+        module, values, builder = PLAIN_LOOPS[args.family]
+        loop = importlib.import_module(module)
+        cpu_ratio(args.steps, args.family, getattr(loop, builder), **getattr(loop, values))
         return
     if not args.gpu_only:
         cpu_ratio(args.steps)
