@@ -14,6 +14,8 @@ from PIL import Image
 from api.main import create_app
 from core.settings import Settings
 from tests.service.conftest import png_bytes, register
+from trainer.families import FAMILIES
+from trainer.job.presets import THEMES
 
 
 @pytest.fixture
@@ -282,7 +284,7 @@ def test_service_endpoints(client):
     assert (first["name"], first["family"], first["resolution"]) == ("tiny-sd15", "sd15", 64)
     assert first["train_overrides"]["resolution"] == "64"  # what pro mode starts from, as basic mode does
     presets = client.get("/api/v1/presets").json()
-    assert len(presets) == 25 and presets[0]["params"]["network_dim"] > 0  # 5 themes × 5 families
+    assert len(presets) == len(THEMES) * len(FAMILIES) and presets[0]["params"]["network_dim"] > 0
     offered = [f["name"] for f in client.get("/api/v1/families").json()]
     assert offered == [m["family"] for m in client.get("/api/v1/base-models").json()]  # only what can be trained
     crops = {f["name"]: f["crop_sizes"] for f in client.get("/api/v1/families?every=true").json()}

@@ -41,6 +41,7 @@ FLUX_RULES = (
     *DIT_RULES,
 )
 RUNTIME = "trainer.families.flux.model:Flux"
+CHROMA_RUNTIME = "trainer.families.flux.model:Chroma"
 TINY = "trainer.families.flux.tiny"
 TEXT_KEYS = ("t5xxl_max_token_length", "apply_t5_attn_mask")
 # FLUX.1's resolution-dependent shift (its scheduler config): μ from 0.5 at 256 packed tokens to 1.15 at 4096
@@ -53,7 +54,7 @@ def _sd_scripts(**flags: Any) -> Exporter:
 
 FAMILIES = (
     FamilyInfo(
-        name="chroma", label="Chroma", runtime=RUNTIME, pipeline_classes=("ChromaPipeline",), resolution=1024,
+        name="chroma", label="Chroma", runtime=CHROMA_RUNTIME, pipeline_classes=("ChromaPipeline",), resolution=1024,
         crop_sizes=DIT_CROPS, text_encoders=1,
         defaults={**FLUX_DEFAULTS, "model_type": "chroma", "timestep_sampling": "sigmoid", "guidance_scale": 0.0,
                   "apply_t5_attn_mask": True},

@@ -54,11 +54,17 @@ class FluxModel:
 
 
 class Flux(DiTFamily):
+    """FLUX.1 (dev and schnell); Chroma below changes what differs."""
+
+    pipeline = "FluxPipeline"
+    model_type = "flux"  # sd-scripts' ss_model_type
+    always_masked = False  # whether previews read T5 with its padding masked whatever the run did
+
     # Loading ---------------------------------------------------------------------------------------------------
     def _pipeline_class(self):  # noqa: ANN202
-        from diffusers import ChromaPipeline, FluxPipeline
+        import diffusers
 
-        return ChromaPipeline if self.info.name == "chroma" else FluxPipeline
+        return getattr(diffusers, self.pipeline)
 
     def load(self, cfg: TrainConfig) -> FluxModel:
         location = cfg.pretrained_model_name_or_path
@@ -79,12 +85,13 @@ class Flux(DiTFamily):
         return self._from_pipeline(pipe, model_name(location))
 
     def _from_pipeline(self, pipe, name: str) -> FluxModel:  # noqa: ANN001
-        if self.info.name == "chroma":
-            encoders, tokenizers = [pipe.text_encoder], [pipe.tokenizer]
-        else:
-            encoders, tokenizers = [pipe.text_encoder, pipe.text_encoder_2], [pipe.tokenizer, pipe.tokenizer_2]
+        encoders, tokenizers = self._text_parts(pipe)
         return FluxModel(self.info.name, name, pipe.transformer, pipe.vae, encoders, tokenizers,
                          dict(pipe.scheduler.config))
+
+    def _text_parts(self, pipe) -> tuple[list, list]:  # noqa: ANN001
+        """[CLIP-L, T5] and their tokenizers."""
+        return [pipe.text_encoder, pipe.text_encoder_2], [pipe.tokenizer, pipe.tokenizer_2]
 
     def _from_single_files(self, cfg: TrainConfig) -> FluxModel:
         """sd-scripts' layout: the transformer as one BFL-format file, clip_l / t5xxl / ae beside it; the configs
@@ -92,9 +99,6 @@ class Flux(DiTFamily):
         if not cfg.pretrained_model_config:
             raise ModelLoadError("pretrained_model_config: a single-file FLUX model needs a local diffusers folder "
                                  "for its configs and tokenizers")
-        if self.info.name != "flux":
-            raise ModelLoadError(f"{cfg.pretrained_model_name_or_path}: single files are read for FLUX.1 only; "
-                                 "give a diffusers folder")
         from diffusers import AutoencoderKL, FluxPipeline, FluxTransformer2DModel
         from safetensors.torch import load_file
 
@@ -124,9 +128,8 @@ class Flux(DiTFamily):
     # Networks --------------------------------------------------------------------------------------------------
     def default_text_encoders(self, cfg: TrainConfig) -> tuple[int, ...]:
         """CLIP-L only, as sd-scripts; T5 when network_args has train_t5xxl=True."""
-        clip = (0,) if self.info.name == "flux" else ()
         t5 = (self.info.text_encoders - 1,) if cfg.network_flag("train_t5xxl") else ()
-        return clip + t5
+        return (0, *t5)
 
     def lora_targets(self, model: FluxModel, *, with_conv: bool, denoiser: bool = True,
                      text: bool | tuple[int, ...] = True, network_args: list[str] | None = None,
@@ -158,7 +161,7 @@ class Flux(DiTFamily):
     def t5_length(self, model: FluxModel, cfg_length: int | None) -> int:
         if cfg_length:
             return cfg_length
-        return 512 if model.guidance_embeds or self.info.name == "chroma" else 256  # schnell: 256
+        return 512 if model.guidance_embeds else 256  # schnell: 256
 
     def encode_text(self, model: FluxModel, captions: list[str], cfg: TrainConfig) -> TextOut:
         return self._encode(model, captions, self.t5_length(model, cfg.t5xxl_max_token_length),
@@ -193,40 +196,43 @@ class Flux(DiTFamily):
             "encoder_hidden_states": hidden.to(device, dtype), "img_ids": image_ids(height, width).to(device, dtype),
             "txt_ids": torch.zeros(hidden.shape[1], 3, device=device, dtype=dtype),
         }
-        if self.info.name == "chroma":
-            full = torch.cat([attention.bool(), torch.ones(batch_size, kwargs["img_ids"].shape[0], device=device,
-                                                           dtype=torch.bool)], dim=1)
-            kwargs["attention_mask"] = full if mask_t5 else None
-        else:
-            kwargs["pooled_projections"] = pooled.to(device, dtype)
-            if model.guidance_embeds:
-                kwargs["guidance"] = torch.full((batch_size,), guidance, device=device, dtype=torch.float32)
-            if mask_t5:
-                keys = torch.cat([attention.bool(), torch.ones(batch_size, kwargs["img_ids"].shape[0],
-                                                               device=device, dtype=torch.bool)], dim=1)
-                kwargs["joint_attention_kwargs"] = {"attention_mask": keys[:, None, None, :]}
+        keys = torch.cat([attention.bool(), torch.ones(batch_size, kwargs["img_ids"].shape[0], device=device,
+                                                       dtype=torch.bool)], dim=1) if mask_t5 else None
+        kwargs.update(self.conditioning(model, pooled, keys, guidance, batch_size, device, dtype))
         return unpack(model.transformer(**kwargs).sample, height, width, channels)
+
+    def conditioning(self, model: FluxModel, pooled: torch.Tensor, keys: torch.Tensor | None, guidance: float,
+                     batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+        """FLUX.1's: CLIP's pooled vector, the guidance embedding (dev), T5's padding mask through the attention."""
+        out: dict[str, Any] = {"pooled_projections": pooled.to(device, dtype)}
+        if model.guidance_embeds:
+            out["guidance"] = torch.full((batch_size,), guidance, device=device, dtype=torch.float32)
+        if keys is not None:
+            out["joint_attention_kwargs"] = {"attention_mask": keys[:, None, None, :]}
+        return out
 
     # Files and previews ----------------------------------------------------------------------------------------
     def facts(self, model: FluxModel) -> dict[str, Any]:
         return {"guidance_embeds": model.guidance_embeds}
 
     def metadata(self, cfg: TrainConfig, model_facts: dict[str, Any]) -> dict[str, Any]:
-        if self.info.name == "chroma":
-            architecture = "chroma/lora"
-        else:
-            architecture = "flux-1-dev/lora" if model_facts.get("guidance_embeds", True) else "flux-1-schnell/lora"
         return {
-            "ss_base_model_version": "flux1", "ss_v2": False,
-            "ss_model_type": "chroma" if self.info.name == "chroma" else "flux",
+            "ss_base_model_version": "flux1", "ss_v2": False, "ss_model_type": self.model_type,
             "ss_apply_t5_attn_mask": cfg.apply_t5_attn_mask, "ss_weighting_scheme": cfg.weighting_scheme,
             "ss_logit_mean": cfg.logit_mean, "ss_logit_std": cfg.logit_std, "ss_mode_scale": cfg.mode_scale,
             "ss_guidance_scale": cfg.guidance_scale, "ss_timestep_sampling": cfg.timestep_sampling,
             "ss_sigmoid_scale": cfg.sigmoid_scale, "ss_model_prediction_type": cfg.model_prediction_type,
             "ss_discrete_flow_shift": cfg.discrete_flow_shift,
-            "modelspec.architecture": architecture,
+            "modelspec.architecture": self.architecture(model_facts),
             "modelspec.implementation": "https://github.com/black-forest-labs/flux",
         }
+
+    def architecture(self, model_facts: dict[str, Any]) -> str:
+        return "flux-1-dev/lora" if model_facts.get("guidance_embeds", True) else "flux-1-schnell/lora"
+
+    def real_cfg(self, spec: PromptSpec, settings: RenderSettings) -> bool:
+        """FLUX.1 is guidance-distilled: real CFG only when a negative prompt asks for it."""
+        return bool(spec.negative) and settings.cfg_for(spec) > 1
 
     def render_settings(self, cfg: TrainConfig) -> RenderSettings:
         return self.settings_for(cfg.resolution_wh, "euler", self.text_settings(cfg))
@@ -238,10 +244,9 @@ class Flux(DiTFamily):
         width = (spec.width or settings.default_size[0]) // 16 * 16
         height = (spec.height or settings.default_size[1]) // 16 * 16
         length = self.t5_length(model, settings.text_value("t5xxl_max_token_length"))
-        mask = settings.text_value("apply_t5_attn_mask", False) or self.info.name == "chroma"
+        mask = settings.text_value("apply_t5_attn_mask", False) or self.always_masked
         positive = self._encode(model, [spec.prompt], length, mask)
-        real_cfg = self.info.name == "chroma" or (bool(spec.negative) and settings.cfg_for(spec) > 1)
-        negative = self._encode(model, [spec.negative], length, mask) if real_cfg else None
+        negative = self._encode(model, [spec.negative], length, mask) if self.real_cfg(spec, settings) else None
         guidance = spec.guidance if spec.guidance is not None else 3.5
 
         def velocity(latents: torch.Tensor, level: torch.Tensor, text: TextOut) -> torch.Tensor:
@@ -249,6 +254,38 @@ class Flux(DiTFamily):
 
         return self.euler(model, velocity, positive, negative, settings.cfg_for(spec), (width, height),
                           settings.steps_for(spec), seed)
+
+
+class Chroma(Flux):
+    """Chroma: FLUX.1's blocks without CLIP-L and without a guidance input; T5 is read with its padding masked, and
+    it is sampled with real CFG."""
+
+    pipeline = "ChromaPipeline"
+    model_type = "chroma"
+    always_masked = True
+
+    def _text_parts(self, pipe) -> tuple[list, list]:  # noqa: ANN001
+        return [pipe.text_encoder], [pipe.tokenizer]
+
+    def _from_single_files(self, cfg: TrainConfig) -> FluxModel:
+        raise ModelLoadError(f"{cfg.pretrained_model_name_or_path}: single files are read for FLUX.1 only; give a "
+                             "diffusers folder")
+
+    def default_text_encoders(self, cfg: TrainConfig) -> tuple[int, ...]:
+        return (0,) if cfg.network_flag("train_t5xxl") else ()
+
+    def t5_length(self, model: FluxModel, cfg_length: int | None) -> int:
+        return cfg_length or 512
+
+    def conditioning(self, model: FluxModel, pooled: torch.Tensor, keys: torch.Tensor | None, guidance: float,
+                     batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+        return {"attention_mask": keys}
+
+    def architecture(self, model_facts: dict[str, Any]) -> str:
+        return "chroma/lora"
+
+    def real_cfg(self, spec: PromptSpec, settings: RenderSettings) -> bool:
+        return True
 
 
 def pack(latents: torch.Tensor) -> torch.Tensor:
