@@ -37,3 +37,33 @@ def base_values(model: Path, data: Path, out: Path, **extra) -> dict:
     }
     values.update(extra)
     return values
+
+
+def predictions_with_lora(family_name: str, folder: Path, lora_file: Path, inputs) -> dict:
+    """A DiT family's velocity for `inputs(model)` = (noisy, sigmas, text): without the LoRA, with it, with it at
+    weight 0 (lorabake's network on the folder's model), and with diffusers' own loader (the pipeline's
+    load_lora_weights) — the file must give diffusers what it gives us."""
+    import torch
+
+    from trainer.families import runtime
+    from trainer.networks.network import LoRANetwork
+    from trainer.output.generate import load_lora_file
+
+    family = runtime(family_name)
+    model = family.load_location(str(folder))
+    noisy, sigmas, text = inputs(model)
+    network, unmatched = LoRANetwork.from_weights(family.kohya_weights(load_lora_file(lora_file)),
+                                                  family.lora_targets(model, with_conv=False))
+    assert unmatched == []
+    out = {}
+    with torch.no_grad():
+        out["base"] = family.predict(model, noisy, sigmas, text)
+        network.attach()
+        out["ours"] = family.predict(model, noisy, sigmas, text)
+        network.set_multiplier(0.0)
+        out["at_zero"] = family.predict(model, noisy, sigmas, text)
+        network.detach()
+        pipe = family._diffusers(family.pipeline).from_pretrained(folder)
+        pipe.load_lora_weights(str(lora_file))
+        out["diffusers"] = family.predict(family._from_pipeline(pipe, "diffusers"), noisy, sigmas, text)
+    return out

@@ -12,17 +12,16 @@ from __future__ import annotations
 import pytest
 import torch
 from accelerate import init_empty_weights
-from diffusers import Flux2KleinPipeline, Flux2Transformer2DModel
+from diffusers import Flux2Transformer2DModel
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tests.conftest import base_values
+from tests.conftest import base_values, predictions_with_lora
 from tests.test_training import Recorder
 from trainer.families import runtime
 from trainer.job.config import build_config
 from trainer.job.preflight import check
 from trainer.job.prompts import PromptSpec
-from trainer.networks.network import LoRANetwork
 from trainer.output.generate import generate, load_lora_file
 from trainer.training.loop import train
 
@@ -77,25 +76,9 @@ def test_a_flux2_lora_trains_with_previews_and_reloads_in_diffusers_with_the_sam
     with safe_open(str(result.final_path), framework="pt") as handle:
         assert handle.metadata()["modelspec.architecture"] == "flux-2-klein/lora"
         assert {k.split(".")[0] for k in handle.keys()} == bfl_names(1, 2)  # noqa: SIM118
-    family = runtime("flux2")
-    model = family.load_location(str(flux2_tiny))
-    noisy, sigmas, text = _inputs(model)
-    network, unmatched = LoRANetwork.from_weights(load_lora_file(result.final_path),
-                                                  family.lora_targets(model, with_conv=False))
-    assert unmatched == []
-    with torch.no_grad():
-        base = family.predict(model, noisy, sigmas, text)
-        network.attach()
-        ours = family.predict(model, noisy, sigmas, text)
-        network.set_multiplier(0.0)
-        at_zero = family.predict(model, noisy, sigmas, text)
-        network.detach()
-    pipe = Flux2KleinPipeline.from_pretrained(flux2_tiny)
-    pipe.load_lora_weights(str(result.final_path))
-    with torch.no_grad():
-        theirs = family.predict(family._from_pipeline(pipe, "diffusers"), noisy, sigmas, text)
-    assert (ours - base).abs().max() > 1e-4
-    assert torch.allclose(ours, theirs, atol=1e-5) and torch.equal(at_zero, base)
+    out = predictions_with_lora("flux2", flux2_tiny, result.final_path, _inputs)
+    assert (out["ours"] - out["base"]).abs().max() > 1e-4 and torch.equal(out["at_zero"], out["base"])
+    assert torch.allclose(out["ours"], out["diffusers"], atol=1e-5)
 
     # ai-toolkit's layout of the same LoRA (BFL names under diffusion_model., lora_A / lora_B, alpha folded in)
     weights = load_lora_file(result.final_path)
@@ -110,14 +93,9 @@ def test_a_flux2_lora_trains_with_previews_and_reloads_in_diffusers_with_the_sam
         scale = weights[f"{module}.alpha"] / weights[f"{module}.lora_down.weight"].shape[0]
         toolkit[f"diffusion_model.{path}.lora_{'A' if 'down' in name else 'B'}.weight"] = \
             tensor * scale if "up" in name else tensor
-    again, unmatched = LoRANetwork.from_weights(family.kohya_weights(toolkit),
-                                                family.lora_targets(model, with_conv=False))
-    assert unmatched == []
-    again.attach()
-    with torch.no_grad():
-        assert torch.allclose(family.predict(model, noisy, sigmas, text), ours, atol=1e-6)
-    again.detach()
-
+    save_file(toolkit, str(tmp_path / "ai-toolkit.safetensors"))
+    theirs = predictions_with_lora("flux2", flux2_tiny, tmp_path / "ai-toolkit.safetensors", _inputs)
+    assert torch.allclose(theirs["ours"], out["ours"], atol=1e-6)
 
 def test_flux2_trains_with_fp8_storage_and_block_swap_and_renders_its_few_steps(flux2_tiny, dataset, tmp_path):
     cfg = build_config(_values(flux2_tiny, dataset, tmp_path / "out", fp8_base=True, blocks_to_swap=2,

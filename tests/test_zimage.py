@@ -13,11 +13,11 @@ from __future__ import annotations
 import pytest
 import torch
 from accelerate import init_empty_weights
-from diffusers import ZImagePipeline, ZImageTransformer2DModel
+from diffusers import ZImageTransformer2DModel
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tests.conftest import base_values
+from tests.conftest import base_values, predictions_with_lora
 from tests.test_training import Recorder
 from trainer.families import folder_family, runtime
 from trainer.families.base import ModelLoadError
@@ -85,25 +85,9 @@ def test_a_zimage_lora_trains_with_previews_and_reloads_in_diffusers_with_the_sa
     assert meta["modelspec.architecture"] == "z-image/lora" and meta["ss_network_module"] == "networks.lora_zimage"
     assert modules == published_names(2, 1)
 
-    family = runtime("zimage")
-    model = family.load_location(str(zimage_tiny))
-    noisy, sigmas, text = _inputs(model)
-    network, unmatched = LoRANetwork.from_weights(family.kohya_weights(load_lora_file(result.final_path)),
-                                                  family.lora_targets(model, with_conv=False))
-    assert unmatched == []
-    with torch.no_grad():
-        base = family.predict(model, noisy, sigmas, text)
-        network.attach()
-        ours = family.predict(model, noisy, sigmas, text)
-        network.set_multiplier(0.0)
-        at_zero = family.predict(model, noisy, sigmas, text)
-        network.detach()
-    pipe = ZImagePipeline.from_pretrained(zimage_tiny)
-    pipe.load_lora_weights(str(result.final_path))
-    with torch.no_grad():
-        theirs = family.predict(family._from_pipeline(pipe, "diffusers"), noisy, sigmas, text)
-    assert (ours - base).abs().max() > 1e-3
-    assert torch.allclose(ours, theirs, atol=1e-5) and torch.equal(at_zero, base)
+    out = predictions_with_lora("zimage", zimage_tiny, result.final_path, _inputs)
+    assert (out["ours"] - out["base"]).abs().max() > 1e-3 and torch.equal(out["at_zero"], out["base"])
+    assert torch.allclose(out["ours"], out["diffusers"], atol=1e-5)
 
 
 def test_other_zimage_lora_layouts_read_as_lorabakes(zimage_tiny, dataset, tmp_path):

@@ -201,32 +201,30 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.25, descr
     raise AssertionError(f"timed out waiting for {what}\n{describe()}")
 
 
-@pytest.fixture(scope="session")
-def tiny_sd15(tmp_path_factory) -> Path:
+def _tiny(tmp_path_factory, family: str) -> Path:
     from trainer.families.tiny import make_tiny
 
-    return make_tiny(tmp_path_factory.mktemp("base") / "tiny-sd15", "sd15")
+    return make_tiny(tmp_path_factory.mktemp("base") / f"tiny-{family}", family)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15(tmp_path_factory) -> Path:
+    return _tiny(tmp_path_factory, "sd15")
 
 
 @pytest.fixture(scope="session")
 def tiny_flux(tmp_path_factory) -> Path:
-    from trainer.families.tiny import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("base") / "tiny-flux", "flux")
+    return _tiny(tmp_path_factory, "flux")
 
 
 @pytest.fixture(scope="session")
 def tiny_zimage(tmp_path_factory) -> Path:
-    from trainer.families.tiny import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("base") / "tiny-zimage", "zimage")
+    return _tiny(tmp_path_factory, "zimage")
 
 
 @pytest.fixture(scope="session")
 def tiny_flux2(tmp_path_factory) -> Path:
-    from trainer.families.tiny import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("base") / "tiny-flux2", "flux2")
+    return _tiny(tmp_path_factory, "flux2")
 
 
 class EmbeddedStack:

@@ -9,22 +9,96 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from trainer.families.base import LoadedModel, ModelFamily, TextOut
+from trainer.families.base import LoadedModel, ModelFamily, ModelLoadError, RenderSettings, TextOut, model_name
 from trainer.families.dit_memory import store_linears_in_fp8, swap_blocks
+from trainer.families.text_files import load_text_encoder_file
 from trainer.job.config import TrainConfig
+from trainer.job.prompts import PromptSpec
 from trainer.training.flow import apply_prediction_type, euler_sigmas, sample_t, schedule_mu, scheduler_schedule
 
 Velocity = Callable[[torch.Tensor, torch.Tensor, TextOut], torch.Tensor]  # (latents, σ [B], text) → v
 
 
+@dataclass
+class DiTModel:
+    family: str
+    name: str
+    transformer: nn.Module
+    vae: nn.Module
+    text_encoders: list[nn.Module]
+    tokenizers: list
+    scheduler_config: dict = field(default_factory=dict)
+
+    @property
+    def denoiser(self) -> nn.Module:
+        return self.transformer
+
+
 class DiTFamily(ModelFamily):
     latent_patch = 2  # latent pixels per side of one image token
+    pipeline = ""  # the diffusers pipeline class a model folder of this family holds
+    transformer_class = ""  # the diffusers transformer class, for a single transformer file
+    vae_class = "AutoencoderKL"
+
+    # Loading ---------------------------------------------------------------------------------------------------
+    def load(self, cfg: TrainConfig) -> LoadedModel:
+        """A diffusers folder or hub id, or a single transformer file with `pretrained_model_config` naming a local
+        folder for the rest; a `qwen3` text-encoder file over the folder's, for the families that declare it."""
+        if Path(cfg.pretrained_model_name_or_path).is_file():
+            model = self._from_single_files(cfg)
+        else:
+            model = self.load_location(cfg.pretrained_model_name_or_path)
+        if getattr(cfg, "qwen3", None):
+            load_text_encoder_file(model.text_encoders[0], cfg.qwen3)
+        return model
+
+    def load_location(self, location: str, *, v_parameterization: bool = False) -> LoadedModel:
+        path = Path(location)
+        if path.is_dir() and not (path / "model_index.json").is_file():
+            raise ModelLoadError(f"{location}: a model folder needs model_index.json (diffusers layout)")
+        if not path.exists() and (location.count("/") != 1 or location.startswith((".", "/"))):
+            raise ModelLoadError(f"{location}: no such model folder or file")
+        try:
+            pipe = self._diffusers(self.pipeline).from_pretrained(location)
+        except OSError as exc:
+            raise ModelLoadError(f"{location}: not a local path and not reachable as a hub id ({exc})") from None
+        return self._from_pipeline(pipe, model_name(location))
+
+    def _from_pipeline(self, pipe, name: str) -> LoadedModel:  # noqa: ANN001
+        return DiTModel(self.info.name, name, pipe.transformer, pipe.vae, [pipe.text_encoder], [pipe.tokenizer],
+                        dict(pipe.scheduler.config))
+
+    def _from_single_files(self, cfg: TrainConfig) -> LoadedModel:
+        """The transformer as one file (its release's or ComfyUI's key layout: diffusers converts either), a `vae`
+        file over the folder's."""
+        if not cfg.pretrained_model_config:
+            raise ModelLoadError(f"pretrained_model_config: a single-file {self.info.label} model needs a local "
+                                 "diffusers folder for its configs and tokenizer")
+        folder = cfg.pretrained_model_config
+        try:
+            transformer = self._diffusers(self.transformer_class).from_single_file(
+                cfg.pretrained_model_name_or_path, config=folder, subfolder="transformer")
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"{cfg.pretrained_model_name_or_path}: not a {self.info.label} transformer file "
+                                 f"for this config ({exc})") from None
+        pipe = self._diffusers(self.pipeline).from_pretrained(folder, transformer=transformer)
+        if cfg.vae:
+            pipe.vae = self._diffusers(self.vae_class).from_single_file(cfg.vae, config=folder, subfolder="vae")
+        return self._from_pipeline(pipe, model_name(cfg.pretrained_model_name_or_path))
+
+    @staticmethod
+    def _diffusers(name: str):  # noqa: ANN205
+        import diffusers
+
+        return getattr(diffusers, name)
 
     @abstractmethod
     def blocks(self, model: LoadedModel) -> list[nn.Module]:
@@ -69,6 +143,29 @@ class DiTFamily(ModelFamily):
         if weighting is not None:
             loss = loss * weighting.view(-1, 1, 1, 1)
         return loss.mean(dim=(1, 2, 3))
+
+    def render_settings(self, cfg: TrainConfig) -> RenderSettings:
+        return self.settings_for(cfg.resolution_wh, "euler", self.text_settings(cfg))  # Euler is their sampler
+
+    def real_cfg_scale(self, guidance: float) -> float | None:
+        """The CFG scale a prompt's --l asks for, None for sampling without a negative (1 is no guidance)."""
+        return guidance if guidance > 1 else None
+
+    @torch.no_grad()
+    def render(self, model: LoadedModel, spec: PromptSpec, *, seed: int, settings: RenderSettings) -> Image.Image:
+        """Euler over the model's own schedule with its default steps (a family rendering this way provides
+        `_encode(model, captions)` and `predict(model, latents, σ, text)`)."""
+        width = (spec.width or settings.default_size[0]) // 16 * 16
+        height = (spec.height or settings.default_size[1]) // 16 * 16
+        scale = self.real_cfg_scale(settings.cfg_for(spec))
+        positive = self._encode(model, [spec.prompt])
+        negative = self._encode(model, [spec.negative]) if scale is not None else None
+
+        def velocity(latents: torch.Tensor, level: torch.Tensor, text: TextOut) -> torch.Tensor:
+            return self.predict(model, latents, level, text)
+
+        return self.euler(model, velocity, positive, negative, scale or 1.0, (width, height),
+                          settings.steps_for(spec), seed)
 
     @torch.no_grad()
     def euler(self, model: LoadedModel, velocity: Velocity, positive: TextOut, negative: TextOut | None,

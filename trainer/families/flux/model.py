@@ -8,8 +8,7 @@ exactly as sd-scripts writes them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 from trainer.families.base import ModelLoadError, RenderSettings, TextOut, model_name
-from trainer.families.dit import DiTFamily
+from trainer.families.dit import DiTFamily, DiTModel
 from trainer.families.flux.names import kohya_unet_names, peft_to_kohya, text_targets
 from trainer.families.text_files import load_text_encoder_file
 from trainer.job.args import arg_value
@@ -27,18 +26,8 @@ from trainer.networks.network import Candidate
 
 
 @dataclass
-class FluxModel:
-    family: str  # "flux" | "chroma"
-    name: str
-    transformer: nn.Module
-    vae: nn.Module
-    text_encoders: list[nn.Module]  # [CLIP-L, T5] for FLUX, [T5] for Chroma
-    tokenizers: list
-    scheduler_config: dict = field(default_factory=dict)
-
-    @property
-    def denoiser(self) -> nn.Module:
-        return self.transformer
+class FluxModel(DiTModel):
+    """text_encoders: [CLIP-L, T5] for FLUX.1, [T5] for Chroma."""
 
     @property
     def clip(self) -> nn.Module | None:
@@ -61,29 +50,6 @@ class Flux(DiTFamily):
     always_masked = False  # whether previews read T5 with its padding masked whatever the run did
 
     # Loading ---------------------------------------------------------------------------------------------------
-    def _pipeline_class(self):  # noqa: ANN202
-        import diffusers
-
-        return getattr(diffusers, self.pipeline)
-
-    def load(self, cfg: TrainConfig) -> FluxModel:
-        location = cfg.pretrained_model_name_or_path
-        if Path(location).is_file():
-            return self._from_single_files(cfg)
-        return self.load_location(location)
-
-    def load_location(self, location: str, *, v_parameterization: bool = False) -> FluxModel:
-        path = Path(location)
-        if path.is_dir() and not (path / "model_index.json").is_file():
-            raise ModelLoadError(f"{location}: a model folder needs model_index.json (diffusers layout)")
-        if not path.exists() and (location.count("/") != 1 or location.startswith((".", "/"))):
-            raise ModelLoadError(f"{location}: no such model folder or file")
-        try:
-            pipe = self._pipeline_class().from_pretrained(location)
-        except OSError as exc:
-            raise ModelLoadError(f"{location}: not a local path and not reachable as a hub id ({exc})") from None
-        return self._from_pipeline(pipe, model_name(location))
-
     def _from_pipeline(self, pipe, name: str) -> FluxModel:  # noqa: ANN001
         encoders, tokenizers = self._text_parts(pipe)
         return FluxModel(self.info.name, name, pipe.transformer, pipe.vae, encoders, tokenizers,
@@ -233,9 +199,6 @@ class Flux(DiTFamily):
     def real_cfg(self, spec: PromptSpec, settings: RenderSettings) -> bool:
         """FLUX.1 is guidance-distilled: real CFG only when a negative prompt asks for it."""
         return bool(spec.negative) and settings.cfg_for(spec) > 1
-
-    def render_settings(self, cfg: TrainConfig) -> RenderSettings:
-        return self.settings_for(cfg.resolution_wh, "euler", self.text_settings(cfg))
 
     @torch.no_grad()
     def render(self, model: FluxModel, spec: PromptSpec, *, seed: int, settings: RenderSettings) -> Image.Image:

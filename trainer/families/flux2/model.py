@@ -9,26 +9,21 @@ split q/k/v (and the text stream's add_*_proj) are trained as one fused `qkv` mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 
-from trainer.families.base import ModelLoadError, RenderSettings, TextOut, model_name
-from trainer.families.dit import DiTFamily
-from trainer.families.text_files import load_text_encoder_file
+from trainer.families.base import TextOut
+from trainer.families.dit import DiTFamily, DiTModel
+from trainer.families.qwen3 import chat_tokens
 from trainer.job.config import TrainConfig
-from trainer.job.prompts import PromptSpec
 from trainer.networks.adapters import split_key
 from trainer.networks.names import UNET_PREFIX, to_kohya
 from trainer.networks.network import Candidate
 from trainer.training.flow import euler_sigmas, time_shift
 
 TEXT_LAYERS = (9, 18, 27)
-MAX_TEXT_TOKENS = 512
 # BFL name → the diffusers modules it fuses, per block kind
 DOUBLE = {"img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"), "img_attn.proj": ("attn.to_out.0",),
           "txt_attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
@@ -39,69 +34,15 @@ BLOCKS = (("transformer_blocks", "double_blocks", DOUBLE), ("single_transformer_
 PEFT_NAMES = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
 
 
-@dataclass
-class Flux2Model:
-    family: str
-    name: str
-    transformer: nn.Module
-    vae: nn.Module
-    text_encoders: list[nn.Module]  # [Qwen3]
-    tokenizers: list
-    scheduler_config: dict = field(default_factory=dict)
-
-    @property
-    def denoiser(self) -> nn.Module:
-        return self.transformer
+Flux2Model = DiTModel
 
 
 class Flux2(DiTFamily):
     latent_patch = 1  # the latents are patchified already: one token per latent pixel
 
-    # Loading ---------------------------------------------------------------------------------------------------
-    def load(self, cfg: TrainConfig) -> Flux2Model:
-        if Path(cfg.pretrained_model_name_or_path).is_file():
-            model = self._from_single_files(cfg)
-        else:
-            model = self.load_location(cfg.pretrained_model_name_or_path)
-        if cfg.qwen3:
-            load_text_encoder_file(model.text_encoders[0], cfg.qwen3)
-        return model
-
-    def load_location(self, location: str, *, v_parameterization: bool = False) -> Flux2Model:
-        from diffusers import Flux2KleinPipeline
-
-        path = Path(location)
-        if path.is_dir() and not (path / "model_index.json").is_file():
-            raise ModelLoadError(f"{location}: a model folder needs model_index.json (diffusers layout)")
-        if not path.exists() and (location.count("/") != 1 or location.startswith((".", "/"))):
-            raise ModelLoadError(f"{location}: no such model folder or file")
-        try:
-            pipe = Flux2KleinPipeline.from_pretrained(location)
-        except OSError as exc:
-            raise ModelLoadError(f"{location}: not a local path and not reachable as a hub id ({exc})") from None
-        return self._from_pipeline(pipe, model_name(location))
-
-    def _from_pipeline(self, pipe, name: str) -> Flux2Model:  # noqa: ANN001
-        return Flux2Model(self.info.name, name, pipe.transformer, pipe.vae, [pipe.text_encoder], [pipe.tokenizer],
-                          dict(pipe.scheduler.config))
-
-    def _from_single_files(self, cfg: TrainConfig) -> Flux2Model:
-        if not cfg.pretrained_model_config:
-            raise ModelLoadError("pretrained_model_config: a single-file FLUX.2 model needs a local diffusers "
-                                 "folder for its configs and tokenizer")
-        from diffusers import AutoencoderKLFlux2, Flux2KleinPipeline, Flux2Transformer2DModel
-
-        folder = cfg.pretrained_model_config
-        try:
-            transformer = Flux2Transformer2DModel.from_single_file(cfg.pretrained_model_name_or_path,
-                                                                   config=folder, subfolder="transformer")
-        except (KeyError, ValueError, RuntimeError) as exc:
-            raise ModelLoadError(f"{cfg.pretrained_model_name_or_path}: not a FLUX.2 transformer file for this "
-                                 f"config ({exc})") from None
-        pipe = Flux2KleinPipeline.from_pretrained(folder, transformer=transformer)
-        if cfg.vae:
-            pipe.vae = AutoencoderKLFlux2.from_single_file(cfg.vae, config=folder, subfolder="vae")
-        return self._from_pipeline(pipe, model_name(cfg.pretrained_model_name_or_path))
+    pipeline = "Flux2KleinPipeline"
+    transformer_class = "Flux2Transformer2DModel"
+    vae_class = "AutoencoderKLFlux2"
 
     def blocks(self, model: Flux2Model) -> list[nn.Module]:
         return [*model.transformer.transformer_blocks, *model.transformer.single_transformer_blocks]
@@ -158,11 +99,7 @@ class Flux2(DiTFamily):
     def _encode(self, model: Flux2Model, captions: list[str]) -> TextOut:
         tokenizer, encoder = model.tokenizers[0], model.text_encoders[0]
         device = next(encoder.parameters()).device
-        chats = [tokenizer.apply_chat_template([{"role": "user", "content": caption}], tokenize=False,
-                                               add_generation_prompt=True, enable_thinking=False)
-                 for caption in captions]
-        tokens = tokenizer(chats, padding="max_length", max_length=MAX_TEXT_TOKENS, truncation=True,
-                           return_tensors="pt")
+        tokens = chat_tokens(tokenizer, captions, thinking=False)
         states = encoder(input_ids=tokens.input_ids.to(device), attention_mask=tokens.attention_mask.to(device),
                          output_hidden_states=True, use_cache=False).hidden_states
         return (torch.cat([states[k] for k in TEXT_LAYERS], dim=-1),)
@@ -200,9 +137,6 @@ class Flux2(DiTFamily):
             "modelspec.implementation": "https://github.com/black-forest-labs/flux2",
         }
 
-    def render_settings(self, cfg: TrainConfig) -> RenderSettings:
-        return self.settings_for(cfg.resolution_wh, "euler")
-
     def noise_shape(self, model: Flux2Model, width: int, height: int) -> tuple[int, ...]:
         scale = 2 * self.vae_scale(model)
         return (1, 4 * model.vae.config.latent_channels, height // scale, width // scale)
@@ -219,20 +153,6 @@ class Flux2(DiTFamily):
         pixels = patches.reshape(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c // 4, h * 2, w * 2)
         return model.vae.decode(pixels.to(next(model.vae.parameters()).dtype)).sample
 
-    @torch.no_grad()
-    def render(self, model: Flux2Model, spec: PromptSpec, *, seed: int, settings: RenderSettings) -> Image.Image:
-        """Euler with FLUX.2's shift; klein is distilled (4 steps, no CFG); --l above 1 adds real CFG against the
-        negative prompt, as its pipeline does for undistilled models."""
-        width = (spec.width or settings.default_size[0]) // 16 * 16
-        height = (spec.height or settings.default_size[1]) // 16 * 16
-        scale = settings.cfg_for(spec)
-        positive = self._encode(model, [spec.prompt])
-        negative = self._encode(model, [spec.negative]) if scale > 1 else None
-
-        def velocity(latents: torch.Tensor, level: torch.Tensor, text: TextOut) -> torch.Tensor:
-            return self.predict(model, latents, level, text)
-
-        return self.euler(model, velocity, positive, negative, scale, (width, height), settings.steps_for(spec), seed)
 
 
 def empirical_mu(image_tokens: int, steps: int) -> float:

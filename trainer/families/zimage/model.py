@@ -9,19 +9,16 @@ fused `attention.qkv` itself; musubi-tuner's `lora_unet_…` files are read too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 
-from trainer.families.base import ModelLoadError, RenderSettings, TextOut, model_name
-from trainer.families.dit import DiTFamily
-from trainer.families.text_files import load_text_encoder_file
+from trainer.families.base import ModelLoadError, TextOut
+from trainer.families.dit import DiTFamily, DiTModel
+from trainer.families.qwen3 import chat_tokens
 from trainer.job.config import TrainConfig
-from trainer.job.prompts import PromptSpec
 from trainer.networks.adapters import split_key
 from trainer.networks.network import Candidate
 
@@ -29,77 +26,23 @@ PREFIX = "diffusion_model."
 BLOCK_GROUPS = ("noise_refiner", "context_refiner", "layers")  # in the order they run
 TARGETS = ("attention.to_q", "attention.to_k", "attention.to_v", "attention.to_out.0", "feed_forward.w1",
            "feed_forward.w2", "feed_forward.w3", "adaLN_modulation.0")
-MAX_TEXT_TOKENS = 512
 PEFT_NAMES = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
 # names in musubi-tuner's `lora_unet_` keys whose own underscores are not path separators
 _JOINED = ("to_q", "to_k", "to_v", "to_out", "feed_forward", "adaLN_modulation", "noise_refiner", "context_refiner")
 
 
-@dataclass
-class ZImageModel:
-    family: str
-    name: str
-    transformer: nn.Module
-    vae: nn.Module
-    text_encoders: list[nn.Module]  # [Qwen3]
-    tokenizers: list
-    scheduler_config: dict = field(default_factory=dict)
-
-    @property
-    def denoiser(self) -> nn.Module:
-        return self.transformer
+ZImageModel = DiTModel
 
 
 class ZImage(DiTFamily):
-    # Loading ---------------------------------------------------------------------------------------------------
+    pipeline = "ZImagePipeline"
+    transformer_class = "ZImageTransformer2DModel"
+
     def load(self, cfg: TrainConfig) -> ZImageModel:
-        if Path(cfg.pretrained_model_name_or_path).is_file():
-            model = self._from_single_files(cfg)
-        else:
-            model = self.load_location(cfg.pretrained_model_name_or_path)
-        if cfg.qwen3:
-            load_text_encoder_file(model.text_encoders[0], cfg.qwen3)
+        model = super().load(cfg)
         if getattr(cfg, "training_adapter", None):
             merge_adapter(self, model, cfg.training_adapter)
         return model
-
-    def load_location(self, location: str, *, v_parameterization: bool = False) -> ZImageModel:
-        from diffusers import ZImagePipeline
-
-        path = Path(location)
-        if path.is_dir() and not (path / "model_index.json").is_file():
-            raise ModelLoadError(f"{location}: a model folder needs model_index.json (diffusers layout)")
-        if not path.exists() and (location.count("/") != 1 or location.startswith((".", "/"))):
-            raise ModelLoadError(f"{location}: no such model folder or file")
-        try:
-            pipe = ZImagePipeline.from_pretrained(location)
-        except OSError as exc:
-            raise ModelLoadError(f"{location}: not a local path and not reachable as a hub id ({exc})") from None
-        return self._from_pipeline(pipe, model_name(location))
-
-    def _from_pipeline(self, pipe, name: str) -> ZImageModel:  # noqa: ANN001
-        return ZImageModel(self.info.name, name, pipe.transformer, pipe.vae, [pipe.text_encoder], [pipe.tokenizer],
-                           dict(pipe.scheduler.config))
-
-    def _from_single_files(self, cfg: TrainConfig) -> ZImageModel:
-        """The transformer as one file (Z-Image's release or ComfyUI's split file, either key layout), with the
-        configs, tokenizer and the other parts from a local diffusers folder; `qwen3` and `vae` files over those."""
-        if not cfg.pretrained_model_config:
-            raise ModelLoadError("pretrained_model_config: a single-file Z-Image model needs a local diffusers "
-                                 "folder for its configs and tokenizer")
-        from diffusers import AutoencoderKL, ZImagePipeline, ZImageTransformer2DModel
-
-        folder = cfg.pretrained_model_config
-        try:
-            transformer = ZImageTransformer2DModel.from_single_file(cfg.pretrained_model_name_or_path,
-                                                                    config=folder, subfolder="transformer")
-        except (KeyError, ValueError, RuntimeError) as exc:
-            raise ModelLoadError(f"{cfg.pretrained_model_name_or_path}: not a Z-Image transformer file for this "
-                                 f"config ({exc})") from None
-        pipe = ZImagePipeline.from_pretrained(folder, transformer=transformer)
-        if cfg.vae:
-            pipe.vae = AutoencoderKL.from_single_file(cfg.vae, config=folder, subfolder="vae")
-        return self._from_pipeline(pipe, model_name(cfg.pretrained_model_name_or_path))
 
     def blocks(self, model: ZImageModel) -> list[nn.Module]:
         return [block for group in BLOCK_GROUPS for block in getattr(model.transformer, group)]
@@ -135,11 +78,7 @@ class ZImage(DiTFamily):
         longest caption (the transformer reads each caption's real tokens only)."""
         tokenizer, encoder = model.tokenizers[0], model.text_encoders[0]
         device = next(encoder.parameters()).device
-        chats = [tokenizer.apply_chat_template([{"role": "user", "content": caption}], tokenize=False,
-                                               add_generation_prompt=True, enable_thinking=True)
-                 for caption in captions]
-        tokens = tokenizer(chats, padding="max_length", max_length=MAX_TEXT_TOKENS, truncation=True,
-                           return_tensors="pt")
+        tokens = chat_tokens(tokenizer, captions, thinking=True)
         mask = tokens.attention_mask.to(device)
         hidden = encoder(input_ids=tokens.input_ids.to(device), attention_mask=mask.bool(),
                          output_hidden_states=True).hidden_states[-2]
@@ -173,24 +112,11 @@ class ZImage(DiTFamily):
             "modelspec.implementation": "https://github.com/Tongyi-MAI/Z-Image",
         }
 
-    def render_settings(self, cfg: TrainConfig) -> RenderSettings:
-        return self.settings_for(cfg.resolution_wh, "euler")
+    def real_cfg_scale(self, guidance: float) -> float | None:
+        """--l is Z-Image's own guidance, as its pipeline takes it: the prediction moves by l × (positive −
+        negative), so 0 is off (Turbo's default) and l is CFG at scale l + 1."""
+        return guidance + 1 if guidance > 0 else None
 
-    @torch.no_grad()
-    def render(self, model: ZImageModel, spec: PromptSpec, *, seed: int, settings: RenderSettings) -> Image.Image:
-        """Euler over the model's shifted schedule. --l is Z-Image's guidance (as its pipeline: the prediction
-        moves by l × (positive − negative), 0 = off, Turbo's default); --s defaults to 9 (Turbo) or 28 (Base)."""
-        width = (spec.width or settings.default_size[0]) // 16 * 16
-        height = (spec.height or settings.default_size[1]) // 16 * 16
-        guidance = settings.cfg_for(spec)
-        positive = self._encode(model, [spec.prompt])
-        negative = self._encode(model, [spec.negative]) if guidance > 0 else None
-
-        def velocity(latents: torch.Tensor, level: torch.Tensor, text: TextOut) -> torch.Tensor:
-            return self.predict(model, latents, level, text)
-
-        return self.euler(model, velocity, positive, negative, guidance + 1, (width, height),
-                          settings.steps_for(spec), seed)
 
 
 def file_layout(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
