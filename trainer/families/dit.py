@@ -109,6 +109,9 @@ class DiTFamily(ModelFamily):
                           text: TextOut) -> torch.Tensor:
         """The transformer's velocity (ε − x0) for latents [B, C, H, W] at noise levels σ [B], as trained."""
 
+    def default_text_encoders(self, cfg: TrainConfig) -> tuple[int, ...]:
+        return ()  # the text encoder stays frozen (as in ai-toolkit and musubi-tuner), unless a family says otherwise
+
     def place(self, model: LoadedModel, cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> None:
         for module in (model.denoiser, model.vae, *model.text_encoders):
             module.requires_grad_(False)

@@ -48,9 +48,6 @@ class Flux2(DiTFamily):
         return [*model.transformer.transformer_blocks, *model.transformer.single_transformer_blocks]
 
     # Networks --------------------------------------------------------------------------------------------------
-    def default_text_encoders(self, cfg: TrainConfig) -> tuple[int, ...]:
-        return ()
-
     def lora_targets(self, model: Flux2Model, *, with_conv: bool, denoiser: bool = True,
                      text: bool | tuple[int, ...] = True, network_args: list[str] | None = None,
                      names: tuple[str, ...] = ()) -> list[Candidate]:

@@ -48,9 +48,6 @@ class ZImage(DiTFamily):
         return [block for group in BLOCK_GROUPS for block in getattr(model.transformer, group)]
 
     # Networks --------------------------------------------------------------------------------------------------
-    def default_text_encoders(self, cfg: TrainConfig) -> tuple[int, ...]:
-        return ()  # Qwen3 is not trained (as in ai-toolkit and musubi-tuner); pre-flight says so
-
     def lora_targets(self, model: ZImageModel, *, with_conv: bool, denoiser: bool = True,
                      text: bool | tuple[int, ...] = True, network_args: list[str] | None = None,
                      names: tuple[str, ...] = ()) -> list[Candidate]:
