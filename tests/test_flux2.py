@@ -97,6 +97,23 @@ def test_a_flux2_lora_trains_with_previews_and_reloads_in_diffusers_with_the_sam
     theirs = predictions_with_lora("flux2", flux2_tiny, tmp_path / "ai-toolkit.safetensors", _inputs)
     assert torch.allclose(theirs["ours"], out["ours"], atol=1e-6)
 
+    # diffusers' own layout: PEFT lora_A / lora_B on each split module (q, k, v apart), fused back when read
+    model = runtime("flux2").load_location(str(flux2_tiny))
+    paths = {id(module): path for path, module in model.transformer.named_modules()}
+    split = {}
+    for candidate in runtime("flux2").lora_targets(model, with_conv=False):
+        down, up = weights[f"{candidate.name}.lora_down.weight"], weights[f"{candidate.name}.lora_up.weight"]
+        scale = weights[f"{candidate.name}.alpha"] / down.shape[0]
+        row = 0
+        for part in candidate.parts or (candidate.module,):
+            split[f"transformer.{paths[id(part)]}.lora_A.weight"] = down * scale
+            split[f"transformer.{paths[id(part)]}.lora_B.weight"] = up[row : row + part.out_features]
+            row += part.out_features
+    save_file(split, str(tmp_path / "diffusers.safetensors"))
+    theirs = predictions_with_lora("flux2", flux2_tiny, tmp_path / "diffusers.safetensors", _inputs)
+    assert torch.allclose(theirs["ours"], out["ours"], atol=1e-6)
+    assert torch.allclose(theirs["diffusers"], out["ours"], atol=1e-5)
+
 def test_flux2_trains_with_fp8_storage_and_block_swap_and_renders_its_few_steps(flux2_tiny, dataset, tmp_path):
     cfg = build_config(_values(flux2_tiny, dataset, tmp_path / "out", fp8_base=True, blocks_to_swap=2,
                                mixed_precision="bf16", max_train_epochs=1))

@@ -6,13 +6,12 @@ three (to_q, to_k, to_v) in diffusers. Each diffusers module maps to (kohya name
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
 
 from trainer.networks.names import TEXT_CLASSES, text_encoder_name, to_kohya
 from trainer.networks.network import Candidate
+from trainer.networks.peft import PEFT_KEY, peft_to_fused
 
 T5_CLASSES = frozenset({"T5Attention", "T5DenseGatedActDense"})
 DOUBLE = {  # diffusers module path in transformer_blocks.{i} → (BFL name, part index in the fused module)
@@ -47,47 +46,19 @@ def text_targets(encoder: nn.Module, group: str, is_clip: bool) -> list[Candidat
     return out
 
 
-_PEFT_KEY = re.compile(r"^(?:transformer|diffusion_model|text_encoder)\.(.+)\.lora_([AB])\.weight$")
 
 
 def peft_to_kohya(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A diffusers/PEFT FLUX LoRA (`transformer.….lora_A/B.weight`) → kohya fused modules: downs stacked, ups
-    block-diagonal, alpha = the summed rank (PEFT's scale 1 without an alpha)."""
-    parts: dict[str, dict[int, dict[str, torch.Tensor]]] = {}
-    sizes: dict[str, int] = {}
-    names = kohya_names_for_paths({k for key in weights if (m := _PEFT_KEY.match(key)) for k in [m[1]]})
-    for key, tensor in weights.items():
-        match = _PEFT_KEY.match(key)
-        if not match:
-            continue
-        path = match[1]
+    """A diffusers/PEFT FLUX LoRA (`transformer.….lora_A/B.weight`) → lora_flux's fused modules."""
+    names = kohya_names_for_paths({m[1] for key in weights if (m := PEFT_KEY.match(key))})
+
+    def name_of(key: str, path: str) -> tuple[str, int]:
         if key.startswith("text_encoder."):
-            name, index = text_encoder_name("lora_te1", path), 0
-        elif path in names:
-            name, index = names[path]
-        else:  # no lora_flux module: kept under a kohya-style name, so loading reports it as unmatched
-            name, index = to_kohya("lora_unet", path), 0
-        parts.setdefault(name, {}).setdefault(index, {})[match[2]] = tensor
-        if match[2] == "B":
-            sizes[f"{name}:{index}"] = tensor.shape[0]
-    out: dict[str, torch.Tensor] = {}
-    for name, by_index in parts.items():
-        count = max(by_index) + 1
-        downs = [by_index[i]["A"] for i in sorted(by_index)]
-        rank = sum(d.shape[0] for d in downs)
-        up = torch.zeros(sum(sizes.get(f"{name}:{i}", 0) for i in range(count)), rank, dtype=downs[0].dtype)
-        row = column = 0
-        for i in range(count):
-            height = sizes.get(f"{name}:{i}", 0)
-            if i in by_index:
-                r = by_index[i]["A"].shape[0]
-                up[row : row + height, column : column + r] = by_index[i]["B"]
-                column += r
-            row += height
-        out[f"{name}.lora_down.weight"] = torch.cat(downs)
-        out[f"{name}.lora_up.weight"] = up
-        out[f"{name}.alpha"] = torch.tensor(float(rank))
-    return out
+            return text_encoder_name("lora_te1", path), 0
+        # a module lora_flux has no name for keeps a kohya-style name, so loading reports it as unmatched
+        return names.get(path, (to_kohya("lora_unet", path), 0))
+
+    return peft_to_fused(weights, name_of)
 
 
 def kohya_names_for_paths(paths: set[str]) -> dict[str, tuple[str, int]]:

@@ -21,6 +21,7 @@ from trainer.job.config import TrainConfig
 from trainer.networks.adapters import split_key
 from trainer.networks.names import UNET_PREFIX, to_kohya
 from trainer.networks.network import Candidate
+from trainer.networks.peft import peft_to_fused
 from trainer.training.flow import euler_sigmas, time_shift
 
 TEXT_LAYERS = (9, 18, 27)
@@ -31,6 +32,9 @@ DOUBLE = {"img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"), "img_attn.pro
           "txt_mlp.0": ("ff_context.linear_in",), "txt_mlp.2": ("ff_context.linear_out",)}
 SINGLE = {"linear1": ("attn.to_qkv_mlp_proj",), "linear2": ("attn.to_out",)}
 BLOCKS = (("transformer_blocks", "double_blocks", DOUBLE), ("single_transformer_blocks", "single_blocks", SINGLE))
+# diffusers module path inside a block → (BFL name, part index), per block kind
+PARTS = {group: (bfl_group, {path: (bfl, part) for bfl, paths in table.items() for part, path in enumerate(paths)})
+         for group, bfl_group, table in BLOCKS}
 PEFT_NAMES = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
 
 
@@ -64,7 +68,10 @@ class Flux2(DiTFamily):
         return out
 
     def kohya_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """ai-toolkit's layout (`diffusion_model.` + BFL names, lora_A / lora_B, no alpha) → lorabake's."""
+        """Other layouts → lorabake's: diffusers' own (PEFT lora_A / lora_B on the split modules, fused here) and
+        ai-toolkit's (`diffusion_model.` + BFL names, lora_A / lora_B, no alpha)."""
+        if any(key.startswith("transformer.") for key in weights):
+            return peft_to_fused(weights, lambda key, path: file_name(path))
         if not any(key.startswith("diffusion_model.") for key in weights):
             return weights
         out: dict[str, torch.Tensor] = {}
@@ -150,6 +157,18 @@ class Flux2(DiTFamily):
         pixels = patches.reshape(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c // 4, h * 2, w * 2)
         return model.vae.decode(pixels.to(next(model.vae.parameters()).dtype)).sample
 
+
+
+def file_name(path: str) -> tuple[str, int]:
+    """A diffusers module path → (its module name in lorabake's files, its part in that fused module); a module
+    with no such name keeps a kohya-style one, so loading reports it as unmatched."""
+    group, _, rest = path.partition(".")
+    index, _, inner = rest.partition(".")
+    bfl_group, parts = PARTS.get(group, ("", {}))
+    if inner in parts and index.isdigit():
+        bfl, part = parts[inner]
+        return to_kohya(UNET_PREFIX, f"{bfl_group}.{index}.{bfl}"), part
+    return to_kohya(UNET_PREFIX, path), 0
 
 
 def empirical_mu(image_tokens: int, steps: int) -> float:
