@@ -15,8 +15,13 @@ PEFT_TARGETS = (r".*transformer_blocks\.\d+\.(attn\.(to_q|to_k|to_v|add_q_proj|a
                 r"ff\.net\.2|ff_context\.net\.0\.proj|ff_context\.net\.2)")
 
 
-def plain_flux_step(model_dir: Path, batch: dict):
-    """What a minimal diffusers + peft FLUX LoRA loop does per step, written as plainly as possible."""
+# sd-scripts' FLUX model runs each stream's q, k, v as one Linear: diffusers' fused projections are that layout
+FUSED_TARGETS = PEFT_TARGETS.replace("to_q|to_k|to_v|add_q_proj|add_k_proj|add_v_proj", "to_qkv|to_added_qkv")
+
+
+def plain_flux_step(model_dir: Path, batch: dict, fused: bool = False):
+    """What a minimal diffusers + peft FLUX LoRA loop does per step, written as plainly as possible; `fused`: on
+    the fused q/k/v projections sd-scripts' own FLUX model has (the reference for sd-scripts' speed)."""
     from diffusers import FluxPipeline
     from peft import LoraConfig
 
@@ -24,9 +29,12 @@ def plain_flux_step(model_dir: Path, batch: dict):
 
     pipe = FluxPipeline.from_pretrained(model_dir)
     transformer = pipe.transformer
+    if fused:
+        transformer.fuse_qkv_projections()
     for module in (transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
         module.requires_grad_(False)
-    transformer.add_adapter(LoraConfig(r=8, lora_alpha=8, init_lora_weights="gaussian", target_modules=PEFT_TARGETS))
+    transformer.add_adapter(LoraConfig(r=8, lora_alpha=8, init_lora_weights="gaussian",
+                                       target_modules=FUSED_TARGETS if fused else PEFT_TARGETS))
     optimizer = torch.optim.AdamW([p for p in transformer.parameters() if p.requires_grad], lr=1e-4)
     with torch.no_grad():
         hidden, pooled, _ = pipe.encode_prompt(batch["captions"], None, max_sequence_length=512)
@@ -46,3 +54,7 @@ def plain_flux_step(model_dir: Path, batch: dict):
         optimizer.zero_grad(set_to_none=True)
 
     return step
+
+
+def fused_flux_step(model_dir: Path, batch: dict):
+    return plain_flux_step(model_dir, batch, fused=True)

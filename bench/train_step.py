@@ -3,7 +3,7 @@ same process, reported as a ratio (lower is better; the target is ≤ 1.0). On a
 SD1.5 (512 px, bs 8) and SDXL (1024 px, bs 4) UNets with random weights, bf16, cached latents: images/s, MFU and
 peak memory, plus SDXL bs 1 with gradient checkpointing.
 
-    python bench/train_step.py [--steps 30] [--gpu-only] [--family sd15|flux|zimage|flux2]
+    python bench/train_step.py [--steps 30] [--gpu-only] [--family sd15|flux|flux-fused|zimage|flux2]
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-# the plain diffusers + peft loop each DiT family is measured against: (module, its config values, its builder)
-PLAIN_LOOPS = {"flux": ("bench.flux_step", "FLUX_VALUES", "plain_flux_step"),
-               "zimage": ("bench.zimage_step", "ZIMAGE_VALUES", "plain_zimage_step"),
-               "flux2": ("bench.flux2_step", "FLUX2_VALUES", "plain_flux2_step")}
+# the plain diffusers + peft loops DiT families are measured against: (family, module, config values, builder);
+# flux-fused is the reference for sd-scripts' speed (its FLUX model runs q, k, v fused)
+PLAIN_LOOPS = {"flux": ("flux", "bench.flux_step", "FLUX_VALUES", "plain_flux_step"),
+               "flux-fused": ("flux", "bench.flux_step", "FLUX_VALUES", "fused_flux_step"),
+               "zimage": ("zimage", "bench.zimage_step", "ZIMAGE_VALUES", "plain_zimage_step"),
+               "flux2": ("flux2", "bench.flux2_step", "FLUX2_VALUES", "plain_flux2_step")}
 FLOP_PER_IMAGE = {"sd15": 1.73e12, "sdxl": 14.2e12}  # forward + backward, per the issue's reference figures
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
@@ -198,9 +200,9 @@ def main() -> None:
     parser.add_argument("--family", choices=["sd15", *PLAIN_LOOPS], default="sd15")
     args = parser.parse_args()
     if args.family in PLAIN_LOOPS:
-        module, values, builder = PLAIN_LOOPS[args.family]
+        family, module, values, builder = PLAIN_LOOPS[args.family]
         loop = importlib.import_module(module)
-        cpu_ratio(args.steps, args.family, getattr(loop, builder), **getattr(loop, values))
+        cpu_ratio(args.steps, family, getattr(loop, builder), **getattr(loop, values))
         return
     if not args.gpu_only:
         cpu_ratio(args.steps)

@@ -51,6 +51,7 @@ class Flux(DiTFamily):
 
     # Loading ---------------------------------------------------------------------------------------------------
     def _from_pipeline(self, pipe, name: str) -> FluxModel:  # noqa: ANN001
+        fuse_frozen_projections(pipe.transformer)
         encoders, tokenizers = self._text_parts(pipe)
         return FluxModel(self.info.name, name, pipe.transformer, pipe.vae, encoders, tokenizers,
                          dict(pipe.scheduler.config))
@@ -249,6 +250,20 @@ class Chroma(Flux):
 
     def real_cfg(self, spec: PromptSpec, settings: RenderSettings) -> bool:
         return True
+
+
+def fuse_frozen_projections(transformer: nn.Module) -> None:
+    """Run each stream's q, k and v as one Linear, as sd-scripts' FLUX model does (diffusers' own fused attention
+    path), and drop the split modules so each weight is held once: a third of the attention projections' calls
+    per step. LoRA names and file layout do not change (lora_flux's qkv is this fused module)."""
+    from diffusers.models.attention import AttentionModuleMixin
+
+    for module in transformer.modules():
+        if isinstance(module, AttentionModuleMixin) and module._supports_qkv_fusion and not module.fused_projections:
+            module.fuse_projections()
+            for split in ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj"):
+                if split in module._modules:
+                    delattr(module, split)
 
 
 def pack(latents: torch.Tensor) -> torch.Tensor:

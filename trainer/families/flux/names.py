@@ -1,7 +1,8 @@
 """sd-scripts' lora_flux module names for diffusers' FLUX modules, and LoRA files in other layouts turned into them.
 
 lora_flux names the original (BFL) layout: `lora_unet_double_blocks_{i}_img_attn_qkv` is one fused Linear there,
-three (to_q, to_k, to_v) in diffusers. Each diffusers module maps to (kohya name, part index in the fused module).
+three (to_q, to_k, to_v) in diffusers, or one (to_qkv) once its projections are fused. Each diffusers module maps
+to (kohya name, part index in the fused module); the parts of a module are taken in index order.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ DOUBLE = {  # diffusers module path in transformer_blocks.{i} → (BFL name, par
     "norm1.linear": ("img_mod.lin", 0), "norm1_context.linear": ("txt_mod.lin", 0),
     "attn.to_q": ("img_attn.qkv", 0), "attn.to_k": ("img_attn.qkv", 1), "attn.to_v": ("img_attn.qkv", 2),
     "attn.add_q_proj": ("txt_attn.qkv", 0), "attn.add_k_proj": ("txt_attn.qkv", 1),
-    "attn.add_v_proj": ("txt_attn.qkv", 2), "attn.to_out.0": ("img_attn.proj", 0),
+    "attn.add_v_proj": ("txt_attn.qkv", 2), "attn.to_qkv": ("img_attn.qkv", 0),
+    "attn.to_added_qkv": ("txt_attn.qkv", 0), "attn.to_out.0": ("img_attn.proj", 0),
     "attn.to_add_out": ("txt_attn.proj", 0), "ff.net.0.proj": ("img_mlp.0", 0), "ff.net.2": ("img_mlp.2", 0),
     "ff_context.net.0.proj": ("txt_mlp.0", 0), "ff_context.net.2": ("txt_mlp.2", 0),
 }
 SINGLE = {  # in single_transformer_blocks.{i}
     "norm.linear": ("modulation.lin", 0), "attn.to_q": ("linear1", 0), "attn.to_k": ("linear1", 1),
-    "attn.to_v": ("linear1", 2), "proj_mlp": ("linear1", 3), "proj_out": ("linear2", 0),
+    "attn.to_v": ("linear1", 2), "attn.to_qkv": ("linear1", 0), "proj_mlp": ("linear1", 3),
+    "proj_out": ("linear2", 0),
 }
 BLOCKS = {"transformer_blocks": ("double_blocks", DOUBLE), "single_transformer_blocks": ("single_blocks", SINGLE)}
 def kohya_unet_names(transformer: nn.Module) -> dict[str, tuple[str, int]]:
