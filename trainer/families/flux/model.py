@@ -253,9 +253,9 @@ class Chroma(Flux):
 
 
 def fuse_frozen_projections(transformer: nn.Module) -> None:
-    """Run each stream's q, k and v as one Linear, as sd-scripts' FLUX model does (diffusers' own fused attention
-    path), and drop the split modules so each weight is held once: a third of the attention projections' calls
-    per step. LoRA names and file layout do not change (lora_flux's qkv is this fused module)."""
+    """Run the frozen projections as sd-scripts' FLUX model does: each stream's q, k and v as one Linear (diffusers'
+    own fused attention path), and a single block's q, k, v and MLP input as one matmul (its `linear1`). The split
+    modules are dropped so each weight is held once. LoRA names and the file layout do not change."""
     from diffusers.models.attention import AttentionModuleMixin
 
     for module in transformer.modules():
@@ -264,7 +264,65 @@ def fuse_frozen_projections(transformer: nn.Module) -> None:
             for split in ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj"):
                 if split in module._modules:
                     delattr(module, split)
+    for block in getattr(transformer, "single_transformer_blocks", ()):
+        if isinstance(block.proj_mlp, nn.Linear):
+            qkv, mlp = block.attn.to_qkv, block.proj_mlp
+            block.linear1 = nn.Linear(qkv.in_features, qkv.out_features + mlp.out_features, bias=qkv.bias is not None,
+                                      device=qkv.weight.device, dtype=qkv.weight.dtype).requires_grad_(False)
+            with torch.no_grad():
+                block.linear1.weight.copy_(torch.cat([qkv.weight, mlp.weight]))
+                if qkv.bias is not None:
+                    block.linear1.bias.copy_(torch.cat([qkv.bias, mlp.bias]))
+            shared = SharedMatmul(block.linear1)
+            block.attn.to_qkv = shared.part(0, qkv.out_features)
+            block.proj_mlp = shared.part(qkv.out_features, mlp.out_features)
 
+
+class SharedMatmul:
+    """One frozen Linear whose output rows are read by two modules with the same input (a single block's q/k/v and
+    its MLP input): the first to run computes the whole product and the other takes its rows."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        self.linear = linear
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (input, output) until its other part read it
+
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        if self._last is not None and self._last[0] is x:
+            out, self._last = self._last[1], None
+            return out
+        out = self.linear(x)
+        self._last = (x, out)
+        return out
+
+    def part(self, start: int, rows: int) -> RowsOf:
+        return RowsOf(self, start, rows)
+
+
+class RowsOf(nn.Module):
+    """Rows of a shared frozen Linear, standing where a Linear was (LoRA adapters attach to it as to one)."""
+
+    def __init__(self, shared: SharedMatmul, start: int, rows: int) -> None:
+        super().__init__()
+        self._shared = [shared]  # a list, so the shared Linear is not registered twice
+        self.rows = slice(start, start + rows)
+        self.in_features, self.out_features = shared.linear.in_features, rows
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self._shared[0].linear.weight[self.rows]
+
+    @weight.setter
+    def weight(self, value: torch.Tensor) -> None:  # `part.weight += Δ` merges into the shared rows
+        with torch.no_grad():
+            self._shared[0].linear.weight[self.rows] = value
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        bias = self._shared[0].linear.bias
+        return None if bias is None else bias[self.rows]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._shared[0].output(x)[..., self.rows]
 
 def pack(latents: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] → [B, (H/2)(W/2), 4C]: 2×2 patches, row-major."""
