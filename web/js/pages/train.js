@@ -106,6 +106,7 @@ export async function trainPage({ datasetId, fromJob }) {
       importBox.replaceChildren(h("p", {}, `${Object.keys(answer.params).length} parameters read from a ` +
         `${answer.format} file` + (answer.default_repeats ? `; its dataset used ${answer.default_repeats} repeats` : "")),
       h("ul", { class: "muted" }, notes.map((n) => h("li", {}, n))));
+      saveDraft();
       later();
     } catch (error) {
       importBox.replaceChildren(h("p", { class: "error" }, error.message));
@@ -168,6 +169,32 @@ export async function trainPage({ datasetId, fromJob }) {
     return { ...common, mode: "pro", preset: null, params };
   }
 
+  // What is typed is kept, per dataset (or per job for a retrain), through navigation and reloads until the job starts.
+  const draftKey = `lorabake.train.${job ? `job.${job.id}` : `dataset.${datasetId}`}`;
+  function saveDraft() {
+    const values = {};
+    for (const control of form.elements) {
+      if (!control.name || control.type === "file" || (control.type === "radio" && !control.checked)) continue;
+      values[control.name] = control.type === "checkbox" ? control.checked : control.value;
+    }
+    localStorage.setItem(draftKey, JSON.stringify(values));
+  }
+  function restoreDraft() {
+    let values = null;
+    try { values = JSON.parse(localStorage.getItem(draftKey)); } catch { /* an unreadable draft is dropped */ }
+    if (!values || !models.some((m) => m.name === values.base_model)) return;
+    for (const control of form.elements) {
+      if (!control.name || !(control.name in values)) continue;
+      if (control.type === "radio") control.checked = control.value === values[control.name];
+      else if (control.type === "checkbox") control.checked = Boolean(values[control.name]);
+      else if (control.type !== "file") control.value = values[control.name];
+    }
+    showFamilyParams();
+    showCaveat();
+    basic.hidden = currentMode() !== "basic";
+    pro.hidden = !basic.hidden;
+  }
+
   let timer = null;
   async function estimate() {
     try {
@@ -197,6 +224,7 @@ export async function trainPage({ datasetId, fromJob }) {
       const created = job
         ? await post(`/jobs/${job.id}/retrain`, { ...body(startAfter), dataset_id: undefined })
         : await post("/jobs", body(startAfter));
+      localStorage.removeItem(draftKey);
       location.hash = `#/jobs/${created.id}`;
     } catch (error) {
       showErrors(form, box, error);
@@ -209,12 +237,13 @@ export async function trainPage({ datasetId, fromJob }) {
     if (e.target === epochs) proEpochs.value = epochs.value;
     else if (e.target === proEpochs) epochs.value = proEpochs.value;
   };
-  const form = h("form", { class: "card", oninput: (e) => { syncEpochs(e); later(); }, onchange: (e) => {
+  const form = h("form", { class: "card", oninput: (e) => { syncEpochs(e); saveDraft(); later(); }, onchange: (e) => {
     // another preset or base model refills pro mode, but the epochs the user chose stay
     if (e.target.name === "preset" || e.target.name === "base_model") fillPro({ ...presetValues(), max_train_epochs: Number(epochs.value) });
     if (e.target.name === "network_type") applyType();
     if (e.target.name === "base_model") showFamilyParams();
     if (e.target.name === "mode") { basic.hidden = currentMode() !== "basic"; pro.hidden = !basic.hidden; }
+    saveDraft();
     later();
   }, onsubmit: (e) => { e.preventDefault(); start(e.submitter && e.submitter.value === "tonight" ? "tonight" : null); } },
   h("div", { class: "row" }, field("LoRA name", name, "Also the file name and the <lora:name:weight> tag."),
@@ -227,6 +256,7 @@ export async function trainPage({ datasetId, fromJob }) {
     tonight));
   basic.hidden = mode !== "basic";
   pro.hidden = mode === "basic";
+  restoreDraft();
   mount(h("h1", {}, job ? `Retrain ${job.name}` : `Train on ${dataset.name}`), importPanel, form);
   estimate();
 }
