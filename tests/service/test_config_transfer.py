@@ -218,12 +218,19 @@ def test_unreadable_config_files_are_refused_by_name(client, alice):
     assert twice.status_code == 422 and "given twice" in twice.json()["detail"]["errors"][0]["message"]
 
 
-def test_exported_sd_scripts_config_reproduces_the_job_and_imports_back(client, alice):
-    dataset = client.post("/api/v1/datasets", json={"name": "mychar", "default_repeats": 5}, headers=alice).json()
-    uploaded = client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=alice,
+def two_and_a_reg(client, headers, repeats: int) -> dict:
+    """A dataset "mychar" of two training images and one regularization image."""
+    dataset = client.post("/api/v1/datasets", json={"name": "mychar", "default_repeats": repeats},
+                          headers=headers).json()
+    uploaded = client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=headers,
                            files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(3)]).json()
     client.patch(f"/api/v1/datasets/{dataset['id']}/images/{uploaded[2]['id']}", json={"is_reg": True},
-                 headers=alice)
+                 headers=headers)
+    return dataset
+
+
+def test_exported_sd_scripts_config_reproduces_the_job_and_imports_back(client, alice):
+    dataset = two_and_a_reg(client, alice, repeats=5)
     job = client.post("/api/v1/jobs", headers=alice, json={
         "dataset_id": dataset["id"], "base_model": "tiny-sd15", "name": "mychar", "mode": "pro", "preset": None,
         "params": {"network_dim": 8, "network_alpha": 4, "max_train_epochs": 3, "train_batch_size": 2,
@@ -336,11 +343,7 @@ def test_lorabake_train_reads_the_config_lorabake_exports(client, alice, tmp_pat
     from trainer.cli import main
 
     shutil.copytree(tiny_sd15, tmp_path / "var" / "models" / "tiny-sd15")
-    dataset = client.post("/api/v1/datasets", json={"name": "mychar", "default_repeats": 2}, headers=alice).json()
-    uploaded = client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=alice,
-                           files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(3)]).json()
-    client.patch(f"/api/v1/datasets/{dataset['id']}/images/{uploaded[2]['id']}", json={"is_reg": True},
-                 headers=alice)
+    dataset = two_and_a_reg(client, alice, repeats=2)
     job = client.post("/api/v1/jobs", headers=alice, json={
         "dataset_id": dataset["id"], "base_model": "tiny-sd15", "name": "mychar", "mode": "pro", "preset": None,
         "params": {"network_dim": 4, "network_alpha": 2, "max_train_epochs": 1, "resolution": "64",

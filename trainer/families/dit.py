@@ -47,17 +47,18 @@ class DiTFamily(ModelFamily):
     pipeline = ""  # the diffusers pipeline class a model folder of this family holds
     transformer_class = ""  # the diffusers transformer class, for a single transformer file
     vae_class = "AutoencoderKL"
+    text_encoder_file = ""  # the parameter naming a single file for its (one) text encoder, if it declares one
 
     # Loading ---------------------------------------------------------------------------------------------------
     def load(self, cfg: TrainConfig) -> LoadedModel:
         """A diffusers folder or hub id, or a single transformer file with `pretrained_model_config` naming a local
-        folder for the rest; a `qwen3` text-encoder file over the folder's, for the families that declare it."""
+        folder for the rest; a text-encoder file over the folder's, for the families that declare one."""
         if Path(cfg.pretrained_model_name_or_path).is_file():
             model = self._from_single_files(cfg)
         else:
             model = self.load_location(cfg.pretrained_model_name_or_path)
-        if getattr(cfg, "qwen3", None):
-            load_text_encoder_file(model.text_encoders[0], cfg.qwen3)
+        if self.text_encoder_file and (file := getattr(cfg, self.text_encoder_file)):
+            load_text_encoder_file(model.text_encoders[0], file)
         return model
 
     def load_location(self, location: str, *, v_parameterization: bool = False) -> LoadedModel:

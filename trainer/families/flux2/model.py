@@ -47,6 +47,7 @@ class Flux2(DiTFamily):
     pipeline = "Flux2KleinPipeline"
     transformer_class = "Flux2Transformer2DModel"
     vae_class = "AutoencoderKLFlux2"
+    text_encoder_file = "qwen3"
 
     def blocks(self, model: Flux2Model) -> list[nn.Module]:
         return [*model.transformer.transformer_blocks, *model.transformer.single_transformer_blocks]

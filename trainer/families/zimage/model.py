@@ -37,6 +37,7 @@ ZImageModel = DiTModel
 class ZImage(DiTFamily):
     pipeline = "ZImagePipeline"
     transformer_class = "ZImageTransformer2DModel"
+    text_encoder_file = "qwen3"
 
     def load(self, cfg: TrainConfig) -> ZImageModel:
         model = super().load(cfg)
