@@ -28,8 +28,6 @@ NORMS = {
                            "attn.norm_added_k": "txt_attn.norm.key_norm"},
     "single_transformer_blocks": {"attn.norm_q": "norm.query_norm", "attn.norm_k": "norm.key_norm"},
 }
-# fused weights lorabake holds itself once loaded (fuse_frozen_projections): already in BFL's layout
-HELD_FUSED = {"single_transformer_blocks": {"linear1": "linear1"}}
 SWAPPED = "final_layer.adaLN_modulation.1"  # BFL: (shift, scale); diffusers: (scale, shift)
 PREFIX = "model.diffusion_model."
 
@@ -43,8 +41,6 @@ def bfl_key(key: str) -> tuple[str, int]:
         if parts[2] in mapping:
             name, index = mapping[parts[2]]
             return f"{block}.{parts[1]}.{name}.{param}", index
-        if parts[2] in HELD_FUSED.get(parts[0], {}):
-            return f"{block}.{parts[1]}.{HELD_FUSED[parts[0]][parts[2]]}.{param}", 0
         if parts[2] in NORMS[parts[0]]:
             return f"{block}.{parts[1]}.{NORMS[parts[0]][parts[2]]}.scale", 0
     if module in TOP:

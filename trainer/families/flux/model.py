@@ -8,7 +8,9 @@ exactly as sd-scripts writes them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -254,8 +256,9 @@ class Chroma(Flux):
 
 def fuse_frozen_projections(transformer: nn.Module) -> None:
     """Run the frozen projections as sd-scripts' FLUX model does: each stream's q, k and v as one Linear (diffusers'
-    own fused attention path), and a single block's q, k, v and MLP input as one matmul (its `linear1`). The split
-    modules are dropped so each weight is held once. LoRA names and the file layout do not change."""
+    own fused attention path), and a single block's q, k, v and MLP input as one Linear, its `linear1`. The split
+    modules are dropped so each weight is held once; `linear1` is the module a LoRA's `single_blocks_{i}_linear1`
+    attaches to, so the adapter adds to the whole product once. LoRA names and the file layout do not change."""
     from diffusers.models.attention import AttentionModuleMixin
 
     for module in transformer.modules():
@@ -273,56 +276,31 @@ def fuse_frozen_projections(transformer: nn.Module) -> None:
                 block.linear1.weight.copy_(torch.cat([qkv.weight, mlp.weight]))
                 if qkv.bias is not None:
                     block.linear1.bias.copy_(torch.cat([qkv.bias, mlp.bias]))
-            shared = SharedMatmul(block.linear1)
-            block.attn.to_qkv = shared.part(0, qkv.out_features)
-            block.proj_mlp = shared.part(qkv.out_features, mlp.out_features)
+            del block.attn.to_qkv, block.proj_mlp  # then plain attributes: the parts are no modules of their own
+            parts = SplitOutput(block.linear1, (qkv.out_features, mlp.out_features))
+            block.attn.to_qkv, block.proj_mlp = parts.part(0), parts.part(1)
 
 
-class SharedMatmul:
-    """One frozen Linear whose output rows are read by two modules with the same input (a single block's q/k/v and
-    its MLP input): the first to run computes the whole product and the other takes its rows."""
+class SplitOutput:
+    """One frozen Linear whose output columns are read by several callers with the same input (a single block's
+    q/k/v and its MLP input): the first to run computes the whole product, split once, and each takes its piece.
+    Split, not sliced per caller: the backward joins the pieces' gradients in one concatenation."""
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, sizes: tuple[int, ...]) -> None:
         self.linear = linear
-        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (input, output) until its other part read it
+        self.sizes = sizes
+        self._last: tuple[torch.Tensor, tuple[torch.Tensor, ...], int] | None = None  # (input, pieces, pieces read)
 
-    def output(self, x: torch.Tensor) -> torch.Tensor:
-        if self._last is not None and self._last[0] is x:
-            out, self._last = self._last[1], None
-            return out
-        out = self.linear(x)
-        self._last = (x, out)
-        return out
+    def piece(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        if self._last is None or self._last[0] is not x:
+            self._last = (x, self.linear(x).split(self.sizes, dim=-1), 0)
+        _, pieces, read = self._last
+        self._last = None if read + 1 == len(self.sizes) else (x, pieces, read + 1)
+        return pieces[index]
 
-    def part(self, start: int, rows: int) -> RowsOf:
-        return RowsOf(self, start, rows)
+    def part(self, index: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        return partial(self.piece, index=index)
 
-
-class RowsOf(nn.Module):
-    """Rows of a shared frozen Linear, standing where a Linear was (LoRA adapters attach to it as to one)."""
-
-    def __init__(self, shared: SharedMatmul, start: int, rows: int) -> None:
-        super().__init__()
-        self._shared = [shared]  # a list, so the shared Linear is not registered twice
-        self.rows = slice(start, start + rows)
-        self.in_features, self.out_features = shared.linear.in_features, rows
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self._shared[0].linear.weight[self.rows]
-
-    @weight.setter
-    def weight(self, value: torch.Tensor) -> None:  # `part.weight += Δ` merges into the shared rows
-        with torch.no_grad():
-            self._shared[0].linear.weight[self.rows] = value
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        bias = self._shared[0].linear.bias
-        return None if bias is None else bias[self.rows]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._shared[0].output(x)[..., self.rows]
 
 def pack(latents: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] → [B, (H/2)(W/2), 4C]: 2×2 patches, row-major."""

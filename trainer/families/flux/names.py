@@ -27,6 +27,7 @@ DOUBLE = {  # diffusers module path in transformer_blocks.{i} → (BFL name, par
 SINGLE = {  # in single_transformer_blocks.{i}
     "norm.linear": ("modulation.lin", 0), "attn.to_q": ("linear1", 0), "attn.to_k": ("linear1", 1),
     "attn.to_v": ("linear1", 2), "attn.to_qkv": ("linear1", 0), "proj_mlp": ("linear1", 3),
+    "linear1": ("linear1", 0),  # held by lorabake once its projections are fused (fuse_frozen_projections)
     "proj_out": ("linear2", 0),
 }
 BLOCKS = {"transformer_blocks": ("double_blocks", DOUBLE), "single_transformer_blocks": ("single_blocks", SINGLE)}

@@ -157,7 +157,10 @@ class Adapter(nn.Module, metaclass=ABCMeta):
         return self._forward_part(0, x, *args, **kwargs)
 
     def _forward_part(self, index: int, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        base = self._originals[index](x, *args, **kwargs)
+        return self._add_change(index, x, self._originals[index](x, *args, **kwargs))
+
+    def _add_change(self, index: int, x: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """The target's output `base` with this adapter's change (times the multiplier) added."""
         needs_weight = self.builds_weight or self.dora_scale is not None
         delta = self.delta_weight(self.rows(index)) if needs_weight else None
         change = self.delta_output(index, x, delta)
