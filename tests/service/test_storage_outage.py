@@ -47,17 +47,36 @@ class FlakyS3:
             self.server.stop()
             self.server = None
 
-    def away_for(self, seconds: float, when: threading.Event | None = None) -> threading.Thread:
-        def outage() -> None:
-            if when is not None:
-                when.wait(120)
-            self.down()
-            time.sleep(seconds)
-            self.up()
-
-        thread = threading.Thread(target=outage, daemon=True)
+    def away_for(self, seconds: float) -> threading.Thread:
+        """Down now, back after `seconds`."""
+        self.down()
+        thread = threading.Timer(seconds, self.up)
+        thread.daemon = True
         thread.start()
         return thread
+
+
+class OutageAtNextCall:
+    """A storage whose first call after `armed` is set takes the S3 server away (for `seconds`) before it runs:
+    the worker meets the outage on that call however fast or slow the machine is."""
+
+    def __init__(self, inner: S3Storage, s3: FlakyS3, seconds: float, armed: threading.Event) -> None:
+        self.inner, self.s3, self.seconds, self.armed = inner, s3, seconds, armed
+        self.outage: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        attribute = getattr(self.inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            with self._lock:
+                if self.armed.is_set() and self.outage is None:
+                    self.outage = self.s3.away_for(self.seconds)
+            return attribute(*args, **kwargs)
+
+        return call
 
 
 @pytest.fixture
@@ -98,26 +117,27 @@ def _epochs(settings, job_id: str) -> list[int]:
 def test_a_short_s3_outage_mid_job_is_waited_out_and_the_job_succeeds(s3, job_on_s3, caplog):
     settings, job_id = job_on_s3
     caplog.set_level("WARNING", logger="core.storage_retry")
-    storage = PatientStorage(S3Storage(settings), budget_s=settings.storage_retry_s)
-    outage = s3.away_for(4, when=_first_epoch_stored(settings, job_id))
-    assert run_training(settings, storage, job_id, "w") == JobStatus.succeeded
-    outage.join(timeout=30)
+    flaky = OutageAtNextCall(S3Storage(settings), s3, 4, armed=_first_epoch_stored(settings, job_id))
+    assert run_training(settings, PatientStorage(flaky, budget_s=settings.storage_retry_s), job_id, "w") \
+        == JobStatus.succeeded
+    assert flaky.outage is not None
+    flaky.outage.join(timeout=30)
     assert _epochs(settings, job_id) == [1, 2, 3]
     assert any("storage unreachable" in r.getMessage() for r in caplog.records)  # the outage was met, and waited
 
 
 def test_a_long_outage_interrupts_the_job_which_resumes_when_storage_is_back(s3, job_on_s3):
     settings, job_id = job_on_s3
-    storage = PatientStorage(S3Storage(settings), budget_s=2)
-    outage = s3.away_for(8, when=_first_epoch_stored(settings, job_id))
-    assert run_training(settings, storage, job_id, "w1") == JobStatus.interrupted
+    flaky = OutageAtNextCall(S3Storage(settings), s3, 8, armed=_first_epoch_stored(settings, job_id))
+    assert run_training(settings, PatientStorage(flaky, budget_s=2), job_id, "w1") == JobStatus.interrupted
     with session_factory(settings.db_url)() as session:
         job = session.get(Job, job_id)
         assert job.status == JobStatus.interrupted and "resumes" in job.error
         assert s3.url not in job.error and settings.s3_bucket not in job.error and "u/" not in job.error
-    outage.join(timeout=30)
+    flaky.outage.join(timeout=30)
     assert reconcile(settings, lambda _: True).requeued == [job_id]
-    assert run_training(settings, storage, job_id, "w2") == JobStatus.succeeded
+    assert run_training(settings, PatientStorage(S3Storage(settings), budget_s=2), job_id, "w2") \
+        == JobStatus.succeeded
     assert _epochs(settings, job_id) == [1, 2, 3]
 
 
