@@ -244,17 +244,34 @@ def test_flux_trains_with_cached_latents_and_text_on_disk_fp8_and_previews(flux_
     assert meta["ss_weighting_scheme"] == "none"  # the default, as sd-scripts' FLUX runs write it
 
 
-@pytest.mark.parametrize("sampling", ["sigma", "uniform", "sigmoid", "shift"])
-def test_every_timestep_sampling_and_prediction_type_trains(flux_tiny, dataset, tmp_path, sampling):
+@pytest.mark.parametrize("sampling", ["flux_shift", "sigma", "uniform", "sigmoid", "shift"])
+def test_every_timestep_sampling_and_prediction_type_trains(flux_tiny, dataset, tmp_path, sampling, monkeypatch):
+    """Each sampling reaches the loss (its formulas are checked in test_flow.py) and the LoRA learns under it."""
+    import trainer.families.dit as dit
+
+    drawn: list[tuple[str, torch.Tensor]] = []
+
+    def recording(method: str, *args: object, **kwargs: object) -> torch.Tensor:
+        levels = dit_sample_t(method, *args, **kwargs)
+        drawn.append((method, levels))
+        return levels
+
+    dit_sample_t = dit.sample_t
+    monkeypatch.setattr(dit, "sample_t", recording)
     kind = {"sigma": "sigma_scaled", "uniform": "additive"}.get(sampling, "raw")
     scheme = "uniform" if sampling == "uniform" else "logit_normal"  # sd-scripts' name for "none" is taken too
     cfg = build_config(_flux_values(flux_tiny["flux"], dataset, tmp_path / "out", timestep_sampling=sampling,
                                     model_prediction_type=kind, weighting_scheme=scheme, max_train_epochs=1))
     rec = Recorder()
     result = train(cfg, rec)
-    assert all(torch.isfinite(torch.tensor(p.loss)) for p in rec.progress)
+    assert rec.progress and all(torch.isfinite(torch.tensor(p.loss)) for p in rec.progress)
+    assert len(drawn) == len(rec.progress) and {method for method, _ in drawn} == {sampling}
+    levels = torch.cat([t for _, t in drawn])
+    assert levels.min() >= 0 and levels.max() <= 1 and levels.unique().numel() == levels.numel()
     with safe_open(str(result.final_path), framework="pt") as handle:
         assert handle.metadata()["ss_weighting_scheme"] == scheme  # written back as given
+        assert handle.metadata()["ss_timestep_sampling"] == sampling
+        assert handle.get_tensor("lora_unet_single_blocks_0_linear1.lora_up.weight").abs().sum() > 0
 
 
 def test_chroma_trains_with_masked_t5_and_no_modulation_modules(flux_tiny, dataset, tmp_path):

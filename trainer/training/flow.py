@@ -1,5 +1,6 @@
 """Flow matching as sd-scripts' flux_train_network.py does it: noise levels t ∈ (0, 1), x_t = (1 − t)·x0 + t·ε,
-target ε − x0, and the loss weightings of SD3. A family's own shift comes from its declared ShiftSchedule.
+target ε − x0, and the noise-level density and loss weightings of SD3 (diffusers' training utilities).
+A family's own shift comes from its declared ShiftSchedule.
 (DDPM noise for the UNet families lives in trainer/families/sd/noise.py.)"""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import math
 
 import torch
+from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
 
 from trainer.families.declare import ShiftSchedule
 
@@ -24,18 +26,6 @@ def time_shift(mu: float, t: torch.Tensor) -> torch.Tensor:
     return torch.where(t > 0, math.exp(mu) / (math.exp(mu) + (1 / safe - 1)), torch.zeros_like(t))
 
 
-def density(scheme: str, batch: int, generator: torch.Generator, device: torch.device, logit_mean: float,
-            logit_std: float, mode_scale: float) -> torch.Tensor:
-    """u ∈ [0, 1) drawn as SD3's weighting scheme says (logit_normal, mode; uniform otherwise)."""
-    if scheme == "logit_normal":
-        normal = torch.randn(batch, generator=generator, device=device) * logit_std + logit_mean
-        return torch.sigmoid(normal)
-    u = torch.rand(batch, generator=generator, device=device)
-    if scheme == "mode":
-        return 1 - u - mode_scale * (torch.cos(math.pi * u / 2) ** 2 - 1 + u)
-    return u
-
-
 def sample_t(method: str, batch: int, generator: torch.Generator, device: torch.device, *, sigmoid_scale: float,
              discrete_flow_shift: float, schedule: ShiftSchedule | None, image_tokens: int, weighting_scheme: str,
              logit_mean: float, logit_std: float, mode_scale: float) -> torch.Tensor:
@@ -51,19 +41,11 @@ def sample_t(method: str, batch: int, generator: torch.Generator, device: torch.
             return model_shift(schedule or ShiftSchedule(discrete_flow_shift), image_tokens, t)
         return t
     # "sigma": an index into the scheduler's shifted table of 1000 levels, drawn by the weighting density
-    u = density(weighting_scheme, batch, generator, device, logit_mean, logit_std, mode_scale)
+    u = compute_density_for_timestep_sampling(weighting_scheme, batch, logit_mean, logit_std, mode_scale, device,
+                                              generator)
     index = (u * NUM_TRAIN_TIMESTEPS).long().clamp(0, NUM_TRAIN_TIMESTEPS - 1)
     table = torch.arange(NUM_TRAIN_TIMESTEPS, 0, -1, device=device, dtype=torch.float32) / NUM_TRAIN_TIMESTEPS
     return shifted(table, discrete_flow_shift)[index]
-
-
-def loss_weighting(scheme: str, sigmas: torch.Tensor) -> torch.Tensor:
-    """SD3's loss weights: sigma_sqrt → σ⁻², cosmap → 2 / (π(1 − 2σ + 2σ²)), otherwise 1."""
-    if scheme == "sigma_sqrt":
-        return sigmas.float() ** -2.0
-    if scheme == "cosmap":
-        return 2 / (math.pi * (1 - 2 * sigmas + 2 * sigmas**2))
-    return torch.ones_like(sigmas)
 
 
 def apply_prediction_type(kind: str, prediction: torch.Tensor, noisy: torch.Tensor, sigmas: torch.Tensor,
@@ -74,7 +56,7 @@ def apply_prediction_type(kind: str, prediction: torch.Tensor, noisy: torch.Tens
         return prediction + noisy, None
     if kind == "sigma_scaled":
         view = sigmas.view(-1, *([1] * (prediction.ndim - 1)))
-        return prediction * (-view) + noisy, loss_weighting(weighting_scheme, sigmas)
+        return prediction * (-view) + noisy, compute_loss_weighting_for_sd3(weighting_scheme, sigmas)
     return prediction, None
 
 

@@ -91,7 +91,7 @@ class StableDiffusion(ModelFamily):
         target = scheduler.get_velocity(latents, noise, timesteps) if model.v_prediction else noise
         loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if cfg.min_snr_gamma:
-            loss = loss * min_snr_weight(scheduler.alphas_cumprod, timesteps, cfg.min_snr_gamma, model.v_prediction)
+            loss = loss * min_snr_weight(scheduler, timesteps, cfg.min_snr_gamma, model.v_prediction)
         return loss
 
     def facts(self, model: BaseModel) -> dict[str, Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from diffusers.training_utils import compute_snr
 
 
 def sample_noise(latents: torch.Tensor, generator: torch.Generator, offset: float | None = None,
@@ -25,14 +27,9 @@ def sample_noise(latents: torch.Tensor, generator: torch.Generator, offset: floa
     return noise.to(latents.dtype)
 
 
-def snr(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    alpha_bar = alphas_cumprod.to(timesteps.device)[timesteps].float()
-    return alpha_bar / (1 - alpha_bar)
-
-
-def min_snr_weight(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float,
+def min_snr_weight(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float,
                    v_prediction: bool) -> torch.Tensor:
-    """min(SNR, γ)/SNR for ε-prediction, min(SNR, γ)/(SNR + 1) for v-prediction."""
-    values = snr(alphas_cumprod, timesteps)
+    """min(SNR, γ)/SNR for ε-prediction, min(SNR, γ)/(SNR + 1) for v-prediction (SNR by diffusers' compute_snr)."""
+    values = compute_snr(scheduler, timesteps)
     clipped = torch.clamp(values, max=gamma)
     return clipped / (values + 1) if v_prediction else clipped / values
