@@ -1,5 +1,6 @@
 """End-to-end training on the tiny models, on the CPU."""
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -16,10 +17,12 @@ from trainer.data.synthetic import make_dataset
 from trainer.families import FAMILIES, runtime
 from trainer.families.sd.loading import encode_text, load_base_model
 from trainer.job.config import build_config
+from trainer.job.optimizers import OPTIMIZERS
 from trainer.networks.network import LoRANetwork
 from trainer.output.generate import load_lora_file
 from trainer.training.callbacks import Callbacks
 from trainer.training.loop import train
+from trainer.training.optim import build_optimizer
 
 
 class Recorder(Callbacks):
@@ -235,6 +238,26 @@ def test_sd2_v_prediction_with_locon_min_snr_and_multires(tiny_models, dataset, 
     with safe_open(str(result.final_path), "pt") as f:
         meta = f.metadata()
     assert meta["ss_base_model_version"] == "sd_v2_v" and json.loads(meta["ss_network_args"])["conv_dim"] == "2"
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_each_optimizer_is_built_with_sd_scripts_defaults_under_the_users_arguments(name):
+    entry = OPTIMIZERS[name]
+    if entry.package and importlib.util.find_spec(entry.module.split(".")[0]) is None:
+        pytest.skip(f"{entry.package} is not installed here")
+    weight = torch.nn.Parameter(torch.zeros(2))
+    cfg = build_config({"optimizer_type": name, "learning_rate": 2e-4, "optimizer_args": ["weight_decay=0.05"]})
+    optimizer = build_optimizer(cfg, [{"params": [weight]}])
+    assert type(optimizer).__name__ == entry.cls
+    group = optimizer.param_groups[0]
+    assert group["weight_decay"] == 0.05 and group["lr"] == 2e-4
+    expected = {"SGDNesterov": {"momentum": 0.9, "nesterov": True},
+                "Adafactor": {"scale_parameter": False, "relative_step": False, "warmup_init": False}}.get(name, {})
+    assert {key: group[key] for key in expected} == expected
+    if name == "Adafactor":  # finding its own rate, it is given none
+        own = build_optimizer(build_config({"optimizer_type": name, "optimizer_args": ["relative_step=True"]}),
+                              [{"params": [weight]}])
+        assert own.param_groups[0]["lr"] is None and own.param_groups[0]["relative_step"] is True
 
 
 @pytest.mark.parametrize("optimizer", ["Lion", "Prodigy", "Adafactor", "SGDNesterov"])

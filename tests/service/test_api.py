@@ -350,15 +350,6 @@ def test_nonsense_parameters_are_warned_about_in_the_words_of_each_mode(client, 
     assert "_" not in said["sample_prompts"]["plain"]  # no parameter names in the basic form's words
 
 
-def test_every_optimizer_has_a_usual_learning_rate_for_the_burn_warning():
-    from typing import get_args
-
-    from trainer.job.config import OptimizerName
-    from trainer.job.preflight import USUAL_MAX_LR
-
-    assert set(USUAL_MAX_LR) == set(get_args(OptimizerName))
-
-
 def test_comma_tags_for_a_family_that_reads_sentences_get_caption_advice():
     from api.training import assess
     from core.models import Dataset

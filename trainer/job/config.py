@@ -16,10 +16,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field
 from trainer.families import NETWORK_MODULES, family_fields
 from trainer.families.declare import param
 from trainer.job.args import arg_flag, arg_value, int_arg
+from trainer.job.optimizers import OPTIMIZERS
 
-OptimizerName = Literal[
-    "AdamW", "AdamW8bit", "Lion", "Lion8bit", "SGDNesterov", "Prodigy", "DAdaptAdam", "Adafactor"
-]
+OptimizerName = Literal[tuple(OPTIMIZERS)]  # type: ignore[valid-type]
 SchedulerName = Literal[
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial", "adafactor"
 ]

@@ -12,24 +12,8 @@ from typing import Literal
 
 from trainer.families import family_info, refused_keys, resolve_family
 from trainer.job.config import Family, TrainConfig
+from trainer.job.optimizers import OPTIMIZERS
 from trainer.networks.spec import network_problems
-
-OPTIMIZER_PACKAGES: dict[str, tuple[str, str]] = {
-    "AdamW8bit": ("bitsandbytes", "bitsandbytes"),
-    "Lion8bit": ("bitsandbytes", "bitsandbytes"),
-    "Lion": ("lion_pytorch", "lion-pytorch"),
-    "Prodigy": ("prodigyopt", "prodigyopt"),
-    "DAdaptAdam": ("dadaptation", "dadaptation"),
-    "Adafactor": ("transformers", "transformers"),
-}
-
-
-# The largest learning rate each optimizer usually trains a LoRA with; ten times that burns a LoRA (noise, blown
-# colours) in a few steps. The adaptive ones (Prodigy, D-Adaptation) take lr as a multiplier around 1.
-USUAL_MAX_LR: dict[str, float] = {
-    "AdamW": 1e-3, "AdamW8bit": 1e-3, "Lion": 3e-4, "Lion8bit": 3e-4, "SGDNesterov": 1e-1, "Prodigy": 1.0,
-    "DAdaptAdam": 1.0, "Adafactor": 1e-3,
-}
 
 
 @dataclass(frozen=True)
@@ -88,10 +72,9 @@ def check(cfg: TrainConfig, family: Family | None = None) -> list[Finding]:
                 warn(name, "ignored with bucket_no_upscale: every image gets its own bucket, never upscaled")
     if cfg.network_train_unet_only and cfg.network_train_text_encoder_only:
         error("network_train_text_encoder_only", "cannot be combined with network_train_unet_only: nothing to train")
-    if cfg.optimizer_type in OPTIMIZER_PACKAGES:
-        module, package = OPTIMIZER_PACKAGES[cfg.optimizer_type]
-        if not module_available(module):
-            error("optimizer_type", f"{cfg.optimizer_type} needs the package {package}, which is not installed")
+    optimizer = OPTIMIZERS[cfg.optimizer_type]
+    if optimizer.package and not module_available(optimizer.module.split(".")[0]):
+        error("optimizer_type", f"{optimizer.name} needs the package {optimizer.package}, which is not installed")
     if cfg.xformers and not module_available("xformers"):
         error("xformers", "the package xformers is not installed: use sdpa (PyTorch's own attention)")
     for field, message in network_problems(cfg):
@@ -107,7 +90,7 @@ def check(cfg: TrainConfig, family: Family | None = None) -> list[Finding]:
     if cfg.sample_every_n_epochs and not cfg.sample_prompts:
         warn("sample_prompts", "sample_every_n_epochs is set but there are no sample prompts",
              "No preview prompt: no previews are rendered after each epoch. Write one to watch the LoRA learn.")
-    usual = USUAL_MAX_LR[cfg.optimizer_type]
+    usual = optimizer.usual_max_lr
     for name in ("learning_rate", "unet_lr", "text_encoder_lr"):
         value = getattr(cfg, name)
         rates = value if isinstance(value, list) else [value]

@@ -10,7 +10,7 @@ import torch
 from diffusers.optimization import get_scheduler
 
 from trainer.job.config import ConfigError, TrainConfig
-from trainer.job.preflight import OPTIMIZER_PACKAGES
+from trainer.job.optimizers import OPTIMIZERS, Optimizer
 
 
 def optimizer_kwargs(args: list[str]) -> dict:
@@ -26,12 +26,12 @@ def optimizer_kwargs(args: list[str]) -> dict:
     return out
 
 
-def _import(name: str):
-    module, package = OPTIMIZER_PACKAGES.get(name, (name, name))
+def _optimizer_class(optimizer: Optimizer) -> type[torch.optim.Optimizer]:
     try:
-        return importlib.import_module(module)
+        return getattr(importlib.import_module(optimizer.module), optimizer.cls)
     except ImportError:
-        raise ConfigError([f"optimizer_type: {name} needs the package {package}, which is not installed"]) from None
+        raise ConfigError([f"optimizer_type: {optimizer.name} needs the package {optimizer.package}, "
+                           "which is not installed"]) from None
 
 
 def optimizer_name(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> str:
@@ -44,29 +44,10 @@ def optimizer_name(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> str:
 def build_optimizer(cfg: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
     if not groups:
         raise ConfigError(["learning_rate: every parameter group has lr 0, nothing would train"])
-    kwargs = optimizer_kwargs(cfg.optimizer_args)
-    lr = cfg.learning_rate
-    name = cfg.optimizer_type
-    if name == "AdamW":
-        return torch.optim.AdamW(groups, lr=lr, **kwargs)
-    if name == "SGDNesterov":
-        kwargs.setdefault("momentum", 0.9)
-        return torch.optim.SGD(groups, lr=lr, nesterov=True, **kwargs)
-    if name in ("AdamW8bit", "Lion8bit"):
-        optim = _import(name).optim
-        return (optim.AdamW8bit if name == "AdamW8bit" else optim.Lion8bit)(groups, lr=lr, **kwargs)
-    if name == "Lion":
-        return _import(name).Lion(groups, lr=lr, **kwargs)
-    if name == "Prodigy":
-        return _import(name).Prodigy(groups, lr=lr, **kwargs)
-    if name == "DAdaptAdam":
-        return _import(name).DAdaptAdam(groups, lr=lr, **kwargs)
-    if name == "Adafactor":
-        optimization = importlib.import_module("transformers.optimization")
-        for key, value in (("scale_parameter", False), ("relative_step", False), ("warmup_init", False)):
-            kwargs.setdefault(key, value)
-        return optimization.Adafactor(groups, lr=None if kwargs["relative_step"] else lr, **kwargs)
-    raise ConfigError([f"optimizer_type: unknown optimizer {name}"])
+    optimizer = OPTIMIZERS[cfg.optimizer_type]
+    kwargs = {**optimizer.defaults, **optimizer_kwargs(cfg.optimizer_args), **optimizer.fixed}
+    unused = optimizer.lr_unused_when is not None and kwargs[optimizer.lr_unused_when]
+    return _optimizer_class(optimizer)(groups, lr=None if unused else cfg.learning_rate, **kwargs)
 
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int, warmup: int):
