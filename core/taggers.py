@@ -4,7 +4,6 @@ Listing only: nothing here loads a model, so the API can answer without onnxrunt
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,25 +24,22 @@ class TaggerEntry:
     installed: bool  # both files are on this server; a hub tagger that is not downloads on first use
 
 
-def hub_cache_dir() -> Path:
-    if cache := os.environ.get("HF_HUB_CACHE"):
-        return Path(cache)
-    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+def hub_file(repo_id: str, filename: str) -> Path | None:
+    """A hub repository's file from the local Hugging Face cache (main revision), None when it is not there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename)
+    return Path(found) if isinstance(found, str) else None
 
 
-def hub_snapshot(repo_id: str) -> Path | None:
-    """The cached snapshot folder of a hub repository's main revision, as the Hugging Face cache lays it out."""
-    repo = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}"
-    try:
-        revision = (repo / "refs" / "main").read_text().strip()
-    except OSError:
-        return None
-    snapshot = repo / "snapshots" / revision
-    return snapshot if snapshot.is_dir() else None
+def hub_files(repo_id: str) -> tuple[Path, Path] | None:
+    """A hub tagger's model and tag list when both are in the cache."""
+    model, tags = hub_file(repo_id, MODEL_FILE), hub_file(repo_id, TAGS_FILE)
+    return (model, tags) if model is not None and tags is not None else None
 
 
-def _complete(folder: Path | None) -> bool:
-    return folder is not None and (folder / MODEL_FILE).is_file() and (folder / TAGS_FILE).is_file()
+def _complete(folder: Path) -> bool:
+    return (folder / MODEL_FILE).is_file() and (folder / TAGS_FILE).is_file()
 
 
 def list_taggers(settings: Settings) -> list[TaggerEntry]:
@@ -54,7 +50,7 @@ def list_taggers(settings: Settings) -> list[TaggerEntry]:
             if _complete(folder):
                 entries.append(TaggerEntry(folder.name, "folder", str(folder.resolve()), True))
     for repo_id in settings.taggers_from_hub:
-        entries.append(TaggerEntry(repo_id, "hub", repo_id, _complete(hub_snapshot(repo_id))))
+        entries.append(TaggerEntry(repo_id, "hub", repo_id, hub_files(repo_id) is not None))
     return entries
 
 
@@ -86,7 +82,7 @@ def _reachable(endpoint: str, timeout_s: float) -> None:
 def fetch_hub_tagger(repo_id: str = DEFAULT_HUB_TAGGER, timeout_s: float = 10.0) -> tuple[bool, str]:
     """Makes sure the hub tagger's two files are in the local Hugging Face cache, downloading them when missing and
     the network allows. Returns whether it can be used, and a line saying so."""
-    if _complete(hub_snapshot(repo_id)):
+    if hub_files(repo_id) is not None:
         return True, f"auto-tagger {repo_id}: ready (from the Hugging Face cache)"
     try:
         from huggingface_hub import constants, hf_hub_download
@@ -95,7 +91,7 @@ def fetch_hub_tagger(repo_id: str = DEFAULT_HUB_TAGGER, timeout_s: float = 10.0)
         _reachable(constants.ENDPOINT, timeout_s)  # offline machines answer at once, not after the hub's retries
         hub_logging.set_verbosity_error()
         for name in (TAGS_FILE, MODEL_FILE):
-            hf_hub_download(repo_id, name, cache_dir=hub_cache_dir(), etag_timeout=timeout_s)
+            hf_hub_download(repo_id, name, etag_timeout=timeout_s)
     except Exception as exc:  # noqa: BLE001 - offline, blocked, a hub error: all mean "not now"
         return False, (f"auto-tagger {repo_id} could not be fetched ({type(exc).__name__}): images are not tagged "
                        "automatically until a tagger is installed; the workbench tells users so")

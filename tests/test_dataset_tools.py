@@ -6,6 +6,7 @@ import random
 import shutil
 
 import pytest
+from huggingface_hub import constants as hub_constants
 from PIL import Image, ImageDraw
 
 from core.geometry import center_box
@@ -67,8 +68,8 @@ def test_taggers_are_found_in_the_folder_and_in_the_hub_cache(tagger_dir, tmp_pa
     shutil.copytree(tagger_dir, snapshot)
     (cache / "models--someone--tiny-tagger" / "refs").mkdir()
     (cache / "models--someone--tiny-tagger" / "refs" / "main").write_text("abc123")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))  # what HF_HUB_CACHE sets when the server starts
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     shutil.copytree(tagger_dir, tmp_path / "var" / "taggers" / "local-one")
     (tmp_path / "var" / "taggers" / "half").mkdir()  # no model in it: not listed
     settings = Settings(var_dir=tmp_path / "var", taggers_from_hub=["someone/tiny-tagger", "someone/absent"])

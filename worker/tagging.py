@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from core.taggers import MODEL_FILE, TAGS_FILE, TaggerEntry, hub_cache_dir
+from core.taggers import MODEL_FILE, TAGS_FILE, TaggerEntry, hub_files
 
 RATING, GENERAL, CHARACTER = 9, 0, 4  # the `category` column of selected_tags.csv
 DEFAULT_SIDE = 448
@@ -133,19 +132,19 @@ class WD14Tagger:
 
 def tagger_files(entry: TaggerEntry) -> tuple[Path, Path]:
     """model.onnx and selected_tags.csv of a folder tagger, or of a hub tagger: from the Hugging Face cache first,
-    downloaded only when missing there and the hub is not switched off (HF_HUB_OFFLINE, read at call time)."""
+    downloaded only when missing there and the hub is not switched off (HF_HUB_OFFLINE)."""
     if entry.source == "folder":
         return Path(entry.location) / MODEL_FILE, Path(entry.location) / TAGS_FILE
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    problem: Exception | None = None
-    for local_only in (True,) if offline else (True, False):
+    if (cached := hub_files(entry.location)) is not None:
+        return cached
+    problem = "not in the cache, and the hub is switched off (HF_HUB_OFFLINE)"
+    if not constants.HF_HUB_OFFLINE:
         try:
-            return tuple(Path(hf_hub_download(entry.location, name, cache_dir=hub_cache_dir(),
-                                              local_files_only=local_only)) for name in (MODEL_FILE, TAGS_FILE))
+            return Path(hf_hub_download(entry.location, MODEL_FILE)), Path(hf_hub_download(entry.location, TAGS_FILE))
         except Exception as exc:  # offline, unknown repo, missing file: all end the same way for the user
-            problem = exc
+            problem = str(exc)
     raise TaggerError(f"{entry.location}: the tagger could not be loaded from the hub or its cache ({problem})")
 
 
