@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.sse import ServerSentEvent
 from sqlalchemy import bindparam, select
 
 from core.db import read_rows, read_session_factory
@@ -19,7 +18,7 @@ from core.events import channel
 from core.models import FINISHED, Epoch, Job
 from core.settings import Settings
 
-KEEPALIVE_S = 15.0  # also the longest a lost notice can delay an update
+KEEPALIVE_S = 15.0  # the longest a lost Redis notice can delay an update
 PROGRESS_KEYS = ("step", "total_steps", "loss", "lr", "eta_s")
 
 Waiter = Callable[[], Awaitable[bool]]
@@ -38,28 +37,24 @@ def _snapshot(settings: Settings, job_id: str) -> dict[str, Any]:
     return {**state, "log_tail": list(state["log_tail"]), "epochs": epochs}
 
 
-def _event(name: str, data: dict[str, Any]) -> str:
-    return f"event: {name}\ndata: {json.dumps(data)}\n\n"
-
-
-def changes(last: dict[str, Any], now: dict[str, Any]) -> list[str]:
+def changes(last: dict[str, Any], now: dict[str, Any]) -> list[ServerSentEvent]:
     """The events that take a listener from snapshot `last` to `now` (`last` empty: everything so far)."""
     events = []
     if any(now[k] != last.get(k) for k in PROGRESS_KEYS):
-        events.append(_event("progress", {k: now[k] for k in PROGRESS_KEYS}))
+        events.append(ServerSentEvent(event="progress", data={k: now[k] for k in PROGRESS_KEYS}))
     seen_epochs = last.get("epochs", {})
     for n, previews in now["epochs"].items():
         if seen_epochs.get(n) != previews:
-            events.append(_event("epoch", {"n": n, "previews": previews}))
+            events.append(ServerSentEvent(event="epoch", data={"n": n, "previews": previews}))
     seen_log = last.get("log_tail", [])
     if now["log_tail"] != seen_log:
         # log_tail is a sliding window: send the lines after the last one this listener has
         fresh = now["log_tail"]
         if seen_log and seen_log[-1] in fresh:
             fresh = fresh[len(fresh) - fresh[::-1].index(seen_log[-1]):]
-        events.append(_event("log", {"lines": fresh}))
+        events.append(ServerSentEvent(event="log", data={"lines": fresh}))
     if now["status"] != last.get("status"):
-        events.append(_event("status", {"status": now["status"], "error": now["error"]}))
+        events.append(ServerSentEvent(event="status", data={"status": now["status"], "error": now["error"]}))
     return events
 
 
@@ -91,21 +86,18 @@ async def _polling_waiter(interval_s: float) -> AsyncIterator[Waiter]:
     yield wait
 
 
-async def job_stream(settings: Settings, job_id: str, request: Request, poll_s: float) -> AsyncIterator[str]:
-    """`progress`, `epoch` (per epoch, again when its previews arrive), `log`, `status`; ends with the job."""
+async def job_stream(settings: Settings, job_id: str, request: Request,
+                     poll_s: float) -> AsyncIterator[ServerSentEvent]:
+    """`progress`, `epoch` (per epoch, again when its previews arrive), `log`, `status`; ends with the job.
+    FastAPI's EventSourceResponse frames them and sends its keep-alive comment on a quiet stream."""
     waiter = _redis_waiter(settings.redis_url, job_id) if settings.redis_url else _polling_waiter(poll_s)
     async with waiter as wait:  # subscribed before the first read, so no change falls in between
         last: dict[str, Any] = {}
-        quiet_since = time.monotonic()
         while True:
             now = await run_in_threadpool(_snapshot, settings, job_id)
             for event in changes(last, now):
-                quiet_since = time.monotonic()
                 yield event
             last = now
             if now["status"] in FINISHED or await request.is_disconnected():
                 return
-            # a comment line at least every KEEPALIVE_S in both modes, so proxies keep a quiet stream open
-            if not await wait() or time.monotonic() - quiet_since >= KEEPALIVE_S:
-                quiet_since = time.monotonic()
-                yield ": keep-alive\n\n"
+            await wait()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Row, bindparam, func, select
 from sqlalchemy.orm import Session
@@ -247,9 +249,10 @@ def continue_training(job: OwnedJob, body: ContinueIn, request: Request, user: C
     return job_view(session, job.id, user.id)
 
 
-@router.get("/jobs/{job_id}/events")
-async def job_events(job: OwnedJob, session: SessionDep, settings: SettingsDep, request: Request) -> StreamingResponse:
+@router.get("/jobs/{job_id}/events", response_class=EventSourceResponse)
+async def job_events(job: OwnedJob, session: SessionDep, settings: SettingsDep,
+                     request: Request) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: `progress`, `epoch`, `log` and `status` as they happen; the stream ends with the job."""
     session.close()  # the stream may last hours: it must not hold a pooled connection
-    return StreamingResponse(job_stream(settings, job.id, request, request.app.state.sse_interval_s),
-                             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    async for event in job_stream(settings, job.id, request, request.app.state.sse_interval_s):
+        yield event
