@@ -82,11 +82,12 @@ class LocalStorage:
         self.root.mkdir(parents=True, exist_ok=True)
         self._secret = secret.encode()
 
-    def _path(self, key: str) -> Path:
+    def path(self, key: str) -> Path:
+        """Where a key's file is (whether or not it exists)."""
         return self.root / check_key(key)
 
     def put_file(self, key: str, source: BinaryIO, content_type: str = "application/octet-stream") -> int:
-        target = self._path(key)
+        target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX)
         written = 0
@@ -106,7 +107,7 @@ class LocalStorage:
 
     def iter_chunks(self, key: str) -> Iterator[bytes]:
         try:
-            handle = self._path(key).open("rb")
+            handle = self.path(key).open("rb")
         except FileNotFoundError as exc:
             raise StorageError(f"no object {key!r}") from exc
         with handle:
@@ -119,18 +120,18 @@ class LocalStorage:
     def download_to(self, key: str, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            shutil.copyfile(self._path(key), target)
+            shutil.copyfile(self.path(key), target)
         except FileNotFoundError as exc:
             raise StorageError(f"no object {key!r}") from exc
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        return self.path(key).is_file()
 
     def size(self, key: str) -> int:
-        return self._path(key).stat().st_size
+        return self.path(key).stat().st_size
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        self.path(key).unlink(missing_ok=True)
 
     def list_keys(self, prefix: str) -> list[str]:
         base = self.root / check_key(prefix.rstrip("/"))
@@ -144,7 +145,7 @@ class LocalStorage:
         modified = {}
         for key in self.list_keys(prefix):
             with contextlib.suppress(FileNotFoundError):
-                modified[key] = self._path(key).stat().st_mtime
+                modified[key] = self.path(key).stat().st_mtime
         return modified
 
     def sweep_partial_uploads(self, older_than_s: float = 3600.0) -> int:

@@ -7,7 +7,7 @@ import ipaddress
 from pathlib import PurePosixPath
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import func, select, text
 
@@ -81,19 +81,19 @@ async def network_types() -> list[dict[str, object]]:
 
 
 @router.get("/files/{key:path}")
-def signed_file(key: str, exp: int, name: str, sig: str, storage: StorageDep) -> StreamingResponse:
+def signed_file(key: str, exp: int, name: str, sig: str, storage: StorageDep) -> FileResponse:
+    """A signed link's file, with Range requests (a paused or cut download resumes)."""
     if not isinstance(storage, LocalStorage) or not storage.verify(key, exp, name, sig):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "link is invalid or has expired")
     try:
-        size = storage.size(key)
-    except (FileNotFoundError, StorageError):
+        path = storage.path(key)
+    except StorageError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "file not found") from None
-    suffix = PurePosixPath(key).suffix
-    headers = {"Content-Length": str(size), "Cache-Control": "private, max-age=300"}
-    if suffix not in MEDIA_TYPES:
-        headers["Content-Disposition"] = f'attachment; filename="{name}"'
-    return StreamingResponse(storage.iter_chunks(key), media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"),
-                             headers=headers)
+    if not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "file not found")
+    media_type = MEDIA_TYPES.get(PurePosixPath(key).suffix)
+    return FileResponse(path, media_type=media_type or "application/octet-stream",
+                        filename=None if media_type else name, headers={"Cache-Control": "private, max-age=300"})
 
 
 def _loopback(address: str) -> bool:

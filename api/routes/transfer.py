@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import tempfile
 import zipfile
-from collections.abc import Iterator
-from typing import Annotated, BinaryIO
+from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel
 from sqlalchemy import select
+from starlette.background import BackgroundTask
 
 from api.config_transfer import ConfigFileError, ImportedConfig, NoExporter, export_config, import_config
 from api.dataset_import import TAG_SUMMARY, EntryReport, HostileArchive, import_archive
@@ -63,30 +64,23 @@ def write_kohya_zip(archive: zipfile.ZipFile, dataset: Dataset, images: list[Ima
     archive.writestr(TAG_SUMMARY, tag_occurrence(i.tags for i in images), zipfile.ZIP_DEFLATED)
 
 
-def _zip_response(filename: str, write) -> StreamingResponse:  # noqa: ANN001 - write(zipfile.ZipFile)
-    # Built whole before the response starts, so a storage error is a clean 5xx rather than a cut zip.
-    spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _chunks once streamed
-    try:
-        with zipfile.ZipFile(spool, "w") as archive:
-            write(archive)
-    except BaseException:
-        spool.close()
-        raise
-    size = spool.tell()
-    return StreamingResponse(_chunks(spool), media_type="application/zip",
-                             headers={"Content-Disposition": f'attachment; filename="{filename}"',
-                                      "Content-Length": str(size)})
-
-
-def _chunks(handle: BinaryIO, size: int = 1024 * 1024) -> Iterator[bytes]:
-    with handle:
-        handle.seek(0)
-        while chunk := handle.read(size):
-            yield chunk
+def _zip_response(filename: str, write) -> FileResponse:  # noqa: ANN001 - write(zipfile.ZipFile)
+    """The archive `write` makes, as a download with Range support. Built whole first, so a storage error is a
+    clean 5xx rather than a cut zip; the file is removed once sent."""
+    with tempfile.NamedTemporaryFile(suffix=".zip", delete=False) as spool:
+        path = Path(spool.name)
+        try:
+            with zipfile.ZipFile(spool, "w") as archive:
+                write(archive)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    return FileResponse(path, media_type="application/zip", filename=filename,
+                        background=BackgroundTask(path.unlink, missing_ok=True))
 
 
 @router.get("/datasets/{dataset_id}/export")
-def export_dataset(dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> StreamingResponse:
+def export_dataset(dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> FileResponse:
     """The dataset as sd-scripts reads it: crops applied, `.txt` captions, repeats in the folder names."""
     images = selected_images(session, dataset, None)
     return _zip_response(f"{_file_stem(dataset.name)}.zip",
@@ -131,7 +125,7 @@ async def import_job_config(
 
 
 @router.get("/jobs/{job_id}/export-config")
-def export_job_config(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> StreamingResponse:
+def export_job_config(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> FileResponse:
     """config.toml + dataset_config.toml (+ sample_prompts.txt) that reproduce this job with sd-scripts."""
     dataset = session.get(Dataset, job.dataset_id)
     try:

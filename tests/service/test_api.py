@@ -293,6 +293,22 @@ def test_service_endpoints(client):
     types = {t["name"]: t for t in client.get("/api/v1/network-types").json()}
     assert types["loha"]["args"] == ["algo=loha"] and types["dora"]["args"] == ["algo=locon", "dora_wd=True"]
     assert client.get("/api/v1/files/u/x.png?exp=9999999999&name=x.png&sig=bad").status_code == 403
+
+
+def test_a_signed_download_resumes_with_a_range_request(client):
+    storage = client.app.state.storage
+    data = bytes(range(256)) * 40
+    storage.put_bytes("u/1/m/epoch.safetensors", data)
+    link = storage.signed_url("u/1/m/epoch.safetensors", "my lora.safetensors").split("/api/v1", 1)[-1]
+    whole = client.get(f"/api/v1{link}")
+    assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["content-disposition"] == "attachment; filename*=utf-8''my%20lora.safetensors"
+    assert whole.headers["accept-ranges"] == "bytes"
+    rest = client.get(f"/api/v1{link}", headers={"Range": "bytes=4000-"})
+    assert rest.status_code == 206 and rest.content == data[4000:]
+    assert rest.headers["content-range"] == f"bytes 4000-{len(data) - 1}/{len(data)}"
+    storage.delete("u/1/m/epoch.safetensors")
+    assert client.get(f"/api/v1{link}").status_code == 404
     assert client.get("/api/v1/openapi.json").json()["info"]["title"] == "lorabake"
 
 
