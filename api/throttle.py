@@ -1,19 +1,23 @@
 """Throttles for sign-in and sign-up, and a cap on password hashing running at once.
 
 Counters are fixed windows, in Redis when there is one (shared by every API process) and in the process otherwise
-(the embedded mode runs one). Password hashing (argon2) is deliberately slow: at most HASH_SLOTS run at once, so a
+(the embedded mode runs one). With Redis configured and out of reach, sign-in and sign-up fail closed (503 with the
+reason): counting in each process instead would silently multiply every limit by the number of API processes.
+Password hashing (argon2) is deliberately slow: at most HASH_SLOTS run at once, so a
 flood of sign-ins waits for a slot or is turned away instead of slowing every other request down.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeVar
 
 import redis
 from fastapi import HTTPException, Request, status
@@ -21,8 +25,10 @@ from fastapi import HTTPException, Request, status
 from api.security import verify_password
 from core.settings import Settings
 
+log = logging.getLogger(__name__)
 HASH_SLOTS = 2
 HASH_WAIT_S = 5.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,8 @@ def _within(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6
 
 class Throttle:
     def __init__(self, redis_url: str | None, hash_slots: int = HASH_SLOTS, hash_wait_s: float = HASH_WAIT_S) -> None:
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=2) if redis_url else None
+        self._redis = (redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+                       if redis_url else None)
         self._local: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
         self._hashing = threading.BoundedSemaphore(hash_slots)
@@ -96,13 +103,21 @@ class Throttle:
         window = int(time.time() // limit.window_s)
         return f"lorabake:throttle:{limit.name}:{window}:{subject}"
 
+    def _shared(self, action: Callable[[redis.Redis], T]) -> T:
+        assert self._redis is not None
+        try:
+            return action(self._redis)
+        except redis.RedisError as exc:
+            log.error("sign-in throttle: Redis cannot be reached (%s); sign-ins and sign-ups are refused until it "
+                      "is back", exc)
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                                "signing in is paused: the server cannot reach its rate-limit store (Redis) right now; "
+                                "try again in a minute", headers={"Retry-After": "30"}) from None
+
     def count(self, limit: Limit, subject: str) -> int:
         key = self._key(limit, subject)
         if self._redis is not None:
-            try:
-                return int(self._redis.get(key) or 0)
-            except redis.RedisError:
-                pass  # Redis away: fall back to this process's counters
+            return self._shared(lambda r: int(r.get(key) or 0))
         with self._lock:
             value, _ = self._local.get(key, (0, 0.0))
             return value
@@ -110,12 +125,8 @@ class Throttle:
     def add(self, limit: Limit, subject: str) -> None:
         key = self._key(limit, subject)
         if self._redis is not None:
-            try:
-                with self._redis.pipeline() as pipe:
-                    pipe.incr(key).expire(key, limit.window_s).execute()
-                return
-            except redis.RedisError:
-                pass
+            self._shared(lambda r: r.pipeline().incr(key).expire(key, limit.window_s).execute())
+            return
         with self._lock:
             now = time.time()
             self._local = {k: v for k, v in self._local.items() if v[1] > now}  # forget finished windows
@@ -125,11 +136,8 @@ class Throttle:
     def clear(self, limit: Limit, subject: str) -> None:
         key = self._key(limit, subject)
         if self._redis is not None:
-            try:
-                self._redis.delete(key)
-                return
-            except redis.RedisError:
-                pass
+            self._shared(lambda r: r.delete(key))
+            return
         with self._lock:
             self._local.pop(key, None)
 

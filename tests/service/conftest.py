@@ -132,6 +132,38 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
+class ApiProcess:
+    """The API as production runs it: a uvicorn process of its own (its app made from LORABAKE_* env)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        self.log_path = log_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> ApiProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1", "--port",
+             str(self.port), "--log-level", "warning"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+        def answers() -> bool:
+            assert self.process.poll() is None, self.log_path.read_text(errors="replace")[-3000:]
+            try:
+                return httpx.get(f"{self.url}/api/v1/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(answers, 60, "the API process to answer")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+
+
 class WorkerProcess:
     """A real `celery worker` process (prefork, concurrency 1) with the given LORABAKE_* environment."""
 

@@ -3,6 +3,8 @@ hashing, who may read metrics, unambiguous model names and keep-alives on quiet 
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
 
@@ -16,7 +18,7 @@ from api.throttle import Throttle
 from core.db import session_factory
 from core.models import Dataset, Epoch, Job, JobStatus, PublishedModel, User
 from core.settings import Settings
-from tests.service.conftest import LiveServer, register
+from tests.service.conftest import ApiProcess, LiveServer, free_port, production_like_env, register, wait_for
 
 PASSWORD = "correct horse battery"
 
@@ -210,3 +212,44 @@ def test_an_account_under_attack_only_slows_down_and_never_past_the_bound():
     delays = [account_delay_s(failures, settings) for failures in range(0, 2000, 5)]
     assert delays[:2] == [0.0, 0.0] and delays[2] > 0  # nothing until the threshold, then a wait
     assert delays == sorted(delays) and max(delays) == 3.0  # growing, and bounded
+
+
+def test_two_api_processes_share_the_sign_in_limits_and_refuse_sign_ins_while_redis_is_away(
+        tmp_path, service_urls, tiny_sd15):
+    """Counted in Redis, the pair limit holds across API processes (counted per process it would be 2× here); with
+    Redis gone, sign-in and sign-up answer 503 with the reason instead of counting per process."""
+    port = free_port()
+    store = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "",
+                              "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _answers_ping(port), 30, "the test's own Redis")
+        env = {**production_like_env(tmp_path, service_urls, tiny_sd15, 9), "LORABAKE_RECONCILE_IN_API": "false",
+               "LORABAKE_REDIS_URL": f"redis://127.0.0.1:{port}/0", "LORABAKE_LOGIN_FAILURES_PER_PAIR": "4"}
+        with ApiProcess(env, tmp_path / "api1.log") as first, ApiProcess(env, tmp_path / "api2.log") as second, \
+                httpx.Client(base_url=first.url) as one, httpx.Client(base_url=second.url) as two:
+            register(one, "shared@example.com")
+            wrong = {"username": "shared@example.com", "password": "not it"}
+            answers = [client.post("/api/v1/auth/login", data=wrong).status_code for client in (one, two, one, two)]
+            assert answers == [401] * 4
+            for client in (one, two):
+                refused = client.post("/api/v1/auth/login", data={**wrong, "password": PASSWORD})
+                assert refused.status_code == 429 and "from your address" in refused.json()["detail"]
+            store.terminate()
+            store.wait(timeout=20)
+            for client in (one, two):
+                away = client.post("/api/v1/auth/login", data={"username": "other@example.com", "password": "x"})
+                assert away.status_code == 503 and "rate-limit store" in away.json()["detail"]
+                assert int(away.headers["retry-after"]) > 0
+                signup = client.post("/api/v1/auth/register", json={"email": "new@example.com", "password": PASSWORD})
+                assert signup.status_code == 503 and "rate-limit store" in signup.json()["detail"]
+    finally:
+        store.kill()
+
+
+def _answers_ping(port: int) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis(port=port, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
