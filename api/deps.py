@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
@@ -35,9 +35,9 @@ async def get_app_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-async def get_db(request: Request) -> AsyncIterator[Session]:
-    # Opening a session costs nothing (it connects on first use) and closing one hands its connection back to the
-    # pool, so neither needs a trip through the thread pool.
+def get_db(request: Request) -> Iterator[Session]:
+    # Sync, so FastAPI opens and closes it in the thread pool: closing hands the connection back with a ROLLBACK,
+    # a round trip to the database that must not run on the event loop.
     state = request.app.state
     with (state.read_sessions if request.method in SAFE_METHODS else state.sessions)() as session:
         yield session
@@ -83,12 +83,10 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-# Reads that are one or a few indexed lookups run on the event loop (`async def` with plain queries): a trip through
-# the thread pool and back costs more than such a query, and under load the GIL hand-offs between the loop and the
-# pool threads dominate (docs/benchmarks.md). Work that can take long (uploads, image lists with many signed links,
-# job creation) stays in sync handlers, which FastAPI runs in the thread pool.
-async def get_current_user(request: Request, session: SessionDep,
-                           bearer: Annotated[str | None, Depends(oauth2)]) -> Caller:
+# Everything that queries the database is sync (`def`): FastAPI runs it in the thread pool, so a slow query or a
+# database that hangs never holds up the event loop, which keeps serving streams, health checks and other requests.
+def get_current_user(request: Request, session: SessionDep,
+                     bearer: Annotated[str | None, Depends(oauth2)]) -> Caller:
     token = bearer
     if token is None:
         token = request.cookies.get(SESSION_COOKIE)
@@ -111,11 +109,11 @@ def _aware(value: datetime) -> datetime:  # SQLite hands back naive datetimes
 CurrentUser = Annotated[Caller, Depends(get_current_user)]
 
 
-async def get_optional_user(request: Request, session: SessionDep,
-                            bearer: Annotated[str | None, Depends(oauth2)]) -> Caller | None:
+def get_optional_user(request: Request, session: SessionDep,
+                      bearer: Annotated[str | None, Depends(oauth2)]) -> Caller | None:
     """The caller when signed in, None for a visitor (pages that visitors may read too)."""
     try:
-        return await get_current_user(request, session, bearer)
+        return get_current_user(request, session, bearer)
     except HTTPException as exc:
         if exc.status_code == status.HTTP_401_UNAUTHORIZED:
             return None
@@ -125,14 +123,14 @@ async def get_optional_user(request: Request, session: SessionDep,
 MaybeUser = Annotated[Caller | None, Depends(get_optional_user)]
 
 
-async def owned_dataset(dataset_id: str, session: SessionDep, user: CurrentUser) -> Dataset:
+def owned_dataset(dataset_id: str, session: SessionDep, user: CurrentUser) -> Dataset:
     dataset = session.get(Dataset, dataset_id)
     if dataset is None or dataset.owner_id != user.id:
         raise not_found("dataset")
     return dataset
 
 
-async def owned_job(job_id: str, session: SessionDep, user: CurrentUser) -> Job:
+def owned_job(job_id: str, session: SessionDep, user: CurrentUser) -> Job:
     job = session.get(Job, job_id)
     if job is None or job.owner_id != user.id:
         raise not_found("job")

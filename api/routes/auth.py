@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
 
@@ -11,13 +12,15 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, SessionDep, SettingsDep
 from api.routes import API_PREFIX
 from api.schemas import NewApiToken, Registration, TokenOut, UserOut
 from api.security import CSRF_COOKIE, SESSION_COOKIE, hash_password, new_token, token_hash
-from api.throttle import Throttle, account_delay_s, client_address, limits
+from api.throttle import Limits, Throttle, account_delay_s, client_address, limits
 from core.models import ApiToken, User, utcnow
+from core.settings import Settings
 
 router = APIRouter(prefix=API_PREFIX, tags=["auth"])
 
@@ -42,34 +45,54 @@ def register(body: Registration, request: Request, session: SessionDep, settings
 async def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, response: Response,
                 session: SessionDep, settings: SettingsDep) -> TokenOut:
     """Guessing is refused per address and per (account, address) pair; an account itself is only slowed (its
-    owner, from anywhere, still gets in). The wait is a sleep on the event loop, holding no thread; the hash runs
-    in a capped slot in the thread pool."""
-    throttle: Throttle = request.app.state.throttle
-    limit, email = limits(settings), form.username.lower()
-    address = client_address(request, settings.trusted_proxies)
-    pair = f"{email} {address}"
-    throttle.check(limit.address, address, "sign-in attempts from your address")
-    throttle.check(limit.pair, pair, "wrong passwords for this account from your address")
-    if delay := account_delay_s(throttle.count(limit.account, email), settings):
+    owner, from anywhere, still gets in). The wait is a sleep on the event loop, holding no thread; the counting,
+    the database and the hash (in a capped slot) run in the thread pool."""
+    attempt = SignIn(request.app.state.throttle, limits(settings), form.username.lower(),
+                     client_address(request, settings.trusted_proxies))
+    if delay := await run_in_threadpool(attempt.admit, settings):
         await asyncio.sleep(delay)
-    throttle.add(limit.address, address)
-    user = session.scalar(select(User).where(User.email == email))
-    correct = await run_in_threadpool(throttle.verify, form.password, user.password_hash if user else None)
-    if not correct or user is None:
-        throttle.add(limit.pair, pair)
-        throttle.add(limit.account, email)
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong email or password")
-    throttle.clear(limit.pair, pair)
-    token = new_token("lbs")
     max_age = settings.session_days * 86400
-    session.add(ApiToken(user_id=user.id, token_hash=token_hash(token), kind="session",
-                         expires_at=utcnow() + timedelta(seconds=max_age)))
-    session.commit()
+    token = await run_in_threadpool(attempt.authenticate, session, form.password, max_age)
     response.set_cookie(SESSION_COOKIE, token, max_age=max_age, httponly=True, samesite="lax",
                         secure=settings.cookie_secure)
     response.set_cookie(CSRF_COOKIE, secrets.token_urlsafe(24), max_age=max_age, httponly=False, samesite="strict",
                         secure=settings.cookie_secure)
     return TokenOut(access_token=token)
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """One sign-in attempt's blocking parts (Redis counters, the database, the hash), each run off the event loop."""
+
+    throttle: Throttle
+    limit: Limits
+    email: str
+    address: str
+
+    @property
+    def pair(self) -> str:
+        return f"{self.email} {self.address}"
+
+    def admit(self, settings: Settings) -> float:
+        """Refuses an address or pair past its limit (429); else how long this account's sign-ins wait now."""
+        self.throttle.check(self.limit.address, self.address, "sign-in attempts from your address")
+        self.throttle.check(self.limit.pair, self.pair, "wrong passwords for this account from your address")
+        return account_delay_s(self.throttle.count(self.limit.account, self.email), settings)
+
+    def authenticate(self, session: Session, password: str, max_age_s: int) -> str:
+        """A new session token for the right password; a 401 (counted) for a wrong one."""
+        self.throttle.add(self.limit.address, self.address)
+        user = session.scalar(select(User).where(User.email == self.email))
+        if not self.throttle.verify(password, user.password_hash if user else None) or user is None:
+            self.throttle.add(self.limit.pair, self.pair)
+            self.throttle.add(self.limit.account, self.email)
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong email or password")
+        self.throttle.clear(self.limit.pair, self.pair)
+        token = new_token("lbs")
+        session.add(ApiToken(user_id=user.id, token_hash=token_hash(token), kind="session",
+                             expires_at=utcnow() + timedelta(seconds=max_age_s)))
+        session.commit()
+        return token
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)

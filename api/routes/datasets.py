@@ -54,12 +54,12 @@ def create_dataset(body: DatasetIn, user: CurrentUser, session: SessionDep) -> d
 
 
 @router.get("/datasets", response_model=list[DatasetOut])
-async def list_datasets(user: CurrentUser, session: SessionDep) -> list[dict[str, Any]]:
+def list_datasets(user: CurrentUser, session: SessionDep) -> list[dict[str, Any]]:
     return [row._asdict() for row in read_rows(session, _ALL_VIEWS, {"owner_id": user.id})]
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut)
-async def get_dataset(dataset_id: str, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+def get_dataset(dataset_id: str, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
     return dataset_view(session, dataset_id, user.id)
 
 
@@ -84,13 +84,13 @@ def delete_dataset(dataset: OwnedDataset, session: SessionDep, storage: StorageD
 
 
 @router.get("/datasets/{dataset_id}/tags")
-async def tag_frequency(dataset: OwnedDataset, session: SessionDep) -> list[dict[str, object]]:
+def tag_frequency(dataset: OwnedDataset, session: SessionDep) -> list[dict[str, object]]:
     tag_lists = session.scalars(select(Image.tags).where(Image.dataset_id == dataset.id))
     return [{"tag": tag, "count": count} for tag, count in tag_counts(tag_lists)]
 
 
 @router.get("/datasets/{dataset_id}/trigger-words")
-async def suggested_trigger_words(dataset: OwnedDataset, session: SessionDep) -> dict[str, list[str]]:
+def suggested_trigger_words(dataset: OwnedDataset, session: SessionDep) -> dict[str, list[str]]:
     """What publishing prefills: the tags in front of every caption (see core.kohya_layout.trigger_words)."""
     return {"trigger_words": trigger_words(selected_images(session, dataset, None))}
 

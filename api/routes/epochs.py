@@ -38,12 +38,12 @@ def find_epoch(job: Job, n: int, session: SessionDep) -> Epoch:
 
 
 @router.get("/jobs/{job_id}/epochs")
-async def list_epochs(job: OwnedJob, storage: StorageDep, settings: SettingsDep) -> list[EpochOut]:
+def list_epochs(job: OwnedJob, storage: StorageDep, settings: SettingsDep) -> list[EpochOut]:
     return [epoch_out(job, e, storage, settings.download_link_seconds) for e in job.epochs]
 
 
 @router.get("/jobs/{job_id}/epochs/{n}/download")
-async def download_epoch(n: int, job: OwnedJob, session: SessionDep, storage: StorageDep,
+def download_epoch(n: int, job: OwnedJob, session: SessionDep, storage: StorageDep,
                    settings: SettingsDep) -> RedirectResponse:
     epoch = find_epoch(job, n, session)
     url = storage.signed_url(epoch.file_key, epoch_filename(job, n), settings.download_link_seconds)
@@ -74,8 +74,8 @@ def generate(n: int, body: GenerateIn, job: OwnedJob, request: Request, user: Cu
 
 
 @router.get("/generations/{generation_id}")
-async def get_generation(generation_id: str, user: CurrentUser, session: SessionDep,
-                         storage: StorageDep) -> GenerationOut:
+def get_generation(generation_id: str, user: CurrentUser, session: SessionDep,
+                   storage: StorageDep) -> GenerationOut:
     generation = owned(session, Generation, generation_id, user.id, "generation")
     return GenerationOut(id=generation.id, status=generation.status, error=generation.error, notes=generation.notes,
                          images=[storage.signed_url(k) for k in generation.image_keys],
@@ -104,7 +104,7 @@ def to_plain_lora(n: int, body: PlainLoraIn, job: OwnedJob, request: Request, se
 
 
 @router.get("/plain-loras/{conversion_id}")
-async def get_plain_lora(conversion_id: str, user: CurrentUser, session: SessionDep,
-                         storage: StorageDep) -> PlainLoraOut:
+def get_plain_lora(conversion_id: str, user: CurrentUser, session: SessionDep,
+                   storage: StorageDep) -> PlainLoraOut:
     conversion = owned(session, Conversion, conversion_id, user.id, "plain LoRA")
     return plain_out(session, session.get(Job, conversion.job_id), conversion, storage)

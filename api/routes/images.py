@@ -67,7 +67,7 @@ def _owned_image(dataset: Dataset, image_id: str, session: SessionDep) -> Image:
 
 
 @router.get("/datasets/{dataset_id}/images/{image_id}")
-async def get_image(image_id: str, dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> ImageOut:
+def get_image(image_id: str, dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> ImageOut:
     return image_out(_owned_image(dataset, image_id, session), storage)
 
 

@@ -157,7 +157,7 @@ def create_job(body: JobIn, request: Request, user: CurrentUser, session: Sessio
 
 
 @router.get("/jobs", response_model=list[JobSummary])
-async def list_jobs(user: CurrentUser, session: SessionDep) -> list[dict[str, Any]]:
+def list_jobs(user: CurrentUser, session: SessionDep) -> list[dict[str, Any]]:
     rows = read_rows(session, _OWN_JOBS, {"owner_id": user.id}).all()
     waiting = any(row.status == JobStatus.queued for row in rows)
     slots = transitions.queue_slots(session) if waiting else {}
@@ -165,7 +165,7 @@ async def list_jobs(user: CurrentUser, session: SessionDep) -> list[dict[str, An
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-async def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
     return job_view(session, job_id, user.id)
 
 

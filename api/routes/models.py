@@ -73,8 +73,8 @@ def publish(body: PublishIn, user: CurrentUser, session: SessionDep, storage: St
 
 
 @router.get("/models")
-async def list_models(user: CurrentUser, session: SessionDep, storage: StorageDep,
-                      settings: SettingsDep) -> list[ModelOut]:
+def list_models(user: CurrentUser, session: SessionDep, storage: StorageDep,
+                settings: SettingsDep) -> list[ModelOut]:
     rows = session.execute(
         select(PublishedModel, Epoch, Job, User).join(Epoch, Epoch.id == PublishedModel.epoch_id)
         .join(Job, Job.id == PublishedModel.job_id).join(User, User.id == PublishedModel.owner_id)
@@ -85,7 +85,7 @@ async def list_models(user: CurrentUser, session: SessionDep, storage: StorageDe
 
 
 @router.get("/models/{model_id}")
-async def get_model(model_id: str, user: MaybeUser, session: SessionDep, storage: StorageDep,
+def get_model(model_id: str, user: MaybeUser, session: SessionDep, storage: StorageDep,
               settings: SettingsDep) -> ModelOut:
     """A public model is readable by anybody with its link, visitors included; a private one by its owner."""
     model = session.get(PublishedModel, model_id)

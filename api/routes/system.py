@@ -24,7 +24,7 @@ MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}
 
 
 @router.get("/healthz")
-async def healthz(session: SessionDep) -> dict[str, str]:
+def healthz(session: SessionDep) -> dict[str, str]:
     session.execute(text("SELECT 1"))
     return {"status": "ok"}
 
@@ -48,7 +48,7 @@ def metrics(session: SessionDep, settings: SettingsDep, request: Request) -> Res
 
 
 @router.get("/base-models")
-async def base_models(settings: SettingsDep) -> list[dict[str, object]]:
+def base_models(settings: SettingsDep) -> list[dict[str, object]]:
     """The base models offered; `train_overrides` are what the server sets over every preset for that model (pro mode
     starts from them too, so basic and pro count the same steps for the same settings)."""
     return [{"name": m.name, "family": m.family, "resolution": m.resolution, "train_overrides": m.train_overrides}

@@ -78,7 +78,7 @@ def crop_images(body: CropRequest, dataset: OwnedDataset, session: SessionDep,
 
 
 @router.get("/taggers")
-async def taggers(settings: SettingsDep, _: CurrentUser) -> dict[str, object]:
+def taggers(settings: SettingsDep, _: CurrentUser) -> dict[str, object]:
     """The taggers; `message` (for users) says plainly when none can be used, `setup` tells an operator how to add
     one; `on_upload`: whether new images are tagged as they arrive."""
     entries = [TaggerOut(name=t.name, source=t.source, installed=t.installed) for t in list_taggers(settings)]
@@ -102,12 +102,12 @@ def autotag(body: AutotagRequest, dataset: OwnedDataset, session: SessionDep, se
 
 
 @router.get("/tasks/{task_id}")
-async def get_task(task_id: str, user: CurrentUser, session: SessionDep) -> TaskOut:
+def get_task(task_id: str, user: CurrentUser, session: SessionDep) -> TaskOut:
     return task_out(session, owned(session, DatasetTask, task_id, user.id, "task"))
 
 
 @router.get("/datasets/{dataset_id}/tasks")
-async def dataset_tasks(dataset: OwnedDataset, session: SessionDep) -> list[TaskOut]:
+def dataset_tasks(dataset: OwnedDataset, session: SessionDep) -> list[TaskOut]:
     rows = session.scalars(select(DatasetTask).where(DatasetTask.dataset_id == dataset.id)
                            .order_by(DatasetTask.created_at.desc()).limit(20))
     return [task_out(session, t) for t in rows]
