@@ -15,7 +15,7 @@ from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalErr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.reconciler import Reconciler
-from api.routes import account, auth, datasets, epochs, images, jobs, models, sweeps, system, tools, transfer
+from api.routes import all_routes
 from api.schemas import readable_error
 from api.throttle import Throttle
 from core.db import migrate, read_session_factory, session_factory
@@ -87,10 +87,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
 
     # FastAPI 0.165 keeps an included router nested and walks every level, route by route, on each request: up to
     # 0.12 ms per request here (docs/benchmarks.md). The routers carry the /api/v1 prefix, so their routes go
-    # straight onto the app's own router instead. They are matched in order, the most requested first; a path that
-    # two routers share (POST /datasets/import and GET /datasets/{id}) differs in method, which decides.
-    for module in (system, auth, datasets, jobs, images, epochs, sweeps, tools, models, transfer, account):
-        app.router.routes.extend(module.router.routes)
+    # straight onto the app's own router instead, ordered by their paths.
+    app.router.routes.extend(all_routes())
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)

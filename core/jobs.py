@@ -6,7 +6,7 @@ Nothing here commits: the caller owns the transaction."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -154,6 +154,16 @@ def undelivered(session: Session, resend_after_s: float, now: datetime | None = 
 
 def mark_sent(session: Session, job_id: str) -> None:
     _update(session, job_id, [], {"sent_at": utcnow()})
+
+
+def deliver(session: Session, job_id: str, send_train: Callable[[str], object]) -> bool:
+    """Sends a stored job's train message and, when the broker took it, marks it sent (committed). Used by job
+    creation and by the reconciler's outbox, which resends what was never marked."""
+    if not send_train(job_id):
+        return False
+    mark_sent(session, job_id)
+    session.commit()
+    return True
 
 
 @dataclass(frozen=True)

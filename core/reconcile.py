@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from core.db import session_factory
 from core.events import notices_for
-from core.jobs import has_queued, mark_sent, requeue_lost, transition, undelivered
+from core.jobs import deliver, has_queued, requeue_lost, transition, undelivered
 from core.models import Job, JobStatus, utcnow
 from core.settings import Settings
 from core.webhooks import release, take_due
@@ -52,13 +52,6 @@ def reconcile(settings: Settings, send_train: Callable[[str], object],
     repairs = Repairs()
     with session_factory(settings.db_url)() as session:
 
-        def deliver(job_id: str) -> bool:
-            if send_train(job_id):
-                mark_sent(session, job_id)
-                session.commit()
-                return True
-            return False
-
         lost = requeue_lost(session, settings.heartbeat_timeout_s, settings.max_attempts)
         session.commit()
         repairs.requeued, repairs.failed = lost.requeued, lost.failed
@@ -68,10 +61,10 @@ def reconcile(settings: Settings, send_train: Callable[[str], object],
                 session.commit()
                 repairs.started.append(job_id)
         for job_id in repairs.requeued + repairs.started:
-            deliver(job_id)
+            deliver(session, job_id, send_train)
         delivered = set(repairs.requeued + repairs.started)
         repairs.resent = [job_id for job_id in undelivered(session, settings.resend_after_s)
-                          if job_id not in delivered and deliver(job_id)]
+                          if job_id not in delivered and deliver(session, job_id, send_train)]
     if send_announcement is not None:
         repairs.announced = announce_ended(settings, send_announcement)
     notices = notices_for(settings.redis_url)

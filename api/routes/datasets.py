@@ -7,41 +7,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from PIL import Image as PILImage
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
 
-from api.deps import CurrentUser, OwnedDataset, SessionDep, StorageDep, not_found
+from api.deps import CurrentUser, OwnedDataset, SessionDep, StorageDep
 from api.routes import API_PREFIX
 from api.schemas import DatasetIn, DatasetOut, DatasetPatch, TagBatch
+from api.services.datasets import dataset_view, dataset_views, selected_images
 from core import keys
-from core.db import read_rows
 from core.kohya_layout import tag_counts, trigger_words
 from core.models import Dataset, Image, Job
 from core.phash import DEFAULT_MAX_DISTANCE, near_duplicate_groups, phash
 
 router = APIRouter(prefix=API_PREFIX, tags=["datasets"])
-
-
-IMAGE_COUNT = select(func.count()).select_from(Image).where(Image.dataset_id == bindparam("dataset_id"))
-# Every answer about a dataset comes from one statement: its columns with its image count, for its owner only.
-_DATASET_VIEWS = select(Dataset.id, Dataset.name, Dataset.description, Dataset.default_repeats, Dataset.created_at,
-                        Dataset.crop_family,
-                        select(func.count()).where(Image.dataset_id == Dataset.id).correlate(Dataset)
-                        .scalar_subquery().label("image_count")).where(Dataset.owner_id == bindparam("owner_id"))
-_ONE_VIEW = _DATASET_VIEWS.where(Dataset.id == bindparam("dataset_id"))
-_ALL_VIEWS = _DATASET_VIEWS.order_by(Dataset.created_at.desc())
-
-
-def image_count(session: Session, dataset_id: str) -> int:
-    return int(session.scalar(IMAGE_COUNT, {"dataset_id": dataset_id}) or 0)
-
-
-def dataset_view(session: Session, dataset_id: str, owner_id: str) -> dict[str, Any]:
-    """A dataset as the API shows it (a DatasetOut's fields); 404 when it is not the owner's."""
-    row = read_rows(session, _ONE_VIEW, {"owner_id": owner_id, "dataset_id": dataset_id}).first()
-    if row is None:
-        raise not_found("dataset")
-    return row._asdict()
 
 
 # Answers are plain rows; FastAPI validates them against the response model once, on the way out.
@@ -55,7 +32,7 @@ def create_dataset(body: DatasetIn, user: CurrentUser, session: SessionDep) -> d
 
 @router.get("/datasets", response_model=list[DatasetOut])
 def list_datasets(user: CurrentUser, session: SessionDep) -> list[dict[str, Any]]:
-    return [row._asdict() for row in read_rows(session, _ALL_VIEWS, {"owner_id": user.id})]
+    return dataset_views(session, user.id)
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut)
@@ -110,19 +87,6 @@ def apply_tag_batch(tags: list[str], batch: TagBatch) -> list[str]:
             if replacement not in out:
                 out.append(replacement)
     return out
-
-
-def selected_images(session: Session, dataset: Dataset, image_ids: list[str] | None) -> list[Image]:
-    """The dataset's images in upload order, or those of `image_ids` (404 naming any not in this dataset)."""
-    query = select(Image).where(Image.dataset_id == dataset.id).order_by(Image.created_at, Image.id)
-    if image_ids is not None:
-        query = query.where(Image.id.in_(image_ids))
-    images = list(session.scalars(query))
-    if image_ids is not None and len(images) != len(set(image_ids)):
-        found = {i.id for i in images}
-        missing = [i for i in image_ids if i not in found]
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"images not in this dataset: {', '.join(missing[:10])}")
-    return images
 
 
 @router.get("/datasets/{dataset_id}/duplicates")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import RedirectResponse
-from sqlalchemy import select
 
 from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, StorageDep, dispatch_task, owned
 from api.routes import API_PREFIX
 from api.schemas import EpochOut, GenerateIn, GenerationOut, PlainLoraIn, PlainLoraOut
+from api.services.epochs import find_epoch
 from api.waiting import LIGHT_TASKS, waiting_for
 from core.models import Conversion, Epoch, Generation, Job
 from core.queue import CONVERT_TASK, GENERATE_TASK
@@ -28,13 +28,6 @@ def epoch_out(job: Job, epoch: Epoch, storage: Storage, expires_s: int) -> Epoch
                     sha256=epoch.sha256,
                     previews=[storage.signed_url(k, expires_s=expires_s) for k in epoch.previews],
                     download_url=storage.signed_url(epoch.file_key, epoch_filename(job, epoch.n), expires_s))
-
-
-def find_epoch(job: Job, n: int, session: SessionDep) -> Epoch:
-    epoch = session.scalar(select(Epoch).where(Epoch.job_id == job.id, Epoch.n == n))
-    if epoch is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"epoch {n} not found")
-    return epoch
 
 
 @router.get("/jobs/{job_id}/epochs")

@@ -10,9 +10,9 @@ from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFil
 from api.deps import OwnedDataset, SessionDep, SettingsDep, StorageDep, not_found
 from api.ingest import store_image
 from api.routes import API_PREFIX
-from api.routes.datasets import image_count, selected_images
-from api.routes.tools import tag_on_upload
 from api.schemas import ImageOut, ImagePatch, UploadResult
+from api.services.datasets import image_count, selected_images
+from api.services.tasks import tag_on_upload
 from api.uploads import RejectedUpload
 from core.models import Dataset, Image
 from core.storage import Storage

@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, MaybeUser, SessionDep, SettingsDep, StorageDep, not_found, owned
 from api.routes import API_PREFIX
-from api.routes.epochs import find_epoch
 from api.schemas import ModelOut, ModelPatch, PublishIn
+from api.services.epochs import find_epoch
 from core.models import Epoch, Job, JobStatus, PublishedModel, User
 from core.storage import Storage
 from trainer.families import FAMILIES

@@ -5,17 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, dispatch_task, owned
+from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, owned
 from api.routes import API_PREFIX
-from api.routes.datasets import selected_images
 from api.schemas import AutotagRequest, CropRequest, TaggerOut, TaskOut
-from api.waiting import CPU_TASKS, waiting_for
+from api.services.datasets import selected_images
+from api.services.tasks import queue_task, task_out
 from core.geometry import center_box
 from core.models import Dataset, DatasetTask
-from core.queue import DATASET_TASK
-from core.settings import Settings
 from core.taggers import find_tagger, list_taggers, no_tagger_message
 
 router = APIRouter(prefix=API_PREFIX, tags=["dataset tools"])
@@ -24,37 +21,10 @@ NO_TAGGER_FOR_USERS = ("Automatic tagging is not available on this server yet, s
                        "tagger.")
 
 
-def queue_task(request: Request, session: Session, dataset: Dataset, kind: str, params: dict) -> DatasetTask:
-    """Stores the task and queues it on the cpu queue; GET /tasks/{id} follows it."""
-    task = DatasetTask(owner_id=dataset.owner_id, dataset_id=dataset.id, kind=kind, params=params, result={})
-    session.add(task)
-    session.commit()
-    dispatch_task(request, session, task, DATASET_TASK)
-    return task
-
-
 def start_task(request: Request, session: SessionDep, dataset: Dataset, kind: str, params: dict) -> JSONResponse:
     """Queues the task and answers 202 with it."""
     task = queue_task(request, session, dataset, kind, params)
     return JSONResponse(task_out(session, task).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
-
-
-def task_out(session: Session, task: DatasetTask) -> TaskOut:
-    """The task, and while it is queued, what it waits for: the cpu tasks that came before it."""
-    return TaskOut.model_validate(task).model_copy(update={"on_upload": bool(task.params.get("on_upload")),
-                                                          "waiting_for": waiting_for(session, task, CPU_TASKS)})
-
-
-def tag_on_upload(request: Request, session: Session, settings: Settings, dataset: Dataset,
-                  image_ids: list[str]) -> DatasetTask | None:
-    """New images are tagged as they arrive when the server has a tagger and TAG_ON_UPLOAD is on (images that came
-    with tags keep them)."""
-    tagger = find_tagger(settings, None) if settings.tag_on_upload and image_ids else None
-    if tagger is None:
-        return None
-    params = {**AutotagRequest(mode="skip_tagged", image_ids=image_ids).model_dump(), "tagger": tagger.name,
-              "on_upload": True}
-    return queue_task(request, session, dataset, "autotag", params)
 
 
 @router.post("/datasets/{dataset_id}/crop", response_model=None)

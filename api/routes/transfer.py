@@ -17,8 +17,8 @@ from api.config_transfer import ConfigFileError, ImportedConfig, NoExporter, exp
 from api.dataset_import import TAG_SUMMARY, EntryReport, HostileArchive, import_archive
 from api.deps import CurrentUser, OwnedDataset, OwnedJob, SessionDep, SettingsDep, StorageDep
 from api.routes import API_PREFIX
-from api.routes.datasets import dataset_view, selected_images
 from api.schemas import DatasetOut
+from api.services.datasets import dataset_view, selected_images
 from core.kohya_layout import caption_for, concept_name, image_bytes, place, readable_stem, tag_occurrence
 from core.models import Dataset, Image
 from core.storage import Storage

@@ -1,0 +1,52 @@
+"""Datasets as every part of the API reads them: one owner's dataset with its image count, and its images."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException, status
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.orm import Session
+
+from api.deps import not_found
+from core.db import read_rows
+from core.models import Dataset, Image
+
+IMAGE_COUNT = select(func.count()).select_from(Image).where(Image.dataset_id == bindparam("dataset_id"))
+# Every answer about a dataset comes from one statement: its columns with its image count, for its owner only.
+_DATASET_VIEWS = select(Dataset.id, Dataset.name, Dataset.description, Dataset.default_repeats, Dataset.created_at,
+                        Dataset.crop_family,
+                        select(func.count()).where(Image.dataset_id == Dataset.id).correlate(Dataset)
+                        .scalar_subquery().label("image_count")).where(Dataset.owner_id == bindparam("owner_id"))
+_ONE_VIEW = _DATASET_VIEWS.where(Dataset.id == bindparam("dataset_id"))
+_ALL_VIEWS = _DATASET_VIEWS.order_by(Dataset.created_at.desc())
+
+
+def image_count(session: Session, dataset_id: str) -> int:
+    return int(session.scalar(IMAGE_COUNT, {"dataset_id": dataset_id}) or 0)
+
+
+def dataset_view(session: Session, dataset_id: str, owner_id: str) -> dict[str, Any]:
+    """A dataset as the API shows it (a DatasetOut's fields); 404 when it is not the owner's."""
+    row = read_rows(session, _ONE_VIEW, {"owner_id": owner_id, "dataset_id": dataset_id}).first()
+    if row is None:
+        raise not_found("dataset")
+    return row._asdict()
+
+
+def dataset_views(session: Session, owner_id: str) -> list[dict[str, Any]]:
+    """The owner's datasets, newest first, as the API shows them."""
+    return [row._asdict() for row in read_rows(session, _ALL_VIEWS, {"owner_id": owner_id})]
+
+
+def selected_images(session: Session, dataset: Dataset, image_ids: list[str] | None) -> list[Image]:
+    """The dataset's images in upload order, or those of `image_ids` (404 naming any not in this dataset)."""
+    query = select(Image).where(Image.dataset_id == dataset.id).order_by(Image.created_at, Image.id)
+    if image_ids is not None:
+        query = query.where(Image.id.in_(image_ids))
+    images = list(session.scalars(query))
+    if image_ids is not None and len(images) != len(set(image_ids)):
+        found = {i.id for i in images}
+        missing = [i for i in image_ids if i not in found]
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"images not in this dataset: {', '.join(missing[:10])}")
+    return images
