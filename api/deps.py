@@ -14,8 +14,9 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from api.security import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, token_hash
+from core import tasks
 from core.db import read_rows
-from core.models import ApiToken, Dataset, Job, TaskRow, TaskStatus, User, utcnow
+from core.models import ApiToken, Dataset, Job, TaskRow, User, utcnow
 from core.queue import send
 from core.settings import Settings
 from core.storage import Storage
@@ -149,6 +150,6 @@ def dispatch_task(request: Request, session: Session, row: TaskRow, task: str) -
     waiting for a message that never came) and the caller gets a 503 saying so."""
     if send(request.app.state.celery, task, row.id):
         return
-    row.status, row.error = TaskStatus.failed, QUEUE_DOWN
+    tasks.unsent(session, type(row), row.id, QUEUE_DOWN)
     session.commit()
     raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, QUEUE_DOWN, headers={"Retry-After": "30"})

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from core import keys
+from core import keys, tasks
 from core.db import session_factory
-from core.models import Conversion, Epoch, Job, TaskStatus
+from core.models import Conversion, Epoch, Job
 from core.settings import Settings
 from core.storage import Storage
 from worker.generation import MODELS, settle
@@ -22,7 +22,8 @@ def run_conversion(settings: Settings, storage: Storage, conversion_id: str) -> 
         file_key = session.scalar(select(Epoch.file_key).where(Epoch.job_id == job.id,
                                                                 Epoch.n == conversion.epoch_n))
         owner, rank, base_model = conversion.owner_id, conversion.rank, job.base_model
-        conversion.status = TaskStatus.running
+        if not tasks.start(session, Conversion, conversion_id):
+            return conversion.status  # it ended already: a redelivered message
         session.commit()
     scratch = settings.scratch.resolve() / f"plain-{conversion_id}"
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from PIL import Image as PILImage
 from sqlalchemy import select
 
+from core import tasks
 from core.db import session_factory
 from core.kohya_layout import image_bytes
-from core.models import DatasetTask, Image, TaskStatus, utcnow
+from core.models import DatasetTask, Image, TaskStatus
 from core.settings import Settings
 from core.storage import Storage
 from core.taggers import find_tagger
@@ -78,14 +79,15 @@ def run_dataset_task(settings: Settings, storage: Storage, task_id: str) -> str:
     factory = session_factory(settings.db_url)
     with factory() as session:
         task = session.get(DatasetTask, task_id)
-        if task is None or task.status in (TaskStatus.succeeded, TaskStatus.failed):
-            return "gone" if task is None else task.status
+        if task is None:
+            return "gone"
         params, kind = dict(task.params), task.kind
         query = select(Image.id).where(Image.dataset_id == task.dataset_id).order_by(Image.created_at, Image.id)
         if params.get("image_ids") is not None:
             query = query.where(Image.id.in_(params["image_ids"]))
         image_ids = list(session.scalars(query))
-        task.status, task.total, task.done, task.error = TaskStatus.running, len(image_ids), 0, None
+        if not tasks.start(session, DatasetTask, task_id, total=len(image_ids), done=0, error=None):
+            return task.status  # it ended already: a redelivered message
         session.commit()
     result: Counter = Counter()
     try:
@@ -126,6 +128,5 @@ def _picture(row: Image, storage: Storage, cropped: bool) -> PILImage.Image:
 
 def _finish(factory, task_id: str, status: TaskStatus, result: Counter, error: str | None) -> None:  # noqa: ANN001
     with factory() as session:
-        task = session.get(DatasetTask, task_id)
-        task.status, task.result, task.error, task.finished_at = status, dict(result), error, utcnow()
+        tasks.finish(session, DatasetTask, task_id, status, result=dict(result), error=error)
         session.commit()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from core import keys
+from core import keys, tasks
 from core.db import session_factory
 from core.models import Epoch, Generation, Job, TaskStatus
 from core.settings import BaseModelEntry, Settings
@@ -72,7 +72,8 @@ def run_generation(settings: Settings, storage: Storage, generation_id: str) -> 
         job = session.get(Job, generation.job_id)
         epoch = session.scalar(select(Epoch).where(Epoch.job_id == job.id, Epoch.n == generation.epoch_n))
         request, owner, name = dict(generation.request), generation.owner_id, job.name
-        generation.status = TaskStatus.running
+        if not tasks.start(session, Generation, generation_id):
+            return generation.status  # it ended already: a redelivered message
         session.commit()
     scratch = settings.scratch.resolve() / f"gen-{generation_id}"
 
@@ -123,10 +124,7 @@ def settle(factory, table: type, row_id: str, scratch: Path, work: Callable[[], 
 def finish(factory, table: type, row_id: str, status: TaskStatus, **values: object) -> None:  # noqa: ANN001
     """A task row's end: its status and what it made (or the error)."""
     with factory() as session:
-        row = session.get(table, row_id)
-        row.status = status
-        for key, value in values.items():
-            setattr(row, key, value)
+        tasks.finish(session, table, row_id, status, **values)
         session.commit()
 
 

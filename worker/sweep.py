@@ -8,9 +8,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import select, update
 
-from core import keys
+from core import keys, tasks
 from core.db import session_factory
-from core.models import Epoch, Job, Sweep, TaskStatus
+from core.models import Epoch, Job, Sweep
 from core.settings import Settings
 from core.storage import Storage
 from worker.generation import MODELS, png_bytes, settle
@@ -30,7 +30,8 @@ def run_sweep(settings: Settings, storage: Storage, sweep_id: str) -> str:
         rows = session.execute(select(Epoch.n, Epoch.file_key).where(Epoch.job_id == job.id,
                                                                       Epoch.n.in_(request["epochs"])))
         files = {n: key for n, key in rows}
-        sweep.status, sweep.done = TaskStatus.running, 0
+        if not tasks.start(session, Sweep, sweep_id, done=0):
+            return sweep.status  # it ended already: a redelivered message
         session.commit()
     scratch = settings.scratch.resolve() / f"sweep-{sweep_id}"
 

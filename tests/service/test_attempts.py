@@ -84,8 +84,11 @@ def test_a_superseded_attempt_stores_no_epoch_and_leaves_no_files(service, tmp_p
 def test_a_job_created_while_the_broker_is_down_is_stored_and_delivered_later(tmp_path, tiny_sd15):
     settings = Settings(var_dir=tmp_path / "var", redis_url="redis://127.0.0.1:9/0", reconcile_in_api=False)
     shutil.copytree(tiny_sd15, tmp_path / "var" / "models" / "tiny-sd15")
+    with TestClient(create_app(Settings(var_dir=tmp_path / "var", reconcile_in_api=False))) as before:
+        me = register(before, "outbox@example.com")  # signed in before Redis (broker and sign-in counts) went away
     with TestClient(create_app(settings)) as client:
-        me = register(client, "outbox@example.com")
+        refused = client.post("/api/v1/auth/login", data={"username": "outbox@example.com", "password": "x" * 12})
+        assert refused.status_code == 503  # new sign-ins wait for the shared counts; signed-in users carry on
         dataset = client.post("/api/v1/datasets", json={"name": "d"}, headers=me).json()
         client.post(f"/api/v1/datasets/{dataset['id']}/images", headers=me,
                     files=[("files", ("a.png", png_bytes(), "image/png"))])
