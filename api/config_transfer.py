@@ -15,7 +15,7 @@ from core.kohya_layout import effective_repeats, place
 from core.models import Dataset, Image, Job
 from core.settings import Settings
 from trainer.families import family_info, refused_keys, resolve_family
-from trainer.job.config import KNOWN_KEYS, OURS_KEYS, ConfigError, TrainConfig, build_config, unknown_key_messages
+from trainer.job.config import KNOWN_KEYS, OURS_KEYS, ConfigError, TrainConfig, build_config, unknown_keys
 from trainer.job.config_io import (
     DATASET_KEYS,
     LORA_EASY_RENAMES,
@@ -124,13 +124,13 @@ def import_config(text: str, filename: str, dataset_text: str | None = None,
             ignored.append(f"{key}: set by the service (paths, resuming and the base model's family)")
         elif key in KNOWN_KEYS:
             out.params[key] = values[key]
-    out.unknown = [KeyNote(key=m.split('"')[1], message=m) for m in unknown_key_messages(set(values) - SERVICE_KEYS)]
+    out.unknown = [KeyNote(key=p.field, message=p.message) for p in unknown_keys(set(values) - SERVICE_KEYS)]
     out.ignored = [_note(i) for i in ignored]
     try:
         checked = build_config({**out.params, **PLACEHOLDER_PATHS}).model_dump()
         out.params = {key: checked[key] for key in out.params}  # as validated: "512" for 512, 0.1 for "0.1"
     except ConfigError as exc:
-        out.problems = [_note(m) for m in exc.messages]
+        out.problems = [KeyNote(key=p.field, message=p.message) for p in exc.problems]
     return out
 
 

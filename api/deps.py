@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from api.errors import Forbidden, NotFound, Unauthorized, Unavailable
 from api.security import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, token_hash
 from core import tasks
 from core.db import read_rows
@@ -67,9 +68,9 @@ class Caller:
 Owned = TypeVar("Owned")  # a table with an owner_id column
 
 
-def not_found(what: str) -> HTTPException:
+def not_found(what: str) -> NotFound:
     """The answer for a missing object and for another user's object alike, so that ids reveal nothing."""
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found")
+    return NotFound(f"{what} not found")
 
 
 def owned(session: Session, table: type[Owned], row_id: str, user_id: str, what: str) -> Owned:
@@ -80,8 +81,8 @@ def owned(session: Session, table: type[Owned], row_id: str, user_id: str, what:
     return row
 
 
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+def _unauthorized(detail: str) -> Unauthorized:
+    return Unauthorized(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 # Everything that queries the database is sync (`def`): FastAPI runs it in the thread pool, so a slow query or a
@@ -94,7 +95,7 @@ def get_current_user(request: Request, session: SessionDep,
         if token and request.method not in SAFE_METHODS:
             sent, expected = request.headers.get(CSRF_HEADER, ""), request.cookies.get(CSRF_COOKIE, "")
             if not expected or not secrets.compare_digest(sent, expected):
-                raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token (X-CSRF-Token header)")
+                raise Forbidden("missing or wrong CSRF token (X-CSRF-Token header)")
     if not token:
         raise _unauthorized("not signed in")
     row = read_rows(session, TOKEN_LOOKUP, {"token_hash": token_hash(token)}).first()
@@ -115,10 +116,8 @@ def get_optional_user(request: Request, session: SessionDep,
     """The caller when signed in, None for a visitor (pages that visitors may read too)."""
     try:
         return get_current_user(request, session, bearer)
-    except HTTPException as exc:
-        if exc.status_code == status.HTTP_401_UNAUTHORIZED:
-            return None
-        raise
+    except Unauthorized:
+        return None
 
 
 MaybeUser = Annotated[Caller | None, Depends(get_optional_user)]
@@ -152,4 +151,4 @@ def dispatch_task(request: Request, session: Session, row: TaskRow, task: str) -
         return
     tasks.unsent(session, type(row), row.id, QUEUE_DOWN)
     session.commit()
-    raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, QUEUE_DOWN, headers={"Retry-After": "30"})
+    raise Unavailable(QUEUE_DOWN, headers={"Retry-After": "30"})

@@ -8,15 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import install as install_errors
 from api.reconciler import Reconciler
 from api.routes import all_routes
-from api.schemas import readable_error
 from api.throttle import Throttle
 from core.db import migrate, read_session_factory, session_factory
 from core.queue import make_celery
@@ -90,26 +87,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     # straight onto the app's own router instead, ordered by their paths.
     app.router.routes.extend(all_routes())
 
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(InterfaceError)
-    async def _database_down(_: Request, exc: DBAPIError) -> JSONResponse:
-        log.warning("database unavailable: %s", exc)
-        return JSONResponse({"detail": "the database is not reachable right now; try again in a moment"},
-                            status_code=503, headers={"Retry-After": "10"})
-
-    @app.exception_handler(DataError)
-    @app.exception_handler(OverflowError)
-    async def _unstorable(_: Request, exc: Exception) -> JSONResponse:
-        log.info("refused a value the database cannot store: %s", exc)
-        return JSONResponse({"detail": "the request has a value that cannot be stored: a NUL character, or a number "
-                                       "too large"}, status_code=422)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": readable_error(e)}
-                  for e in exc.errors()]
-        return JSONResponse({"detail": {"message": "the request has problems", "errors": errors}}, status_code=422)
-
+    install_errors(app)
     app.add_middleware(NoSniff)
     if (WEB / "index.html").is_file():
         from fastapi.staticfiles import StaticFiles

@@ -20,8 +20,9 @@ from functools import lru_cache
 from typing import TypeVar
 
 import redis
-from fastapi import HTTPException, Request, status
+from fastapi import Request
 
+from api.errors import TooMany, Unavailable
 from api.security import verify_password
 from core.settings import Settings
 
@@ -110,9 +111,8 @@ class Throttle:
         except redis.RedisError as exc:
             log.error("sign-in throttle: Redis cannot be reached (%s); sign-ins and sign-ups are refused until it "
                       "is back", exc)
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                                "signing in is paused: the server cannot reach its rate-limit store (Redis) right now; "
-                                "try again in a minute", headers={"Retry-After": "30"}) from None
+            raise Unavailable("signing in is paused: the server cannot reach its rate-limit store (Redis) right now; "
+                              "try again in a minute", headers={"Retry-After": "30"}) from None
 
     def count(self, limit: Limit, subject: str) -> int:
         key = self._key(limit, subject)
@@ -145,9 +145,8 @@ class Throttle:
         """429 with Retry-After when `subject` used up `limit` in the current window."""
         if self.count(limit, subject) >= limit.count:
             retry = limit.window_s - int(time.time()) % limit.window_s
-            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                                f"too many {what}; try again in {retry // 60 + 1} minutes",
-                                headers={"Retry-After": str(retry)})
+            raise TooMany(f"too many {what}; try again in {retry // 60 + 1} minutes",
+                          headers={"Retry-After": str(retry)})
 
     def verify(self, password: str, stored_hash: str | None) -> bool:
         """A password check in one of the hash slots (blocking: run it in the thread pool)."""
@@ -158,9 +157,8 @@ class Throttle:
     def hashing_slot(self) -> Iterator[None]:
         """One of the hash slots; 503 when none frees up within hash_wait_s."""
         if not self._hashing.acquire(timeout=self.hash_wait_s):
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                                "too many sign-ins at this moment; try again in a few seconds",
-                                headers={"Retry-After": "5"})
+            raise Unavailable("too many sign-ins at this moment; try again in a few seconds",
+                              headers={"Retry-After": "5"})
         try:
             yield
         finally:

@@ -89,7 +89,7 @@ def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str
     try:
         parse_prompts(sample_prompts or [])
     except ConfigError as exc:
-        errors.extend({"field": "sample_prompts", "message": m.split(": ", 1)[-1]} for m in exc.messages)
+        errors.extend({"field": "sample_prompts", "message": p.message} for p in exc.problems)
     if model is None:
         return Assessment({}, errors=[{"field": "base_model", "message": f"unknown base model {model_name!r}"}])
     if preset is not None and preset not in THEMES:
@@ -105,7 +105,7 @@ def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str
     try:
         result.config = build_config({**values, **PLACEHOLDER_PATHS, "sample_prompts": sample_prompts or None})
     except ConfigError as exc:
-        result.errors.extend(_config_error(message) for message in exc.messages)
+        result.errors.extend({"field": p.field, "message": p.message} for p in exc.problems)
         return result
     for finding in preflight.check(result.config, model.family):
         if finding.field in PLACEHOLDER_PATHS:
@@ -159,13 +159,6 @@ def crop_family_warning(dataset: Dataset, images: list[Image], family: str) -> d
     made, used = FAMILIES[dataset.crop_family].label, FAMILIES[family].label
     return {"field": "base_model", "message": f"this dataset's crops were made for {made}, but this base model is "
             f"{used}: re-crop the images for {used} in the workbench, or pick a {made} base model"}
-
-
-def _config_error(message: str) -> dict[str, str]:
-    if message.startswith('unknown parameter "'):
-        return {"field": message.split('"')[1], "message": message}
-    key, _, text = message.partition(": ")
-    return {"field": key, "message": text or message}
 
 
 def estimated_seconds(session: Session, result: Assessment) -> float | None:

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from trainer.families import DEFAULT_FAMILY, FAMILIES
 from trainer.job.config import ConfigError
@@ -18,9 +19,10 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 class TerminalCallbacks(Callbacks):
     """A live bar on a terminal (step, loss, it/s, ETA); plain log lines otherwise."""
 
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
-        self.live = stream.isatty()
+    def __init__(self, stream: TextIO | None = None) -> None:
+        # looked up now: sys.stderr may have been replaced (or closed, or unset) since import
+        self.stream = stream or sys.stderr or sys.__stderr__
+        self.live = self.stream.isatty()
         self.bar = None
         self.last_line = 0.0
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import secrets
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter
 
 from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.errors import ERROR_RESPONSES, Conflict, Invalid
 from api.routes import API_PREFIX
 from api.schemas import Limits, WebhookIn, WebhookOut, WebhookTest
 from core.jobs import owner_load
 from core.models import User
 from core.webhooks import ANNOUNCED, Announcement, DeliveryError, RefusedTarget, check_target, post, skip_ended_before
 
-router = APIRouter(prefix=API_PREFIX, tags=["account"])
+router = APIRouter(prefix=API_PREFIX, tags=["account"], responses=ERROR_RESPONSES)
 EVENTS = [f"job.{state}" for state in ANNOUNCED]
 
 
@@ -36,9 +37,7 @@ def set_webhook(body: WebhookIn, user: CurrentUser, session: SessionDep, setting
         try:
             check_target(url, settings.webhook_private_allowed)
         except (RefusedTarget, DeliveryError) as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                                {"message": "the webhook cannot be used",
-                                 "errors": [{"field": "url", "message": str(exc)}]}) from exc
+            raise Invalid("the webhook cannot be used", [{"field": "url", "message": str(exc)}]) from exc
     if url and url != row.webhook_url:
         skip_ended_before(session, user.id)
     row.webhook_url = url
@@ -53,7 +52,7 @@ def test_webhook(user: CurrentUser, session: SessionDep, settings: SettingsDep) 
     """Posts a `ping` event now, signed like the real ones, and says how the receiver answered."""
     row = session.get(User, user.id)
     if not row.webhook_url:
-        raise HTTPException(status.HTTP_409_CONFLICT, "set a webhook URL first")
+        raise Conflict("set a webhook URL first")
     url, secret = row.webhook_url, row.webhook_secret or ""
     session.close()  # the receiver may take seconds: no pooled connection is held meanwhile
     ping = Announcement(secrets.token_hex(16), "ping", b'{"event": "ping"}')

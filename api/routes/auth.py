@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.errors import ERROR_RESPONSES, Conflict, Unauthorized
 from api.routes import API_PREFIX
 from api.schemas import NewApiToken, Registration, TokenOut, UserOut
 from api.security import CSRF_COOKIE, SESSION_COOKIE, hash_password, new_token, token_hash
@@ -22,7 +23,7 @@ from api.throttle import Limits, Throttle, account_delay_s, client_address, limi
 from core.models import ApiToken, User, utcnow
 from core.settings import Settings
 
-router = APIRouter(prefix=API_PREFIX, tags=["auth"])
+router = APIRouter(prefix=API_PREFIX, tags=["auth"], responses=ERROR_RESPONSES)
 
 
 @router.post("/auth/register", status_code=status.HTTP_201_CREATED)
@@ -32,7 +33,7 @@ def register(body: Registration, request: Request, session: SessionDep, settings
     throttle.check(signup, address, "new accounts from your address")
     email = body.email.lower()
     if session.scalar(select(User).where(User.email == email)) is not None:
-        raise HTTPException(status.HTTP_409_CONFLICT, "an account with this email already exists")
+        raise Conflict("an account with this email already exists")
     with throttle.hashing_slot():
         user = User(email=email, password_hash=hash_password(body.password))
     session.add(user)
@@ -86,7 +87,7 @@ class SignIn:
         if not self.throttle.verify(password, user.password_hash if user else None) or user is None:
             self.throttle.add(self.limit.pair, self.pair)
             self.throttle.add(self.limit.account, self.email)
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong email or password")
+            raise Unauthorized("wrong email or password")
         self.throttle.clear(self.limit.pair, self.pair)
         token = new_token("lbs")
         session.add(ApiToken(user_id=user.id, token_hash=token_hash(token), kind="session",

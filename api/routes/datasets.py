@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
 from api.deps import CurrentUser, OwnedDataset, SessionDep, StorageDep
+from api.errors import ERROR_RESPONSES, Conflict
 from api.routes import API_PREFIX
 from api.schemas import DatasetIn, DatasetOut, DatasetPatch, TagBatch
 from api.services.datasets import dataset_view, dataset_views, selected_images
@@ -18,7 +19,7 @@ from core.kohya_layout import tag_counts, trigger_words
 from core.models import Dataset, Image, Job
 from core.phash import DEFAULT_MAX_DISTANCE, near_duplicate_groups, phash
 
-router = APIRouter(prefix=API_PREFIX, tags=["datasets"])
+router = APIRouter(prefix=API_PREFIX, tags=["datasets"], responses=ERROR_RESPONSES)
 
 
 # Answers are plain rows; FastAPI validates them against the response model once, on the way out.
@@ -52,7 +53,7 @@ def patch_dataset(body: DatasetPatch, dataset: OwnedDataset, session: SessionDep
 @router.delete("/datasets/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_dataset(dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> Response:
     if session.scalar(select(func.count()).select_from(Job).where(Job.dataset_id == dataset.id)):
-        raise HTTPException(status.HTTP_409_CONFLICT, "dataset is used by training jobs; delete those first")
+        raise Conflict("dataset is used by training jobs; delete those first")
     prefix = keys.dataset_prefix(dataset.owner_id, dataset.id)
     session.delete(dataset)
     session.commit()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Request, status
 from fastapi.responses import RedirectResponse
 
 from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, StorageDep, dispatch_task, owned
+from api.errors import ERROR_RESPONSES, Invalid
 from api.routes import API_PREFIX
 from api.schemas import EpochOut, GenerateIn, GenerationOut, PlainLoraIn, PlainLoraOut
 from api.services.epochs import find_epoch
@@ -16,7 +17,7 @@ from core.storage import Storage
 from trainer.job.config import ConfigError
 from trainer.job.prompts import SAMPLER_ALIASES, extract_lora_tags
 
-router = APIRouter(prefix=API_PREFIX, tags=["epochs"])
+router = APIRouter(prefix=API_PREFIX, tags=["epochs"], responses=ERROR_RESPONSES)
 
 
 def epoch_filename(job: Job, n: int) -> str:
@@ -48,16 +49,14 @@ def generate(n: int, body: GenerateIn, job: OwnedJob, request: Request, user: Cu
              session: SessionDep) -> GenerationOut:
     find_epoch(job, n, session)
     if body.sampler.lower() not in SAMPLER_ALIASES:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"unknown sampler {body.sampler!r}; choose one of {', '.join(SAMPLER_ALIASES)}")
+        raise Invalid(f"unknown sampler {body.sampler!r}; choose one of {', '.join(SAMPLER_ALIASES)}")
     try:
         _, tags = extract_lora_tags(body.prompt)
     except ConfigError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(exc.messages)) from None
+        raise Invalid("the prompt has problems", exc.problems) from None
     unknown = sorted({name for name, _ in tags} - {job.name, job.epoch_lora_name(n)})
     if unknown:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"unknown LoRA name(s) {', '.join(unknown)}; this epoch is <lora:{job.name}:weight>")
+        raise Invalid(f"unknown LoRA name(s) {', '.join(unknown)}; this epoch is <lora:{job.name}:weight>")
     generation = Generation(owner_id=user.id, job_id=job.id, epoch_n=n, request=body.model_dump())
     session.add(generation)
     session.commit()

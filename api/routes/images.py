@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile, status
 
 from api.deps import OwnedDataset, SessionDep, SettingsDep, StorageDep, not_found
+from api.errors import ERROR_RESPONSES, Invalid
 from api.ingest import store_image
 from api.routes import API_PREFIX
 from api.schemas import ImageOut, ImagePatch, UploadResult
@@ -17,7 +18,7 @@ from api.uploads import RejectedUpload
 from core.models import Dataset, Image
 from core.storage import Storage
 
-router = APIRouter(prefix=API_PREFIX, tags=["images"])
+router = APIRouter(prefix=API_PREFIX, tags=["images"], responses=ERROR_RESPONSES)
 
 
 def image_out(image: Image, storage: Storage) -> ImageOut:
@@ -81,8 +82,7 @@ def patch_image(image_id: str, body: ImagePatch, dataset: OwnedDataset, session:
     if body.crop is not None:
         box = body.crop
         if box.x + box.width > image.width or box.y + box.height > image.height:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                                f"crop box leaves the {image.width}×{image.height} image")
+            raise Invalid(f"crop box leaves the {image.width}×{image.height} image")
         image.crop = box.model_dump()
     elif body.clear_crop:
         image.crop = None

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, StorageDep
+from api.errors import ERROR_RESPONSES
 from api.live import job_stream
 from api.routes import API_PREFIX
 from api.schemas import ContinueIn, Estimate, JobIn, JobOut, JobSummary, RetrainIn
@@ -18,7 +19,7 @@ from api.services import jobs as service
 from api.training import EMPTY_PLAN, estimated_seconds
 from core.models import utcnow
 
-router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
+router = APIRouter(prefix=API_PREFIX, tags=["jobs"], responses=ERROR_RESPONSES)
 
 
 @router.post("/jobs/estimate")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, Response, status
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, MaybeUser, SessionDep, SettingsDep, StorageDep, not_found, owned
+from api.errors import ERROR_RESPONSES, Conflict
 from api.routes import API_PREFIX
 from api.schemas import ModelOut, ModelPatch, PublishIn
 from api.services.epochs import find_epoch
@@ -15,7 +16,7 @@ from core.storage import Storage
 from trainer.families import FAMILIES
 from trainer.networks.spec import NetworkSpec
 
-router = APIRouter(prefix=API_PREFIX, tags=["models"])
+router = APIRouter(prefix=API_PREFIX, tags=["models"], responses=ERROR_RESPONSES)
 
 
 def model_out(model: PublishedModel, epoch: Epoch, job: Job, owner: User, storage: Storage,
@@ -41,10 +42,10 @@ def check_name(session: Session, owner_id: str, name: str, visibility: str, mode
     """A model name is unique among the owner's models and among public ones (its <lora:name> must say which)."""
     same_name = select(PublishedModel.id).where(PublishedModel.name == name, PublishedModel.id != (model_id or ""))
     if session.scalar(same_name.where(PublishedModel.owner_id == owner_id)) is not None:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"you already published a model called {name}")
+        raise Conflict(f"you already published a model called {name}")
     if visibility == "public" and session.scalar(same_name.where(PublishedModel.visibility == "public")):
-        raise HTTPException(status.HTTP_409_CONFLICT, f"a public model is already called {name}: its "
-                                                      "<lora:name> would be ambiguous; choose another name")
+        raise Conflict(f"a public model is already called {name}: its "
+                       "<lora:name> would be ambiguous; choose another name")
 
 
 def owned_model(model_id: str, user_id: str, session: Session) -> PublishedModel:
@@ -58,11 +59,11 @@ def publish(body: PublishIn, user: CurrentUser, session: SessionDep, storage: St
     if job is None or job.owner_id != user.id:
         raise not_found("job")
     if job.status == JobStatus.running:
-        raise HTTPException(status.HTTP_409_CONFLICT, "the job is still training; publish when it has finished")
+        raise Conflict("the job is still training; publish when it has finished")
     epoch = find_epoch(job, body.epoch, session)
     if (twin := session.scalar(select(PublishedModel).where(PublishedModel.epoch_id == epoch.id))) is not None:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"epoch {epoch.n} of this job is already published as "
-                                                      f"{twin.name}: edit that model instead")
+        raise Conflict(f"epoch {epoch.n} of this job is already published as "
+                       f"{twin.name}: edit that model instead")
     check_name(session, user.id, body.name, body.visibility)
     words = [w.strip() for w in body.trigger_words if w.strip()]
     model = PublishedModel(owner_id=user.id, job_id=job.id, epoch_id=epoch.id, name=body.name, trigger_words=words,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Request, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, OwnedJob, SessionDep, StorageDep, dispatch_task, owned
+from api.errors import ERROR_RESPONSES, Conflict, Invalid
 from api.routes import API_PREFIX
 from api.schemas import SweepIn, SweepOut
 from api.waiting import LIGHT_TASKS, waiting_for
@@ -16,7 +17,7 @@ from core.storage import Storage
 from trainer.job.config import ConfigError
 from trainer.job.prompts import SAMPLER_ALIASES, extract_lora_tags, parse_prompt_line
 
-router = APIRouter(prefix=API_PREFIX, tags=["sweeps"])
+router = APIRouter(prefix=API_PREFIX, tags=["sweeps"], responses=ERROR_RESPONSES)
 DEFAULT_EPOCHS = 12
 
 
@@ -35,21 +36,19 @@ def start_sweep(body: SweepIn, job: OwnedJob, request: Request, user: CurrentUse
                 storage: StorageDep) -> SweepOut:
     stored = list(session.scalars(select(Epoch.n).where(Epoch.job_id == job.id).order_by(Epoch.n)))
     if not stored:
-        raise HTTPException(status.HTTP_409_CONFLICT, "no epoch is stored yet: a sweep compares stored epochs")
+        raise Conflict("no epoch is stored yet: a sweep compares stored epochs")
     epochs = sorted(set(body.epochs)) if body.epochs else stored[-DEFAULT_EPOCHS:]
     missing = [n for n in epochs if n not in stored]
     if missing:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"epoch(s) {', '.join(map(str, missing))} are not stored; stored: "
-                            f"{', '.join(map(str, stored))}")
+        raise Invalid(f"epoch(s) {', '.join(map(str, missing))} are not stored; stored: "
+                      f"{', '.join(map(str, stored))}")
     if body.sampler.lower() not in SAMPLER_ALIASES:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"unknown sampler {body.sampler!r}; choose one of {', '.join(SAMPLER_ALIASES)}")
+        raise Invalid(f"unknown sampler {body.sampler!r}; choose one of {', '.join(SAMPLER_ALIASES)}")
     try:  # a preview-prompt line: its --n becomes the negative prompt, other flags are dropped
         line = parse_prompt_line(body.prompt or (job.sample_prompts[:1] or [job.name])[0])
         prompt, _ = extract_lora_tags(line.prompt)
     except ConfigError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(exc.messages)) from None
+        raise Invalid("the prompt has problems", exc.problems) from None
     weights = list(dict.fromkeys(body.weights))
     values = {**body.model_dump(), "prompt": prompt.strip() or job.name, "negative": body.negative or line.negative,
               "epochs": epochs, "weights": weights}

@@ -6,12 +6,13 @@ import hmac
 import ipaddress
 from pathlib import PurePosixPath
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import func, select, text
 
 from api.deps import SessionDep, SettingsDep, StorageDep
+from api.errors import ERROR_RESPONSES, Forbidden, NotFound, Unauthorized
 from api.param_catalog import catalog, families
 from api.routes import API_PREFIX
 from core.models import Job
@@ -19,7 +20,7 @@ from core.storage import LocalStorage, StorageError
 from trainer.job.presets import FAMILIES, THEMES, preset_values
 from trainer.networks.spec import NETWORK_TYPES
 
-router = APIRouter(prefix=API_PREFIX, tags=["system"])
+router = APIRouter(prefix=API_PREFIX, tags=["system"], responses=ERROR_RESPONSES)
 MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}
 
 
@@ -35,11 +36,11 @@ def metrics(session: SessionDep, settings: SettingsDep, request: Request) -> Res
     METRICS_PUBLIC, for anyone; otherwise (the embedded mode: production refuses to start so) for this machine."""
     if settings.metrics_token:
         if not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {settings.metrics_token}"):
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "metrics need the metrics token",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized("metrics need the metrics token",
+                               headers={"WWW-Authenticate": "Bearer"})
     elif not settings.metrics_public and not _loopback(request.client.host if request.client else ""):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "metrics are served to this machine only; set "
-                                                       "LORABAKE_METRICS_TOKEN to read them from elsewhere")
+        raise Forbidden("metrics are served to this machine only; set "
+                        "LORABAKE_METRICS_TOKEN to read them from elsewhere")
     registry = CollectorRegistry()
     jobs = Gauge("lorabake_jobs", "Jobs by status", ["status"], registry=registry)
     for job_status, count in session.execute(select(Job.status, func.count()).group_by(Job.status)):
@@ -84,13 +85,13 @@ async def network_types() -> list[dict[str, object]]:
 def signed_file(key: str, exp: int, name: str, sig: str, storage: StorageDep) -> FileResponse:
     """A signed link's file, with Range requests (a paused or cut download resumes)."""
     if not isinstance(storage, LocalStorage) or not storage.verify(key, exp, name, sig):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "link is invalid or has expired")
+        raise Forbidden("link is invalid or has expired")
     try:
         path = storage.path(key)
     except StorageError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "file not found") from None
+        raise NotFound("file not found") from None
     if not path.is_file():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "file not found")
+        raise NotFound("file not found")
     media_type = MEDIA_TYPES.get(PurePosixPath(key).suffix)
     return FileResponse(path, media_type=media_type or "application/octet-stream",
                         filename=None if media_type else name, headers={"Cache-Control": "private, max-age=300"})

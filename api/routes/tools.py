@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, owned
+from api.errors import ERROR_RESPONSES, Conflict
 from api.routes import API_PREFIX
 from api.schemas import AutotagRequest, CropRequest, TaggerOut, TaskOut
 from api.services.datasets import selected_images
@@ -15,7 +16,7 @@ from core.geometry import center_box
 from core.models import Dataset, DatasetTask
 from core.taggers import find_tagger, list_taggers, no_tagger_message
 
-router = APIRouter(prefix=API_PREFIX, tags=["dataset tools"])
+router = APIRouter(prefix=API_PREFIX, tags=["dataset tools"], responses=ERROR_RESPONSES)
 NO_TAGGER_FOR_USERS = ("Automatic tagging is not available on this server yet, so new images are not tagged for you. "
                        "Add tags by hand (select images, then type tags), or ask whoever runs this server to add a "
                        "tagger.")
@@ -65,7 +66,7 @@ def autotag(body: AutotagRequest, dataset: OwnedDataset, session: SessionDep, se
     if entry is None:
         message = no_tagger_message(settings) if body.tagger is None else (
             f"tagger {body.tagger!r} is not on this server; GET /api/v1/taggers lists those that are")
-        raise HTTPException(status.HTTP_409_CONFLICT, message)
+        raise Conflict(message)
     selected_images(session, dataset, body.image_ids)  # 404 naming any image not in this dataset
     params = {**body.model_dump(), "tagger": entry.name}
     return start_task(request, session, dataset, "autotag", params)

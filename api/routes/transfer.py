@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
+from fastapi import APIRouter, File, Form, UploadFile, status
 from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -16,6 +16,7 @@ from starlette.background import BackgroundTask
 from api.config_transfer import ConfigFileError, ImportedConfig, NoExporter, export_config, import_config
 from api.dataset_import import TAG_SUMMARY, EntryReport, HostileArchive, import_archive
 from api.deps import CurrentUser, OwnedDataset, OwnedJob, SessionDep, SettingsDep, StorageDep
+from api.errors import ERROR_RESPONSES, Conflict, Invalid
 from api.routes import API_PREFIX
 from api.schemas import DatasetOut
 from api.services.datasets import dataset_view, selected_images
@@ -23,7 +24,7 @@ from core.kohya_layout import caption_for, concept_name, image_bytes, place, rea
 from core.models import Dataset, Image
 from core.storage import Storage
 
-router = APIRouter(prefix=API_PREFIX, tags=["import and export"])
+router = APIRouter(prefix=API_PREFIX, tags=["import and export"], responses=ERROR_RESPONSES)
 CONFIG_MAX_BYTES = 1024 * 1024
 
 
@@ -31,11 +32,6 @@ class ImportOut(BaseModel):
     dataset: DatasetOut
     imported: int
     report: list[EntryReport]
-
-
-def _problem(message: str, errors: list[dict[str, str]],
-             code: int = status.HTTP_422_UNPROCESSABLE_CONTENT) -> HTTPException:
-    return HTTPException(code, {"message": message, "errors": errors})
 
 
 @router.post("/datasets/import", status_code=status.HTTP_201_CREATED)
@@ -46,11 +42,11 @@ def import_dataset(file: Annotated[UploadFile, File(description="a zip in kohya 
     try:
         result = import_archive(file.file, title, user.id, session, storage, settings)
     except HostileArchive as exc:
-        raise _problem("the archive was refused; nothing was imported",
-                       [{"field": "file", "message": p} for p in exc.problems]) from None
+        raise Invalid("the archive was refused; nothing was imported",
+                      [{"field": "file", "message": p} for p in exc.problems]) from None
     if result.dataset is None:
-        raise _problem("no image in the archive could be imported",
-                       [{"field": r.entry, "message": f"{r.status}: {r.reason}"} for r in result.report])
+        raise Invalid("no image in the archive could be imported",
+                      [{"field": r.entry, "message": f"{r.status}: {r.reason}"} for r in result.report])
     return ImportOut(dataset=dataset_view(session, result.dataset.id, user.id),
                      imported=result.imported, report=result.report)
 
@@ -112,16 +108,16 @@ async def import_job_config(
         raw = await upload.read(CONFIG_MAX_BYTES + 1)
         name = upload.filename or "config"
         if len(raw) > CONFIG_MAX_BYTES:
-            raise _problem("the file is refused", [{"field": name, "message": "larger than 1 MB: not a config"}])
+            raise Invalid("the file is refused", [{"field": name, "message": "larger than 1 MB: not a config"}])
         try:
             texts.append(raw.decode("utf-8-sig"))
         except UnicodeDecodeError:
-            raise _problem("the file is refused", [{"field": name, "message": "not UTF-8 text"}]) from None
+            raise Invalid("the file is refused", [{"field": name, "message": "not UTF-8 text"}]) from None
     try:
         return import_config(texts[0], file.filename or "config", texts[1],
                              (dataset_config.filename if dataset_config else None) or "dataset_config.toml")
     except ConfigFileError as exc:
-        raise _problem("the file could not be read", [{"field": "file", "message": str(exc)}]) from None
+        raise Invalid("the file could not be read", [{"field": "file", "message": str(exc)}]) from None
 
 
 @router.get("/jobs/{job_id}/export-config")
@@ -131,8 +127,7 @@ def export_job_config(job: OwnedJob, session: SessionDep, settings: SettingsDep)
     try:
         files = export_config(job, dataset, selected_images(session, dataset, None), settings)
     except NoExporter as exc:
-        raise _problem("this job cannot be exported", [{"field": "base_model", "message": str(exc)}],
-                       status.HTTP_409_CONFLICT) from None
+        raise Conflict("this job cannot be exported", [{"field": "base_model", "message": str(exc)}]) from None
 
     def write(archive: zipfile.ZipFile) -> None:
         for name, text in files.items():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import HTTPException, status
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from api.deps import not_found
+from api.errors import NotFound
 from core.db import read_rows
 from core.models import Dataset, Image
 
@@ -48,5 +48,5 @@ def selected_images(session: Session, dataset: Dataset, image_ids: list[str] | N
     if image_ids is not None and len(images) != len(set(image_ids)):
         found = {i.id for i in images}
         missing = [i for i in image_ids if i not in found]
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"images not in this dataset: {', '.join(missing[:10])}")
+        raise NotFound(f"images not in this dataset: {', '.join(missing[:10])}")
     return images

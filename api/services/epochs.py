@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import HTTPException, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.errors import NotFound
 from core.models import Epoch, Job
 
 
 def find_epoch(job: Job, n: int, session: Session) -> Epoch:
     epoch = session.scalar(select(Epoch).where(Epoch.job_id == job.id, Epoch.n == n))
     if epoch is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"epoch {n} not found")
+        raise NotFound(f"epoch {n} not found")
     return epoch

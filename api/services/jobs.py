@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import HTTPException, Request, status
+from fastapi import Request
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Row, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from api.deps import not_found
+from api.errors import Conflict, Invalid, TooMany
 from api.schemas import ContinueIn, JobIn, JobOut, JobSummary, RetrainIn
 from api.services.datasets import selected_images
 from api.training import CONTINUE_KEYS, FAMILY_KEYS, Assessment, assess, estimated_seconds
@@ -66,17 +67,15 @@ def room_to_wait(session: Session, user_id: str, settings: Settings) -> None:
     """429 when the user already has as many jobs waiting (queued or scheduled) as one user may."""
     waiting = transitions.owner_load(session, user_id).waiting
     if waiting >= settings.max_waiting_jobs_per_user:
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                            f"you have {waiting} jobs waiting to start, as many as one user may "
-                            f"({settings.max_waiting_jobs_per_user}): cancel one or let one start first")
+        raise TooMany(f"you have {waiting} jobs waiting to start, as many as one user may "
+                      f"({settings.max_waiting_jobs_per_user}): cancel one or let one start first")
 
 
 def create_job(body: JobIn, user_id: str, session: Session, settings: Settings, request: Request) -> Job:
     room_to_wait(session, user_id, settings)
     result = assess_job(body, user_id, session, settings)
     if result.errors:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"message": "the parameters have problems",
-                                                                     "errors": result.errors})
+        raise Invalid("the parameters have problems", result.errors)
     if body.repeats is not None:  # the job runs with what the estimate counted
         dataset = session.get(Dataset, body.dataset_id)
         if dataset is not None:
@@ -145,7 +144,7 @@ def cancel_job(session: Session, job: Job, settings: Settings) -> None:
     session.commit()
     if outcome == "finished":
         session.refresh(job)
-        raise HTTPException(status.HTTP_409_CONFLICT, f"job already {job.status}")
+        raise Conflict(f"job already {job.status}")
     notices_for(settings.redis_url).changed(job.id)
 
 
@@ -164,8 +163,8 @@ def delete_job(session: Session, storage: Storage, job: Job) -> None:
     if not gone:
         session.refresh(job)
         if job.status not in FINISHED:
-            raise HTTPException(status.HTTP_409_CONFLICT, f"the job is {job.status}: cancel it first")
-        raise HTTPException(status.HTTP_409_CONFLICT, "a published model comes from this job: unpublish it first")
+            raise Conflict(f"the job is {job.status}: cancel it first")
+        raise Conflict("a published model comes from this job: unpublish it first")
     for prefix in prefixes:
         storage.delete_prefix(prefix)
     for key in files:
@@ -187,11 +186,11 @@ def continue_job(session: Session, job: Job, body: ContinueIn, settings: Setting
     """Trains a finished job further from its stored state: the epochs keep their numbers, the optimizer its
     moments. 409 when it cannot continue, 422 when the longer run has problems."""
     if job.status not in transitions.CONTINUABLE:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"only a succeeded or canceled job can continue; this one is "
-                                                      f"{job.status}")
+        raise Conflict(f"only a succeeded or canceled job can continue; this one is "
+                       f"{job.status}")
     if not job.state_key:
-        raise HTTPException(status.HTTP_409_CONFLICT, "no epoch of this job was stored, so there is no state to "
-                                                      "continue from: retrain it instead")
+        raise Conflict("no epoch of this job was stored, so there is no state to "
+                       "continue from: retrain it instead")
     room_to_wait(session, job.owner_id, settings)
     stored = session.scalar(select(func.max(Epoch.n)).where(Epoch.job_id == job.id)) or 0
     steps_done = stored * (job.total_steps // max(job.epochs_total, 1))  # where the stored state was taken
@@ -202,14 +201,13 @@ def continue_job(session: Session, job: Job, body: ContinueIn, settings: Setting
     restart = {"lr_restart_step": steps_done} if body.schedule == "restart" else {}
     result = assess_job(plan, job.owner_id, session, settings, service=restart)
     if result.errors:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"message": "the job cannot continue as asked",
-                                                                     "errors": result.errors})
+        raise Invalid("the job cannot continue as asked", result.errors)
     done = min(steps_done, result.plan.total_steps)
     whole = estimated_seconds(session, result)
     left = whole * (1 - done / result.plan.total_steps) if whole is not None else None
     if not transitions.reopen(session, job.id, params=result.values, total_steps=result.plan.total_steps,
                               epochs_total=result.plan.epochs, estimated_s=left):
-        raise HTTPException(status.HTTP_409_CONFLICT, "the job changed meanwhile; reload it")
+        raise Conflict("the job changed meanwhile; reload it")
     session.commit()
     enqueue(request, session, job.id)
     notices_for(settings.redis_url).changed(job.id)

@@ -54,7 +54,7 @@ def test_browser_cookie_session_needs_the_csrf_header_for_changes(client, alice)
     client.post("/api/v1/auth/login", data={"username": "alice@example.com", "password": "correct horse battery"})
     assert client.get("/api/v1/me").json()["email"] == "alice@example.com"
     refused = client.post("/api/v1/datasets", json={"name": "x"})
-    assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
+    assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]["message"]
     csrf = client.cookies.get("lorabake_csrf")
     assert client.post("/api/v1/datasets", json={"name": "x"}, headers={"X-CSRF-Token": csrf}).status_code == 201
     assert client.post("/api/v1/auth/logout", headers={"X-CSRF-Token": csrf}).status_code == 204
@@ -135,7 +135,7 @@ def test_batch_tags_add_at_start_remove_and_replace(client, alice):
     frequency = client.get(f"/api/v1/datasets/{dataset}/tags", headers=alice).json()
     assert frequency[0] == {"tag": "sks", "count": 3}
     missing = client.post(batch, json={"action": "add", "tags": ["x"], "image_ids": ["nope"]}, headers=alice)
-    assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+    assert missing.status_code == 404 and "nope" in missing.json()["detail"]["message"]
 
 
 def test_estimate_counts_repeats_reg_images_and_batches(client, alice):
@@ -272,7 +272,7 @@ def test_other_users_objects_are_not_found(client, alice):
     assert client.patch(f"/api/v1/datasets/{dataset}/images/{image}", json={"tags": ["x"]},
                         headers=bob).status_code == 404
     assert client.delete(f"/api/v1/datasets/{dataset}", headers=bob).status_code == 404
-    assert upload(client, bob, dataset, ("b.png", png_bytes(), "image/png")) == {"detail": "dataset not found"}
+    assert upload(client, bob, dataset, ("b.png", png_bytes(), "image/png"))["detail"]["message"] == "dataset not found"
     assert client.post("/api/v1/jobs/estimate", json={"dataset_id": dataset, "base_model": "tiny-sd15"},
                        headers=bob).status_code == 404
 
@@ -384,3 +384,29 @@ def test_comma_tags_for_a_family_that_reads_sentences_get_caption_advice():
         assert bool(advice) == advised, (family, advice)
         if advised:
             assert "FLUX.1 reads captions as sentences" in advice[0]["message"]
+
+
+def test_every_refusal_has_the_one_error_shape_and_openapi_documents_it(client, alice):
+    dataset = new_dataset(client, alice)
+    client.cookies.clear()  # bearer headers only: a request without one is a visitor's
+    answers = {
+        "unauthorized": client.get("/api/v1/jobs"),
+        "not_found": client.get("/api/v1/jobs/nope", headers=alice),
+        "invalid": client.post("/api/v1/jobs", json={"dataset_id": dataset, "base_model": "tiny-sd15",
+                                                     "preset": "standard", "params": {"network_dim": 0}},
+                               headers=alice),
+        "method_not_allowed": client.put("/api/v1/healthz"),
+        "conflict": client.post("/api/v1/auth/register", json={"email": "alice@example.com",
+                                                                "password": "correct horse battery"}),
+    }
+    for code, answer in answers.items():
+        assert 400 <= answer.status_code < 500 and set(answer.json()) == {"detail"}, (code, answer.text)
+        detail = answer.json()["detail"]
+        assert set(detail) == {"message", "code", "errors"} and detail["code"] == code, detail
+        assert detail["message"] and all(set(e) == {"field", "message"} for e in detail["errors"])
+    assert answers["invalid"].json()["detail"]["errors"][0]["field"] == "network_dim"
+    spec = client.get("/api/v1/openapi.json").json()
+    assert spec["components"]["schemas"]["ErrorBody"]["properties"]["detail"]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            assert "4XX" in operation["responses"], f"{method} {path} does not document its errors"

@@ -105,9 +105,9 @@ def test_a_job_created_while_the_broker_is_down_is_stored_and_delivered_later(tm
         assert epoch_less.status_code == 404
         autotag = client.post(f"/api/v1/datasets/{dataset['id']}/crop", headers=me,
                               json={"mode": "focus", "width": 64, "height": 64})
-        assert autotag.status_code == 503 and "task queue is not reachable" in autotag.json()["detail"]
+        assert autotag.status_code == 503 and "task queue is not reachable" in autotag.json()["detail"]["message"]
         tasks = client.get(f"/api/v1/datasets/{dataset['id']}/tasks", headers=me).json()
-        assert [(t["status"], t["error"]) for t in tasks] == [("failed", autotag.json()["detail"])]
+        assert [(t["status"], t["error"]) for t in tasks] == [("failed", autotag.json()["detail"]["message"])]
 
 
 def test_requests_get_503_with_a_reason_while_the_database_is_down(tmp_path):
@@ -115,7 +115,7 @@ def test_requests_get_503_with_a_reason_while_the_database_is_down(tmp_path):
                         reconcile_in_api=False)
     with TestClient(create_app(settings, run_migrations=False)) as client:
         answer = client.post("/api/v1/auth/login", data={"username": "a@example.com", "password": "long enough"})
-        assert answer.status_code == 503 and "database is not reachable" in answer.json()["detail"]
+        assert answer.status_code == 503 and "database is not reachable" in answer.json()["detail"]["message"]
 
 
 def test_the_embedded_mode_makes_its_own_signing_key_and_keeps_it(tmp_path):

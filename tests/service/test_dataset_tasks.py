@@ -48,9 +48,9 @@ def test_without_a_tagger_the_api_says_so_plainly(tmp_path):
         assert uploaded.status_code == 200
         assert client.get(f"/api/v1/datasets/{dataset}/tasks", headers=alice).json() == []  # nothing to tag with
         refused = client.post(f"/api/v1/datasets/{dataset}/autotag", json={}, headers=alice)
-        assert refused.status_code == 409 and "model.onnx and selected_tags.csv" in refused.json()["detail"]
+        assert refused.status_code == 409 and "model.onnx and selected_tags.csv" in refused.json()["detail"]["message"]
         named = client.post(f"/api/v1/datasets/{dataset}/autotag", json={"tagger": "wd-vit"}, headers=alice)
-        assert named.status_code == 409 and "'wd-vit' is not on this server" in named.json()["detail"]
+        assert named.status_code == 409 and "'wd-vit' is not on this server" in named.json()["detail"]["message"]
         bad = client.post(f"/api/v1/datasets/{dataset}/autotag", json={"general_threshold": 2}, headers=alice)
         assert bad.status_code == 422 and bad.json()["detail"]["errors"][0]["field"] == "general_threshold"
 

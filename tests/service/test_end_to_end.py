@@ -170,7 +170,7 @@ def test_register_upload_train_publish_and_isolation(stack):
     assert grid.size == (96 + 3 * (64 + 4), 28 + 2 * (64 + 4))  # labels, then 3 columns × 2 rows of 64 px cells
     assert [s["id"] for s in client.get(f"/api/v1/jobs/{job['id']}/sweeps", headers=alice).json()] == [sweep["id"]]
     missing = client.post(f"/api/v1/jobs/{job['id']}/sweeps", headers=alice, json={"epochs": [2, 9]})
-    assert missing.status_code == 422 and "epoch(s) 9 are not stored" in missing.json()["detail"]
+    assert missing.status_code == 422 and "epoch(s) 9 are not stored" in missing.json()["detail"]["message"]
 
     # Continue for one more epoch from the stored state, as the job's next attempt; its epochs keep numbering
     more = client.post(f"/api/v1/jobs/{job['id']}/continue", json={"epochs": 1, "schedule": "restart"}, headers=alice)
@@ -198,7 +198,7 @@ def test_register_upload_train_publish_and_isolation(stack):
         ("alice", "tiny-sd15", "SD 1.5", "LoRA", epoch_2["size"])
     twice = client.post("/api/v1/models", json={"job_id": job["id"], "epoch": 2, "name": "shapes_again"},
                         headers=alice)
-    assert twice.status_code == 409 and "already published as shapes" in twice.json()["detail"]
+    assert twice.status_code == 409 and "already published as shapes" in twice.json()["detail"]["message"]
     # every caption starts with the trigger word the batch edit put there
     suggested = client.get(f"/api/v1/datasets/{dataset['id']}/trigger-words", headers=alice).json()
     assert suggested == {"trigger_words": ["sks"]}
@@ -223,7 +223,7 @@ def test_register_upload_train_publish_and_isolation(stack):
     visitor = httpx.get(client.base_url.join(f"/api/v1/models/{model['id']}"))  # no session: a shared link
     assert visitor.status_code == 200 and visitor.json()["owner"] == "alice"
     blocked = client.delete(f"/api/v1/jobs/{job['id']}", headers=alice)
-    assert blocked.status_code == 409 and "unpublish" in blocked.json()["detail"]
+    assert blocked.status_code == 409 and "unpublish" in blocked.json()["detail"]["message"]
     assert client.delete(f"/api/v1/models/{model['id']}", headers=alice).status_code == 204
     assert client.get("/api/v1/models", headers=bob).json() == []
     assert client.delete(f"/api/v1/jobs/{job['id']}", headers=bob).status_code == 404

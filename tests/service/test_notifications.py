@@ -135,7 +135,7 @@ def test_users_are_told_their_limits_and_a_job_past_the_waiting_limit_is_refused
     refused = client.post("/api/v1/jobs", headers=me, json={"dataset_id": dataset["id"], "base_model": "tiny-sd15",
                                                               "preset": "standard", "name": "j3"})
     assert refused.status_code == 429
-    assert "2 jobs waiting to start" in refused.json()["detail"]
+    assert "2 jobs waiting to start" in refused.json()["detail"]["message"]
     assert client.get("/api/v1/me/limits", headers=me).json()["waiting"] == 2
 
     # one of a user's jobs trains at a time: a worker passes over the second and takes another user's job

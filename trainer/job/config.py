@@ -9,6 +9,7 @@ Imports no torch: the API validates job parameters and counts steps with this mo
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator, model_validator
@@ -30,12 +31,31 @@ NetworkModule = Literal[NETWORK_MODULES]  # type: ignore[valid-type]
 MAX_STEPS = 10_000_000  # optimizer steps of one run: far past any real LoRA, well inside every integer column
 
 
-class ConfigError(ValueError):
-    """A configuration problem; every message names the key it is about."""
+@dataclass(frozen=True)
+class FieldProblem:
+    """One problem with one key (or command-line option), in words for the user."""
 
-    def __init__(self, messages: list[str]) -> None:
-        self.messages = messages
-        super().__init__("; ".join(messages))
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """Configuration problems, each naming the key it is about; they stay structured up to the API's answer."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(map(str, problems)))
+
+    @classmethod
+    def about(cls, field: str, message: str) -> ConfigError:
+        return cls([FieldProblem(field, message)])
+
+    @property
+    def messages(self) -> list[str]:
+        return [str(problem) for problem in self.problems]
 
 
 class CommonConfig(BaseModel):
@@ -314,31 +334,27 @@ PATH_KEYS = frozenset(k for k in KNOWN_KEYS if _extra(k).get("path"))
 IDENTITY_KEYS = frozenset(k for k in KNOWN_KEYS if _extra(k).get("identity"))  # set from the chosen base model
 OURS_KEYS = frozenset(k for k in KNOWN_KEYS if _extra(k).get("ours"))  # lorabake's own: other tools do not know them
 
-def unknown_key_messages(keys: list[str] | set[str]) -> list[str]:
-    messages = []
+def unknown_keys(keys: list[str] | set[str]) -> list[FieldProblem]:
+    problems = []
     for key in sorted(keys):
         if key in KNOWN_KEYS:
             continue
         close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.6)
         hint = f' (did you mean "{close[0]}"?)' if close else ""
-        messages.append(f'unknown parameter "{key}"{hint}')
-    return messages
+        problems.append(FieldProblem(key, f'unknown parameter "{key}"{hint}'))
+    return problems
 
 
 def build_config(values: dict[str, Any]) -> TrainConfig:
     """Validate a flat dict of sd-scripts parameters; every problem is reported with its key."""
-    messages = unknown_key_messages(set(values))
-    if messages:
-        raise ConfigError(messages)
+    unknown = unknown_keys(set(values))
+    if unknown:
+        raise ConfigError(unknown)
     try:
         return TrainConfig(**values)
     except ValidationError as exc:
-        raise ConfigError(validation_messages(exc)) from None
+        raise ConfigError(validation_problems(exc)) from None
 
 
-def validation_messages(exc: ValidationError) -> list[str]:
-    out = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "config"
-        out.append(f"{key}: {err['msg']}")
-    return out
+def validation_problems(exc: ValidationError) -> list[FieldProblem]:
+    return [FieldProblem(".".join(str(p) for p in err["loc"]) or "config", err["msg"]) for err in exc.errors()]

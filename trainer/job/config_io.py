@@ -108,7 +108,7 @@ def load_config_file(path: str | Path, overrides: list[str] | None = None) -> Lo
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([f"config file {path}: {exc.strerror}"]) from None
+        raise ConfigError.about("config file", f"{path}: {exc.strerror}") from None
     if path.suffix.lower() == ".json":
         values, ignored = lora_easy_values(_parse_json(text, path))
     else:
@@ -131,7 +131,7 @@ def _read_linked_files(values: dict[str, Any], base: Path) -> list[str]:
     try:
         text = where.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([f"dataset_config {where}: {exc.strerror}"]) from None
+        raise ConfigError.about("dataset_config", f"{where}: {exc.strerror}") from None
     read, layout = dataset_config_values(_parse_toml(text, where))
     for key, value in read.values.items():
         values.setdefault(key, value)
@@ -149,12 +149,12 @@ def _subset_root(subsets: list[dict[str, Any]], base: Path) -> str | None:
         folder = Path(str(subset.get("image_dir", "")))
         repeats = subset.get("num_repeats", 1)
         if not folder.name.startswith(f"{repeats}_"):
-            raise ConfigError([f"dataset_config: subset {folder}: lorabake reads kohya folders named N_concept, "
-                               f"and this folder's name does not start with its num_repeats ({repeats}_)"])
+            raise ConfigError.about("dataset_config", f"subset {folder}: lorabake reads kohya folders named N_concept, "
+                               f"and this folder's name does not start with its num_repeats ({repeats}_)")
         roots.add(folder.parent)
     if len(roots) > 1:
-        raise ConfigError([f"dataset_config: the subsets lie in {len(roots)} different folders; lorabake reads "
-                           "one folder of N_concept subfolders (and one for regularization images)"])
+        raise ConfigError.about("dataset_config", f"the subsets lie in {len(roots)} different folders; lorabake reads "
+                           "one folder of N_concept subfolders (and one for regularization images)")
     return str(base / roots.pop()) if roots else None
 
 
@@ -162,16 +162,16 @@ def _parse_toml(text: str, path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"config file {path}: not valid TOML ({exc})"]) from None
+        raise ConfigError.about("config file", f"{path}: not valid TOML ({exc})") from None
 
 
 def _parse_json(text: str, path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError([f"config file {path}: not valid JSON ({exc})"]) from None
+        raise ConfigError.about("config file", f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise ConfigError([f"config file {path}: expected a JSON object"])
+        raise ConfigError.about("config file", f"{path}: expected a JSON object")
     return data
 
 
@@ -281,7 +281,7 @@ def dataset_config_values(data: dict[str, Any]) -> tuple[ReadValues, DatasetLayo
 
 def _put_once(flat: dict[str, Any], key: str, value: Any) -> None:
     if key in flat and flat[key] != value:
-        raise ConfigError([f'parameter "{key}" is given twice with different values'])
+        raise ConfigError.about(key, f'parameter "{key}" is given twice with different values')
     flat[key] = value
 
 
@@ -308,7 +308,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError([f'--set "{item}": expected key=value'])
+            raise ConfigError.about("--set", f'"{item}": expected key=value')
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:

@@ -39,7 +39,7 @@ def _sampler(name: str) -> str:
     key = name.strip().lower()
     if key not in SAMPLER_ALIASES:
         known = ", ".join(sorted(set(SAMPLER_ALIASES.values())))
-        raise ConfigError([f'sample_prompts: unknown sampler "{name}" (known: {known})'])
+        raise ConfigError.about("sample_prompts", f'unknown sampler "{name}" (known: {known})')
     return SAMPLER_ALIASES[key]
 
 
@@ -48,7 +48,7 @@ def parse_prompt_line(line: str) -> PromptSpec:
     parts = re.split(r"\s--(?=[a-z]+\b)", " " + line.strip())
     prompt = parts[0].strip()
     if not prompt:
-        raise ConfigError([f'sample_prompts: line "{line}" has no prompt'])
+        raise ConfigError.about("sample_prompts", f'line "{line}" has no prompt')
     values: dict = {}
     for part in parts[1:]:
         flag, _, value = part.partition(" ")
@@ -72,14 +72,14 @@ def parse_prompt_line(line: str) -> PromptSpec:
                 case "sampler" | "ss":
                     values["sampler"] = _sampler(value)
                 case _:
-                    raise ConfigError([f'sample_prompts: unknown option --{flag} in "{line}"'])
+                    raise ConfigError.about("sample_prompts", f'unknown option --{flag} in "{line}"')
         except ConfigError:
             raise
         except ValueError:
-            raise ConfigError([f'sample_prompts: --{flag} needs a number, got "{value}"']) from None
+            raise ConfigError.about("sample_prompts", f'--{flag} needs a number, got "{value}"') from None
     for key, low, high in LIMITS:
         if key in values and not low <= values[key] <= high:  # also refuses nan
-            raise ConfigError([f'sample_prompts: --{FLAGS[key]} must be from {low} to {high}, got {values[key]}'])
+            raise ConfigError.about("sample_prompts", f'--{FLAGS[key]} must be from {low} to {high}, got {values[key]}')
     return PromptSpec(prompt, **values)
 
 
@@ -108,10 +108,10 @@ def extract_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
         try:
             value = float(weight) if weight else 1.0
         except ValueError:
-            raise ConfigError([f'prompt: "{match.group(0)}" has a weight that is not a number']) from None
+            raise ConfigError.about("prompt", f'"{match.group(0)}" has a weight that is not a number') from None
         if not -MAX_LORA_WEIGHT <= value <= MAX_LORA_WEIGHT:  # also refuses nan and inf
-            raise ConfigError([f'prompt: "{match.group(0)}": a LoRA weight goes from -{MAX_LORA_WEIGHT:g} to '
-                               f'{MAX_LORA_WEIGHT:g}'])
+            raise ConfigError.about("prompt", f'"{match.group(0)}": a LoRA weight goes from -{MAX_LORA_WEIGHT:g} to '
+                               f'{MAX_LORA_WEIGHT:g}')
         found.append((match.group(1).strip(), value))
         return ""
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from trainer.families import runtime
 from trainer.families.base import LoadedModel
-from trainer.job.config import ConfigError
+from trainer.job.config import ConfigError, FieldProblem
 from trainer.job.prompts import PromptSpec, extract_lora_tags
 from trainer.networks.network import LoRANetwork
 from trainer.output.previews import render
@@ -32,8 +32,8 @@ def attach_loras(model: LoadedModel, prompt: str, loras: dict[str, str | Path],
     cleaned, tags = extract_lora_tags(prompt)
     unknown = [name for name, _ in tags if name not in loras]
     if unknown:
-        raise ConfigError([f'prompt: no LoRA called "{name}" (known: {", ".join(sorted(loras)) or "none"})'
-                           for name in unknown])
+        raise ConfigError([FieldProblem("prompt", f'no LoRA called "{name}" (known: '
+                                                  f'{", ".join(sorted(loras)) or "none"})') for name in unknown])
     networks = []
     family = runtime(model.family)
     device = next(model.denoiser.parameters()).device
@@ -44,7 +44,8 @@ def attach_loras(model: LoadedModel, prompt: str, loras: dict[str, str | Path],
         if unmatched and not network.loras:
             made_for = lora_family(loras[name])
             detail = f"it was made for {made_for}" if made_for else f"none of its {len(unmatched)} modules match"
-            raise ConfigError([f'prompt: LoRA "{name}" does not fit this {family.info.label} base model ({detail})'])
+            raise ConfigError.about("prompt", f'LoRA "{name}" does not fit this {family.info.label} base model '
+                                              f"({detail})")
         if unmatched and notes is not None:
             shown = ", ".join(unmatched[:3]) + (" …" if len(unmatched) > 3 else "")
             notes.append(f'LoRA "{name}": {len(unmatched)} of {len(unmatched) + len(network.loras)} modules match '

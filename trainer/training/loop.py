@@ -21,7 +21,7 @@ from trainer.data.loader import BatchDataset, EpochPlan
 from trainer.families import resolve_family, runtime
 from trainer.families.base import LoadedModel, ModelFamily
 from trainer.job import preflight
-from trainer.job.config import ConfigError, TrainConfig
+from trainer.job.config import ConfigError, FieldProblem, TrainConfig
 from trainer.job.prompts import parse_prompts
 from trainer.job.steps import ImageSpec, bucket_info, plan_for_config, run_report, warmup_steps
 from trainer.networks.adapters import file_rank
@@ -76,17 +76,17 @@ def seed_everything(seed: int) -> None:
 def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
     found = preflight.check(cfg)
     if bad := preflight.errors(found):
-        raise ConfigError([f"{f.field}: {f.message}" for f in bad])
+        raise ConfigError([FieldProblem(f.field, f.message) for f in bad])
     for finding in found:
         callbacks.on_log(str(finding))
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise ConfigError(["mixed_precision: fp16 needs a GPU; use bf16 or no on a CPU"])
+        raise ConfigError.about("mixed_precision", "fp16 needs a GPU; use bf16 or no on a CPU")
     seed_everything(cfg.seed)
     scan = scan_dataset(cfg.train_data_dir, cfg.reg_data_dir, cfg.caption_extension)
     for warning in scan.warnings:
         callbacks.on_log(f"warning: {warning}")
     if not scan.train:
-        raise ConfigError([f"train_data_dir: no training images in {cfg.train_data_dir}"])
+        raise ConfigError.about("train_data_dir", f"no training images in {cfg.train_data_dir}")
 
     # accelerate keeps process-wide state; a worker process trains job after job with different precisions.
     AcceleratorState._reset_state()

@@ -18,7 +18,7 @@ def optimizer_kwargs(args: list[str]) -> dict:
     for item in args:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise ConfigError([f'optimizer_args: "{item}" is not key=value'])
+            raise ConfigError.about("optimizer_args", f'"{item}" is not key=value')
         try:
             out[key.strip()] = ast.literal_eval(raw.strip())
         except (ValueError, SyntaxError):
@@ -30,8 +30,8 @@ def _optimizer_class(optimizer: Optimizer) -> type[torch.optim.Optimizer]:
     try:
         return getattr(importlib.import_module(optimizer.module), optimizer.cls)
     except ImportError:
-        raise ConfigError([f"optimizer_type: {optimizer.name} needs the package {optimizer.package}, "
-                           "which is not installed"]) from None
+        raise ConfigError.about("optimizer_type", f"{optimizer.name} needs the package {optimizer.package}, "
+                           "which is not installed") from None
 
 
 def optimizer_name(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> str:
@@ -43,7 +43,7 @@ def optimizer_name(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> str:
 
 def build_optimizer(cfg: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
     if not groups:
-        raise ConfigError(["learning_rate: every parameter group has lr 0, nothing would train"])
+        raise ConfigError.about("learning_rate", "every parameter group has lr 0, nothing would train")
     optimizer = OPTIMIZERS[cfg.optimizer_type]
     kwargs = {**optimizer.defaults, **optimizer_kwargs(cfg.optimizer_args), **optimizer.fixed}
     unused = optimizer.lr_unused_when is not None and kwargs[optimizer.lr_unused_when]

@@ -1,10 +1,11 @@
 // The one way pages talk to /api/v1: cookie session, CSRF header, errors turned into words.
 
 export class ApiError extends Error {
-  constructor(status, message, fields) {
+  constructor(status, message, fields, code) {
     super(message);
     this.status = status;
-    this.fields = fields; // {field: message} for 422 answers
+    this.fields = fields; // {field: message}, when the answer names fields
+    this.code = code; // e.g. "not_found", "conflict", "invalid"
   }
 }
 
@@ -13,15 +14,15 @@ function cookie(name) {
   return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
 }
 
+// Every error answer has one shape: {detail: {message, code, errors: [{field, message}]}}.
 export function describe(status, detail) {
-  if (typeof detail === "string") return { message: detail, fields: {} };
-  if (detail && Array.isArray(detail.errors)) {
-    const fields = {};
-    for (const e of detail.errors) fields[e.field] = e.message;
-    const list = detail.errors.map((e) => (e.field ? `${e.field}: ${e.message}` : e.message)).join("; ");
-    return { message: `${detail.message || "the request has problems"}: ${list}`, fields };
+  if (!detail || typeof detail.message !== "string") {
+    return { message: `the server answered ${status}`, fields: {}, code: "" };
   }
-  return { message: `the server answered ${status}`, fields: {} };
+  const fields = {};
+  for (const e of detail.errors || []) fields[e.field] = e.message;
+  const list = (detail.errors || []).map((e) => (e.field ? `${e.field}: ${e.message}` : e.message)).join("; ");
+  return { message: list ? `${detail.message}: ${list}` : detail.message, fields, code: detail.code };
 }
 
 export async function api(method, path, body, { form = false } = {}) {
@@ -39,8 +40,8 @@ export async function api(method, path, body, { form = false } = {}) {
   if (response.status === 204) return null;
   const data = await response.json().catch(() => null);
   if (!response.ok) {
-    const { message, fields } = describe(response.status, data && data.detail);
-    throw new ApiError(response.status, message, fields);
+    const { message, fields, code } = describe(response.status, data && data.detail);
+    throw new ApiError(response.status, message, fields, code);
   }
   return data;
 }
@@ -63,8 +64,8 @@ export function postForm(path, body, onProgress = () => {}) {
       try { data = JSON.parse(request.responseText); } catch { /* not JSON */ }
       if (request.status >= 200 && request.status < 300) resolve(data);
       else {
-        const { message, fields } = describe(request.status, data && data.detail);
-        reject(new ApiError(request.status, message, fields));
+        const { message, fields, code } = describe(request.status, data && data.detail);
+        reject(new ApiError(request.status, message, fields, code));
       }
     };
     request.onerror = () => reject(new ApiError(0, "the upload was cut off (network error)", {}));
