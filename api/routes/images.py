@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Request, Response, UploadFile, status
 
 from api.deps import OwnedDataset, SessionDep, SettingsDep, StorageDep, not_found
-from api.errors import ERROR_RESPONSES, Invalid
+from api.errors import ERROR_RESPONSES, Invalid, Unavailable
 from api.ingest import store_image
 from api.routes import API_PREFIX
 from api.schemas import ImageOut, ImagePatch, UploadResult
@@ -50,7 +50,7 @@ def upload_images(files: Annotated[list[UploadFile], File(description="PNG or JP
         except RejectedUpload as exc:
             results.append(UploadResult(filename=name, error=str(exc)))
     # the images are stored whatever happens next: a queue that is down fails only the tagging task, with its reason
-    with contextlib.suppress(HTTPException):
+    with contextlib.suppress(Unavailable):
         tag_on_upload(request, session, settings, dataset, [r.id for r in results if r.id])
     return results
 

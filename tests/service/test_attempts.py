@@ -110,6 +110,23 @@ def test_a_job_created_while_the_broker_is_down_is_stored_and_delivered_later(tm
         assert [(t["status"], t["error"]) for t in tasks] == [("failed", autotag.json()["detail"]["message"])]
 
 
+def test_an_upload_while_the_queue_is_down_keeps_its_images_and_fails_only_the_tagging(tmp_path):
+    from tests.tiny_tagger import make_tiny_tagger
+
+    make_tiny_tagger(tmp_path / "var" / "taggers" / "tiny")
+    with TestClient(create_app(Settings(var_dir=tmp_path / "var", reconcile_in_api=False))) as before:
+        me = register(before, "uploader@example.com")
+    down = Settings(var_dir=tmp_path / "var", redis_url="redis://127.0.0.1:9/0", reconcile_in_api=False)
+    with TestClient(create_app(down)) as client:
+        dataset = client.post("/api/v1/datasets", json={"name": "d"}, headers=me).json()["id"]
+        uploaded = client.post(f"/api/v1/datasets/{dataset}/images", headers=me,
+                               files=[("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(2)])
+        assert uploaded.status_code == 200 and all(r["id"] for r in uploaded.json())
+        assert len(client.get(f"/api/v1/datasets/{dataset}/images", headers=me).json()) == 2
+        (task,) = client.get(f"/api/v1/datasets/{dataset}/tasks", headers=me).json()
+        assert task["status"] == "failed" and "task queue is not reachable" in task["error"]
+
+
 def test_requests_get_503_with_a_reason_while_the_database_is_down(tmp_path):
     settings = Settings(var_dir=tmp_path / "var", database_url="postgresql+psycopg://x:y@127.0.0.1:9/none",
                         reconcile_in_api=False)
