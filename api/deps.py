@@ -6,11 +6,11 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy import bindparam, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from api.errors import Forbidden, NotFound, Unauthorized, Unavailable
@@ -53,6 +53,31 @@ async def get_storage(request: Request) -> Storage:
 
 
 StorageDep = Annotated[Storage, Depends(get_storage)]
+
+DEFAULT_PAGE, LARGEST_PAGE = 100, 1000  # a page may hold a whole dataset (MAX_IMAGES_PER_DATASET is 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Which slice of a list a request asks for: `limit` items after the first `offset`. A page shorter than
+    `limit` is the last one."""
+
+    limit: int
+    offset: int
+
+    def of(self, query: Select[Any]) -> Select[Any]:
+        return query.limit(self.limit).offset(self.offset)
+
+    def slice(self, items: list[Any]) -> list[Any]:
+        return items[self.offset:self.offset + self.limit]
+
+
+async def get_page(limit: Annotated[int, Query(ge=1, le=LARGEST_PAGE, description="items per page")] = DEFAULT_PAGE,
+                   offset: Annotated[int, Query(ge=0, description="items to skip")] = 0) -> Page:
+    return Page(limit, offset)
+
+
+PageDep = Annotated[Page, Depends(get_page)]
 
 
 @dataclass(frozen=True, slots=True)

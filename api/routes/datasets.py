@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from api.deps import CurrentUser, OwnedDataset, SessionDep, StorageDep
+from api.deps import CurrentUser, OwnedDataset, PageDep, SessionDep, StorageDep
 from api.errors import ERROR_RESPONSES, Conflict
 from api.routes import API_PREFIX
 from api.schemas import DatasetIn, DatasetOut, DatasetPatch, TagBatch
@@ -32,8 +32,8 @@ def create_dataset(body: DatasetIn, user: CurrentUser, session: SessionDep) -> d
 
 
 @router.get("/datasets", response_model=list[DatasetOut])
-def list_datasets(user: CurrentUser, session: SessionDep) -> list[dict[str, Any]]:
-    return dataset_views(session, user.id)
+def list_datasets(user: CurrentUser, session: SessionDep, page: PageDep) -> list[dict[str, Any]]:
+    return dataset_views(session, user.id, page)
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut)
@@ -62,9 +62,10 @@ def delete_dataset(dataset: OwnedDataset, session: SessionDep, storage: StorageD
 
 
 @router.get("/datasets/{dataset_id}/tags")
-def tag_frequency(dataset: OwnedDataset, session: SessionDep) -> list[dict[str, object]]:
+def tag_frequency(dataset: OwnedDataset, session: SessionDep, page: PageDep) -> list[dict[str, object]]:
+    """A page of the dataset's tags, most used first."""
     tag_lists = session.scalars(select(Image.tags).where(Image.dataset_id == dataset.id))
-    return [{"tag": tag, "count": count} for tag, count in tag_counts(tag_lists)]
+    return [{"tag": tag, "count": count} for tag, count in page.slice(tag_counts(tag_lists))]
 
 
 @router.get("/datasets/{dataset_id}/trigger-words")
@@ -91,7 +92,7 @@ def apply_tag_batch(tags: list[str], batch: TagBatch) -> list[str]:
 
 
 @router.get("/datasets/{dataset_id}/duplicates")
-def near_duplicates(dataset: OwnedDataset, session: SessionDep, storage: StorageDep,
+def near_duplicates(dataset: OwnedDataset, session: SessionDep, storage: StorageDep, page: PageDep,
                     max_distance: Annotated[int, Query(ge=0, le=32)] = DEFAULT_MAX_DISTANCE) -> dict[str, object]:
     """Groups of near-identical images (perceptual hashes at most `max_distance` of 64 bits apart)."""
     images = selected_images(session, dataset, None)
@@ -101,7 +102,7 @@ def near_duplicates(dataset: OwnedDataset, session: SessionDep, storage: Storage
                 image.phash = phash(thumb)
     session.commit()
     groups = near_duplicate_groups({i.id: i.phash for i in images if i.phash}, max_distance)
-    return {"max_distance": max_distance, "groups": groups}
+    return {"max_distance": max_distance, "groups": page.slice(groups)}
 
 
 @router.post("/datasets/{dataset_id}/tags/batch")

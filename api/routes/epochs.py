@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 from fastapi.responses import RedirectResponse
 
-from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, StorageDep, dispatch_task, owned
+from api.deps import CurrentUser, OwnedJob, PageDep, SessionDep, SettingsDep, StorageDep, dispatch_task, owned
 from api.errors import ERROR_RESPONSES, Invalid
 from api.routes import API_PREFIX
 from api.schemas import EpochOut, GenerateIn, GenerationOut, PlainLoraIn, PlainLoraOut
@@ -32,8 +32,8 @@ def epoch_out(job: Job, epoch: Epoch, storage: Storage, expires_s: int) -> Epoch
 
 
 @router.get("/jobs/{job_id}/epochs")
-def list_epochs(job: OwnedJob, storage: StorageDep, settings: SettingsDep) -> list[EpochOut]:
-    return [epoch_out(job, e, storage, settings.download_link_seconds) for e in job.epochs]
+def list_epochs(job: OwnedJob, storage: StorageDep, settings: SettingsDep, page: PageDep) -> list[EpochOut]:
+    return [epoch_out(job, e, storage, settings.download_link_seconds) for e in page.slice(list(job.epochs))]
 
 
 @router.get("/jobs/{job_id}/epochs/{n}/download")

@@ -7,12 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Request, Response, UploadFile, status
 
-from api.deps import OwnedDataset, SessionDep, SettingsDep, StorageDep, not_found
+from api.deps import OwnedDataset, PageDep, SessionDep, SettingsDep, StorageDep, not_found
 from api.errors import ERROR_RESPONSES, Invalid, Unavailable
 from api.ingest import store_image
 from api.routes import API_PREFIX
 from api.schemas import ImageOut, ImagePatch, UploadResult
-from api.services.datasets import image_count, selected_images
+from api.services.datasets import image_count, image_page
 from api.services.tasks import tag_on_upload
 from api.uploads import RejectedUpload
 from core.models import Dataset, Image
@@ -56,8 +56,9 @@ def upload_images(files: Annotated[list[UploadFile], File(description="PNG or JP
 
 
 @router.get("/datasets/{dataset_id}/images")
-def list_images(dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> list[ImageOut]:
-    return [image_out(i, storage) for i in selected_images(session, dataset, None)]
+def list_images(dataset: OwnedDataset, session: SessionDep, storage: StorageDep, page: PageDep) -> list[ImageOut]:
+    """A page of the dataset's images in upload order, each with signed links to its picture and thumbnail."""
+    return [image_out(i, storage) for i in image_page(session, dataset, page)]
 
 
 def _owned_image(dataset: Dataset, image_id: str, session: SessionDep) -> Image:

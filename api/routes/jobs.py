@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, StorageDep
+from api.deps import CurrentUser, OwnedJob, PageDep, SessionDep, SettingsDep, StorageDep
 from api.errors import ERROR_RESPONSES
 from api.live import job_stream
 from api.routes import API_PREFIX
@@ -43,8 +43,8 @@ def create_job(body: JobIn, request: Request, user: CurrentUser, session: Sessio
 
 
 @router.get("/jobs", response_model=list[JobSummary])
-def list_jobs(user: CurrentUser, session: SessionDep) -> list[dict[str, Any]]:
-    return service.job_summaries(session, user.id)
+def list_jobs(user: CurrentUser, session: SessionDep, page: PageDep) -> list[dict[str, Any]]:
+    return service.job_summaries(session, user.id, page)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response, status
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentUser, MaybeUser, SessionDep, SettingsDep, StorageDep, not_found, owned
+from api.deps import CurrentUser, MaybeUser, PageDep, SessionDep, SettingsDep, StorageDep, not_found, owned
 from api.errors import ERROR_RESPONSES, Conflict
 from api.routes import API_PREFIX
 from api.schemas import ModelOut, ModelPatch, PublishIn
@@ -74,13 +74,14 @@ def publish(body: PublishIn, user: CurrentUser, session: SessionDep, storage: St
 
 
 @router.get("/models")
-def list_models(user: CurrentUser, session: SessionDep, storage: StorageDep,
-                settings: SettingsDep) -> list[ModelOut]:
-    rows = session.execute(
+def list_models(user: CurrentUser, session: SessionDep, storage: StorageDep, settings: SettingsDep,
+                page: PageDep) -> list[ModelOut]:
+    """A page of the models this user may see (their own and everyone's public ones), newest first."""
+    rows = session.execute(page.of(
         select(PublishedModel, Epoch, Job, User).join(Epoch, Epoch.id == PublishedModel.epoch_id)
         .join(Job, Job.id == PublishedModel.job_id).join(User, User.id == PublishedModel.owner_id)
         .where(or_(PublishedModel.owner_id == user.id, PublishedModel.visibility == "public"))
-        .order_by(PublishedModel.created_at.desc())
+        .order_by(PublishedModel.created_at.desc(), PublishedModel.id))
     ).all()
     return [model_out(*row, storage, settings.download_link_seconds) for row in rows]
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentUser, OwnedJob, SessionDep, StorageDep, dispatch_task, owned
+from api.deps import CurrentUser, OwnedJob, PageDep, SessionDep, StorageDep, dispatch_task, owned
 from api.errors import ERROR_RESPONSES, Conflict, Invalid
 from api.routes import API_PREFIX
 from api.schemas import SweepIn, SweepOut
@@ -60,9 +60,10 @@ def start_sweep(body: SweepIn, job: OwnedJob, request: Request, user: CurrentUse
 
 
 @router.get("/jobs/{job_id}/sweeps")
-def list_sweeps(job: OwnedJob, session: SessionDep, storage: StorageDep) -> list[SweepOut]:
-    """The job's sweeps, newest first."""
-    rows = session.scalars(select(Sweep).where(Sweep.job_id == job.id).order_by(Sweep.created_at.desc()))
+def list_sweeps(job: OwnedJob, session: SessionDep, storage: StorageDep, page: PageDep) -> list[SweepOut]:
+    """A page of the job's sweeps, newest first."""
+    newest_first = select(Sweep).where(Sweep.job_id == job.id).order_by(Sweep.created_at.desc(), Sweep.id)
+    rows = session.scalars(page.of(newest_first))
     return [sweep_out(s, storage, session) for s in rows]
 
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, owned
+from api.deps import CurrentUser, OwnedDataset, PageDep, SessionDep, SettingsDep, owned
 from api.errors import ERROR_RESPONSES, Conflict
 from api.routes import API_PREFIX
 from api.schemas import AutotagRequest, CropRequest, TaggerOut, TaskOut
@@ -78,7 +78,8 @@ def get_task(task_id: str, user: CurrentUser, session: SessionDep) -> TaskOut:
 
 
 @router.get("/datasets/{dataset_id}/tasks")
-def dataset_tasks(dataset: OwnedDataset, session: SessionDep) -> list[TaskOut]:
-    rows = session.scalars(select(DatasetTask).where(DatasetTask.dataset_id == dataset.id)
-                           .order_by(DatasetTask.created_at.desc()).limit(20))
+def dataset_tasks(dataset: OwnedDataset, session: SessionDep, page: PageDep) -> list[TaskOut]:
+    """A page of the dataset's tasks, newest first."""
+    rows = session.scalars(page.of(select(DatasetTask).where(DatasetTask.dataset_id == dataset.id)
+                                   .order_by(DatasetTask.created_at.desc(), DatasetTask.id)))
     return [task_out(session, t) for t in rows]

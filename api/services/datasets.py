@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from api.deps import not_found
+from api.deps import Page, not_found
 from api.errors import NotFound
 from core.db import read_rows
 from core.models import Dataset, Image
@@ -19,7 +19,7 @@ _DATASET_VIEWS = select(Dataset.id, Dataset.name, Dataset.description, Dataset.d
                         select(func.count()).where(Image.dataset_id == Dataset.id).correlate(Dataset)
                         .scalar_subquery().label("image_count")).where(Dataset.owner_id == bindparam("owner_id"))
 _ONE_VIEW = _DATASET_VIEWS.where(Dataset.id == bindparam("dataset_id"))
-_ALL_VIEWS = _DATASET_VIEWS.order_by(Dataset.created_at.desc())
+_ALL_VIEWS = _DATASET_VIEWS.order_by(Dataset.created_at.desc(), Dataset.id)
 
 
 def image_count(session: Session, dataset_id: str) -> int:
@@ -34,9 +34,15 @@ def dataset_view(session: Session, dataset_id: str, owner_id: str) -> dict[str, 
     return row._asdict()
 
 
-def dataset_views(session: Session, owner_id: str) -> list[dict[str, Any]]:
-    """The owner's datasets, newest first, as the API shows them."""
-    return [row._asdict() for row in read_rows(session, _ALL_VIEWS, {"owner_id": owner_id})]
+def dataset_views(session: Session, owner_id: str, page: Page) -> list[dict[str, Any]]:
+    """A page of the owner's datasets, newest first, as the API shows them."""
+    return [row._asdict() for row in read_rows(session, page.of(_ALL_VIEWS), {"owner_id": owner_id})]
+
+
+def image_page(session: Session, dataset: Dataset, page: Page) -> list[Image]:
+    """A page of the dataset's images in upload order."""
+    return list(session.scalars(page.of(select(Image).where(Image.dataset_id == dataset.id)
+                                        .order_by(Image.created_at, Image.id))))
 
 
 def selected_images(session: Session, dataset: Dataset, image_ids: list[str] | None) -> list[Image]:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Row, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
-from api.deps import not_found
+from api.deps import Page, not_found
 from api.errors import Conflict, Invalid, TooMany
 from api.schemas import ContinueIn, JobIn, JobOut, JobSummary, RetrainIn
 from api.services.datasets import selected_images
@@ -104,7 +104,7 @@ def _columns_for(view: type[BaseModel]) -> list[ColumnElement[Any]]:
 # Answers about jobs select just the columns they show, as rows: loading entities into the session would cost more than
 # the query. FastAPI validates the rows against the response model once, on the way out.
 _OWN_JOBS = (select(*_columns_for(JobSummary)).where(Job.owner_id == bindparam("owner_id"))
-             .order_by(Job.created_at.desc()))
+             .order_by(Job.created_at.desc(), Job.id))
 
 
 _OWN_JOB = select(*_columns_for(JobOut)).where(Job.id == bindparam("job_id"), Job.owner_id == bindparam("owner_id"))
@@ -130,9 +130,9 @@ def job_view(session: Session, job_id: str, owner_id: str) -> dict[str, Any]:
             "network_type": network_type_of(NetworkSpec.of_job(row.params))}
 
 
-def job_summaries(session: Session, owner_id: str) -> list[dict[str, Any]]:
-    """The owner's jobs, newest first, with progress and (for queued ones) their place in the queue."""
-    rows = read_rows(session, _OWN_JOBS, {"owner_id": owner_id}).all()
+def job_summaries(session: Session, owner_id: str, page: Page) -> list[dict[str, Any]]:
+    """A page of the owner's jobs, newest first, with progress and (for queued ones) their place in the queue."""
+    rows = read_rows(session, page.of(_OWN_JOBS), {"owner_id": owner_id}).all()
     waiting = any(row.status == JobStatus.queued for row in rows)
     slots = transitions.queue_slots(session) if waiting else {}
     return [{**row._asdict(), **_live_fields(row, session, slots)} for row in rows]

@@ -410,3 +410,32 @@ def test_every_refusal_has_the_one_error_shape_and_openapi_documents_it(client, 
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             assert "4XX" in operation["responses"], f"{method} {path} does not document its errors"
+
+
+# fixed lists of what this server offers, not user data: they stay whole
+CATALOGS = {"/base-models", "/presets", "/families", "/params", "/network-types"}
+
+
+def test_lists_come_in_pages(client, alice):
+    dataset = new_dataset(client, alice)
+    names = [f"{i}.png" for i in range(5)]
+    upload(client, alice, dataset, *[(name, png_bytes(seed=i), "image/png") for i, name in enumerate(names)])
+    whole = client.get(f"/api/v1/datasets/{dataset}/images", headers=alice).json()
+    assert [i["filename"] for i in whole] == names  # upload order
+    pages = [client.get(f"/api/v1/datasets/{dataset}/images?limit=2&offset={offset}", headers=alice).json()
+             for offset in (0, 2, 4)]
+    assert [len(p) for p in pages] == [2, 2, 1] and [i["id"] for p in pages for i in p] == [i["id"] for i in whole]
+    for _ in range(3):
+        new_dataset(client, alice)
+    assert len(client.get("/api/v1/datasets?limit=3", headers=alice).json()) == 3
+    assert len(client.get("/api/v1/datasets?limit=3&offset=3", headers=alice).json()) == 1
+    too_big = client.get("/api/v1/datasets?limit=100000", headers=alice)
+    assert too_big.status_code == 422 and too_big.json()["detail"]["errors"][0]["field"] == "query.limit"
+    spec = client.get("/api/v1/openapi.json").json()
+    listed = [path for path, operations in spec["paths"].items() if "get" in operations
+              and operations["get"]["responses"].get("200", {}).get("content", {}).get("application/json", {})
+              .get("schema", {}).get("type") == "array"]
+    assert listed
+    for path in listed:
+        parameters = {p["name"] for p in spec["paths"][path]["get"].get("parameters", [])}
+        assert {"limit", "offset"} <= parameters or path.removeprefix("/api/v1") in CATALOGS, path

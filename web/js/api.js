@@ -47,6 +47,16 @@ export async function api(method, path, body, { form = false } = {}) {
 }
 
 export const get = (path) => api("GET", path);
+
+// Every list answer is a page (limit, offset); this reads them all, page by page, until one comes back short.
+export async function getAll(path, limit = 500) {
+  const items = [];
+  for (let offset = 0; ; offset += limit) {
+    const page = await get(`${path}${path.includes("?") ? "&" : "?"}limit=${limit}&offset=${offset}`);
+    items.push(...page);
+    if (page.length < limit) return items;
+  }
+}
 export const post = (path, body) => api("POST", path, body);
 export const patch = (path, body) => api("PATCH", path, body);
 export const put = (path, body) => api("PUT", path, body);

@@ -1,6 +1,6 @@
 // Browser notifications when one of the user's jobs ends, opt-in per browser: while a lorabake tab is open, the job
 // list is read every few seconds and a job that moved to succeeded or failed is announced once.
-import { get } from "./api.js";
+import { getAll } from "./api.js";
 import { h } from "./dom.js";
 
 const KEY = "lorabake.notify";
@@ -37,7 +37,7 @@ export function watchJobs() {
   const look = async () => {
     if (!wanted()) known = null;
     else if (Date.now() - fedAt >= EVERY_MS) {
-      const jobs = await get("/jobs").catch(() => null);
+      const jobs = await getAll("/jobs").catch(() => null);
       if (jobs) seen(jobs);
     }
     setTimeout(look, EVERY_MS);

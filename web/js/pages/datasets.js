@@ -1,8 +1,8 @@
-import { get, post, postForm } from "../api.js";
+import { getAll, post, postForm } from "../api.js";
 import { field, h, mount, showErrors } from "../dom.js";
 
 export async function datasetsPage() {
-  const datasets = await get("/datasets");
+  const datasets = await getAll("/datasets");
   const name = h("input", { type: "text", name: "name", required: true, maxlength: 200 });
   const box = h("p", { class: "error", role: "alert" });
   const form = h("form", { class: "card", onsubmit: async (e) => {

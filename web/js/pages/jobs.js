@@ -1,5 +1,5 @@
 // The queue, and a job page that follows the job live over Server-Sent Events.
-import { del, get, post } from "../api.js";
+import { del, get, post, getAll } from "../api.js";
 import { lineChart } from "../chart.js";
 import { clock, duration, field, h, mount, zoomable } from "../dom.js";
 import { continuePanel, plainLoraPanel, sweepPanel } from "./job_tools.js";
@@ -36,7 +36,7 @@ export async function jobsPage() {
   const load = h("p", { class: "muted", role: "status" });
   let timer = null;
   async function draw() {
-    const [jobs, limits] = await Promise.all([get("/jobs"), get("/me/limits")]);
+    const [jobs, limits] = await Promise.all([getAll("/jobs"), get("/me/limits")]);
     load.textContent = limitsLine(limits);
     seen(jobs);
     body.replaceChildren(...jobs.map((j) => h("tr", {},
@@ -219,7 +219,7 @@ export async function jobPage(jobId) {
         } catch (error) {
           if (error.status !== 409) { blocked.textContent = error.message; return; }
           // a published model of it must go first: say which, next to the button, with a link to its page
-          const models = (await get("/models")).filter((m) => m.job_id === jobId);
+          const models = (await getAll("/models")).filter((m) => m.job_id === jobId);
           blocked.replaceChildren(models.length ? "Published as " : error.message, ...models.flatMap((m, i) =>
             [i ? ", " : "", h("a", { href: `#/models/${m.id}` }, m.name)]),
             models.length ? ": unpublish it on its page first (its job and files stay until then)." : "");
@@ -228,7 +228,7 @@ export async function jobPage(jobId) {
   }
 
   async function drawEpochs() {
-    const epochs = await get(`/jobs/${jobId}/epochs`);
+    const epochs = await getAll(`/jobs/${jobId}/epochs`);
     epochRows = epochs;
     drawStatus();
     epochsBox.replaceChildren(...epochs.map((e) => epochCard(job, e, (n) => { tester.pick(n); })));

@@ -1,5 +1,5 @@
 // Publishing an epoch, the model page (previews, download, a copyable <lora:…> snippet) and the models list.
-import { del, get, patch, post } from "../api.js";
+import { del, get, patch, post, getAll } from "../api.js";
 import { field, h, mount, showErrors, splitList } from "../dom.js";
 
 export async function publishPage(jobId, n) {
@@ -82,7 +82,7 @@ const COLUMNS = [["Name", (m) => h("a", { href: `#/models/${m.id}` }, m.name)], 
   ["Size", (m) => megabytes(m.size)], ["Snippet", (m) => h("code", {}, m.snippet)]];
 
 export async function modelsPage() {
-  const models = await get("/models");
+  const models = await getAll("/models");
   mount(h("h1", {}, "Models"), models.length
     ? h("table", { class: "stack" }, h("thead", {}, h("tr", {}, COLUMNS.map(([title]) => h("th", {}, title)))),
       h("tbody", {}, models.map((m) => h("tr", {}, COLUMNS.map(([title, cell], i) =>

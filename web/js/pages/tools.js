@@ -88,7 +88,7 @@ export function exportLinks(datasetId) {
 // Tasks the server started for this dataset (tagging on upload), followed until they end; `onDone` after each.
 const followed = new Set();
 export async function followOpenTasks(datasetId, box, onDone) {
-  const open = (await get(`/datasets/${datasetId}/tasks`))
+  const open = (await get(`/datasets/${datasetId}/tasks?limit=20`))
     .filter((t) => (t.status === "queued" || t.status === "running") && !followed.has(t.id));
   open.forEach((t) => followed.add(t.id));
   for (const task of open) {

@@ -1,5 +1,5 @@
 // Dataset workbench: upload, a lazy thumbnail grid with selection, per-image tags/repeats/reg, crop, batch tags.
-import { del, get, patch, post } from "../api.js";
+import { del, get, patch, post, getAll } from "../api.js";
 import { field, h, mount, splitList, tabs } from "../dom.js";
 import { batchTagPanel, frequencyList } from "./tags.js";
 import { autotagPanel, duplicatesPanel, exportLinks, followOpenTasks, followTask } from "./tools.js";
@@ -26,7 +26,7 @@ export async function workbenchPage(datasetId) {
 
   async function reload() {
     [state.dataset, state.images, state.frequencies] = await Promise.all([
-      get(`/datasets/${datasetId}`), get(`/datasets/${datasetId}/images`), get(`/datasets/${datasetId}/tags`)]);
+      get(`/datasets/${datasetId}`), getAll(`/datasets/${datasetId}/images`), getAll(`/datasets/${datasetId}/tags`)]);
     const ids = new Set(state.images.map((i) => i.id));
     state.selected = new Set([...state.selected].filter((id) => ids.has(id)));
     render();
@@ -265,7 +265,7 @@ export async function workbenchPage(datasetId) {
     } catch (error) {
       if (error.status !== 409) { blocked.textContent = error.message; return; }
       // what must go first, next to the button: the jobs trained on it, each a link to its page (and its Delete)
-      const jobs = (await get("/jobs")).filter((j) => j.dataset_id === datasetId);
+      const jobs = (await getAll("/jobs")).filter((j) => j.dataset_id === datasetId);
       blocked.replaceChildren("Trained on by ", ...jobs.flatMap((j, i) => [i ? ", " : "",
         h("a", { href: `#/jobs/${j.id}` }, j.name)]), ": delete those jobs first (a job with a published model " +
         "needs unpublishing first), then the dataset.");
