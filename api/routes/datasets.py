@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import io
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
-from PIL import Image as PILImage
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from api.deps import CurrentUser, OwnedDataset, PageDep, SessionDep, StorageDep
-from api.errors import ERROR_RESPONSES, Conflict
+from api.errors import ERROR_RESPONSES
 from api.routes import API_PREFIX
 from api.schemas import DatasetIn, DatasetOut, DatasetPatch, TagBatch
-from api.services.datasets import dataset_view, dataset_views, selected_images
-from core import keys
+from api.services.datasets import (
+    dataset_view,
+    dataset_views,
+    delete_dataset_and_files,
+    duplicate_groups,
+    edit_tags,
+    selected_images,
+)
 from core.kohya_layout import tag_counts, trigger_words
-from core.models import Dataset, Image, Job
-from core.phash import DEFAULT_MAX_DISTANCE, near_duplicate_groups, phash
+from core.models import Dataset, Image
+from core.phash import DEFAULT_MAX_DISTANCE
 
 router = APIRouter(prefix=API_PREFIX, tags=["datasets"], responses=ERROR_RESPONSES)
 
@@ -52,12 +56,7 @@ def patch_dataset(body: DatasetPatch, dataset: OwnedDataset, session: SessionDep
 
 @router.delete("/datasets/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_dataset(dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> Response:
-    if session.scalar(select(func.count()).select_from(Job).where(Job.dataset_id == dataset.id)):
-        raise Conflict("dataset is used by training jobs; delete those first")
-    prefix = keys.dataset_prefix(dataset.owner_id, dataset.id)
-    session.delete(dataset)
-    session.commit()
-    storage.delete_prefix(prefix)
+    delete_dataset_and_files(session, storage, dataset)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -74,45 +73,15 @@ def suggested_trigger_words(dataset: OwnedDataset, session: SessionDep) -> dict[
     return {"trigger_words": trigger_words(selected_images(session, dataset, None))}
 
 
-def apply_tag_batch(tags: list[str], batch: TagBatch) -> list[str]:
-    """One image's tags after a batch edit; order is kept, duplicates are not created."""
-    if batch.action == "add":
-        new = [t for t in batch.tags if t not in tags]
-        if batch.position == "start":
-            return new + tags
-        return tags + new
-    if batch.action == "remove":
-        return [t for t in tags if t not in batch.tags]
-    out: list[str] = []
-    for tag in tags:
-        for replacement in batch.replace_with if tag in batch.tags else [tag]:
-            if replacement not in out:
-                out.append(replacement)
-    return out
-
-
 @router.get("/datasets/{dataset_id}/duplicates")
 def near_duplicates(dataset: OwnedDataset, session: SessionDep, storage: StorageDep, page: PageDep,
                     max_distance: Annotated[int, Query(ge=0, le=32)] = DEFAULT_MAX_DISTANCE) -> dict[str, object]:
     """Groups of near-identical images (perceptual hashes at most `max_distance` of 64 bits apart)."""
-    images = selected_images(session, dataset, None)
-    for image in images:
-        if image.phash is None:  # stored before hashes were kept
-            with PILImage.open(io.BytesIO(storage.get_bytes(image.thumb_key))) as thumb:
-                image.phash = phash(thumb)
-    session.commit()
-    groups = near_duplicate_groups({i.id: i.phash for i in images if i.phash}, max_distance)
+    groups = duplicate_groups(session, storage, dataset, max_distance)
     return {"max_distance": max_distance, "groups": page.slice(groups)}
 
 
 @router.post("/datasets/{dataset_id}/tags/batch")
 def batch_tags(body: TagBatch, dataset: OwnedDataset, session: SessionDep) -> dict[str, int]:
-    images = selected_images(session, dataset, body.image_ids)
-    changed = 0
-    for image in images:
-        new = apply_tag_batch(list(image.tags), body)
-        if new != image.tags:
-            image.tags = new
-            changed += 1
-    session.commit()
-    return {"matched": len(images), "changed": changed}
+    matched, changed = edit_tags(session, dataset, body)
+    return {"matched": matched, "changed": changed}

@@ -5,17 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 from fastapi.responses import RedirectResponse
 
-from api.deps import CurrentUser, OwnedJob, PageDep, SessionDep, SettingsDep, StorageDep, dispatch_task, owned
-from api.errors import ERROR_RESPONSES, Invalid
+from api.deps import CurrentUser, OwnedJob, PageDep, SessionDep, SettingsDep, StorageDep, owned
+from api.errors import ERROR_RESPONSES
 from api.routes import API_PREFIX
 from api.schemas import EpochOut, GenerateIn, GenerationOut, PlainLoraIn, PlainLoraOut
-from api.services.epochs import find_epoch
+from api.services.epochs import find_epoch, plain_lora_copy, queue_generation
 from api.waiting import LIGHT_TASKS, waiting_for
 from core.models import Conversion, Epoch, Generation, Job
-from core.queue import CONVERT_TASK, GENERATE_TASK
 from core.storage import Storage
-from trainer.job.config import ConfigError
-from trainer.job.prompts import SAMPLER_ALIASES, extract_lora_tags
 
 router = APIRouter(prefix=API_PREFIX, tags=["epochs"], responses=ERROR_RESPONSES)
 
@@ -47,20 +44,7 @@ def download_epoch(n: int, job: OwnedJob, session: SessionDep, storage: StorageD
 @router.post("/jobs/{job_id}/epochs/{n}/generate", status_code=status.HTTP_202_ACCEPTED)
 def generate(n: int, body: GenerateIn, job: OwnedJob, request: Request, user: CurrentUser,
              session: SessionDep) -> GenerationOut:
-    find_epoch(job, n, session)
-    if body.sampler.lower() not in SAMPLER_ALIASES:
-        raise Invalid(f"unknown sampler {body.sampler!r}; choose one of {', '.join(SAMPLER_ALIASES)}")
-    try:
-        _, tags = extract_lora_tags(body.prompt)
-    except ConfigError as exc:
-        raise Invalid("the prompt has problems", exc.problems) from None
-    unknown = sorted({name for name, _ in tags} - {job.name, job.epoch_lora_name(n)})
-    if unknown:
-        raise Invalid(f"unknown LoRA name(s) {', '.join(unknown)}; this epoch is <lora:{job.name}:weight>")
-    generation = Generation(owner_id=user.id, job_id=job.id, epoch_n=n, request=body.model_dump())
-    session.add(generation)
-    session.commit()
-    dispatch_task(request, session, generation, GENERATE_TASK)
+    generation = queue_generation(session, job, n, body, request)
     return GenerationOut(id=generation.id, status=generation.status, images=[], error=None,
                          waiting_for=waiting_for(session, generation, LIGHT_TASKS))
 
@@ -87,12 +71,7 @@ def to_plain_lora(n: int, body: PlainLoraIn, job: OwnedJob, request: Request, se
                   storage: StorageDep) -> PlainLoraOut:
     """The epoch as a plain LoRA of `rank`: its real update (DoRA's W' − W included) factored by a truncated SVD, so
     A1111, ComfyUI, Forge and diffusers all apply the same thing; the report says what the rank leaves out."""
-    find_epoch(job, n, session)
-    conversion = Conversion(owner_id=job.owner_id, job_id=job.id, epoch_n=n, rank=body.rank, report={})
-    session.add(conversion)
-    session.commit()
-    dispatch_task(request, session, conversion, CONVERT_TASK)
-    return plain_out(session, job, conversion, storage)
+    return plain_out(session, job, plain_lora_copy(session, job, n, body.rank, request), storage)
 
 
 @router.get("/plain-loras/{conversion_id}")

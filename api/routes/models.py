@@ -6,12 +6,12 @@ from fastapi import APIRouter, Response, status
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentUser, MaybeUser, PageDep, SessionDep, SettingsDep, StorageDep, not_found, owned
-from api.errors import ERROR_RESPONSES, Conflict
+from api.deps import CurrentUser, MaybeUser, PageDep, SessionDep, SettingsDep, StorageDep, not_found
+from api.errors import ERROR_RESPONSES
 from api.routes import API_PREFIX
 from api.schemas import ModelOut, ModelPatch, PublishIn
-from api.services.epochs import find_epoch
-from core.models import Epoch, Job, JobStatus, PublishedModel, User
+from api.services.models import owned_model, publish_epoch, update_model_page
+from core.models import Epoch, Job, PublishedModel, User
 from core.storage import Storage
 from trainer.families import FAMILIES
 from trainer.networks.spec import NetworkSpec
@@ -38,38 +38,10 @@ def shown(session: Session, model: PublishedModel, storage: Storage, expires_s: 
                      session.get(User, model.owner_id), storage, expires_s)
 
 
-def check_name(session: Session, owner_id: str, name: str, visibility: str, model_id: str | None = None) -> None:
-    """A model name is unique among the owner's models and among public ones (its <lora:name> must say which)."""
-    same_name = select(PublishedModel.id).where(PublishedModel.name == name, PublishedModel.id != (model_id or ""))
-    if session.scalar(same_name.where(PublishedModel.owner_id == owner_id)) is not None:
-        raise Conflict(f"you already published a model called {name}")
-    if visibility == "public" and session.scalar(same_name.where(PublishedModel.visibility == "public")):
-        raise Conflict(f"a public model is already called {name}: its "
-                       "<lora:name> would be ambiguous; choose another name")
-
-
-def owned_model(model_id: str, user_id: str, session: Session) -> PublishedModel:
-    return owned(session, PublishedModel, model_id, user_id, "model")
-
-
 @router.post("/models", status_code=status.HTTP_201_CREATED)
 def publish(body: PublishIn, user: CurrentUser, session: SessionDep, storage: StorageDep,
             settings: SettingsDep) -> ModelOut:
-    job = session.get(Job, body.job_id)
-    if job is None or job.owner_id != user.id:
-        raise not_found("job")
-    if job.status == JobStatus.running:
-        raise Conflict("the job is still training; publish when it has finished")
-    epoch = find_epoch(job, body.epoch, session)
-    if (twin := session.scalar(select(PublishedModel).where(PublishedModel.epoch_id == epoch.id))) is not None:
-        raise Conflict(f"epoch {epoch.n} of this job is already published as "
-                       f"{twin.name}: edit that model instead")
-    check_name(session, user.id, body.name, body.visibility)
-    words = [w.strip() for w in body.trigger_words if w.strip()]
-    model = PublishedModel(owner_id=user.id, job_id=job.id, epoch_id=epoch.id, name=body.name, trigger_words=words,
-                           description=body.description, visibility=body.visibility)
-    session.add(model)
-    session.commit()
+    model, epoch, job = publish_epoch(session, user.id, body)
     return model_out(model, epoch, job, user, storage, settings.download_link_seconds)
 
 
@@ -100,15 +72,7 @@ def get_model(model_id: str, user: MaybeUser, session: SessionDep, storage: Stor
 def update_model(model_id: str, body: ModelPatch, user: CurrentUser, session: SessionDep, storage: StorageDep,
                  settings: SettingsDep) -> ModelOut:
     """Rename, describe, or change who sees it (public → private takes it off the public list)."""
-    model = owned_model(model_id, user.id, session)
-    changes = body.model_dump(exclude_unset=True, exclude_none=True)
-    check_name(session, user.id, changes.get("name", model.name), changes.get("visibility", model.visibility),
-               model.id)
-    if "trigger_words" in changes:
-        changes["trigger_words"] = [w.strip() for w in changes["trigger_words"] if w.strip()]
-    for field, value in changes.items():
-        setattr(model, field, value)
-    session.commit()
+    model = update_model_page(session, user.id, model_id, body)
     return shown(session, model, storage, settings.download_link_seconds)
 
 

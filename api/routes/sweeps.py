@@ -6,19 +6,16 @@ from fastapi import APIRouter, Request, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentUser, OwnedJob, PageDep, SessionDep, StorageDep, dispatch_task, owned
-from api.errors import ERROR_RESPONSES, Conflict, Invalid
+from api.deps import CurrentUser, OwnedJob, PageDep, SessionDep, StorageDep, owned
+from api.errors import ERROR_RESPONSES
 from api.routes import API_PREFIX
 from api.schemas import SweepIn, SweepOut
+from api.services.epochs import queue_sweep
 from api.waiting import LIGHT_TASKS, waiting_for
-from core.models import Epoch, Sweep
-from core.queue import SWEEP_TASK
+from core.models import Sweep
 from core.storage import Storage
-from trainer.job.config import ConfigError
-from trainer.job.prompts import SAMPLER_ALIASES, extract_lora_tags, parse_prompt_line
 
 router = APIRouter(prefix=API_PREFIX, tags=["sweeps"], responses=ERROR_RESPONSES)
-DEFAULT_EPOCHS = 12
 
 
 def sweep_out(sweep: Sweep, storage: Storage, session: Session) -> SweepOut:
@@ -32,30 +29,9 @@ def sweep_out(sweep: Sweep, storage: Storage, session: Session) -> SweepOut:
 
 
 @router.post("/jobs/{job_id}/sweeps", status_code=status.HTTP_202_ACCEPTED)
-def start_sweep(body: SweepIn, job: OwnedJob, request: Request, user: CurrentUser, session: SessionDep,
+def start_sweep(body: SweepIn, job: OwnedJob, request: Request, session: SessionDep,
                 storage: StorageDep) -> SweepOut:
-    stored = list(session.scalars(select(Epoch.n).where(Epoch.job_id == job.id).order_by(Epoch.n)))
-    if not stored:
-        raise Conflict("no epoch is stored yet: a sweep compares stored epochs")
-    epochs = sorted(set(body.epochs)) if body.epochs else stored[-DEFAULT_EPOCHS:]
-    missing = [n for n in epochs if n not in stored]
-    if missing:
-        raise Invalid(f"epoch(s) {', '.join(map(str, missing))} are not stored; stored: "
-                      f"{', '.join(map(str, stored))}")
-    if body.sampler.lower() not in SAMPLER_ALIASES:
-        raise Invalid(f"unknown sampler {body.sampler!r}; choose one of {', '.join(SAMPLER_ALIASES)}")
-    try:  # a preview-prompt line: its --n becomes the negative prompt, other flags are dropped
-        line = parse_prompt_line(body.prompt or (job.sample_prompts[:1] or [job.name])[0])
-        prompt, _ = extract_lora_tags(line.prompt)
-    except ConfigError as exc:
-        raise Invalid("the prompt has problems", exc.problems) from None
-    weights = list(dict.fromkeys(body.weights))
-    values = {**body.model_dump(), "prompt": prompt.strip() or job.name, "negative": body.negative or line.negative,
-              "epochs": epochs, "weights": weights}
-    sweep = Sweep(owner_id=user.id, job_id=job.id, request=values, total=1 + len(epochs) * len(weights))
-    session.add(sweep)
-    session.commit()
-    dispatch_task(request, session, sweep, SWEEP_TASK)
+    sweep = queue_sweep(session, job, body, request)
     return sweep_out(sweep, storage, session)
 
 

@@ -7,25 +7,17 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from api.deps import CurrentUser, OwnedDataset, PageDep, SessionDep, SettingsDep, owned
-from api.errors import ERROR_RESPONSES, Conflict
+from api.errors import ERROR_RESPONSES
 from api.routes import API_PREFIX
 from api.schemas import AutotagRequest, CropRequest, TaggerOut, TaskOut
-from api.services.datasets import selected_images
-from api.services.tasks import queue_task, task_out
-from core.geometry import center_box
-from core.models import Dataset, DatasetTask
-from core.taggers import find_tagger, list_taggers, no_tagger_message
+from api.services.tasks import crop, queue_autotag, task_out
+from core.models import DatasetTask
+from core.taggers import list_taggers, no_tagger_message
 
 router = APIRouter(prefix=API_PREFIX, tags=["dataset tools"], responses=ERROR_RESPONSES)
 NO_TAGGER_FOR_USERS = ("Automatic tagging is not available on this server yet, so new images are not tagged for you. "
                        "Add tags by hand (select images, then type tags), or ask whoever runs this server to add a "
                        "tagger.")
-
-
-def start_task(request: Request, session: SessionDep, dataset: Dataset, kind: str, params: dict) -> JSONResponse:
-    """Queues the task and answers 202 with it."""
-    task = queue_task(request, session, dataset, kind, params)
-    return JSONResponse(task_out(session, task).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
 
 
 @router.post("/datasets/{dataset_id}/crop", response_model=None)
@@ -35,17 +27,10 @@ def crop_images(body: CropRequest, dataset: OwnedDataset, session: SessionDep,
 
     `center` answers at once with the number of images changed; `focus` looks for each image's subject on the cpu
     queue and answers 202 with a task."""
-    images = selected_images(session, dataset, body.image_ids)
-    if body.family is not None:
-        dataset.crop_family = body.family
-        session.commit()
-    if body.mode == "focus":
-        params = {"width": body.width, "height": body.height, "image_ids": body.image_ids}
-        return start_task(request, session, dataset, "focus_crop", params)
-    for image in images:
-        image.crop = center_box(image.width, image.height, body.width, body.height)
-    session.commit()
-    return {"changed": len(images)}
+    outcome = crop(session, dataset, body, request)
+    if isinstance(outcome, DatasetTask):
+        return JSONResponse(task_out(session, outcome).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
+    return {"changed": outcome}
 
 
 @router.get("/taggers")
@@ -62,14 +47,8 @@ def taggers(settings: SettingsDep, _: CurrentUser) -> dict[str, object]:
 @router.post("/datasets/{dataset_id}/autotag", status_code=status.HTTP_202_ACCEPTED, response_model=TaskOut)
 def autotag(body: AutotagRequest, dataset: OwnedDataset, session: SessionDep, settings: SettingsDep,
             request: Request) -> JSONResponse:
-    entry = find_tagger(settings, body.tagger)
-    if entry is None:
-        message = no_tagger_message(settings) if body.tagger is None else (
-            f"tagger {body.tagger!r} is not on this server; GET /api/v1/taggers lists those that are")
-        raise Conflict(message)
-    selected_images(session, dataset, body.image_ids)  # 404 naming any image not in this dataset
-    params = {**body.model_dump(), "tagger": entry.name}
-    return start_task(request, session, dataset, "autotag", params)
+    task = queue_autotag(session, settings, dataset, body, request)
+    return JSONResponse(task_out(session, task).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
 
 
 @router.get("/tasks/{task_id}")

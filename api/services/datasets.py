@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from PIL import Image as PILImage
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from api.deps import Page, not_found
-from api.errors import NotFound
+from api.errors import Conflict, NotFound
+from api.schemas import TagBatch
+from core import keys
 from core.db import read_rows
-from core.models import Dataset, Image
+from core.models import Dataset, Image, Job
+from core.phash import near_duplicate_groups, phash
+from core.storage import Storage
 
 IMAGE_COUNT = select(func.count()).select_from(Image).where(Image.dataset_id == bindparam("dataset_id"))
 # Every answer about a dataset comes from one statement: its columns with its image count, for its owner only.
@@ -56,3 +62,56 @@ def selected_images(session: Session, dataset: Dataset, image_ids: list[str] | N
         missing = [i for i in image_ids if i not in found]
         raise NotFound(f"images not in this dataset: {', '.join(missing[:10])}")
     return images
+
+
+def delete_dataset_and_files(session: Session, storage: Storage, dataset: Dataset) -> None:
+    """The dataset, its images and their files, in one conditional delete: 409 while a job uses it."""
+    used = select(Job.id).where(Job.dataset_id == dataset.id).exists()
+    prefix = keys.dataset_prefix(dataset.owner_id, dataset.id)
+    gone = session.execute(delete(Dataset).where(Dataset.id == dataset.id, ~used)
+                           .execution_options(synchronize_session=False)).rowcount
+    session.commit()
+    if not gone:
+        raise Conflict("dataset is used by training jobs; delete those first")
+    storage.delete_prefix(prefix)
+
+
+def duplicate_groups(session: Session, storage: Storage, dataset: Dataset, max_distance: int) -> list[list[str]]:
+    """Groups of near-identical images: perceptual hashes at most `max_distance` of 64 bits apart."""
+    images = selected_images(session, dataset, None)
+    for image in images:
+        if image.phash is None:  # stored before hashes were kept
+            with PILImage.open(io.BytesIO(storage.get_bytes(image.thumb_key))) as thumb:
+                image.phash = phash(thumb)
+    session.commit()
+    return near_duplicate_groups({i.id: i.phash for i in images if i.phash}, max_distance)
+
+
+def edit_tags(session: Session, dataset: Dataset, batch: TagBatch) -> tuple[int, int]:
+    """One tag edit over the chosen images: how many matched and how many changed."""
+    images = selected_images(session, dataset, batch.image_ids)
+    changed = 0
+    for image in images:
+        new = apply_tag_batch(list(image.tags), batch)
+        if new != image.tags:
+            image.tags = new
+            changed += 1
+    session.commit()
+    return len(images), changed
+
+
+def apply_tag_batch(tags: list[str], batch: TagBatch) -> list[str]:
+    """One image's tags after a batch edit; order is kept, duplicates are not created."""
+    if batch.action == "add":
+        new = [t for t in batch.tags if t not in tags]
+        if batch.position == "start":
+            return new + tags
+        return tags + new
+    if batch.action == "remove":
+        return [t for t in tags if t not in batch.tags]
+    out: list[str] = []
+    for tag in tags:
+        for replacement in batch.replace_with if tag in batch.tags else [tag]:
+            if replacement not in out:
+                out.append(replacement)
+    return out

@@ -6,12 +6,15 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 
 from api.deps import dispatch_task
-from api.schemas import AutotagRequest, TaskOut
+from api.errors import Conflict
+from api.schemas import AutotagRequest, CropRequest, TaskOut
+from api.services.datasets import selected_images
 from api.waiting import CPU_TASKS, waiting_for
+from core.geometry import center_box
 from core.models import Dataset, DatasetTask
 from core.queue import DATASET_TASK
 from core.settings import Settings
-from core.taggers import find_tagger
+from core.taggers import find_tagger, no_tagger_message
 
 
 def queue_task(request: Request, session: Session, dataset: Dataset, kind: str, params: dict) -> DatasetTask:
@@ -39,3 +42,31 @@ def tag_on_upload(request: Request, session: Session, settings: Settings, datase
     params = {**AutotagRequest(mode="skip_tagged", image_ids=image_ids).model_dump(), "tagger": tagger.name,
               "on_upload": True}
     return queue_task(request, session, dataset, "autotag", params)
+
+
+def crop(session: Session, dataset: Dataset, body: CropRequest, request: Request) -> int | DatasetTask:
+    """Crop boxes for the chosen images: centred ones at once (how many changed), or a focus-crop task that looks
+    for each image's subject on the cpu queue. Nothing is cut: boxes apply when the dataset is used."""
+    images = selected_images(session, dataset, body.image_ids)
+    if body.family is not None:
+        dataset.crop_family = body.family
+        session.commit()
+    if body.mode == "focus":
+        params = {"width": body.width, "height": body.height, "image_ids": body.image_ids}
+        return queue_task(request, session, dataset, "focus_crop", params)
+    for image in images:
+        image.crop = center_box(image.width, image.height, body.width, body.height)
+    session.commit()
+    return len(images)
+
+
+def queue_autotag(session: Session, settings: Settings, dataset: Dataset, body: AutotagRequest,
+                  request: Request) -> DatasetTask:
+    """An auto-tagging task with the named (or the first installed) tagger; 409 when there is none to use."""
+    entry = find_tagger(settings, body.tagger)
+    if entry is None:
+        message = no_tagger_message(settings) if body.tagger is None else (
+            f"tagger {body.tagger!r} is not on this server; GET /api/v1/taggers lists those that are")
+        raise Conflict(message, [{"field": "tagger", "message": message}])
+    selected_images(session, dataset, body.image_ids)  # 404 naming any image not in this dataset
+    return queue_task(request, session, dataset, "autotag", {**body.model_dump(), "tagger": entry.name})

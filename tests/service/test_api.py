@@ -439,3 +439,17 @@ def test_lists_come_in_pages(client, alice):
     for path in listed:
         parameters = {p["name"] for p in spec["paths"][path]["get"].get("parameters", [])}
         assert {"limit", "offset"} <= parameters or path.removeprefix("/api/v1") in CATALOGS, path
+
+
+def test_a_dataset_is_deleted_with_its_images_and_their_files(client, alice):
+    from core import keys
+
+    dataset = new_dataset(client, alice)
+    upload(client, alice, dataset, ("a.png", png_bytes(), "image/png"), ("b.png", png_bytes(seed=2), "image/png"))
+    me = client.get("/api/v1/me", headers=alice).json()["id"]
+    storage = client.app.state.storage
+    assert storage.list_keys(keys.dataset_prefix(me, dataset))
+    assert client.delete(f"/api/v1/datasets/{dataset}", headers=alice).status_code == 204
+    assert client.get(f"/api/v1/datasets/{dataset}", headers=alice).status_code == 404
+    assert storage.list_keys(keys.dataset_prefix(me, dataset)) == []
+    assert client.get("/api/v1/datasets", headers=alice).json() == []
