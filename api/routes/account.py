@@ -8,12 +8,13 @@ import secrets
 from fastapi import APIRouter
 
 from api.deps import CurrentUser, SessionDep, SettingsDep
-from api.errors import ERROR_RESPONSES, Conflict, Invalid
+from api.errors import ERROR_RESPONSES, Conflict
 from api.routes import API_PREFIX
 from api.schemas import Limits, WebhookIn, WebhookOut, WebhookTest
+from api.services.accounts import set_webhook
 from core.jobs import owner_load
 from core.models import User
-from core.webhooks import ANNOUNCED, Announcement, DeliveryError, RefusedTarget, check_target, post, skip_ended_before
+from core.webhooks import ANNOUNCED, Announcement, DeliveryError, RefusedTarget, post
 
 router = APIRouter(prefix=API_PREFIX, tags=["account"], responses=ERROR_RESPONSES)
 EVENTS = [f"job.{state}" for state in ANNOUNCED]
@@ -29,21 +30,9 @@ def get_webhook(user: CurrentUser, session: SessionDep) -> WebhookOut:
 
 
 @router.put("/me/webhook")
-def set_webhook(body: WebhookIn, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> WebhookOut:
+def put_webhook(body: WebhookIn, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> WebhookOut:
     """Sets (or with url null, removes) the webhook; the signing secret is made on first use and on request."""
-    row = session.get(User, user.id)
-    url = (body.url or "").strip() or None
-    if url is not None:
-        try:
-            check_target(url, settings.webhook_private_allowed)
-        except (RefusedTarget, DeliveryError) as exc:
-            raise Invalid("the webhook cannot be used", [{"field": "url", "message": str(exc)}]) from exc
-    if url and url != row.webhook_url:
-        skip_ended_before(session, user.id)
-    row.webhook_url = url
-    if body.new_secret or (url and not row.webhook_secret):
-        row.webhook_secret = secrets.token_hex(24)
-    session.commit()
+    row = set_webhook(session, user.id, body, settings)
     return _webhook(row)
 
 
