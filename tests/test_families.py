@@ -55,3 +55,21 @@ def test_a_family_must_declare_its_exporter():
     with pytest.raises(TypeError, match="exporter"):
         FamilyInfo(name="x", label="X", runtime="m:C", pipeline_classes=(), resolution=512, crop_sizes=(),
                    text_encoders=1, defaults={})
+
+
+def test_the_docs_parameter_reference_is_generated_from_the_declarations():
+    from scripts.param_docs import main
+
+    assert main(["--check"]) == 0  # python scripts/param_docs.py rewrites it
+
+
+def test_the_readme_and_docs_point_only_inside_the_repository():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = page.read_text()
+        assert "../" not in text, f"{page.name} points outside the repository"
+        for path in re.findall(r"`((?:docs|scripts|bench|trainer|api|core|worker|web)/[\w./-]+\.(?:md|py|js))`", text):
+            assert (root / path).exists(), f"{page.name} names {path}, which is not in the repository"
