@@ -53,29 +53,46 @@ def test_jobs_survive_killed_frozen_workers_and_a_storage_outage(tmp_path, servi
             def states() -> list[str]:
                 return [client.get(f"/api/v1/jobs/{i}", headers=me).json()["status"] for i in ids]
 
+            struck: set[tuple[str, int]] = set()  # (job, attempt): the runs an event already hit
+
+            def fresh_run() -> tuple[str, int] | str | None:
+                """A job running in an attempt no event hit yet; "done" once every job succeeded."""
+                jobs = [client.get(f"/api/v1/jobs/{i}", headers=me).json() for i in ids]
+                if all(j["status"] == "succeeded" for j in jobs):
+                    return "done"
+                return next(((j["id"], j["attempt"]) for j in jobs
+                             if j["status"] == "running" and (j["id"], j["attempt"]) not in struck), None)
+
+            def attempt_of(job_id: str) -> int:
+                return client.get(f"/api/v1/jobs/{job_id}", headers=me).json()["attempt"]
+
             def start_worker() -> WorkerProcess:
                 worker = WorkerProcess(env, tmp_path / f"worker{len(workers)}.log").start()
                 workers.append(worker)
                 return worker
 
             worker = start_worker()
-            events = ["kill", "freeze", "outage"]  # each kind once, in this order, then kills until done
             happened: list[str] = []
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline and states().count("succeeded") < JOBS:
-                time.sleep(rng.uniform(2.0, 5.0))
-                event = events[len(happened)] if len(happened) < len(events) else "kill"
+            # each kind once, in this order; each strikes a run seen going (an event, not a lucky clock), somewhere in
+            # it: mid-epoch, mid-upload or between epochs
+            for event in ("kill", "freeze", "outage"):
+                run = wait_for(fresh_run, 180, f"a fresh run to {event}")
+                if run == "done":
+                    break
+                struck.add(run)
+                time.sleep(rng.uniform(0.3, 1.5))
                 if event == "freeze":  # frozen past the timeout: a new worker takes over, then it wakes superseded
                     os.killpg(worker.process.pid, signal.SIGSTOP)
                     frozen, worker = worker, start_worker()
-                    time.sleep(4)
+                    wait_for(lambda hit=run: attempt_of(hit[0]) > hit[1], 120, "another attempt to take the frozen job")
                     os.killpg(frozen.process.pid, signal.SIGCONT)
                 elif event == "outage":  # longer than the workers' retry budget: jobs are interrupted, then resume
                     s3.away_for(4).join()
-                else:  # killed outright: mid-epoch, mid-upload or after the last epoch, wherever it was
+                else:  # killed outright, wherever it was
                     worker.kill()
                     worker = start_worker()
                 happened.append(event)
+
             def describe() -> str:
                 jobs = [client.get(f"/api/v1/jobs/{i}", headers=me).json() for i in ids]
                 summary = [(j["status"], j["attempt"], j["error"], j["log_tail"][-3:]) for j in jobs]
