@@ -1,6 +1,6 @@
 """The API's one error shape. Services raise a Problem: what went wrong in words for users, a code for programs, and
 the fields it is about. It is mapped to HTTP here, once, as are FastAPI's own HTTP and validation errors and a
-database that is down, so that every 4xx and 5xx answer has the same body (documented in OpenAPI as ErrorBody):
+database that is down, so that every 4xx and every 503 has the same body (documented in OpenAPI as ErrorBody):
 
     {"detail": {"message": "…", "code": "…", "errors": [{"field": "…", "message": "…"}]}}
 """
