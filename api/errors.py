@@ -46,6 +46,10 @@ class Problem(Exception):
     status: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
 
+    def __init_subclass__(cls, *, status: int, code: str) -> None:
+        super().__init_subclass__()
+        cls.status, cls.code = status, code
+
     def __init__(self, message: str, errors: Iterable[FieldProblem | Mapping[str, str]] = (),
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -55,36 +59,14 @@ class Problem(Exception):
         self.headers = headers
 
 
-class Unauthorized(Problem):
-    status, code = 401, "unauthorized"
-
-
-class Forbidden(Problem):
-    status, code = 403, "forbidden"
-
-
-class NotFound(Problem):
-    status, code = 404, "not_found"
-
-
-class Conflict(Problem):
-    status, code = 409, "conflict"
-
-
-class TooLarge(Problem):
-    status, code = 413, "too_large"
-
-
-class Invalid(Problem):
-    status, code = 422, "invalid"
-
-
-class TooMany(Problem):
-    status, code = 429, "too_many_requests"
-
-
-class Unavailable(Problem):
-    status, code = 503, "unavailable"
+# one line per kind: its HTTP status and its code
+class Unauthorized(Problem, status=401, code="unauthorized"): ...
+class Forbidden(Problem, status=403, code="forbidden"): ...
+class NotFound(Problem, status=404, code="not_found"): ...
+class Conflict(Problem, status=409, code="conflict"): ...
+class Invalid(Problem, status=422, code="invalid"): ...
+class TooMany(Problem, status=429, code="too_many_requests"): ...
+class Unavailable(Problem, status=503, code="unavailable"): ...
 
 
 def answer(status: int, message: str, code: str, errors: Iterable[FieldError] = (),
@@ -114,19 +96,19 @@ def install(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [FieldError(field=".".join(str(p) for p in e["loc"] if p != "body"), message=readable_error(e))
                   for e in exc.errors()]
-        return answer(422, "the request has problems", "invalid", errors)
+        return answer(Invalid.status, "the request has problems", Invalid.code, errors)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     async def _database_down(_: Request, exc: DBAPIError) -> JSONResponse:
         log.warning("database unavailable: %s", exc)
-        return answer(503, "the database is not reachable right now; try again in a moment", "unavailable",
-                      headers={"Retry-After": "10"})
+        return answer(Unavailable.status, "the database is not reachable right now; try again in a moment",
+                      Unavailable.code, headers={"Retry-After": "10"})
 
     @app.exception_handler(DataError)
     @app.exception_handler(OverflowError)
     async def _unstorable(_: Request, exc: Exception) -> JSONResponse:
         log.info("refused a value the database cannot store: %s", exc)
-        return answer(422, "the request has a value that cannot be stored: a NUL character, or a number too large",
-                      "invalid")
+        return answer(Invalid.status, "the request has a value that cannot be stored: a NUL character, or a number "
+                      "too large", Invalid.code)
 
