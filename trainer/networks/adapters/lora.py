@@ -52,14 +52,15 @@ class LoRAModule(Adapter):
 
     def _forward_part(self, index: int, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         if not isinstance(self._targets[index], nn.Linear) or self.dora_scale is not None or args or kwargs:
-            return super()._forward_part(index, x, *args, **kwargs)  # conv, DoRA, or rows of a shared product
-        base = self._originals[index](x.reshape(-1, x.shape[-1]))  # as rows, so the addmm_ below needs no copy
+            return super()._forward_part(index, x, *args, **kwargs)  # a conv, or DoRA (it needs ΔW for its norms)
+        rows = x.reshape(-1, x.shape[-1])
+        base = self._originals[index](rows)  # as rows, so the addmm_ below needs no copy
         up = self._up(index)
         if _fits_addmm(base, up):  # a Linear's output is not kept for its backward, so it may take the sum
             hidden = self._down(x).reshape(-1, self.dim)
             out = base.addmm_(hidden.to(base.dtype), up.to(base.dtype).t(), alpha=self.scale * self.multiplier)
         else:
-            out = self._add_change(index, x.reshape(-1, x.shape[-1]), base)
+            out = self._add_change(index, rows, base)
         return out.view(*x.shape[:-1], out.shape[-1])
 
     def delta_output(self, index: int, x: torch.Tensor, delta: torch.Tensor | None) -> torch.Tensor:
@@ -71,17 +72,14 @@ class LoRAModule(Adapter):
         return self.lora_up.weight if len(self._targets) == 1 else self.lora_up.weight[self.rows(index)]
 
     def _down(self, x: torch.Tensor) -> torch.Tensor:
-        down = self.lora_down.weight  # F.linear straight away: one module call less per layer and step
+        """down(x); with several targets reading the same input (q, k, v), computed once and kept until the last
+        part took it. F.linear straight away: one module call less per layer and step."""
+        down = self.lora_down.weight
         if len(self._targets) == 1:
             return F.linear(x.to(down.dtype), down)
-        return self._shared_down(x)
-
-    def _shared_down(self, x: torch.Tensor) -> torch.Tensor:
-        """down(x) once for all parts that read the same input (q, k, v): kept until the last part took it."""
         if self._shared is not None and self._shared[0] is x:
             hidden, self._uses = self._shared[1], self._uses + 1
         else:
-            down = self.lora_down.weight
             hidden, self._uses = F.linear(x.to(down.dtype), down), 1
             self._shared = (x, hidden)
         if self._uses >= len(self._targets):
