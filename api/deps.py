@@ -16,15 +16,17 @@ from sqlalchemy.orm import Session
 from api.errors import Forbidden, NotFound, Unauthorized, Unavailable
 from api.security import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, token_hash
 from core import tasks
+from core.audit import Actor
 from core.db import read_rows
-from core.models import ApiToken, Dataset, Job, TaskRow, User, utcnow
+from core.models import ApiToken, Dataset, Job, Role, TaskRow, User, utcnow
 from core.queue import send
 from core.settings import Settings
 from core.storage import Storage
 
 # Built once: on a hot path, building the statement costs as much as running it. Columns, not the ORM entity:
 # loading an entity into the session costs more than the query itself.
-TOKEN_LOOKUP = (select(User.id, User.email, User.created_at, ApiToken.id.label("token_id"), ApiToken.expires_at)
+TOKEN_LOOKUP = (select(User.id, User.email, User.created_at, User.role, User.suspended_reason,
+                       ApiToken.id.label("token_id"), ApiToken.expires_at)
                 .join(ApiToken, ApiToken.user_id == User.id).where(ApiToken.token_hash == bindparam("token_hash")))
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -88,6 +90,11 @@ class Caller:
     email: str
     created_at: datetime
     token_id: str
+    role: str = Role.user
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.id, self.email)
 
 
 Owned = TypeVar("Owned")  # a table with an owner_id column
@@ -126,7 +133,13 @@ def get_current_user(request: Request, session: SessionDep,
     row = read_rows(session, TOKEN_LOOKUP, {"token_hash": token_hash(token)}).first()
     if row is None or (row.expires_at is not None and _aware(row.expires_at) < utcnow()):
         raise _unauthorized("invalid or expired token")
-    return Caller(row.id, row.email, row.created_at, row.token_id)
+    if row.suspended_reason is not None:
+        raise Forbidden(suspended_message(row.suspended_reason))
+    return Caller(row.id, row.email, row.created_at, row.token_id, row.role)
+
+
+def suspended_message(reason: str) -> str:
+    return f"this account is suspended: {reason}"
 
 
 def _aware(value: datetime) -> datetime:  # SQLite hands back naive datetimes
@@ -146,6 +159,16 @@ def get_optional_user(request: Request, session: SessionDep,
 
 
 MaybeUser = Annotated[Caller | None, Depends(get_optional_user)]
+
+
+def get_admin(user: CurrentUser) -> Caller:
+    """An admin; anyone else is told the page does not exist (404), as with other users' objects."""
+    if user.role != Role.admin:
+        raise NotFound("not found")
+    return user
+
+
+AdminUser = Annotated[Caller, Depends(get_admin)]
 
 
 def owned_dataset(dataset_id: str, session: SessionDep, user: CurrentUser) -> Dataset:

@@ -48,6 +48,7 @@ class UserOut(BaseModel):
     id: str
     email: str
     created_at: datetime
+    role: str = Field(description="user, or admin (the console)")
 
 
 class NewApiToken(BaseModel):
@@ -253,6 +254,10 @@ class Estimate(BaseModel):
     estimated_seconds: float | None = Field(description="how long it takes on this server, learned from the runs it "
                                                      "finished; null: no measurement on this server yet")
     tonight_starts_at: datetime = Field(description='when "start tonight" would start (the off-peak window)')
+    epoch_price: int = Field(0, description="credits one finished epoch costs (0: free)")
+    price: int = Field(0, description="credits held when the job is queued: every epoch's price; what the job does "
+                                      "not train (canceled, failed, ended early) goes back")
+    balance: int = Field(0, description="credits you have to spend now")
     warnings: list[dict[str, str]]
     errors: list[dict[str, str]]
 
@@ -283,6 +288,9 @@ class JobSummary(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+    epoch_price: int = Field(0, description="credits per finished epoch")
+    credits_held: int = Field(0, description="credits held for the epochs still to train")
+    charged_epochs: int = Field(0, description="epochs paid for")
 
     @computed_field(description="the job has ended (succeeded, failed or canceled): nothing will change any more")
     @property

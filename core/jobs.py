@@ -14,8 +14,10 @@ from typing import Literal
 from sqlalchemy import Row, String, and_, case, cast, or_, select, update
 from sqlalchemy.orm import Session
 
+from core import credits
 from core.db import read_rows
-from core.models import Job, JobStatus, utcnow
+from core.models import Job, JobStatus, User, utcnow
+from core.settings import Settings
 
 ALLOWED: dict[JobStatus, set[JobStatus]] = {
     JobStatus.draft: {JobStatus.queued, JobStatus.scheduled, JobStatus.canceled},
@@ -27,7 +29,7 @@ ALLOWED: dict[JobStatus, set[JobStatus]] = {
     JobStatus.interrupted: {JobStatus.queued, JobStatus.failed, JobStatus.canceled},
     # succeeded / canceled → queued: "continue training" from the stored state, as a new attempt
     JobStatus.succeeded: {JobStatus.queued},
-    JobStatus.failed: set(),
+    JobStatus.failed: {JobStatus.queued},  # an admin's re-queue (api/services/admin.py): it resumes
     JobStatus.canceled: {JobStatus.queued},
 }
 CONTINUABLE = (JobStatus.succeeded, JobStatus.canceled)
@@ -86,16 +88,21 @@ def fence(session: Session, job_id: str, attempt: int) -> bool:
 
 
 def finish(session: Session, job_id: str, attempt: int, status: JobStatus, **values: object) -> bool:
-    """running → succeeded / failed / canceled for this attempt only."""
-    return transition(session, job_id, JobStatus.running, status, attempt=attempt, finished_at=utcnow(), **values)
+    """running → succeeded / failed / canceled for this attempt only; the credits it held and did not use go
+    back to its owner."""
+    moved = transition(session, job_id, JobStatus.running, status, attempt=attempt, finished_at=utcnow(), **values)
+    if moved:
+        credits.release(session, job_id, f"job {status}")
+    return moved
 
 
 def reopen(session: Session, job_id: str, *, params: dict, total_steps: int, epochs_total: int,
-           estimated_s: float | None) -> bool:
+           estimated_s: float | None, epoch_price: int) -> bool:
     """succeeded / canceled → queued with more epochs: the next attempt resumes from the stored state. False when
     the job is no longer in either state (or was continued by another request first)."""
     return transition(session, job_id, CONTINUABLE, JobStatus.queued, params=params, total_steps=total_steps,
-                      epochs_total=epochs_total, estimated_s=estimated_s, queued_at=utcnow(), sent_at=None,
+                      epochs_total=epochs_total, estimated_s=estimated_s, epoch_price=epoch_price,
+                      queued_at=utcnow(), sent_at=None,
                       finished_at=None, cancel_requested=False, error=None, eta_s=None, webhook_status=None)
 
 
@@ -107,6 +114,7 @@ def cancel(session: Session, job_id: str) -> CancelOutcome:
     ends it); a finished one stays as it is."""
     if transition(session, job_id, WAITING, JobStatus.canceled, finished_at=utcnow()):
         outcome: CancelOutcome = "canceled"
+        credits.release(session, job_id, "job canceled before it started")
     elif _update(session, job_id, [Job.status == JobStatus.running], {"cancel_requested": True}) is not None:
         outcome = "requested"
     else:
@@ -138,8 +146,13 @@ def requeue_lost(session: Session, timeout_s: float, max_attempts: int, now: dat
                           else_=None),
             "worker": None,
         }, returning=(Job.status,))
-        if row is not None:
-            (out.failed if row.status == JobStatus.failed else out.requeued).append(job_id)
+        if row is None:
+            continue
+        if row.status == JobStatus.failed:
+            out.failed.append(job_id)
+            credits.release(session, job_id, "job failed")
+        else:
+            out.requeued.append(job_id)
     return out
 
 
@@ -207,13 +220,18 @@ def fair_order(session: Session) -> list[str]:
 
 
 def claim_next(session: Session, worker: str, max_running_per_owner: int | None = None) -> str | None:
-    """Claims the fairest queued job (the caller commits), passing over owners who already have
-    `max_running_per_owner` jobs training; None when nothing can be taken."""
+    """Claims the fairest queued job (the caller commits), passing over owners who already have as many jobs
+    training as they may (their own limit, else `max_running_per_owner`); None when nothing can be taken."""
     running, queued = _running_and_queued(session)
     busy = Counter(row.owner_id for row in running)
     owner_of = {row.id: row.owner_id for row in queued}
+    own: dict[str, int] = {}
+    if queued:
+        own = {row.id: row.max_running_jobs for row in session.execute(select(User.id, User.max_running_jobs).where(
+            User.id.in_(set(owner_of.values())), User.max_running_jobs.is_not(None)))}
     for job_id in _fair(running, queued):
-        if max_running_per_owner is not None and busy[owner_of[job_id]] >= max_running_per_owner:
+        most = own.get(owner_of[job_id], max_running_per_owner)
+        if most is not None and busy[owner_of[job_id]] >= most:
             continue
         if claim(session, job_id, worker):
             return job_id
@@ -228,6 +246,19 @@ def has_queued(session: Session) -> bool:
 class OwnerLoad:
     running: int
     waiting: int  # queued or scheduled
+
+
+@dataclass(frozen=True)
+class OwnerLimits:
+    max_running: int
+    max_waiting: int
+
+
+def limits_of(session: Session, owner_id: str, settings: Settings) -> OwnerLimits:
+    """The user's own limits where an admin set them, else the site's."""
+    row = session.execute(select(User.max_running_jobs, User.max_waiting_jobs).where(User.id == owner_id)).first()
+    running, waiting = row if row is not None else (None, None)
+    return OwnerLimits(running or settings.max_running_jobs_per_user, waiting or settings.max_waiting_jobs_per_user)
 
 
 def owner_load(session: Session, owner_id: str) -> OwnerLoad:

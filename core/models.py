@@ -11,6 +11,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -49,14 +50,28 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON, list[Any]: JSON}
 
 
+class Role(StrEnum):
+    user = "user"
+    admin = "admin"  # the operator's console (api/routes/admin.py); granted by `lorabake admin grant EMAIL`
+
+
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (CheckConstraint("credits >= 0", name="ck_users_credits_not_negative"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     email: Mapped[str] = mapped_column(String(320), unique=True, index=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     webhook_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)  # told when a job ends
     webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)  # signs what is sent there
+    role: Mapped[str] = mapped_column(String(16), default=Role.user, server_default=Role.user)
+    suspended_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # set while suspended, shown at sign-in
+    suspended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # credits free to spend (core/credits.py); what queued and running jobs hold is on the jobs
+    credits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    granted_month: Mapped[str | None] = mapped_column(String(7), nullable=True)  # "YYYY-MM" of the last monthly grant
+    max_running_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: the site's setting
+    max_waiting_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ApiToken(Base):
@@ -136,6 +151,7 @@ class DatasetTask(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
+    __table_args__ = (CheckConstraint("credits_held >= 0", name="ck_jobs_credits_held_not_negative"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"), index=True)
@@ -167,6 +183,11 @@ class Job(Base):
     webhook_status: Mapped[str | None] = mapped_column(String(300), nullable=True)  # the end's announcement
     log_tail: Mapped[list[Any]] = mapped_column(default=list)
     history: Mapped[list[Any]] = mapped_column(default=list)  # [step, loss, lr] points for the charts
+    # credits (core/credits.py): the price of one epoch, what is still held for the epochs to come, and how many
+    # epochs were charged (the fence that keeps a resumed attempt from charging an epoch twice)
+    epoch_price: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    credits_held: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    charged_epochs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     epochs: Mapped[list[Epoch]] = relationship(back_populates="job", cascade="all, delete-orphan",
                                                order_by="Epoch.n")
@@ -202,6 +223,7 @@ class PublishedModel(Base):
     trigger_words: Mapped[list[Any]] = mapped_column(default=list)
     description: Mapped[str] = mapped_column(Text, default="")
     visibility: Mapped[str] = mapped_column(String(8), default="private")
+    hidden_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # kept off public view by moderation
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -268,6 +290,48 @@ class RunTiming(Base):
     step_s: Mapped[float] = mapped_column(Float)
     epoch_s: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CreditMove(Base):
+    """One move of a user's credits: `amount` with `kind` saying which way (grant, top-up and release add to the
+    balance, hold takes from it, charge spends what a job held), and the balance after it."""
+
+    __tablename__ = "credit_moves"
+    __table_args__ = (Index("ix_credit_moves_user_id", "user_id", "created_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # kept when the job is deleted
+    kind: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    balance: Mapped[int] = mapped_column(BigInteger)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    """One admin action (or one the policy took by itself, actor None): who, what, on what, and why."""
+
+    __tablename__ = "audit_entries"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    actor_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    actor_email: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(32))
+    target_kind: Mapped[str] = mapped_column(String(16))
+    target_id: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Worker(Base):
+    """A worker process as it last reported itself: its queues and GPUs (what it runs is on the jobs)."""
+
+    __tablename__ = "workers"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    queues: Mapped[list[Any]] = mapped_column(default=list)
+    gpus: Mapped[list[Any]] = mapped_column(default=list)  # [{index, name, memory_total_mb, memory_used_mb}]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 # the rows of tasks sent to a queue by id (api.deps.dispatch_task, api.waiting)

@@ -70,3 +70,21 @@ def make_celery(settings: Settings) -> Celery:
         beat_schedule={"reconcile": {"task": RECONCILE_TASK, "schedule": max(5.0, settings.heartbeat_s * 3)}},
     )
     return app
+
+
+def queue_lengths(app: Celery) -> dict[str, int | None]:
+    """Messages waiting in each queue (None: the broker could not be asked). A queue nobody has sent to yet has
+    nothing waiting."""
+    lengths: dict[str, int | None] = {}
+    try:
+        with app.connection_for_read() as connection:
+            channel = connection.default_channel
+            for queue in (TRAIN_QUEUE, LIGHT_QUEUE, CPU_QUEUE):
+                try:
+                    lengths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+                except Exception:  # noqa: BLE001 - kombu says "no such queue" differently per transport
+                    lengths[queue] = 0
+    except (KombuError, OSError, RedisError, SQLAlchemyError) as exc:
+        log.warning("could not read the queue lengths: %s", exc)
+        return dict.fromkeys((TRAIN_QUEUE, LIGHT_QUEUE, CPU_QUEUE))
+    return lengths

@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     webhook_private_targets: bool | None = None
     scratch_dir: Path | None = None
 
+    # Credits (README, "Credits"): one epoch costs ceil(rate × samples per epoch × (W×H ÷ 1024²) ÷ 1000), the rate
+    # per 1000 samples at 1024² coming from `credit_prices` by family, else `credit_price_default`; 0 is free (the
+    # embedded default). `monthly_credits` are added to every account once per calendar month.
+    credit_prices: dict[str, float] = Field(default_factory=dict)
+    credit_price_default: float = Field(default=0.0, ge=0)
+    monthly_credits: int = Field(default=0, ge=0)
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_are_addresses(cls, value: list[str]) -> list[str]:

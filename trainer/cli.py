@@ -1,4 +1,4 @@
-"""`lorabake` command line: train, models make-tiny, generate, to-lora, datasets import."""
+"""`lorabake` command line: train, models make-tiny, generate, to-lora, datasets import, admin grant/revoke."""
 
 from __future__ import annotations
 
@@ -142,6 +142,27 @@ def _import_dataset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _admin(args: argparse.Namespace) -> int:
+    """Run on the server, with its LORABAKE_* settings: the database is the service's own."""
+    from core import audit, roles
+    from core.db import migrate, session_factory
+    from core.models import Role
+    from core.settings import get_settings
+
+    settings = get_settings()
+    migrate(settings.db_url)
+    role = Role.admin if args.admin_command == "grant" else Role.user
+    with session_factory(settings.db_url)() as session:
+        try:
+            user = roles.set_role(session, args.email, role, audit.Actor(None, "server command line"))
+        except roles.UnknownAccount as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_CONFIG
+        session.commit()
+        print(f"{user.email} is now {'an admin' if role == Role.admin else 'a user'}")
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="lorabake", description="kohya-compatible LoRA training")
     commands = root.add_subparsers(dest="command", required=True)
@@ -184,6 +205,13 @@ def parser() -> argparse.ArgumentParser:
                      help="a personal API token (Account page); or set LORABAKE_TOKEN")
     imp.add_argument("--name", help="dataset name (default: the folder or zip name)")
     imp.set_defaults(run=_import_dataset)
+    admin = commands.add_parser("admin", help="roles, on the server (reads LORABAKE_* like the service)")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+    for verb, what in (("grant", "give an account the admin role (the console)"),
+                       ("revoke", "make an admin a plain user again")):
+        command = admin_commands.add_parser(verb, help=what)
+        command.add_argument("email")
+        command.set_defaults(run=_admin)
     return root
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import keys
+from core import credits, keys
 from core.db import session_factory
 from core.events import JobNotices
 from core.jobs import beat, fence
@@ -67,9 +67,9 @@ class Heartbeat(threading.Thread):
 
 
 class ServiceCallbacks(Callbacks):
-    """Every write is fenced by the attempt number. An epoch's row and the job's state_key are written together in
-    one transaction after both the epoch file and its training state are stored, so a resumed attempt always starts
-    after the last stored epoch and never stores an epoch twice."""
+    """Every write is fenced by the attempt number. An epoch's row, its charge and the job's state_key are written
+    together in one transaction after both the epoch file and its training state are stored, so a resumed attempt
+    always starts after the last stored epoch and never stores (or charges) an epoch twice."""
 
     def __init__(self, db_url: str, job: Job, storage: Storage, beat: Heartbeat,
                  progress_every_s: float = 1.0) -> None:
@@ -129,6 +129,7 @@ class ServiceCallbacks(Callbacks):
                 else:  # written by an older version that stored rows before states
                     for name, value in stored.items():
                         setattr(existing, name, value)
+                credits.charge_epoch(session, self.job_id, epoch)  # fenced by the job's charged_epochs too
             session.execute(update(Job).where(Job.id == self.job_id).values(state_key=prefix))
             session.commit()
         if self._state_key and self._state_key != prefix:

@@ -1,19 +1,22 @@
-"""What a user sets for themselves and the limits they train under: the webhook told when a job ends, and how many
-jobs may train and wait at once."""
+"""What a user sets for themselves and the limits they train under: the webhook told when a job ends, how many jobs
+may train and wait at once, and their credits."""
 
 from __future__ import annotations
 
 import secrets
 
 from fastapi import APIRouter
+from sqlalchemy import select
 
-from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.account_schemas import CreditMoveOut, CreditsOut
+from api.deps import CurrentUser, PageDep, SessionDep, SettingsDep
 from api.errors import ERROR_RESPONSES, Conflict
 from api.routes import API_PREFIX
 from api.schemas import Limits, WebhookIn, WebhookOut, WebhookTest
 from api.services.accounts import set_webhook
-from core.jobs import owner_load
-from core.models import User
+from core import credits
+from core.jobs import limits_of, owner_load
+from core.models import CreditMove, User
 from core.webhooks import ANNOUNCED, Announcement, DeliveryError, RefusedTarget, post
 
 router = APIRouter(prefix=API_PREFIX, tags=["account"], responses=ERROR_RESPONSES)
@@ -54,6 +57,19 @@ def test_webhook(user: CurrentUser, session: SessionDep, settings: SettingsDep) 
 
 @router.get("/me/limits")
 def limits(user: CurrentUser, session: SessionDep, settings: SettingsDep) -> Limits:
-    load = owner_load(session, user.id)
-    return Limits(running=load.running, max_running=settings.max_running_jobs_per_user, waiting=load.waiting,
-                  max_waiting=settings.max_waiting_jobs_per_user)
+    load, most = owner_load(session, user.id), limits_of(session, user.id, settings)
+    return Limits(running=load.running, max_running=most.max_running, waiting=load.waiting,
+                  max_waiting=most.max_waiting)
+
+
+@router.get("/me/credits")
+def my_credits(user: CurrentUser, session: SessionDep, settings: SettingsDep) -> CreditsOut:
+    return CreditsOut(balance=credits.spendable(session, settings, user.id), held=credits.held(session, user.id),
+                      monthly_grant=settings.monthly_credits, priced=credits.priced(settings))
+
+
+@router.get("/me/credits/moves", response_model=list[CreditMoveOut])
+def my_credit_moves(user: CurrentUser, session: SessionDep, page: PageDep) -> list[CreditMove]:
+    """Every move of your credits, newest first."""
+    return list(session.scalars(page.of(select(CreditMove).where(CreditMove.user_id == user.id)
+                                        .order_by(CreditMove.created_at.desc(), CreditMove.id.desc()))))

@@ -17,6 +17,7 @@ from api.routes import API_PREFIX
 from api.schemas import ContinueIn, Estimate, JobIn, JobOut, JobSummary, RetrainIn
 from api.services import jobs as service
 from api.training import EMPTY_PLAN, estimated_seconds
+from core import credits
 from core.models import utcnow
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"], responses=ERROR_RESPONSES)
@@ -27,12 +28,15 @@ def estimate(body: JobIn, user: CurrentUser, session: SessionDep, settings: Sett
     result = service.assess_job(body, user.id, session, settings)
     plan = result.plan or EMPTY_PLAN
     config = result.config
+    epoch_price = service.epoch_price(settings, result)
     return Estimate(steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs, total_steps=plan.total_steps,
                     train_images=result.train_images, train_samples=plan.train_samples, reg_samples=plan.reg_samples,
                     batch_size=config.train_batch_size if config else 1,
                     gradient_accumulation_steps=config.gradient_accumulation_steps if config else 1,
                     tonight_starts_at=service.next_off_peak(utcnow(), settings.off_peak_start_hour),
-                    estimated_seconds=estimated_seconds(session, result), warnings=result.warnings,
+                    estimated_seconds=estimated_seconds(session, result), epoch_price=epoch_price,
+                    price=epoch_price * plan.epochs, balance=credits.spendable(session, settings, user.id),
+                    warnings=result.warnings,
                     errors=result.errors)
 
 

@@ -9,11 +9,13 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.errors import Conflict, Invalid, Unauthorized
+from api.deps import suspended_message
+from api.errors import Conflict, Forbidden, Invalid, Unauthorized
 from api.schemas import NewApiToken, Registration, WebhookIn
 from api.security import hash_password, new_token, token_hash
 from api.throttle import Limits, Throttle, account_delay_s, limits
-from core.models import ApiToken, User, utcnow
+from core import roles
+from core.models import ApiToken, Role, User, utcnow
 from core.settings import Settings
 from core.webhooks import DeliveryError, RefusedTarget, check_target, skip_ended_before
 
@@ -28,6 +30,8 @@ def create_account(session: Session, throttle: Throttle, settings: Settings, bod
         raise Conflict("an account with this email already exists")
     with throttle.hashing_slot():
         user = User(email=email, password_hash=hash_password(body.password))
+    if settings.mode == "embedded" and not roles.has_admin(session):
+        user.role = Role.admin  # the install's own first account runs it; production grants on the server
     session.add(user)
     session.commit()
     throttle.add(signup, address)
@@ -91,6 +95,8 @@ class SignIn:
             self.throttle.add(self.limit.account, self.email)
             raise Unauthorized("wrong email or password")
         self.throttle.clear(self.limit.pair, self.pair)
+        if user.suspended_reason is not None:  # said only to whoever knows the password
+            raise Forbidden(suspended_message(user.suspended_reason))
         token = new_token("lbs")
         session.add(ApiToken(user_id=user.id, token_hash=token_hash(token), kind="session",
                              expires_at=utcnow() + timedelta(seconds=max_age_s)))

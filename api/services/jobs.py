@@ -12,13 +12,14 @@ from sqlalchemy import ColumnElement, Row, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from api.deps import Page, not_found
-from api.errors import Conflict, Invalid, TooMany
+from api.errors import Conflict, Invalid, PaymentRequired, TooMany
 from api.schemas import ContinueIn, JobIn, JobOut, JobSummary, RetrainIn
 from api.services.datasets import selected_images
 from api.training import CONTINUE_KEYS, FAMILY_KEYS, Assessment, assess, estimated_seconds
+from core import credits, keys
 from core import jobs as transitions
-from core import keys
 from core.db import read_rows
+from core.estimates import RunShape
 from core.events import notices_for
 from core.models import (
     FINISHED,
@@ -64,11 +65,32 @@ def enqueue(request: Request, session: Session, job_id: str) -> None:
 
 
 def room_to_wait(session: Session, user_id: str, settings: Settings) -> None:
-    """429 when the user already has as many jobs waiting (queued or scheduled) as one user may."""
+    """429 when the user already has as many jobs waiting (queued or scheduled) as they may."""
     waiting = transitions.owner_load(session, user_id).waiting
-    if waiting >= settings.max_waiting_jobs_per_user:
-        raise TooMany(f"you have {waiting} jobs waiting to start, as many as one user may "
-                      f"({settings.max_waiting_jobs_per_user}): cancel one or let one start first")
+    most = transitions.limits_of(session, user_id, settings).max_waiting
+    if waiting >= most:
+        raise TooMany(f"you have {waiting} jobs waiting to start, as many as you may ({most}): cancel one or let "
+                      "one start first")
+
+
+def epoch_price(settings: Settings, result: Assessment) -> int:
+    """One epoch's price in credits for an assessed job (0 when free or not assessable)."""
+    if result.plan is None or result.config is None or result.model is None:
+        return 0
+    return credits.epoch_price(settings, RunShape.of(result.model.family, result.config), result.plan.steps_per_epoch)
+
+
+def hold_price(session: Session, settings: Settings, job: Job, epochs: int, note: str) -> None:
+    """Holds `epochs` epochs of the job at its epoch price (after this month's grant); 402 with the price and the
+    balance when they are more than the user has. The caller commits, or rolls back on the refusal."""
+    credits.grant_monthly(session, settings, job.owner_id)
+    try:
+        credits.hold(session, job.owner_id, job.id, job.epoch_price * epochs, note)
+    except credits.NotEnoughCredits as exc:
+        session.rollback()
+        raise PaymentRequired(f"not enough credits: {exc}", [
+            {"field": "price", "message": f"{exc.price} credits"},
+            {"field": "balance", "message": f"{exc.balance} credits"}]) from None
 
 
 def create_job(body: JobIn, user_id: str, session: Session, settings: Settings, request: Request) -> Job:
@@ -89,8 +111,10 @@ def create_job(body: JobIn, user_id: str, session: Session, settings: Settings, 
               status=JobStatus.scheduled if scheduled else JobStatus.queued,
               start_after=start_after if scheduled else None, queued_at=None if scheduled else utcnow(),
               total_steps=result.plan.total_steps, epochs_total=result.plan.epochs,
-              estimated_s=estimated_seconds(session, result))
+              estimated_s=estimated_seconds(session, result), epoch_price=epoch_price(settings, result))
     session.add(job)
+    session.flush()
+    hold_price(session, settings, job, job.epochs_total, f"{job.name}: {job.epochs_total} epochs")
     session.commit()
     if not scheduled:
         enqueue(request, session, job.id)
@@ -206,8 +230,12 @@ def continue_job(session: Session, job: Job, body: ContinueIn, settings: Setting
     whole = estimated_seconds(session, result)
     left = whole * (1 - done / result.plan.total_steps) if whole is not None else None
     if not transitions.reopen(session, job.id, params=result.values, total_steps=result.plan.total_steps,
-                              epochs_total=result.plan.epochs, estimated_s=left):
+                              epochs_total=result.plan.epochs, estimated_s=left,
+                              epoch_price=epoch_price(settings, result)):
         raise Conflict("the job changed meanwhile; reload it")
+    session.refresh(job)
+    hold_price(session, settings, job, result.plan.epochs - job.charged_epochs,
+               f"{job.name}: {body.epochs} more epochs")
     session.commit()
     enqueue(request, session, job.id)
     notices_for(settings.redis_url).changed(job.id)
