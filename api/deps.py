@@ -161,9 +161,10 @@ def get_optional_user(request: Request, session: SessionDep,
 MaybeUser = Annotated[Caller | None, Depends(get_optional_user)]
 
 
-def get_admin(user: CurrentUser) -> Caller:
-    """An admin; anyone else is told the page does not exist (404), as with other users' objects."""
-    if user.role != Role.admin:
+def get_admin(user: MaybeUser) -> Caller:
+    """An admin; anyone else, visitors included, is told the page does not exist (404), as with other users'
+    objects."""
+    if user is None or user.role != Role.admin:
         raise NotFound("not found")
     return user
 

@@ -20,8 +20,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 
 
 def new_id() -> str:
@@ -225,6 +228,15 @@ class PublishedModel(Base):
     visibility: Mapped[str] = mapped_column(String(8), default="private")
     hidden_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # kept off public view by moderation
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @hybrid_property
+    def shown_publicly(self) -> bool:  # noqa: D102 - public, and not hidden by moderation (works in SQL too)
+        return self.visibility == "public" and self.hidden_reason is None
+
+    @shown_publicly.inplace.expression
+    @classmethod
+    def _shown_publicly(cls) -> ColumnElement[bool]:
+        return and_(cls.visibility == "public", cls.hidden_reason.is_(None))
 
 
 class Sweep(Base):

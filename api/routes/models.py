@@ -52,7 +52,7 @@ def list_models(user: CurrentUser, session: SessionDep, storage: StorageDep, set
     rows = session.execute(page.of(
         select(PublishedModel, Epoch, Job, User).join(Epoch, Epoch.id == PublishedModel.epoch_id)
         .join(Job, Job.id == PublishedModel.job_id).join(User, User.id == PublishedModel.owner_id)
-        .where(or_(PublishedModel.owner_id == user.id, PublishedModel.visibility == "public"))
+        .where(or_(PublishedModel.owner_id == user.id, PublishedModel.shown_publicly))
         .order_by(PublishedModel.created_at.desc(), PublishedModel.id))
     ).all()
     return [model_out(*row, storage, settings.download_link_seconds) for row in rows]
@@ -61,9 +61,10 @@ def list_models(user: CurrentUser, session: SessionDep, storage: StorageDep, set
 @router.get("/models/{model_id}")
 def get_model(model_id: str, user: MaybeUser, session: SessionDep, storage: StorageDep,
               settings: SettingsDep) -> ModelOut:
-    """A public model is readable by anybody with its link, visitors included; a private one by its owner."""
+    """A public model is readable by anybody with its link, visitors included; a private one, or one hidden by
+    moderation, by its owner."""
     model = session.get(PublishedModel, model_id)
-    if model is None or (model.visibility != "public" and (user is None or model.owner_id != user.id)):
+    if model is None or (not model.shown_publicly and (user is None or model.owner_id != user.id)):
         raise not_found("model")
     return shown(session, model, storage, settings.download_link_seconds)
 

@@ -32,7 +32,8 @@ from tests.service.conftest import (
 def setup(tmp_path, service_urls, tiny_sd15):
     # these tests drive the reconciler themselves, so the API's own timer stays off
     env = production_like_env(tmp_path, service_urls, tiny_sd15, 6, LORABAKE_HEARTBEAT_S="0.5",
-                              LORABAKE_RECONCILE_IN_API="false")
+                              LORABAKE_RECONCILE_IN_API="false", LORABAKE_CREDIT_PRICE_DEFAULT="2560000",
+                              LORABAKE_MONTHLY_CREDITS="100000")
     settings = settings_from_env(env)
     with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         yield client, settings, env, tmp_path
@@ -80,6 +81,9 @@ def test_killed_worker_job_is_requeued_and_resumes_from_its_last_epoch(setup):
     assert any(line.startswith("resumed at epoch") for line in final["log_tail"]), final["log_tail"]
     epochs = client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=me).json()
     assert [e["n"] for e in epochs] == [1, 2, 3]
+    charges = [m["note"] for m in client.get("/api/v1/me/credits/moves", headers=me).json() if m["kind"] == "charge"]
+    assert sorted(charges) == ["epoch 1", "epoch 2", "epoch 3"]  # the crash charged no epoch twice
+    assert final["credits_held"] == 0 and final["charged_epochs"] == 3
 
 
 def test_lost_workers_stop_after_the_attempt_cap_and_due_schedules_start(setup):

@@ -92,6 +92,11 @@ def test_register_upload_train_publish_and_isolation(stack):
 
     final = wait_for(finished, 240, "the job to finish", describe=worker.log)
     assert final["status"] == "succeeded", (final["error"], worker.log())
+    # alice, the install's first account, runs it: the console shows the worker that trained her job
+    console = client.get("/api/v1/admin/workers", headers=alice).json()
+    assert [sorted(w["queues"]) for w in console["workers"]] == [["cpu", "gpu-light", "train"]]
+    assert console["workers"][0]["gpus"] == [] and console["workers"][0]["heartbeat_age_s"] < 30
+    assert set(console["queues"]) == {"train", "gpu-light", "cpu"} and console["jobs_running"] == 0
     assert final["progress"] == 1.0 and final["step"] == estimate["total_steps"]
     assert final["history"][-1][0] == estimate["total_steps"] and len(final["history"]) >= 2
 
