@@ -119,8 +119,9 @@ def _unauthorized(detail: str) -> Unauthorized:
 
 # Everything that queries the database is sync (`def`): FastAPI runs it in the thread pool, so a slow query or a
 # database that hangs never holds up the event loop, which keeps serving streams, health checks and other requests.
-def get_current_user(request: Request, session: SessionDep,
-                     bearer: Annotated[str | None, Depends(oauth2)]) -> Caller:
+def request_token(request: Request, bearer: Annotated[str | None, Depends(oauth2)]) -> str:
+    """The token a request came with: its bearer token, or the browser's session cookie (with the CSRF header
+    for anything but a read)."""
     token = bearer
     if token is None:
         token = request.cookies.get(SESSION_COOKIE)
@@ -130,6 +131,13 @@ def get_current_user(request: Request, session: SessionDep,
                 raise Forbidden("missing or wrong CSRF token (X-CSRF-Token header)")
     if not token:
         raise _unauthorized("not signed in")
+    return token
+
+
+RequestToken = Annotated[str, Depends(request_token)]
+
+
+def get_current_user(session: SessionDep, token: RequestToken) -> Caller:
     row = read_rows(session, TOKEN_LOOKUP, {"token_hash": token_hash(token)}).first()
     if row is None or (row.expires_at is not None and _aware(row.expires_at) < utcnow()):
         raise _unauthorized("invalid or expired token")
@@ -153,7 +161,7 @@ def get_optional_user(request: Request, session: SessionDep,
                       bearer: Annotated[str | None, Depends(oauth2)]) -> Caller | None:
     """The caller when signed in, None for a visitor (pages that visitors may read too)."""
     try:
-        return get_current_user(request, session, bearer)
+        return get_current_user(session, request_token(request, bearer))
     except Unauthorized:
         return None
 

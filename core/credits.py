@@ -67,10 +67,13 @@ def spendable(session: Session, settings: Settings, user_id: str, now: datetime 
     """The balance as it will be at the next move: with this month's grant when it is not added yet (a read
     adds nothing; the grant lands with the first hold of the month)."""
     row = session.execute(select(User.credits, User.granted_month).where(User.id == user_id)).first()
-    if row is None:
-        return 0
-    pending = settings.monthly_credits if row.granted_month != (now or utcnow()).strftime("%Y-%m") else 0
-    return row.credits + pending
+    return 0 if row is None else with_grant(settings, row.credits, row.granted_month, now)
+
+
+def with_grant(settings: Settings, credits: int, granted_month: str | None, now: datetime | None = None) -> int:
+    """A balance with this month's grant when it is still to come."""
+    due = granted_month != (now or utcnow()).strftime("%Y-%m")
+    return credits + (settings.monthly_credits if due else 0)
 
 
 def held(session: Session, user_id: str) -> int:

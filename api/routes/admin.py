@@ -19,13 +19,14 @@ Search = Annotated[str, Query(max_length=320, description="part of an email (or,
 
 
 @router.get("/users", response_model=list[AdminUserOut])
-def users(admin: AdminUser, session: SessionDep, page: PageDep, q: Search = "") -> list[dict[str, Any]]:
-    return service.users(session, q, page)
+def users(admin: AdminUser, session: SessionDep, settings: SettingsDep, page: PageDep,
+          q: Search = "") -> list[dict[str, Any]]:
+    return service.users(session, settings, q, page)
 
 
 @router.get("/users/{user_id}", response_model=AdminUserOut)
-def user(user_id: str, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
-    return service.user_view(session, user_id)
+def user(user_id: str, admin: AdminUser, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    return service.user_view(session, settings, user_id)
 
 
 @router.post("/users/{user_id}/suspend", response_model=AdminUserOut)
@@ -34,25 +35,28 @@ def suspend(user_id: str, body: Reason, admin: AdminUser, session: SessionDep,
     """Suspends the account: its waiting jobs are canceled, running ones stop keeping their epochs, its public
     models are hidden, and signing in says why."""
     service.suspend(session, admin.actor, user_id, body.reason, settings)
-    return service.user_view(session, user_id)
+    return service.user_view(session, settings, user_id)
 
 
 @router.post("/users/{user_id}/restore", response_model=AdminUserOut)
-def restore(user_id: str, body: Reason, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
+def restore(user_id: str, body: Reason, admin: AdminUser, session: SessionDep,
+            settings: SettingsDep) -> dict[str, Any]:
     service.restore(session, admin.actor, user_id, body.reason)
-    return service.user_view(session, user_id)
+    return service.user_view(session, settings, user_id)
 
 
 @router.post("/users/{user_id}/credits", response_model=AdminUserOut)
-def top_up(user_id: str, body: TopUp, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
-    service.top_up(session, admin.actor, user_id, body)
-    return service.user_view(session, user_id)
+def top_up(user_id: str, body: TopUp, admin: AdminUser, session: SessionDep,
+           settings: SettingsDep) -> dict[str, Any]:
+    service.top_up(session, settings, admin.actor, user_id, body)
+    return service.user_view(session, settings, user_id)
 
 
 @router.put("/users/{user_id}/limits", response_model=AdminUserOut)
-def limits(user_id: str, body: LimitsIn, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
+def limits(user_id: str, body: LimitsIn, admin: AdminUser, session: SessionDep,
+           settings: SettingsDep) -> dict[str, Any]:
     service.set_limits(session, admin.actor, user_id, body)
-    return service.user_view(session, user_id)
+    return service.user_view(session, settings, user_id)
 
 
 @router.get("/jobs", response_model=list[AdminJobOut])

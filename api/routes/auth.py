@@ -11,11 +11,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy import delete
 
-from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.deps import CurrentUser, RequestToken, SessionDep, SettingsDep
 from api.errors import ERROR_RESPONSES
 from api.routes import API_PREFIX
 from api.schemas import NewApiToken, Registration, TokenOut, UserOut
-from api.security import CSRF_COOKIE, SESSION_COOKIE
+from api.security import CSRF_COOKIE, SESSION_COOKIE, token_hash
 from api.services.accounts import SignIn, create_account, personal_token
 from api.throttle import client_address, limits
 from core.models import ApiToken
@@ -50,8 +50,9 @@ async def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: 
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
-def logout(user: CurrentUser, session: SessionDep) -> Response:
-    session.execute(delete(ApiToken).where(ApiToken.id == user.token_id, ApiToken.user_id == user.id))
+def logout(token: RequestToken, session: SessionDep) -> Response:
+    """Ends the session or token the request came with (a suspended account may still sign out)."""
+    session.execute(delete(ApiToken).where(ApiToken.token_hash == token_hash(token)))
     session.commit()
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(SESSION_COOKIE)

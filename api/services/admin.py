@@ -33,7 +33,7 @@ def _user(session: Session, user_id: str) -> User:
     return user
 
 
-def users(session: Session, query: str, page: Page) -> list[dict[str, Any]]:
+def users(session: Session, settings: Settings, query: str, page: Page) -> list[dict[str, Any]]:
     """Accounts whose email contains `query` (all when empty), oldest first, with their jobs running and waiting."""
     statement = select(User).order_by(User.created_at, User.id)
     if query.strip():
@@ -46,17 +46,21 @@ def users(session: Session, query: str, page: Page) -> list[dict[str, Any]]:
                 Job.status.in_([JobStatus.running, JobStatus.queued, JobStatus.scheduled]))
             .group_by(Job.owner_id, Job.status)):
         loads[owner, "running" if status == JobStatus.running else "waiting"] += count
-    return [{**_columns(u), "running": loads[u.id, "running"], "waiting": loads[u.id, "waiting"]} for u in rows]
+    return [{**_columns(settings, u), "running": loads[u.id, "running"], "waiting": loads[u.id, "waiting"]}
+            for u in rows]
 
 
-def _columns(user: User) -> dict[str, Any]:
-    return {column.key: getattr(user, column.key) for column in User.__table__.c if column.key != "password_hash"}
+def _columns(settings: Settings, user: User) -> dict[str, Any]:
+    """The account as the console shows it: no password hash, and the credits as the user sees them (this month's
+    grant included)."""
+    shown = {column.key: getattr(user, column.key) for column in User.__table__.c if column.key != "password_hash"}
+    return {**shown, "credits": credits.with_grant(settings, user.credits, user.granted_month)}
 
 
-def user_view(session: Session, user_id: str) -> dict[str, Any]:
+def user_view(session: Session, settings: Settings, user_id: str) -> dict[str, Any]:
     user = _user(session, user_id)
     load = lifecycle.owner_load(session, user_id)
-    return {**_columns(user), "running": load.running, "waiting": load.waiting}
+    return {**_columns(settings, user), "running": load.running, "waiting": load.waiting}
 
 
 def suspend(session: Session, admin: audit.Actor, user_id: str, reason: str, settings: Settings) -> None:
@@ -79,8 +83,9 @@ def restore(session: Session, admin: audit.Actor, user_id: str, reason: str) -> 
     session.commit()
 
 
-def top_up(session: Session, admin: audit.Actor, user_id: str, body: TopUp) -> None:
+def top_up(session: Session, settings: Settings, admin: audit.Actor, user_id: str, body: TopUp) -> None:
     _user(session, user_id)
+    credits.grant_monthly(session, settings, user_id)  # a deduction counts what the user sees as theirs
     try:
         new = credits.top_up(session, user_id, body.amount, f"{admin.email}: {body.reason}")
     except credits.NotEnoughCredits as exc:

@@ -92,6 +92,8 @@ def test_a_suspended_account_stops_training_hides_its_models_and_is_told_why(sit
     model = _public_model(settings, finished)
     waiting = start_job(client, mallory, dataset, "waiting", 1)
     user_id = client.get("/api/v1/me", headers=mallory).json()["id"]
+    laptop = {"Authorization": "Bearer " + client.post("/api/v1/auth/login", data={
+        "username": "mallory@example.com", "password": PASSWORD}).json()["access_token"]}
     client.cookies.clear()
     assert client.get(f"/api/v1/models/{model}").status_code == 200  # a visitor sees it
 
@@ -105,6 +107,8 @@ def test_a_suspended_account_stops_training_hides_its_models_and_is_told_why(sit
     assert sign_in.status_code == 403 and "gore" in sign_in.json()["detail"]["message"]
     wrong = client.post("/api/v1/auth/login", data={"username": "mallory@example.com", "password": "not it at all"})
     assert wrong.status_code == 401  # the reason is only for whoever knows the password
+    assert client.post("/api/v1/auth/logout", headers=laptop).status_code == 204  # signing out still works
+    assert client.get("/api/v1/me", headers=laptop).status_code == 401
     client.cookies.clear()  # a visitor
     assert client.get(f"/api/v1/models/{model}").status_code == 404
     jobs = {j["id"]: j for j in client.get("/api/v1/admin/jobs", headers=admin, params={"q": "mallory"}).json()}

@@ -7,6 +7,7 @@ import { trainPage } from "./pages/train.js";
 import { jobsPage, jobPage } from "./pages/jobs.js";
 import { modelsPage, modelPage, publishPage } from "./pages/models.js";
 import { settingsPage } from "./pages/settings.js";
+import { adminPage } from "./pages/admin.js";
 import { mount, h } from "./dom.js";
 import { watchJobs } from "./notify.js";
 
@@ -22,6 +23,7 @@ const routes = [
   [/^#\/models$/, () => modelsPage()],
   [/^#\/models\/(\w+)$/, (id) => modelPage(id)],
   [/^#\/settings$/, () => settingsPage()],
+  [/^#\/admin$/, () => adminPage()],
 ];
 
 const PUBLIC = [/^#\/models\/\w+$/];
@@ -32,8 +34,16 @@ async function route() {
   cleanup = null;
   if (leaving) await leaving(); // a page saves what the user typed before the next one is drawn
   const hash = location.hash || "#/datasets";
-  const signedIn = await get("/me").then(() => true, () => false);
+  const me = await get("/me").catch((error) => error);
+  const signedIn = !(me instanceof Error);
   document.getElementById("nav").hidden = !signedIn;
+  document.getElementById("nav-admin").hidden = !signedIn || me.role !== "admin";
+  if (me instanceof ApiError && me.status === 403) { // suspended: the session is valid, the account is not
+    mount(h("h1", {}, "Account suspended"), h("p", { class: "error", role: "alert" }, me.message),
+      h("p", {}, "Your files are kept. Write to the operators of this server if you think this is a mistake."),
+      h("button", { type: "button", class: "secondary", onclick: signOut }, "Sign out"));
+    return;
+  }
   // a visitor on a public page is one click from an account
   document.getElementById("sign-in").hidden = signedIn || hash === "#/sign-in";
   // visitors may open a public model's link; everything else asks them to sign in
@@ -57,9 +67,11 @@ async function route() {
   mount(h("h1", {}, "Page not found"), h("a", { href: "#/datasets" }, "Back to the datasets"));
 }
 
-document.getElementById("sign-out").addEventListener("click", async () => {
+async function signOut() {
   await post("/auth/logout").catch(() => null);
   location.hash = "#/sign-in";
-});
+}
+
+document.getElementById("sign-out").addEventListener("click", signOut);
 window.addEventListener("hashchange", route);
 route();

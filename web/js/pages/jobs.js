@@ -188,6 +188,8 @@ export async function jobPage(jobId) {
     if (job.loss !== null && job.loss !== undefined) text += ` · loss ${job.loss.toFixed(4)}`;
     if (job.error) text += ` · ${job.error}`;
     if (job.webhook_status) text += ` · webhook ${job.webhook_status}`;
+    if (job.epoch_price) text += ` · ${job.epoch_price} credits an epoch: ${job.charged_epochs} paid, ` +
+      `${job.credits_held} held`;
     statusLine.textContent = text;
     statusLine.className = job.status === "failed" ? "error" : "";
     // validation loss per stored epoch, at the step where that epoch ended

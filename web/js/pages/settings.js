@@ -1,6 +1,6 @@
-// The user's own settings: notifications (in this browser, and a webhook for their tools) and their limits.
+// The user's own settings: notifications (in this browser, and a webhook for their tools), their limits and credits.
 import { get, post, put } from "../api.js";
-import { field, h, mount, showErrors } from "../dom.js";
+import { clock, field, h, mount, showErrors } from "../dom.js";
 import { notifyToggle } from "../notify.js";
 
 export function limitsLine(limits) {
@@ -42,11 +42,35 @@ function webhookForm(hook) {
   return form;
 }
 
+const MOVES = { grant: "monthly grant", top_up: "from the operators", hold: "held for a job",
+                charge: "paid", release: "given back" };
+
+function creditsCard(credits, moves) {
+  if (!credits.priced && !moves.length) {
+    return h("section", { class: "card", "aria-label": "Credits" }, h("h2", {}, "Credits"),
+      h("p", {}, "Training is free on this server."));
+  }
+  return h("section", { class: "card", "aria-label": "Credits" }, h("h2", {}, "Credits"),
+    h("p", {}, `Balance: ${credits.balance} credits to spend; ${credits.held} held by jobs that have not finished.`),
+    h("p", { class: "hint" }, "A job's price is held when it is queued; each finished epoch is paid from it, and ",
+      "what it does not train (canceled, failed) comes back.",
+      credits.monthly_grant ? ` Every month adds ${credits.monthly_grant} credits.` : ""),
+    moves.length ? h("table", {}, h("thead", {}, h("tr", {}, ...["When", "What", "Credits", "Balance after"]
+      .map((t) => h("th", {}, t)))), h("tbody", {}, ...moves.map((m) => h("tr", {},
+      h("td", {}, clock(m.created_at)),
+      h("td", {}, `${MOVES[m.kind] || m.kind}${m.note ? ` (${m.note})` : ""}`, m.job_id ? " " : null,
+        m.job_id ? h("a", { href: `#/jobs/${m.job_id}` }, "job") : null),
+      h("td", {}, String(["hold", "charge"].includes(m.kind) || m.amount < 0 ? -Math.abs(m.amount) : m.amount)),
+      h("td", {}, String(m.balance)))))) : h("p", {}, "No moves yet."));
+}
+
 export async function settingsPage() {
-  const [hook, limits] = await Promise.all([get("/me/webhook"), get("/me/limits")]);
+  const [hook, limits, credits, moves] = await Promise.all([get("/me/webhook"), get("/me/limits"),
+    get("/me/credits"), get("/me/credits/moves?limit=50")]);
   mount(h("h1", {}, "Settings"),
     h("section", { class: "card", "aria-label": "Notifications" }, h("h2", {}, "Notifications"), notifyToggle()),
     webhookForm(hook),
     h("section", { class: "card", "aria-label": "Limits" }, h("h2", {}, "Limits"), h("p", {}, limitsLine(limits)),
-      h("p", { class: "hint" }, "More jobs than may train at once wait in the queue; past the waiting limit new jobs are refused until one starts.")));
+      h("p", { class: "hint" }, "More jobs than may train at once wait in the queue; past the waiting limit new jobs are refused until one starts.")),
+    creditsCard(credits, moves));
 }

@@ -195,6 +195,9 @@ export async function trainPage({ datasetId, fromJob }) {
     pro.hidden = !basic.hidden;
   }
 
+  // the price is held when the job is queued; epochs it does not train come back
+  const priceText = (r) => (r.price ? `. Price: ${r.price} credits (${r.epoch_price} an epoch); you have ` +
+    `${r.balance}${r.price > r.balance ? ": not enough" : ""}` : "");
   let timer = null;
   async function estimate() {
     try {
@@ -206,7 +209,7 @@ export async function trainPage({ datasetId, fromJob }) {
         `${result.train_samples} samples${reg} per epoch ÷ batch ${result.batch_size}${accumulation} = ` +
         `${result.steps_per_epoch} steps × ${result.epochs} epochs, ` + (result.estimated_seconds == null
           ? "time: no measurement on this server yet (the first finished run teaches it)"
-          : `about ${duration(result.estimated_seconds)}`);
+          : `about ${duration(result.estimated_seconds)}`) + priceText(result);
       // basic mode shows no parameter names, so its warnings are said in the form's words
       const plain = currentMode() === "basic";
       warnings.replaceChildren(...result.warnings.map((w) => h("li", {},
