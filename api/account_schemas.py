@@ -1,4 +1,5 @@
-"""A user's credits as the settings page shows them (GET /me/credits, /me/credits/moves)."""
+"""What users see of their own standing: their credits (GET /me/credits, /me/credits/moves) and the reports
+about their models (GET /models/{id}/reports)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,14 @@ class CreditMoveOut(BaseModel):
     job_id: str | None
     note: str
     created_at: datetime
+
+
+class ModelReportOut(BaseModel):
+    """A report about your model as you see it: what was said and decided, not who said it."""
+
+    id: str
+    reason: str
+    state: str = Field(description="open, dismissed or upheld")
+    decision: str | None = Field(description="the moderator's reason")
+    created_at: datetime
+    decided_at: datetime | None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +36,7 @@ class AdminUserOut(BaseModel):
     credits: int
     max_running_jobs: int | None
     max_waiting_jobs: int | None
+    strikes: int = Field(description="confirmed content violations")
     running: int = 0
     waiting: int = 0
 
@@ -81,4 +82,42 @@ class AuditOut(BaseModel):
     target_id: str
     reason: str
     details: dict[str, Any]
+    created_at: datetime
+
+
+class ScreeningDecision(Reason):
+    decision: Literal["allow", "violation"] = Field(description="allow: it may be trained on and shown; violation: "
+                                                    "never used, and a strike against its owner")
+
+
+class ReportDecision(Reason):
+    decision: Literal["dismiss", "uphold"] = Field(description="uphold: the model is hidden and its owner gets a "
+                                                   "strike")
+
+
+class ScreeningOut(BaseModel):
+    id: str
+    owner_id: str
+    owner_email: str
+    subject: str = Field(description="image (a dataset's), preview, generation, sweep or showcase")
+    subject_id: str
+    name: str
+    state: str
+    reason: str
+    scores: dict[str, float]
+    url: str = Field(description="a signed link to the picture, for the moderator")
+    decided_by: str | None
+    created_at: datetime
+
+
+class ReportOut(BaseModel):
+    id: str
+    model_id: str
+    model_name: str
+    owner_email: str
+    reporter_email: str
+    reason: str
+    state: str
+    decided_by: str | None
+    decision: str | None
     created_at: datetime

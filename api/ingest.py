@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from api.uploads import clean_image, display_name
-from core import keys
+from core import keys, screening
 from core.models import Dataset, Image, new_id
 from core.settings import Settings
 from core.storage import Storage
@@ -13,7 +13,8 @@ from core.storage import Storage
 
 def store_image(session: Session, storage: Storage, settings: Settings, dataset: Dataset, filename: str,
                 raw: bytes, **fields: object) -> Image:
-    """Validates `raw` (RejectedUpload names the problem), stores it and its thumbnail, and adds the row.
+    """Validates `raw` (RejectedUpload names the problem), stores it and its thumbnail, and adds the row (and, with
+    screening on, its pending screening).
 
     The caller commits; `fields` sets tags, repeats, is_reg and the like on the new row."""
     clean = clean_image(raw, settings.max_upload_bytes, settings.max_image_pixels)
@@ -26,4 +27,6 @@ def store_image(session: Session, storage: Storage, settings: Settings, dataset:
                   thumb_key=thumb_key, sha256=clean.sha256, phash=clean.phash, size=len(clean.data),
                   format=clean.format, width=clean.width, height=clean.height, **{"tags": [], **fields})
     session.add(image)
+    if settings.screen_tagger is not None:  # unseen by the site's screening: pending until a worker scores it
+        screening.wait(session, dataset.owner_id, "image", image_id, key, image.filename)
     return image

@@ -141,6 +141,9 @@ class ImageOut(BaseModel):
     crop: dict[str, int] | None
     thumb_url: str | None = None
     url: str | None = None
+    screening: str = Field("allowed", description="pending, allowed, private, held, refused or removed: only "
+                                                  "allowed and private images are trained on")
+    screening_reason: str = Field("", description="why, in words, when not allowed")
 
 
 class UploadResult(BaseModel):
@@ -429,6 +432,8 @@ class ModelOut(BaseModel):
     download_url: str
     snippet: str
     created_at: datetime
+    hidden_reason: str | None = Field(None, description="set while moderation keeps it off public view (only its "
+                                                        "owner sees the model then)")
 
 
 class WebhookIn(BaseModel):

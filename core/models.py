@@ -75,6 +75,7 @@ class User(Base):
     granted_month: Mapped[str | None] = mapped_column(String(7), nullable=True)  # "YYYY-MM" of the last monthly grant
     max_running_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: the site's setting
     max_waiting_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    strikes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # confirmed content violations
 
 
 class ApiToken(Base):
@@ -333,6 +334,40 @@ class AuditEntry(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Screening(Base):
+    """What the site's classifier said of one stored image (core/screening.py), and what an admin decided. An image
+    without a row was never screened (screening was off) and counts as allowed."""
+
+    __tablename__ = "screenings"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(String(16))  # image, preview, generation, sweep, showcase
+    subject_id: Mapped[str] = mapped_column(String(32), index=True)  # the image, epoch, generation, sweep or model
+    key: Mapped[str] = mapped_column(String(512), unique=True, index=True)  # the file in storage
+    name: Mapped[str] = mapped_column(String(255))  # what its owner calls it (a file name, "epoch 2 preview 1")
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")  # in words, for its owner
+    scores: Mapped[dict[str, Any]] = mapped_column(default=dict)  # label → score, for the labels the rules name
+    decided_by: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Report(Base):
+    """A user's report of a public model; it waits in the moderation queue until an admin dismisses or upholds it."""
+
+    __tablename__ = "reports"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    model_id: Mapped[str] = mapped_column(ForeignKey("published_models.id", ondelete="CASCADE"), index=True)
+    reporter_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open, dismissed, upheld
+    decided_by: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    decision: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Worker(Base):

@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.screen_policy import ScreenRule
+
 EMBEDDED_SECRET = "embedded-only-secret-change-me"
 
 
@@ -104,6 +106,13 @@ class Settings(BaseSettings):
     credit_prices: dict[str, float] = Field(default_factory=dict)
     credit_price_default: float = Field(default=0.0, ge=0)
     monthly_credits: int = Field(default=0, ge=0)
+
+    # Screening (README, "Screening"): with `screen_tagger` (a tagger's folder name or hub id, as GET /taggers lists
+    # them), every image users upload and every image workers render is scored, and the rules decide, e.g.
+    # [{"label": "explicit", "above": 0.5, "action": "hold"}]; `strikes_to_suspend` confirmed violations suspend.
+    screen_tagger: str | None = None
+    screen_rules: list[ScreenRule] = Field(default_factory=list)
+    strikes_to_suspend: int = Field(default=3, ge=1)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -1,4 +1,4 @@
-"""Dataset tasks on the cpu queue: auto-tagging and focus crops, image by image, with stored progress.
+"""Dataset tasks on the cpu queue: auto-tagging, focus crops and screening, image by image, with stored progress.
 
 Each image's result is committed as it is made, so a task redelivered after a lost worker simply runs again: every
 mode gives the same tags and boxes a second time."""
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from PIL import Image as PILImage
 from sqlalchemy import select
+from sqlalchemy.orm import object_session
 
 from core import tasks
 from core.db import session_factory
@@ -23,6 +24,7 @@ from core.settings import Settings
 from core.storage import Storage
 from core.taggers import find_tagger
 from worker.focus_crop import focus_box
+from worker.screening import Shot, screen
 from worker.tagging import Labeler, TaggerError, TagOptions, load_tagger
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,24 @@ def focus_step(params: dict, result: Counter) -> ImageStep:
     return ImageStep(apply, cropped=False)  # a new box needs the whole picture
 
 
+def screening_step(settings: Settings, result: Counter) -> ImageStep:
+    """New uploads through the site's screening (core/screening.py): the whole stored picture, as uploaded."""
+    def apply(rows: list[Image], pictures: list[PILImage.Image]) -> None:
+        shots = [Shot(row.storage_key, row.filename, picture, row.id)
+                 for row, picture in zip(rows, pictures, strict=True)]
+        for verdict in screen(object_session(rows[0]), settings, rows[0].dataset.owner_id, "image", shots):
+            result[verdict.state] += 1
+
+    return ImageStep(apply, cropped=False)
+
+
+STEPS: dict[str, Callable[[Settings, dict, Counter], ImageStep]] = {
+    "autotag": tagging_step,
+    "focus_crop": lambda settings, params, result: focus_step(params, result),
+    "screen": lambda settings, params, result: screening_step(settings, result),
+}
+
+
 def run_dataset_task(settings: Settings, storage: Storage, task_id: str) -> str:
     factory = session_factory(settings.db_url)
     with factory() as session:
@@ -91,7 +111,7 @@ def run_dataset_task(settings: Settings, storage: Storage, task_id: str) -> str:
         session.commit()
     result: Counter = Counter()
     try:
-        step = tagging_step(settings, params, result) if kind == "autotag" else focus_step(params, result)
+        step = STEPS[kind](settings, params, result)
         for start in range(0, len(image_ids), BATCH):
             _run_batch(factory, storage, task_id, image_ids[start:start + BATCH], step, result)
     except Exception as exc:  # the message is for the user; the traceback for the worker log

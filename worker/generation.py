@@ -16,6 +16,7 @@ from core.db import session_factory
 from core.models import Epoch, Generation, Job, TaskStatus
 from core.settings import BaseModelEntry, Settings
 from core.storage import Storage
+from worker.screening import Shot, screen_now
 
 
 class ModelCache:
@@ -102,6 +103,9 @@ def run_generation(settings: Settings, storage: Storage, generation_id: str) -> 
             key = keys.generation(owner, generation_id, k)
             storage.put_bytes(key, png_bytes(image), "image/png")
             stored.append(key)
+        screen_now(factory, settings, owner, "generation",
+                   [Shot(key, f"{name} epoch {generation.epoch_n} test", image, generation_id)
+                    for key, image in zip(stored, images, strict=True)])
         return {"image_keys": stored, "notes": notes}
 
     return settle(factory, Generation, generation_id, scratch, work)

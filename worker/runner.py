@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+from PIL import Image as PILImage
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -16,8 +17,10 @@ from core.db import session_factory
 from core.events import JobNotices
 from core.jobs import beat, fence
 from core.models import Epoch, Job
+from core.settings import Settings
 from core.storage import Storage
 from trainer.training.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
+from worker.screening import Shot, screen
 
 log = logging.getLogger(__name__)
 LOG_LINES = 50
@@ -71,9 +74,10 @@ class ServiceCallbacks(Callbacks):
     together in one transaction after both the epoch file and its training state are stored, so a resumed attempt
     always starts after the last stored epoch and never stores (or charges) an epoch twice."""
 
-    def __init__(self, db_url: str, job: Job, storage: Storage, beat: Heartbeat,
+    def __init__(self, settings: Settings, job: Job, storage: Storage, beat: Heartbeat,
                  progress_every_s: float = 1.0) -> None:
-        self.db_url, self.job_id, self.user_id, self.attempt = db_url, job.id, job.owner_id, beat.attempt
+        self.settings, self.db_url = settings, settings.db_url
+        self.job_id, self.user_id, self.attempt = job.id, job.owner_id, beat.attempt
         self.storage, self.beat = storage, beat
         self.progress_every_s = progress_every_s
         self._last_progress = 0.0
@@ -154,10 +158,13 @@ class ServiceCallbacks(Callbacks):
             key = keys.preview(self.user_id, self.job_id, previews.epoch, prompt, k)
             self.storage.put_bytes(key, path.read_bytes(), "image/png")
             uploaded.append(key)
+        shots = [Shot(key, f"epoch {previews.epoch} preview {k + 1}", _picture(path), self.job_id)
+                 for k, (key, path) in enumerate(zip(uploaded, previews.paths, strict=True))]
         with session_factory(self.db_url)() as session:
             if fence(session, self.job_id, self.attempt):
                 session.execute(update(Epoch).where(Epoch.job_id == self.job_id, Epoch.n == previews.epoch)
                                 .values(previews=uploaded))
+                screen(session, self.settings, self.user_id, "preview", shots)
             session.commit()
         self.beat.notices.changed(self.job_id)
 
@@ -177,6 +184,11 @@ class ServiceCallbacks(Callbacks):
 
     def should_stop(self) -> bool:
         return self.beat.cancel_requested.is_set() or self.beat.lost.is_set()
+
+
+def _picture(path: Path) -> PILImage.Image:
+    with PILImage.open(path) as picture:
+        return picture.convert("RGB")
 
 
 def _prompt_and_index(path: Path) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from core.models import Epoch, Job, Sweep
 from core.settings import Settings
 from core.storage import Storage
 from worker.generation import MODELS, png_bytes, settle
+from worker.screening import Shot, screen_now
 
 GAP, LABEL_W, LABEL_H = 4, 96, 28
 
@@ -69,6 +70,11 @@ def run_sweep(settings: Settings, storage: Storage, sweep_id: str) -> str:
         grid = labelled_grid(images, [f"epoch {n}" for n in request["epochs"]], columns)
         grid_key = keys.sweep_grid(owner, sweep_id)
         storage.put_bytes(grid_key, png_bytes(grid), "image/png")
+        cells = {key: image for row, row_images in zip(rows, images, strict=True)
+                 for key, image in zip(row, row_images, strict=True)}
+        screen_now(factory, settings, owner, "sweep",
+                   [Shot(key, f"{name} sweep cell", image, sweep_id) for key, image in cells.items()]
+                   + [Shot(grid_key, f"{name} sweep grid", grid, sweep_id)])
         return {"cell_keys": rows, "grid_key": grid_key}
 
     return settle(factory, Sweep, sweep_id, scratch, work)

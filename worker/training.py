@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from core import screening
 from core.db import session_factory
 from core.estimates import RunShape, record
 from core.events import notices_for
@@ -70,7 +71,9 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
             return "idle"
         job = session.get(Job, job_id)
         dataset = session.get(Dataset, job.dataset_id)
-        images = list(session.scalars(select(Image).where(Image.dataset_id == dataset.id)))
+        left_out = screening.untrainable_images(session, dataset.id)  # held, refused or not screened yet
+        images = [i for i in session.scalars(select(Image).where(Image.dataset_id == dataset.id))
+                  if i.id not in left_out]
     started = time.monotonic()
     scratch = settings.scratch.resolve() / job_id / f"attempt-{job.attempt}"
     notices = notices_for(settings.redis_url)
@@ -78,9 +81,11 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
     attempt = job.attempt
     beat = Heartbeat(settings.db_url, job_id, attempt, settings.heartbeat_s, notices)
     beat.start()
-    callbacks = ServiceCallbacks(settings.db_url, job, storage, beat)
+    callbacks = ServiceCallbacks(settings, job, storage, beat)
     try:
         callbacks.on_log(f"attempt {job.attempt} on {worker}, in process {os.getpid()}")
+        if left_out:
+            callbacks.on_log(f"{len(left_out)} image(s) left out: not allowed by the site's screening (yet)")
         seed = job.params.get("seed", TrainConfig.model_fields["seed"].default)
         held = held_out(images, job.params.get("validation_split") or 0.0, seed)
         data = materialise(dataset, images, storage, scratch / "dataset", job.name, held)

@@ -3,15 +3,29 @@ calls one function of api/services/admin.py and shapes the answer; every change 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 
-from api.admin_schemas import AdminJobOut, AdminUserOut, AuditOut, LimitsIn, Reason, TopUp, WorkersOut
-from api.deps import AdminUser, PageDep, SessionDep, SettingsDep
+from api.admin_schemas import (
+    AdminJobOut,
+    AdminUserOut,
+    AuditOut,
+    LimitsIn,
+    Reason,
+    ReportDecision,
+    ReportOut,
+    ScreeningDecision,
+    ScreeningOut,
+    TopUp,
+    WorkersOut,
+)
+from api.deps import AdminUser, PageDep, SessionDep, SettingsDep, StorageDep
 from api.errors import ERROR_RESPONSES
 from api.routes import API_PREFIX
 from api.services import admin as service
+from api.services import moderation
+from core import screening
 from core.models import AuditEntry, JobStatus
 
 router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"], responses=ERROR_RESPONSES)
@@ -87,3 +101,30 @@ def audit_log(admin: AdminUser, session: SessionDep, page: PageDep,
               target: Annotated[str | None, Query(max_length=32, description="one user's or job's entries")] = None
               ) -> list[AuditEntry]:
     return service.audit_log(session, page, target)
+
+
+@router.get("/moderation/screenings", response_model=list[ScreeningOut])
+def screenings(admin: AdminUser, session: SessionDep, storage: StorageDep, page: PageDep,
+               state: screening.State = screening.State.held) -> list[dict[str, Any]]:
+    """The images the site's screening held (or, by `state`, any others), oldest first."""
+    return moderation.screenings(session, storage, state, page)
+
+
+@router.post("/moderation/screenings/{screening_id}", status_code=204)
+def decide_screening(screening_id: str, body: ScreeningDecision, admin: AdminUser, session: SessionDep,
+                     settings: SettingsDep) -> None:
+    """Allow a held image, or confirm a violation (never used; a strike against its owner)."""
+    moderation.decide_screening(session, settings, admin.actor, screening_id, body)
+
+
+@router.get("/moderation/reports", response_model=list[ReportOut])
+def reports(admin: AdminUser, session: SessionDep, page: PageDep,
+            state: Literal["open", "dismissed", "upheld"] = "open") -> list[dict[str, Any]]:
+    return moderation.report_rows(session, page, state=state)
+
+
+@router.post("/moderation/reports/{report_id}", status_code=204)
+def decide_report(report_id: str, body: ReportDecision, admin: AdminUser, session: SessionDep,
+                  settings: SettingsDep) -> None:
+    """Dismiss a report, or uphold it: the model is hidden and its owner gets a strike."""
+    moderation.decide_report(session, settings, admin.actor, report_id, body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Request, Response, UploadFile, status
+from sqlalchemy.orm import Session
 
 from api.deps import OwnedDataset, PageDep, SessionDep, SettingsDep, StorageDep, not_found
 from api.errors import ERROR_RESPONSES
@@ -12,16 +13,23 @@ from api.routes import API_PREFIX
 from api.schemas import ImageOut, ImagePatch, UploadResult
 from api.services.datasets import image_page
 from api.services.images import add_images, delete_image_and_files, edit_image
+from core import screening
 from core.models import Dataset, Image
 from core.storage import Storage
 
 router = APIRouter(prefix=API_PREFIX, tags=["images"], responses=ERROR_RESPONSES)
 
 
-def image_out(image: Image, storage: Storage) -> ImageOut:
-    out = ImageOut.model_validate(image)
-    return out.model_copy(update={"thumb_url": storage.signed_url(image.thumb_key),
-                                  "url": storage.signed_url(image.storage_key, image.filename)})
+def image_out(image: Image, storage: Storage, screened: dict[str, tuple[str, str]]) -> ImageOut:
+    """The image with signed links, and what the site's screening says of it (`screened`: by storage key)."""
+    state, reason = screened.get(image.storage_key, (screening.State.allowed, ""))
+    return ImageOut.model_validate(image).model_copy(update={
+        "thumb_url": storage.signed_url(image.thumb_key), "url": storage.signed_url(image.storage_key, image.filename),
+        "screening": state, "screening_reason": reason})
+
+
+def _one(session: Session, image: Image, storage: Storage) -> ImageOut:
+    return image_out(image, storage, screening.states(session, [image.storage_key]))
 
 
 @router.post("/datasets/{dataset_id}/images")
@@ -37,7 +45,9 @@ def upload_images(files: Annotated[list[UploadFile], File(description="PNG or JP
 @router.get("/datasets/{dataset_id}/images")
 def list_images(dataset: OwnedDataset, session: SessionDep, storage: StorageDep, page: PageDep) -> list[ImageOut]:
     """A page of the dataset's images in upload order, each with signed links to its picture and thumbnail."""
-    return [image_out(i, storage) for i in image_page(session, dataset, page)]
+    images = image_page(session, dataset, page)
+    screened = screening.states(session, [i.storage_key for i in images])
+    return [image_out(i, storage, screened) for i in images]
 
 
 def _owned_image(dataset: Dataset, image_id: str, session: SessionDep) -> Image:
@@ -49,14 +59,14 @@ def _owned_image(dataset: Dataset, image_id: str, session: SessionDep) -> Image:
 
 @router.get("/datasets/{dataset_id}/images/{image_id}")
 def get_image(image_id: str, dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> ImageOut:
-    return image_out(_owned_image(dataset, image_id, session), storage)
+    return _one(session, _owned_image(dataset, image_id, session), storage)
 
 
 @router.patch("/datasets/{dataset_id}/images/{image_id}")
 def patch_image(image_id: str, body: ImagePatch, dataset: OwnedDataset, session: SessionDep,
                 storage: StorageDep) -> ImageOut:
     image = edit_image(session, _owned_image(dataset, image_id, session), body)
-    return image_out(image, storage)
+    return _one(session, image, storage)
 
 
 @router.delete("/datasets/{dataset_id}/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, UploadFile, status
 from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -16,10 +17,11 @@ from starlette.background import BackgroundTask
 from api.config_transfer import ConfigFileError, ImportedConfig, NoExporter, export_config, import_config
 from api.dataset_import import TAG_SUMMARY, EntryReport, HostileArchive, import_archive
 from api.deps import CurrentUser, OwnedDataset, OwnedJob, SessionDep, SettingsDep, StorageDep
-from api.errors import ERROR_RESPONSES, Conflict, Invalid
+from api.errors import ERROR_RESPONSES, Conflict, Invalid, Unavailable
 from api.routes import API_PREFIX
 from api.schemas import DatasetOut
 from api.services.datasets import dataset_view, selected_images
+from api.services.tasks import screen_pending
 from core.kohya_layout import caption_for, concept_name, image_bytes, place, readable_stem, tag_occurrence
 from core.models import Dataset, Image
 from core.storage import Storage
@@ -35,7 +37,7 @@ class ImportOut(BaseModel):
 
 
 @router.post("/datasets/import", status_code=status.HTTP_201_CREATED)
-def import_dataset(file: Annotated[UploadFile, File(description="a zip in kohya layout")],
+def import_dataset(file: Annotated[UploadFile, File(description="a zip in kohya layout")], request: Request,
                    user: CurrentUser, session: SessionDep, storage: StorageDep, settings: SettingsDep,
                    name: Annotated[str | None, Form(max_length=200)] = None) -> ImportOut:
     title = (name or "").strip() or (file.filename or "imported").rsplit(".", 1)[0][:200] or "imported"
@@ -47,6 +49,8 @@ def import_dataset(file: Annotated[UploadFile, File(description="a zip in kohya 
     if result.dataset is None:
         raise Invalid("no image in the archive could be imported",
                       [{"field": r.entry, "message": f"{r.status}: {r.reason}"} for r in result.report])
+    with contextlib.suppress(Unavailable):  # stored either way; a queue that is down leaves them pending
+        screen_pending(request, session, settings, result.dataset)
     return ImportOut(dataset=dataset_view(session, result.dataset.id, user.id),
                      imported=result.imported, report=result.report)
 

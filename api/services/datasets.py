@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from api.deps import Page, not_found
 from api.errors import Conflict, NotFound
 from api.schemas import TagBatch
-from core import keys
+from core import keys, screening
 from core.db import read_rows
 from core.models import Dataset, Image, Job
 from core.phash import near_duplicate_groups, phash
@@ -70,6 +70,8 @@ def delete_dataset_and_files(session: Session, storage: Storage, dataset: Datase
     prefix = keys.dataset_prefix(dataset.owner_id, dataset.id)
     gone = session.execute(delete(Dataset).where(Dataset.id == dataset.id, ~used)
                            .execution_options(synchronize_session=False)).rowcount
+    if gone:
+        screening.forget_under(session, prefix)
     session.commit()
     if not gone:
         raise Conflict("dataset is used by training jobs; delete those first")

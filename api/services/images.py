@@ -12,8 +12,9 @@ from api.errors import Invalid, Unavailable
 from api.ingest import store_image
 from api.schemas import ImagePatch, UploadResult
 from api.services.datasets import image_count
-from api.services.tasks import tag_on_upload
+from api.services.tasks import screen_pending, tag_on_upload
 from api.uploads import RejectedUpload
+from core import screening
 from core.models import Dataset, Image
 from core.settings import Settings
 from core.storage import Storage
@@ -38,7 +39,9 @@ def add_images(session: Session, storage: Storage, settings: Settings, dataset: 
             count += 1
         except RejectedUpload as exc:
             results.append(UploadResult(filename=name, error=str(exc)))
-    # the images are stored whatever happens next: a queue that is down fails only the tagging task, with its reason
+    # the images are stored whatever happens next: a queue that is down fails only the tasks, with their reason
+    with contextlib.suppress(Unavailable):
+        screen_pending(request, session, settings, dataset)
     with contextlib.suppress(Unavailable):
         tag_on_upload(request, session, settings, dataset, [r.id for r in results if r.id])
     return results
@@ -62,6 +65,7 @@ def edit_image(session: Session, image: Image, body: ImagePatch) -> Image:
 
 def delete_image_and_files(session: Session, storage: Storage, image: Image) -> None:
     doomed = [image.storage_key, image.thumb_key]
+    screening.forget(session, doomed)
     session.delete(image)
     session.commit()
     for key in doomed:

@@ -16,7 +16,7 @@ from api.errors import Conflict, Invalid, PaymentRequired, TooMany
 from api.schemas import ContinueIn, JobIn, JobOut, JobSummary, RetrainIn
 from api.services.datasets import selected_images
 from api.training import CONTINUE_KEYS, FAMILY_KEYS, Assessment, assess, estimated_seconds
-from core import credits, keys
+from core import credits, keys, screening
 from core import jobs as transitions
 from core.db import read_rows
 from core.estimates import RunShape
@@ -40,18 +40,25 @@ from core.storage import Storage
 from trainer.networks.spec import NetworkSpec, network_type_of
 
 
-def _dataset_for(body: JobIn, user_id: str, session: Session) -> tuple[Dataset, list[Image]]:
+def _dataset_for(body: JobIn, user_id: str, session: Session) -> tuple[Dataset, list[Image], dict[str, str]]:
+    """The dataset, the images a job trains on, and those screening keeps out (with why)."""
     dataset = session.get(Dataset, body.dataset_id)
     if dataset is None or dataset.owner_id != user_id:
         raise not_found("dataset")
-    return dataset, selected_images(session, dataset, None)
+    left_out = screening.untrainable_images(session, dataset.id)
+    return dataset, [i for i in selected_images(session, dataset, None) if i.id not in left_out], left_out
 
 
 def assess_job(body: JobIn, user_id: str, session: Session, settings: Settings,
             service: dict[str, Any] | None = None) -> Assessment:
-    dataset, images = _dataset_for(body, user_id, session)
-    return assess(settings.model_named(body.base_model), body.base_model, body.mode, body.preset, body.params,
-                  dataset, images, body.sample_prompts, body.repeats, service)
+    dataset, images, left_out = _dataset_for(body, user_id, session)
+    result = assess(settings.model_named(body.base_model), body.base_model, body.mode, body.preset, body.params,
+                    dataset, images, body.sample_prompts, body.repeats, service)
+    if left_out:
+        said = (f"{len(left_out)} image(s) are left out until the site's screening allows them (held for review, "
+                "refused, or not screened yet); the workbench says why for each")
+        result.warnings.append({"field": "dataset_id", "message": said, "plain": said})
+    return result
 
 
 def next_off_peak(now: datetime, start_hour: int) -> datetime:

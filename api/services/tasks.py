@@ -10,6 +10,7 @@ from api.errors import Conflict
 from api.schemas import AutotagRequest, CropRequest, TaskOut
 from api.services.datasets import selected_images
 from api.waiting import CPU_TASKS, waiting_for
+from core import screening
 from core.geometry import center_box
 from core.models import Dataset, DatasetTask
 from core.queue import DATASET_TASK
@@ -42,6 +43,15 @@ def tag_on_upload(request: Request, session: Session, settings: Settings, datase
     params = {**AutotagRequest(mode="skip_tagged", image_ids=image_ids).model_dump(), "tagger": tagger.name,
               "on_upload": True}
     return queue_task(request, session, dataset, "autotag", params)
+
+
+def screen_pending(request: Request, session: Session, settings: Settings, dataset: Dataset) -> DatasetTask | None:
+    """The dataset's images waiting for the site's screening go to the cpu queue (also those a queue outage left
+    waiting before)."""
+    image_ids = screening.pending_images(session, dataset.id) if settings.screen_tagger else []
+    if not image_ids:
+        return None
+    return queue_task(request, session, dataset, "screen", {"image_ids": image_ids, "on_upload": True})
 
 
 def crop(session: Session, dataset: Dataset, body: CropRequest, request: Request) -> int | DatasetTask:

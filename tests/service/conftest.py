@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import signal
@@ -69,7 +70,10 @@ def s3_env(endpoint: str) -> dict[str, str]:
 def settings_from_env(env: dict[str, str]):  # noqa: ANN201 - core.settings.Settings
     from core.settings import Settings
 
-    return Settings(**{k.removeprefix("LORABAKE_").lower(): v for k, v in env.items()})
+    def value(text: str) -> object:  # complex settings come as JSON, as the environment gives them
+        return json.loads(text) if text[:1] in "[{" else text
+
+    return Settings(**{k.removeprefix("LORABAKE_").lower(): value(v) for k, v in env.items()})
 
 
 def production_like_env(tmp_path: Path, service_urls: dict[str, str], tiny_model: Path, redis_db: int,

@@ -62,7 +62,7 @@ def test_a_superseded_attempt_stores_no_epoch_and_leaves_no_files(service, tmp_p
     with factory() as session:
         claim(session, job_id, "frozen")
         job = session.get(Job, job_id)
-        frozen = ServiceCallbacks(settings.db_url, job, storage, Heartbeat(settings.db_url, job_id, 1, 60,
+        frozen = ServiceCallbacks(settings, job, storage, Heartbeat(settings.db_url, job_id, 1, 60,
                                                                         notices_for(None)))
         requeue_lost(session, 0, 3, now=utcnow())
         assert claim(session, job_id, "second")
@@ -252,7 +252,7 @@ def test_files_a_dead_worker_uploaded_before_its_commit_are_swept_after_the_grac
         job = session.get(Job, job_id)
         kept = storage.list_keys(f"u/{job.owner_id}/jobs/{job_id}/")
         # a later attempt (continued, say) dies after its upload, before its commit
-        dying = ServiceCallbacks(settings.db_url, job, storage, Heartbeat(settings.db_url, job_id, 2, 60,
+        dying = ServiceCallbacks(settings, job, storage, Heartbeat(settings.db_url, job_id, 2, 60,
                                                                            notices_for(None)))
     lora = tmp_path / "att-000003.safetensors"
     lora.write_bytes(b"an epoch whose row was never written")
