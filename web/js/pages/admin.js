@@ -1,5 +1,5 @@
-// The operator's console (admins only): users, every user's jobs, the workers and queues, the audit log (each list
-// shows its newest 200; search narrows it).
+// The operator's console (admins only): users, the moderation queue, every user's jobs, the workers and queues, the
+// audit log (each list shows its newest 200; search narrows it).
 // Every action asks for a reason, which the audit log keeps (and a suspended user is shown).
 import { get, post, put } from "../api.js";
 import { clock, duration, field, h, mount, showErrors, tabs } from "../dom.js";
@@ -138,6 +138,40 @@ function workersPanel() {
   return [h("div", {}, body), () => clearInterval(timer)];
 }
 
+function moderationPanel() {
+  const reason = reasonBox("Reason for the decision");
+  const held = h("div", { class: "cards", "aria-label": "Held images" });
+  const reports = h("tbody");
+  async function load() {
+    const [images, open] = await Promise.all([get("/admin/moderation/screenings?limit=200"),
+      get("/admin/moderation/reports?limit=200")]);
+    held.replaceChildren(...(images.length ? images.map((s) => h("section", { class: "card", "aria-label": s.name },
+      h("img", { src: s.url, alt: s.name, style: "width:100%;max-height:220px;object-fit:contain" }),
+      h("p", {}, h("strong", {}, s.name), ` (${s.subject}) by ${s.owner_email}`),
+      h("p", { class: "hint" }, s.reason),
+      h("div", { class: "row" },
+        h("button", { type: "button", onclick: async () => (await reason.act((why) => post(
+          `/admin/moderation/screenings/${s.id}`, { decision: "allow", reason: why }), `${s.name}: allowed.`))
+          && load() }, "Allow"),
+        h("button", { type: "button", class: "danger", onclick: async () => (await reason.act((why) => post(
+          `/admin/moderation/screenings/${s.id}`, { decision: "violation", reason: why }),
+          `${s.name}: a violation; its owner got a strike.`)) && load() }, "Violation"))))
+      : [h("p", { class: "muted" }, "No image is held for review.")]));
+    reports.replaceChildren(...open.map((r) => h("tr", {},
+      h("td", {}, h("a", { href: `#/models/${r.model_id}` }, r.model_name)), h("td", {}, r.owner_email),
+      h("td", {}, r.reporter_email), h("td", {}, r.reason),
+      h("td", {}, h("button", { type: "button", class: "secondary", onclick: async () => (await reason.act((why) =>
+        post(`/admin/moderation/reports/${r.id}`, { decision: "dismiss", reason: why }), "Dismissed.")) && load() },
+      "Dismiss"), h("button", { type: "button", class: "danger", onclick: async () => (await reason.act((why) =>
+        post(`/admin/moderation/reports/${r.id}`, { decision: "uphold", reason: why }),
+        "Upheld: the model is hidden and its owner got a strike.")) && load() }, "Uphold")))));
+  }
+  load();
+  return h("div", {}, reason.form, reason.box, reason.said, h("h2", {}, "Held images"), held,
+    h("h2", {}, "Reports"), h("table", {}, h("thead", {}, h("tr", {}, ...["Model", "Owner", "Reported by", "Why", ""]
+      .map((t) => h("th", {}, t)))), reports));
+}
+
 function auditPanel() {
   const rows = h("tbody");
   get("/admin/audit?limit=200").then((entries) => rows.replaceChildren(...entries.map((e) => h("tr", {},
@@ -155,7 +189,7 @@ export async function adminPage() {
   }
   const [workers, stopWorkers] = workersPanel();
   mount(h("h1", {}, "Console"),
-    tabs("Console", [["Users", usersPanel()], ["Jobs", jobsPanel()], ["Workers", workers],
-      ["Audit log", auditPanel()]]));
+    tabs("Console", [["Users", usersPanel()], ["Moderation", moderationPanel()], ["Jobs", jobsPanel()],
+      ["Workers", workers], ["Audit log", auditPanel()]]));
   return stopWorkers;
 }

@@ -7,7 +7,8 @@ import { field, h, splitList } from "../dom.js";
 export async function followTask(task, box) {
   const bar = h("progress", { max: Math.max(1, task.total), value: task.done });
   const text = h("span", {});
-  const label = task.on_upload ? "tagging new images" : task.kind.replace("_", " ");
+  const label = task.kind === "screen" ? "screening new images"
+    : task.on_upload ? "tagging new images" : task.kind.replace("_", " ");
   box.replaceChildren(bar, " ", text);
   for (;;) {
     bar.max = Math.max(1, task.total);

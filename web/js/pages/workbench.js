@@ -75,6 +75,10 @@ export async function workbenchPage(datasetId) {
     state.sort === "duplicates" && state.groupOf.has(image.id) && `≈ ${state.groupOf.get(image.id) + 1}`]
     .filter(Boolean).join(" · ");
 
+  // what the site's screening says of an image, on its tile (the editor shows why)
+  const SCREENING = { pending: "being screened", private: "private", held: "held for review", refused: "refused",
+                      removed: "removed" };
+
   function tile(image) {
     const selected = state.selected.has(image.id);
     return h("button", { type: "button", class: "tile" + (selected ? " selected" : ""), role: "option",
@@ -84,6 +88,8 @@ export async function workbenchPage(datasetId) {
         h("img", { src: image.thumb_url, alt: image.filename, loading: "lazy", decoding: "async" }),
         cropOverlay(image)),
       badges(image) && h("span", { class: "badge" }, badges(image)),
+      image.screening !== "allowed" && h("span", { class: `screen screen-${image.screening}`,
+                                                   title: image.screening_reason }, SCREENING[image.screening]),
       h("div", { class: "meta" }, image.filename),
       h("div", { class: "meta muted" }, image.tags.slice(0, 4).join(", ") || "no tags"));
   }
@@ -143,7 +149,9 @@ export async function workbenchPage(datasetId) {
     }
     return h("section", { class: "card editor", "aria-label": "Selected image" },
       h("div", { class: "editor-head" }, h("img", { src: image.thumb_url, alt: "", class: "editor-thumb" }),
-        h("div", {}, h("h2", {}, image.filename), h("p", { class: "muted" }, `${image.width}×${image.height} ${image.format}`)),
+        h("div", {}, h("h2", {}, image.filename), h("p", { class: "muted" }, `${image.width}×${image.height} ${image.format}`),
+          image.screening !== "allowed" && h("p", { class: `screen-note screen-${image.screening}`, role: "note" },
+            image.screening_reason)),
         h("button", { type: "button", class: "secondary close-editor", onclick: () => { state.selected.clear(); render(); } },
           "Done")),
       chips, field("Add tags", adder, "Enter adds them; commas separate tags. Changes are saved as you make them."),
