@@ -70,6 +70,12 @@ class TooMany(Problem, status=429, code="too_many_requests"): ...
 class Unavailable(Problem, status=503, code="unavailable"): ...
 
 
+def not_enough_credits(exc: Exception) -> PaymentRequired:
+    """402 naming the price and the balance (`exc`: core.credits.NotEnoughCredits)."""
+    return PaymentRequired(f"not enough credits: {exc}", [{"field": "price", "message": f"{exc.price} credits"},
+                                                          {"field": "balance", "message": f"{exc.balance} credits"}])
+
+
 def answer(status: int, message: str, code: str, errors: Iterable[FieldError] = (),
            headers: Mapping[str, str] | None = None) -> JSONResponse:
     body = ErrorBody(detail=ErrorDetail(message=message, code=code, errors=list(errors)))

@@ -398,44 +398,6 @@ class SweepOut(BaseModel):
     error: str | None
 
 
-class PublishIn(BaseModel):
-    job_id: str
-    epoch: int = Field(ge=1)
-    name: LoraName
-    trigger_words: list[str] = Field(default_factory=list)
-    description: str = Field(default="", max_length=10000)
-    visibility: Literal["private", "public"] = "private"
-
-
-class ModelPatch(BaseModel):
-    name: LoraName | None = None
-    trigger_words: list[str] | None = None
-    description: str | None = Field(default=None, max_length=10000)
-    visibility: Literal["private", "public"] | None = None
-
-
-class ModelOut(BaseModel):
-    id: str
-    name: str
-    owner_id: str
-    owner: str = Field(description="who published it: the part of their email before the @")
-    job_id: str
-    epoch: int
-    base_model: str = Field(description="the base model it was trained on, by its name on this server")
-    family: str = Field(description="that base model's family, in words (SD 1.5, SDXL, FLUX.1 …)")
-    network_type: str = Field(description="LoRA, LoHa or LoKr, with + DoRA where it decomposes the weight")
-    size: int = Field(description="the file's size in bytes")
-    trigger_words: list[str]
-    description: str
-    visibility: str
-    previews: list[str]
-    download_url: str
-    snippet: str
-    created_at: datetime
-    hidden_reason: str | None = Field(None, description="set while moderation keeps it off public view (only its "
-                                                        "owner sees the model then)")
-
-
 class WebhookIn(BaseModel):
     url: str | None = Field(None, max_length=2000, description="http(s) address told when a job ends; null: none")
     new_secret: bool = Field(False, description="make a new signing secret (the old one stops working)")

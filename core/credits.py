@@ -122,6 +122,14 @@ def hold(session: Session, user_id: str, job_id: str, amount: int, note: str) ->
     _record(session, user_id, MoveKind.hold, amount, new, job_id, note)
 
 
+def spend(session: Session, user_id: str, amount: int, note: str) -> None:
+    """Pays `amount` from the balance at once (a test of someone else's model), or raises NotEnoughCredits."""
+    new = _add(session, user_id, -amount)
+    if new is None:
+        raise NotEnoughCredits(amount, balance(session, user_id))
+    _record(session, user_id, MoveKind.charge, amount, new, note=note)
+
+
 def charge_epoch(session: Session, job_id: str, epoch: int) -> bool:
     """Epoch `epoch` (and any before it not charged yet) is paid from what the job holds — all of it when it holds
     less (an admin's re-queue holds nothing). The job's charged_epochs is the fence: an epoch stored again by a

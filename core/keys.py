@@ -52,3 +52,7 @@ def sweep_grid(user_id: str, sweep_id: str) -> str:
 
 def conversion(user_id: str, conversion_id: str) -> str:
     return f"u/{user_id}/plain/{conversion_id}.safetensors"
+
+
+def showcase(user_id: str, model_id: str, item_id: str, ext: str) -> str:
+    return f"u/{user_id}/models/{model_id}/{item_id}.{ext}"

@@ -229,6 +229,14 @@ class PublishedModel(Base):
     visibility: Mapped[str] = mapped_column(String(8), default="private")
     hidden_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # kept off public view by moderation
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    cover_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # a showcase item; None: the first
+    license: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    recommended_weight: Mapped[float] = mapped_column(Float, default=0.8, server_default="0.8")
+    tags: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    downloads: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    family: Mapped[str] = mapped_column(String(32), default="", server_default="")  # its base model's family
+    keywords: Mapped[str] = mapped_column(Text, default="", server_default="")  # what the gallery's search reads
+    showcase: Mapped[list[ShowcaseItem]] = relationship(cascade="all, delete-orphan", order_by="ShowcaseItem.position")
 
     @hybrid_property
     def shown_publicly(self) -> bool:  # noqa: D102 - public, and not hidden by moderation (works in SQL too)
@@ -238,6 +246,18 @@ class PublishedModel(Base):
     @classmethod
     def _shown_publicly(cls) -> ColumnElement[bool]:
         return and_(cls.visibility == "public", cls.hidden_reason.is_(None))
+
+
+class ShowcaseItem(Base):
+    """One picture on a model's page: one of its previews or test images, or an upload (screened like any)."""
+
+    __tablename__ = "showcase_items"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    model_id: Mapped[str] = mapped_column(ForeignKey("published_models.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(512))
+    source: Mapped[str] = mapped_column(String(16))  # preview, generation, upload
+    position: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Sweep(Base):

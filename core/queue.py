@@ -20,6 +20,7 @@ CONVERT_TASK = "lorabake.to_plain_lora"
 RECONCILE_TASK = "lorabake.reconcile"
 DATASET_TASK = "lorabake.dataset_task"
 WEBHOOK_TASK = "lorabake.deliver_webhook"
+SCREEN_TASK = "lorabake.screen"
 log = logging.getLogger(__name__)
 
 
@@ -57,7 +58,7 @@ def make_celery(settings: Settings) -> Celery:
         task_routes={TRAIN_TASK: {"queue": TRAIN_QUEUE}, GENERATE_TASK: {"queue": LIGHT_QUEUE},
                      SWEEP_TASK: {"queue": LIGHT_QUEUE}, CONVERT_TASK: {"queue": LIGHT_QUEUE},
                      RECONCILE_TASK: {"queue": CPU_QUEUE}, DATASET_TASK: {"queue": CPU_QUEUE},
-                     WEBHOOK_TASK: {"queue": CPU_QUEUE}},
+                     WEBHOOK_TASK: {"queue": CPU_QUEUE}, SCREEN_TASK: {"queue": CPU_QUEUE}},
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

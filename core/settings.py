@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     credit_prices: dict[str, float] = Field(default_factory=dict)
     credit_price_default: float = Field(default=0.0, ge=0)
     monthly_credits: int = Field(default=0, ge=0)
+    test_price: int = Field(default=0, ge=0)  # credits for one "test" of someone else's public model
 
     # Screening (README, "Screening"): with `screen_tagger` (a tagger's folder name or hub id, as GET /taggers lists
     # them), every image users upload and every image workers render is scored, and the rules decide, e.g.

@@ -4,6 +4,7 @@ are never shown to anyone but their owner."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -13,8 +14,11 @@ from PIL import Image
 from sqlalchemy.orm import Session
 
 from core import screening
+from core.db import session_factory
+from core.models import Screening
 from core.screen_policy import ScreenRule
 from core.settings import Settings
+from core.storage import Storage
 from core.taggers import find_tagger
 from worker.tagging import TaggerError, TagOptions, WD14Tagger, tagger_files
 
@@ -87,3 +91,16 @@ def screen_now(factory: Callable[[], Session], settings: Settings, owner_id: str
     with factory() as session:
         screen(session, settings, owner_id, subject, shots)
         session.commit()
+
+
+def run_screening(settings: Settings, storage: Storage, screening_id: str) -> str:
+    """One pending file (an upload for a model's page): scored and judged. Safe to run twice."""
+    with session_factory(settings.db_url)() as session:
+        row = session.get(Screening, screening_id)
+        if row is None or row.state != screening.State.pending:
+            return "gone" if row is None else row.state
+        with Image.open(io.BytesIO(storage.get_bytes(row.key))) as picture:
+            shot = Shot(row.key, row.name, picture.convert("RGB"), row.subject_id)
+        verdicts = screen(session, settings, row.owner_id, row.subject, [shot])
+        session.commit()
+    return verdicts[0].state if verdicts else "screening is off"

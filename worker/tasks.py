@@ -11,6 +11,7 @@ from core.queue import (
     DATASET_TASK,
     GENERATE_TASK,
     RECONCILE_TASK,
+    SCREEN_TASK,
     SWEEP_TASK,
     TRAIN_TASK,
     WEBHOOK_TASK,
@@ -25,6 +26,7 @@ from worker.attempt import run_attempt
 from worker.conversion import run_conversion
 from worker.dataset_tasks import run_dataset_task
 from worker.generation import MODELS, run_generation
+from worker.screening import run_screening
 from worker.sweep import run_sweep
 from worker.webhook import deliver
 
@@ -80,6 +82,13 @@ def reconcile_jobs() -> dict[str, list[str]]:
 def dataset_task(task_id: str) -> str:
     """Auto-tagging or focus crops over a dataset; safe to run twice (see worker.dataset_tasks)."""
     return run_dataset_task(settings, _storage(), task_id)
+
+
+@celery.task(name=SCREEN_TASK, acks_late=True, autoretry_for=(OperationalError,), max_retries=2,
+             retry_backoff=True, time_limit=300, soft_time_limit=280)
+def screen_file(screening_id: str) -> str:
+    """One uploaded file through the site's screening (see worker.screening)."""
+    return run_screening(settings, _storage(), screening_id)
 
 
 @celery.task(name=WEBHOOK_TASK, bind=True, acks_late=True, max_retries=settings.webhook_tries - 1,

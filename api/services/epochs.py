@@ -22,8 +22,10 @@ def find_epoch(job: Job, n: int, session: Session) -> Epoch:
     return epoch
 
 
-def queue_generation(session: Session, job: Job, n: int, body: GenerateIn, request: Request) -> Generation:
-    """Queues a generation with epoch `n` ("test this epoch"); the prompt's <lora:…> tags may name only it."""
+def queue_generation(session: Session, job: Job, n: int, body: GenerateIn, request: Request,
+                     requester_id: str | None = None) -> Generation:
+    """Queues a generation with epoch `n` ("test this epoch"); the prompt's <lora:…> tags may name only it. It
+    belongs to whoever asked (the job's owner, or a user trying a public model)."""
     find_epoch(job, n, session)
     _known_sampler(body.sampler)
     try:
@@ -34,7 +36,8 @@ def queue_generation(session: Session, job: Job, n: int, body: GenerateIn, reque
     if unknown:
         raise Invalid(f"unknown LoRA name(s) {', '.join(unknown)}; this epoch is <lora:{job.name}:weight>",
                       [{"field": "prompt", "message": f"unknown LoRA name(s) {', '.join(unknown)}"}])
-    generation = Generation(owner_id=job.owner_id, job_id=job.id, epoch_n=n, request=body.model_dump())
+    generation = Generation(owner_id=requester_id or job.owner_id, job_id=job.id, epoch_n=n,
+                            request=body.model_dump())
     session.add(generation)
     session.commit()
     dispatch_task(request, session, generation, GENERATE_TASK)

@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, Row, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from api.deps import Page, not_found
-from api.errors import Conflict, Invalid, PaymentRequired, TooMany
+from api.errors import Conflict, Invalid, TooMany, not_enough_credits
 from api.schemas import ContinueIn, JobIn, JobOut, JobSummary, RetrainIn
 from api.services.datasets import selected_images
 from api.training import CONTINUE_KEYS, FAMILY_KEYS, Assessment, assess, estimated_seconds
@@ -95,9 +95,7 @@ def hold_price(session: Session, settings: Settings, job: Job, epochs: int, note
         credits.hold(session, job.owner_id, job.id, job.epoch_price * epochs, note)
     except credits.NotEnoughCredits as exc:
         session.rollback()
-        raise PaymentRequired(f"not enough credits: {exc}", [
-            {"field": "price", "message": f"{exc.price} credits"},
-            {"field": "balance", "message": f"{exc.balance} credits"}]) from None
+        raise not_enough_credits(exc) from None
 
 
 def create_job(body: JobIn, user_id: str, session: Session, settings: Settings, request: Request) -> Job:

@@ -224,13 +224,34 @@ def test_register_upload_train_publish_and_isolation(stack):
     renamed = client.patch(f"/api/v1/models/{model['id']}", json={"name": "shapes_v2", "visibility": "public"},
                            headers=alice)
     assert renamed.status_code == 200 and renamed.json()["snippet"] == "<lora:shapes_v2:0.8>"
-    assert [m["name"] for m in client.get("/api/v1/models", headers=bob).json()] == ["shapes_v2"]
+    assert client.get("/api/v1/models", headers=bob).json() == []  # bob's own models
+    gallery = client.base_url.join("/api/v1/gallery")
+    assert httpx.get(gallery).json() == []  # public, but nothing to show yet
+    picks = client.get(f"/api/v1/models/{model['id']}/showcase/candidates", headers=alice).json()
+    assert {p["source"] for p in picks} == {"preview", "generation"}  # its previews and alice's test image
+    page = client.post(f"/api/v1/models/{model['id']}/showcase", json={"keys": [picks[0]["key"]]},
+                       headers=alice).json()
+    assert page["in_gallery"] and page["cover_url"] and len(page["showcase"]) == 1
+    cards = httpx.get(gallery, params={"family": "sd15", "q": "SHAPES"}).json()  # a visitor browses and finds it
+    assert [(c["name"], c["owner"], c["family"]) for c in cards] == [("shapes_v2", "alice", "SD 1.5")]
+    assert httpx.get(cards[0]["cover_url"]).content[:4] == b"\x89PNG"
     visitor = httpx.get(client.base_url.join(f"/api/v1/models/{model['id']}"))  # no session: a shared link
     assert visitor.status_code == 200 and visitor.json()["owner"] == "alice"
+    # bob tries alice's model (made for him by the worker) and downloads it, which counts
+    trial = client.post(f"/api/v1/models/{model['id']}/test", json={"prompt": "sks, red circle", "steps": 3},
+                        headers=bob)
+    assert trial.status_code == 202, trial.text
+    tried = wait_for(lambda: (g := client.get(f"/api/v1/generations/{trial.json()['id']}", headers=bob)
+                              .json())["status"] in ("succeeded", "failed") and g, 120, "bob's test",
+                     describe=worker.log)
+    assert tried["status"] == "succeeded" and httpx.get(tried["images"][0]).content[:4] == b"\x89PNG"
+    got = client.get(f"/api/v1/models/{model['id']}/download", headers=bob, follow_redirects=True)
+    assert hashlib.sha256(got.content).hexdigest() == epoch_2["sha256"]
+    assert httpx.get(client.base_url.join(f"/api/v1/models/{model['id']}")).json()["downloads"] == 1
     blocked = client.delete(f"/api/v1/jobs/{job['id']}", headers=alice)
     assert blocked.status_code == 409 and "unpublish" in blocked.json()["detail"]["message"]
     assert client.delete(f"/api/v1/models/{model['id']}", headers=alice).status_code == 204
-    assert client.get("/api/v1/models", headers=bob).json() == []
+    assert httpx.get(gallery).json() == []
     assert client.delete(f"/api/v1/jobs/{job['id']}", headers=bob).status_code == 404
     epoch_file = client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=alice).json()[0]["download_url"]
     assert client.delete(f"/api/v1/jobs/{job['id']}", headers=alice).status_code == 204
