@@ -81,6 +81,7 @@ class ModelOut(BaseModel):
     tags: list[str]
     downloads: int
     visibility: str
+    cover_id: str | None = Field(description="the showcase item shown as its face (the chosen one, else the first)")
     cover_url: str | None
     showcase: list[ShowcaseOut]
     previews: list[str]

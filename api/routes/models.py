@@ -80,10 +80,12 @@ def unpublish(model_id: str, user: CurrentUser, session: SessionDep) -> Response
 @router.get("/models/{model_id}/showcase/candidates")
 def showcase_candidates(model_id: str, user: CurrentUser, session: SessionDep, storage: StorageDep,
                         settings: SettingsDep) -> list[ShowcaseCandidate]:
-    """The previews and test images of the model's job that can go on its page."""
+    """The previews and test images of the model's job that can go on its page (and are not on it yet)."""
     model = service.owned_model(model_id, user.id, session)
+    shown = {item.key for item in model.showcase}
     return [ShowcaseCandidate(key=key, url=storage.signed_url(key, expires_s=settings.download_link_seconds),
-                              source=source, name=name) for key, source, name in service.candidates(session, model)]
+                              source=source, name=name)
+            for key, source, name in service.candidates(session, model) if key not in shown]
 
 
 @router.post("/models/{model_id}/showcase")

@@ -72,7 +72,7 @@ def model_page(session: Session, model: PublishedModel, storage: Storage, expire
         network_type=NetworkSpec.of_job(job.params).label, size=epoch.size, trigger_words=model.trigger_words,
         description=model.description, description_html=description_html(model.description), license=model.license,
         recommended_weight=model.recommended_weight, tags=model.tags, downloads=model.downloads,
-        visibility=model.visibility, cover_url=storage.signed_url(cover.key, expires_s=expires_s) if cover else None,
+        visibility=model.visibility, cover_id=cover.id if cover else None, cover_url=storage.signed_url(cover.key, expires_s=expires_s) if cover else None,
         showcase=[ShowcaseOut(id=item.id, url=storage.signed_url(item.key, expires_s=expires_s), source=item.source,
                               screening=states.get(item.key, ("allowed", ""))[0],
                               screening_reason=states.get(item.key, ("", ""))[1]) for item in items],

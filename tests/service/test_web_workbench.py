@@ -346,9 +346,15 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     expect(facts).to_contain_text("SD 1.5: tiny-sd15")
     expect(facts).to_contain_text("LoRA")
     expect(facts).to_contain_text(re.compile(r"\d+\.\d+ MB"))
+    # a picture for its page: one of its previews becomes the cover, and the model enters the gallery
+    pictures = page.get_by_role("region", name="Pictures")
+    pictures.get_by_role("button", name="Add").first.click()
+    expect(page.get_by_role("img", name="circles cover")).to_be_visible()
+    expect(page.get_by_label("Showcase").get_by_text("cover")).to_be_visible()
+    shot(page, "09b-model-page-with-cover")
     page.get_by_role("link", name="Models").click()
     expect(page.get_by_role("link", name="circles")).to_be_visible()
-    expect(page.get_by_role("row", name=re.compile("circles"))).to_contain_text("painter")
+    expect(page.get_by_role("row", name=re.compile("circles"))).to_contain_text("in the gallery")
     shot(page, "10-models-list")
 
     # A visitor with the link: the public model, no menu (nor "Sign out"), no stray "false" under the previews
@@ -362,14 +368,21 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     expect(stranger.get_by_role("link", name="Sign in or create an account")).to_be_visible()
     assert "false" not in stranger.locator("main").inner_text()
     expect(stranger.get_by_role("form", name="Manage this model")).to_have_count(0)
+    expect(stranger.get_by_role("link", name="Sign in", exact=True)).to_be_visible()  # to download or test it
     shot(stranger, "10b-model-page-visitor")
+    stranger.get_by_role("link", name="Gallery").click()  # and browses the gallery, where the model has its cover
+    card = stranger.get_by_role("listitem").get_by_role("link", name="circles")
+    expect(card).to_contain_text("SD 1.5 · by painter")
+    shot(stranger, "10c-gallery-visitor")
+    card.click()
+    expect(stranger.get_by_role("img", name="circles cover")).to_be_visible()
     visitor.close()
 
     # A phone (390 px) in dark mode: every view fits the screen's width and follows the system's colour scheme
     page.set_viewport_size({"width": 390, "height": 844})
     page.emulate_media(color_scheme="dark")
     views = [("#/datasets", "Datasets"), (dataset_url, "circles"), (f"{dataset_url}/train", "Train on circles"),
-             ("#/jobs", "Jobs"), (job_url, "circles"), ("#/models", "Models"), (model_url, "circles"),
+             ("#/jobs", "Jobs"), (job_url, "circles"), ("#/models", "Your models"), ("#/gallery", "Gallery"), (model_url, "circles"),
              ("#/settings", "Settings")]
     for n, (url, heading) in enumerate(views):
         page.goto(url if url.startswith("http") else f"/{url}")
@@ -439,12 +452,14 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     page.goto(model_url)
     manage = page.get_by_role("form", name="Manage this model")
     manage.get_by_label("Name").fill("circles_v2")
-    manage.get_by_label("Description").fill("Flat red circles.")
+    manage.get_by_label("Description").fill("Flat **red** circles. <script>alert(1)</script>")
     manage.get_by_label("Trigger words (comma-separated)").fill("sks, red circle")
     manage.get_by_role("button", name="Save").click()
     expect(page.get_by_role("heading", name="circles_v2")).to_be_visible()
-    expect(page.get_by_role("paragraph").filter(has_text="Flat red circles.")).to_be_visible()
-    expect(page.get_by_text("Trigger words: sks, red circle")).to_be_visible()
+    description = page.locator(".description")
+    expect(description.locator("strong")).to_have_text("red")  # Markdown, shown
+    expect(description).to_contain_text("<script>alert(1)</script>")  # raw HTML, shown as text
+    expect(page.locator("dl.facts")).to_contain_text("sks, red circle")
     # a job with a published model says so next to its Delete button, with a link to the model (no alert box)
     page.goto(job_url)
     page.once("dialog", lambda dialog: dialog.accept())

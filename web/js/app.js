@@ -5,7 +5,9 @@ import { datasetsPage } from "./pages/datasets.js";
 import { workbenchPage } from "./pages/workbench.js";
 import { trainPage } from "./pages/train.js";
 import { jobsPage, jobPage } from "./pages/jobs.js";
-import { modelsPage, modelPage, publishPage } from "./pages/models.js";
+import { modelsPage, publishPage } from "./pages/models.js";
+import { modelPage } from "./pages/model_page.js";
+import { galleryPage } from "./pages/gallery.js";
 import { settingsPage } from "./pages/settings.js";
 import { adminPage } from "./pages/admin.js";
 import { mount, h } from "./dom.js";
@@ -21,12 +23,13 @@ const routes = [
   [/^#\/jobs\/(\w+)\/retrain$/, (id) => trainPage({ fromJob: id })],
   [/^#\/jobs\/(\w+)\/publish\/(\d+)$/, (id, n) => publishPage(id, Number(n))],
   [/^#\/models$/, () => modelsPage()],
+  [/^#\/gallery$/, () => galleryPage()],
   [/^#\/models\/(\w+)$/, (id) => modelPage(id)],
   [/^#\/settings$/, () => settingsPage()],
   [/^#\/admin$/, () => adminPage()],
 ];
 
-const PUBLIC = [/^#\/models\/\w+$/];
+const PUBLIC = [/^#\/models\/\w+$/, /^#\/gallery$/];
 let cleanup = null;
 
 async function route() {
@@ -46,6 +49,7 @@ async function route() {
   }
   // a visitor on a public page is one click from an account
   document.getElementById("sign-in").hidden = signedIn || hash === "#/sign-in";
+  document.getElementById("visitor-gallery").hidden = signedIn;
   // visitors may open a public model's link; everything else asks them to sign in
   if (!signedIn && hash !== "#/sign-in" && !PUBLIC.some((pattern) => pattern.test(hash))) {
     location.hash = "#/sign-in";

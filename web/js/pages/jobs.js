@@ -1,4 +1,5 @@
 // The queue, and a job page that follows the job live over Server-Sent Events.
+import { rendered } from "../generation.js";
 import { del, get, post, getAll } from "../api.js";
 import { lineChart } from "../chart.js";
 import { clock, duration, field, h, mount, zoomable } from "../dom.js";
@@ -121,13 +122,8 @@ function testPanel(job) {
     status.textContent = "Rendering…";
     status.className = "muted";
     try {
-      let gen = await post(`/jobs/${job.id}/epochs/${epoch.value}/generate`, { prompt: prompt.value, weight: Number(weight.value) });
-      while (!["succeeded", "failed"].includes(gen.status)) {
-        status.textContent = gen.status === "queued" && gen.waiting_for ? `Queued: ${gen.waiting_for}` : "Rendering…";
-        await new Promise((r) => setTimeout(r, 700));
-        gen = await get(`/generations/${gen.id}`);
-      }
-      if (gen.status === "failed") throw new Error(gen.error);
+      const gen = await rendered(await post(`/jobs/${job.id}/epochs/${epoch.value}/generate`,
+        { prompt: prompt.value, weight: Number(weight.value) }), status);
       status.textContent = `Epoch ${epoch.value}: done` + (gen.notes.length ? ` (${gen.notes.join("; ")})` : "");
       result.prepend(...gen.images.map((url) => h("img", { src: url, alt: `test image of epoch ${epoch.value}` })));
     } catch (error) {
