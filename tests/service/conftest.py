@@ -307,3 +307,23 @@ class EmbeddedStack:
 
     def leftovers(self) -> list[str]:
         return subprocess.run(["pgrep", "-f", str(self.var)], capture_output=True, text=True).stdout.split()
+
+
+def public_model(client, settings, owner: dict[str, str], name: str = "shown") -> str:  # noqa: ANN001
+    """A public model of `owner` (over HTTP: a dataset and a job; in the database: the job succeeded with one
+    stored epoch, published); its id."""
+    from core.db import session_factory
+    from core.models import Epoch, Job, JobStatus, PublishedModel
+
+    job_id = start_job(client, owner, dataset_with_images(client, owner, 2), name, 1)
+    with session_factory(settings.db_url)() as session:
+        job = session.get(Job, job_id)
+        job.status = JobStatus.succeeded
+        epoch = Epoch(job_id=job_id, n=1, file_key="k", size=1, sha256="0" * 64, previews=[])
+        session.add(epoch)
+        session.flush()
+        model = PublishedModel(owner_id=job.owner_id, job_id=job_id, epoch_id=epoch.id, name=name,
+                               visibility="public", family="sd15")
+        session.add(model)
+        session.commit()
+        return model.id

@@ -12,9 +12,9 @@ from starlette.routing import Route
 
 from api.main import create_app
 from core.db import session_factory
-from core.models import Epoch, Job, JobStatus, PublishedModel, Worker, utcnow
+from core.models import Job, JobStatus, Worker, utcnow
 from core.settings import Settings, get_settings
-from tests.service.conftest import dataset_with_images, register, start_job
+from tests.service.conftest import dataset_with_images, public_model, register, start_job
 from trainer.cli import main as cli
 
 PASSWORD = "correct horse battery"
@@ -68,29 +68,12 @@ def test_the_server_command_grants_and_revokes_the_admin_role(site, monkeypatch,
     assert actions[:2] == [("role.user", "server command line"), ("role.admin", "server command line")]
 
 
-def _public_model(settings: Settings, job_id: str) -> str:
-    with session_factory(settings.db_url)() as session:
-        job = session.get(Job, job_id)
-        epoch = Epoch(job_id=job.id, n=1, file_key="k", size=1, sha256="0" * 64, previews=[])
-        session.add(epoch)
-        session.flush()
-        model = PublishedModel(owner_id=job.owner_id, job_id=job.id, epoch_id=epoch.id, name="shown",
-                               visibility="public")
-        session.add(model)
-        session.commit()
-        return model.id
-
-
 def test_a_suspended_account_stops_training_hides_its_models_and_is_told_why(site):
     client, settings, admin = site
     mallory = register(client, "mallory@example.com")
-    dataset = dataset_with_images(client, mallory, 2)
-    finished = start_job(client, mallory, dataset, "old", 1)
-    with session_factory(settings.db_url)() as session:
-        session.get(Job, finished).status = JobStatus.succeeded
-        session.commit()
-    model = _public_model(settings, finished)
-    waiting = start_job(client, mallory, dataset, "waiting", 1)
+    model = public_model(client, settings, mallory)
+    finished = client.get(f"/api/v1/models/{model}", headers=mallory).json()["job_id"]
+    waiting = start_job(client, mallory, dataset_with_images(client, mallory, 2), "waiting", 1)
     user_id = client.get("/api/v1/me", headers=mallory).json()["id"]
     laptop = {"Authorization": "Bearer " + client.post("/api/v1/auth/login", data={
         "username": "mallory@example.com", "password": PASSWORD}).json()["access_token"]}

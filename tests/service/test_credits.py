@@ -20,7 +20,7 @@ from core.estimates import RunShape
 from core.models import CreditMove, Job, JobStatus, User
 from core.settings import Settings
 from core.storage import storage_for
-from tests.service.conftest import LiveServer, dataset_with_images, register, start_job
+from tests.service.conftest import LiveServer, dataset_with_images, public_model, register, start_job
 from tests.service.test_database import make_job
 from worker.runner import ServiceCallbacks
 from worker.training import run_training
@@ -194,3 +194,24 @@ def test_a_worker_charges_finished_epochs_once_and_releases_the_rest(tmp_path, t
         assert balance() == 40
         more = client.post("/api/v1/jobs", json=_job_body(dataset, 3), headers=me)
         assert more.status_code == 402 and "costs 60 credits and you have 40" in more.json()["detail"]["message"]
+
+
+def test_testing_someone_elses_model_costs_the_test_price(tmp_path, tiny_sd15):
+    settings = Settings(var_dir=tmp_path / "var", test_price=5)  # training is free here; tests of others' are not
+    shutil.copytree(tiny_sd15, tmp_path / "var" / "models" / "tiny-sd15")
+    with TestClient(create_app(settings)) as client:
+        admin = register(client, "root@example.com")
+        owner, tester = register(client, "owner@example.com"), register(client, "tester@example.com")
+        model_id = public_model(client, settings, owner)
+        asked = {"prompt": "sks, a portrait", "steps": 2}
+        refused = client.post(f"/api/v1/models/{model_id}/test", json=asked, headers=tester)
+        assert refused.status_code == 402 and "costs 5 credits and you have 0" in refused.json()["detail"]["message"]
+        tester_id = client.get("/api/v1/me", headers=tester).json()["id"]
+        client.post(f"/api/v1/admin/users/{tester_id}/credits", json={"amount": 7, "reason": "a trial"}, headers=admin)
+        tried = client.post(f"/api/v1/models/{model_id}/test", json=asked, headers=tester)
+        assert tried.status_code == 202
+        assert client.get(f"/api/v1/generations/{tried.json()['id']}", headers=tester).status_code == 200  # theirs
+        assert client.get("/api/v1/me/credits", headers=tester).json()["balance"] == 2
+        own = client.post(f"/api/v1/models/{model_id}/test", json=asked, headers=owner)
+        assert own.status_code == 202  # testing your own model is free
+

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from core.db import session_factory
-from core.models import Epoch, Job, JobStatus, PublishedModel, Screening
+from core.models import JobStatus, Screening
 from core.settings import Settings
 from core.storage import storage_for
 from tests.service.conftest import (
@@ -20,9 +20,9 @@ from tests.service.conftest import (
     WorkerProcess,
     dataset_with_images,
     production_like_env,
+    public_model,
     register,
     settings_from_env,
-    start_job,
     wait_for,
 )
 from tests.service.test_dataset_tasks import solid
@@ -117,17 +117,7 @@ def test_a_report_reaches_the_moderators_and_an_upheld_one_hides_the_model(tmp_p
     with TestClient(create_app(settings)) as client:
         admin = register(client, "root@example.com")
         owner, reader = register(client, "owner@example.com"), register(client, "reader@example.com")
-        job_id = start_job(client, owner, dataset_with_images(client, owner, 1), "shown", 1)
-        with session_factory(settings.db_url)() as session:
-            session.get(Job, job_id).status = JobStatus.succeeded
-            epoch = Epoch(job_id=job_id, n=1, file_key="k", size=1, sha256="0" * 64, previews=[])
-            session.add(epoch)
-            session.flush()
-            model = PublishedModel(owner_id=session.get(Job, job_id).owner_id, job_id=job_id, epoch_id=epoch.id,
-                                   name="shown", visibility="public")
-            session.add(model)
-            session.commit()
-            path = f"/api/v1/models/{model.id}"
+        path = f"/api/v1/models/{public_model(client, settings, owner)}"
         said = client.post(f"{path}/reports", headers=reader, json={"reason": "copies an artist's style"})
         assert said.status_code == 201
         assert client.post(f"{path}/reports", headers=reader, json={"reason": "again"}).status_code == 409
@@ -150,6 +140,7 @@ def test_a_report_reaches_the_moderators_and_an_upheld_one_hides_the_model(tmp_p
 
 def test_previews_and_test_images_are_screened_before_anyone_else_sees_them(tmp_path, tiny_sd15):
     from worker.dataset_tasks import run_dataset_task
+    from worker.screening import run_screening
     from worker.training import run_training
 
     make_tiny_tagger(tmp_path / "var" / "taggers" / "tiny-wd14")
@@ -176,3 +167,19 @@ def test_previews_and_test_images_are_screened_before_anyone_else_sees_them(tmp_
             rows = session.query(Screening).filter(Screening.subject == "preview").all()
             assert len(rows) == len(previews) and {r.state for r in rows} == {"held"}
             assert all(r.name.startswith("epoch 1 preview") for r in rows)
+        # a picture uploaded for the model's page is screened too, and waits for an admin like the rest
+        model = client.post("/api/v1/models", headers=me, json={"job_id": job_id, "epoch": 1, "name": "screened",
+                                                                "visibility": "public"}).json()
+        path = f"/api/v1/models/{model['id']}"
+        sent = client.post(f"{path}/showcase/upload", headers=me,
+                           files=[("files", ("cover.png", solid((200, 200, 200)), "image/png"))]).json()
+        assert sent[0]["id"] and client.get(path, headers=me).json()["showcase"][0]["screening"] == "pending"
+        with session_factory(settings.db_url)() as session:
+            pending = session.query(Screening).filter(Screening.subject == "showcase").one()
+        assert run_screening(settings, storage, pending.id) == "held"  # what the cpu worker does with it
+        mine = client.get(path, headers=me).json()
+        assert mine["showcase"][0]["screening"] == "held" and not mine["in_gallery"]
+        client.cookies.clear()
+        seen = client.get(path).json()  # a visitor sees neither the picture nor the previews
+        assert seen["showcase"] == [] and seen["previews"] == [] and seen["cover_url"] is None
+        assert client.get("/api/v1/gallery").json() == []

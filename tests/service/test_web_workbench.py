@@ -382,7 +382,8 @@ def test_sign_up_upload_tag_train_test_and_publish_in_the_browser(browser_page):
     page.set_viewport_size({"width": 390, "height": 844})
     page.emulate_media(color_scheme="dark")
     views = [("#/datasets", "Datasets"), (dataset_url, "circles"), (f"{dataset_url}/train", "Train on circles"),
-             ("#/jobs", "Jobs"), (job_url, "circles"), ("#/models", "Your models"), ("#/gallery", "Gallery"), (model_url, "circles"),
+             ("#/jobs", "Jobs"), (job_url, "circles"), ("#/models", "Your models"), ("#/gallery", "Gallery"),
+             (model_url, "circles"),
              ("#/settings", "Settings")]
     for n, (url, heading) in enumerate(views):
         page.goto(url if url.startswith("http") else f"/{url}")

@@ -88,6 +88,7 @@ export function zoomable(img) {
 }
 
 // Panels behind a row of tabs, one shown at a time (arrow keys move between tabs): several tools take the room of one.
+// A panel given as [name, element, onShow] is told each time its tab is opened (to show what changed meanwhile).
 let tabIds = 0;
 export function tabs(label, panels) {
   const list = h("div", { role: "tablist", "aria-label": label, class: "tabs" });
@@ -110,6 +111,7 @@ export function tabs(label, panels) {
       b.tabIndex = i === index ? 0 : -1;
       panels[i][1].hidden = i !== index;
     });
+    if (panels[index][2]) panels[index][2]();
   }
   list.append(...buttons);
   show(0);

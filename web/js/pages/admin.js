@@ -84,8 +84,7 @@ function usersPanel() {
     h("table", {}, h("thead", {}, h("tr", {}, ...["Email", "Role", "Credits", "Training / waiting", "State"]
       .map((t) => h("th", {}, t)))), rows),
     detail);
-  load();
-  return panel;
+  return [panel, load];
 }
 
 function jobsPanel() {
@@ -107,13 +106,12 @@ function jobsPanel() {
         (await reason.act((why) => post(`/admin/jobs/${j.id}/requeue`, { reason: why }), `${j.name}: re-queued.`))
         && load() }, "Re-queue") : null))));
   }
-  load();
-  return h("div", {},
+  return [h("div", {},
     h("form", { class: "row", role: "search", onsubmit: (e) => { e.preventDefault(); load(); } },
       field("State", status), field("Find", query), h("button", { type: "submit" }, "Show")),
     reason.form, reason.box, reason.said,
     h("table", {}, h("thead", {}, h("tr", {}, ...["Job", "Owner", "State", "Progress", "Why / error", ""]
-      .map((t) => h("th", {}, t)))), rows));
+      .map((t) => h("th", {}, t)))), rows)), load];
 }
 
 function workersPanel() {
@@ -133,9 +131,8 @@ function workersPanel() {
         h("p", {}, w.jobs.length ? ["Training: ", ...w.jobs.map((id) => h("a", { href: `#/jobs/${id}` }, id))]
           : "Idle.")))].filter(Boolean));
   }
-  load();
-  const timer = setInterval(() => { if (body.isConnected) load().catch(() => null); }, 5000);
-  return [h("div", {}, body), () => clearInterval(timer)];
+  const timer = setInterval(() => { if (body.isConnected && !body.closest("[hidden]")) load().catch(() => null); }, 5000);
+  return [h("div", {}, body), load, () => clearInterval(timer)];
 }
 
 function moderationPanel() {
@@ -157,7 +154,8 @@ function moderationPanel() {
           `/admin/moderation/screenings/${s.id}`, { decision: "violation", reason: why }),
           `${s.name}: a violation; its owner got a strike.`)) && load() }, "Violation"))))
       : [h("p", { class: "muted" }, "No image is held for review.")]));
-    reports.replaceChildren(...open.map((r) => h("tr", {},
+    reports.replaceChildren(...(open.length ? [] : [h("tr", {}, h("td", { colspan: 5, class: "muted" },
+      "No open report."))]), ...open.map((r) => h("tr", {},
       h("td", {}, h("a", { href: `#/models/${r.model_id}` }, r.model_name)), h("td", {}, r.owner_email),
       h("td", {}, r.reporter_email), h("td", {}, r.reason),
       h("td", {}, h("button", { type: "button", class: "secondary", onclick: async () => (await reason.act((why) =>
@@ -166,19 +164,18 @@ function moderationPanel() {
         post(`/admin/moderation/reports/${r.id}`, { decision: "uphold", reason: why }),
         "Upheld: the model is hidden and its owner got a strike.")) && load() }, "Uphold")))));
   }
-  load();
-  return h("div", {}, reason.form, reason.box, reason.said, h("h2", {}, "Held images"), held,
+  return [h("div", {}, reason.form, reason.box, reason.said, h("h2", {}, "Held images"), held,
     h("h2", {}, "Reports"), h("table", {}, h("thead", {}, h("tr", {}, ...["Model", "Owner", "Reported by", "Why", ""]
-      .map((t) => h("th", {}, t)))), reports));
+      .map((t) => h("th", {}, t)))), reports)), load];
 }
 
 function auditPanel() {
   const rows = h("tbody");
-  get("/admin/audit?limit=200").then((entries) => rows.replaceChildren(...entries.map((e) => h("tr", {},
+  const load = async () => rows.replaceChildren(...(await get("/admin/audit?limit=200")).map((e) => h("tr", {},
     h("td", {}, clock(e.created_at)), h("td", {}, e.actor_email), h("td", {}, e.action),
-    h("td", {}, `${e.target_kind} ${e.target_id}`), h("td", {}, e.reason)))));
-  return h("table", {}, h("thead", {}, h("tr", {}, ...["When", "Who", "What", "On", "Why"]
-    .map((t) => h("th", {}, t)))), rows);
+    h("td", {}, `${e.target_kind} ${e.target_id}`), h("td", {}, e.reason))));
+  return [h("table", {}, h("thead", {}, h("tr", {}, ...["When", "Who", "What", "On", "Why"]
+    .map((t) => h("th", {}, t)))), rows), load];
 }
 
 export async function adminPage() {
@@ -187,9 +184,10 @@ export async function adminPage() {
     mount(h("h1", {}, "Page not found"), h("a", { href: "#/datasets" }, "Back to the datasets"));
     return null;
   }
-  const [workers, stopWorkers] = workersPanel();
+  // each tab loads what it shows when it is opened
+  const [workers, loadWorkers, stopWorkers] = workersPanel();
   mount(h("h1", {}, "Console"),
-    tabs("Console", [["Users", usersPanel()], ["Moderation", moderationPanel()], ["Jobs", jobsPanel()],
-      ["Workers", workers], ["Audit log", auditPanel()]]));
+    tabs("Console", [["Users", ...usersPanel()], ["Moderation", ...moderationPanel()], ["Jobs", ...jobsPanel()],
+      ["Workers", workers, loadWorkers], ["Audit log", ...auditPanel()]]));
   return stopWorkers;
 }
