@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query, Request
@@ -18,7 +18,7 @@ from api.security import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, token_hash
 from core import tasks
 from core.audit import Actor
 from core.db import read_rows
-from core.models import ApiToken, Dataset, Job, Role, TaskRow, User, utcnow
+from core.models import ApiToken, Dataset, Job, Role, TaskRow, User, aware, utcnow
 from core.queue import send
 from core.settings import Settings
 from core.storage import Storage
@@ -139,7 +139,7 @@ RequestToken = Annotated[str, Depends(request_token)]
 
 def get_current_user(session: SessionDep, token: RequestToken) -> Caller:
     row = read_rows(session, TOKEN_LOOKUP, {"token_hash": token_hash(token)}).first()
-    if row is None or (row.expires_at is not None and _aware(row.expires_at) < utcnow()):
+    if row is None or (row.expires_at is not None and aware(row.expires_at) < utcnow()):
         raise _unauthorized("invalid or expired token")
     if row.suspended_reason is not None:
         raise Forbidden(suspended_message(row.suspended_reason))
@@ -148,10 +148,6 @@ def get_current_user(session: SessionDep, token: RequestToken) -> Caller:
 
 def suspended_message(reason: str) -> str:
     return f"this account is suspended: {reason}"
-
-
-def _aware(value: datetime) -> datetime:  # SQLite hands back naive datetimes
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 CurrentUser = Annotated[Caller, Depends(get_current_user)]

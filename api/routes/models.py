@@ -79,13 +79,13 @@ def unpublish(model_id: str, user: CurrentUser, session: SessionDep) -> Response
 
 @router.get("/models/{model_id}/showcase/candidates")
 def showcase_candidates(model_id: str, user: CurrentUser, session: SessionDep, storage: StorageDep,
-                        settings: SettingsDep) -> list[ShowcaseCandidate]:
+                        settings: SettingsDep, page: PageDep) -> list[ShowcaseCandidate]:
     """The previews and test images of the model's job that can go on its page (and are not on it yet)."""
     model = service.owned_model(model_id, user.id, session)
     shown = {item.key for item in model.showcase}
+    offered = page.slice([c for c in service.candidates(session, model) if c[0] not in shown])
     return [ShowcaseCandidate(key=key, url=storage.signed_url(key, expires_s=settings.download_link_seconds),
-                              source=source, name=name)
-            for key, source, name in service.candidates(session, model) if key not in shown]
+                              source=source, name=name) for key, source, name in offered]
 
 
 @router.post("/models/{model_id}/showcase")

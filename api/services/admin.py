@@ -5,7 +5,7 @@ in its own transaction."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from fastapi import Request
@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 from api.admin_schemas import LimitsIn, TopUp
 from api.deps import Page, not_found
 from api.errors import Conflict, Invalid
-from api.services.jobs import enqueue
+from api.services.jobs import enqueue, live_fields
 from core import audit, credits, roles
 from core import jobs as lifecycle
 from core.events import notices_for
-from core.models import AuditEntry, Job, JobStatus, User, Worker, utcnow
+from core.models import AuditEntry, Job, JobStatus, User, Worker, aware, utcnow
 from core.queue import TRAIN_QUEUE, queue_lengths
 from core.settings import Settings
 
@@ -109,10 +109,6 @@ def _live_workers(session: Session, settings: Settings) -> list[Worker]:
     return list(session.scalars(select(Worker).where(Worker.heartbeat_at >= cutoff).order_by(Worker.name)))
 
 
-def _aware(value: datetime) -> datetime:  # SQLite hands back naive datetimes
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def jobs(session: Session, settings: Settings, status: str | None, query: str, page: Page) -> list[dict[str, Any]]:
     """Every user's jobs, newest first (by status, by owner email or job name), each waiting one with why."""
     statement = (select(Job, User.email).join(User, User.id == Job.owner_id)
@@ -129,12 +125,8 @@ def jobs(session: Session, settings: Settings, status: str | None, query: str, p
     out = []
     for job, email in rows:
         fields = {column.key: getattr(job, column.key) for column in Job.__table__.c}
-        slot = slots.get(job.id)
-        if slot is not None:
-            fields.update(queue_position=slot.position, starts_in_s=slot.starts_in_s, eta_s=slot.ends_in_s)
-        progress = 1.0 if job.status == JobStatus.succeeded else (job.step / job.total_steps if job.total_steps else 0)
-        out.append({**fields, "progress": round(progress, 4), "owner_email": email,
-                    "waiting_because": waiting_because(session, settings, job, slot, trainers)})
+        out.append({**fields, **live_fields(job, session, slots), "owner_email": email,
+                    "waiting_because": waiting_because(session, settings, job, slots.get(job.id), trainers)})
     return out
 
 
@@ -191,7 +183,7 @@ def workers(session: Session, settings: Settings, request: Request) -> dict[str,
     running = session.execute(select(Job.id, Job.worker).where(Job.status == JobStatus.running)).all()
     now = utcnow()
     listed = [{"name": w.name, "queues": w.queues, "gpus": w.gpus, "started_at": w.started_at,
-               "heartbeat_age_s": round((now - _aware(w.heartbeat_at)).total_seconds(), 1),
+               "heartbeat_age_s": round((now - aware(w.heartbeat_at)).total_seconds(), 1),
                "jobs": [job_id for job_id, name in running if name == w.name]}
               for w in _live_workers(session, settings)]
     queued = session.scalar(select(func.count()).where(Job.status == JobStatus.queued)) or 0

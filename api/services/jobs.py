@@ -139,7 +139,7 @@ _OWN_JOBS = (select(*_columns_for(JobSummary)).where(Job.owner_id == bindparam("
 _OWN_JOB = select(*_columns_for(JobOut)).where(Job.id == bindparam("job_id"), Job.owner_id == bindparam("owner_id"))
 
 
-def _live_fields(job: Row[Any], session: Session,
+def live_fields(job: Row[Any] | Job, session: Session,
                  slots: dict[str, transitions.QueueSlot] | None) -> dict[str, Any]:
     """Progress, and for a queued job its place and times in the queue (`slots`: the whole queue, read once)."""
     progress = 1.0 if job.status == JobStatus.succeeded else (job.step / job.total_steps if job.total_steps else 0.0)
@@ -155,7 +155,7 @@ def job_view(session: Session, job_id: str, owner_id: str) -> dict[str, Any]:
     row = read_rows(session, _OWN_JOB, {"job_id": job_id, "owner_id": owner_id}).first()
     if row is None:
         raise not_found("job")
-    return {**row._asdict(), **_live_fields(row, session, None),
+    return {**row._asdict(), **live_fields(row, session, None),
             "network_type": network_type_of(NetworkSpec.of_job(row.params))}
 
 
@@ -164,7 +164,7 @@ def job_summaries(session: Session, owner_id: str, page: Page) -> list[dict[str,
     rows = read_rows(session, page.of(_OWN_JOBS), {"owner_id": owner_id}).all()
     waiting = any(row.status == JobStatus.queued for row in rows)
     slots = transitions.queue_slots(session) if waiting else {}
-    return [{**row._asdict(), **_live_fields(row, session, slots)} for row in rows]
+    return [{**row._asdict(), **live_fields(row, session, slots)} for row in rows]
 
 
 def cancel_job(session: Session, job: Job, settings: Settings) -> None:

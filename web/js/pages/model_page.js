@@ -1,6 +1,6 @@
 // A model's page: cover, showcase, description, what it was trained with, the <lora:…> snippet, download, "test"
 // and "report" for signed-in users; its owner also edits the page, picks its pictures and reads reports about it.
-import { del, get, patch, post, api } from "../api.js";
+import { api, del, get, getAll, patch, post } from "../api.js";
 import { field, h, mount, showErrors, zoomable } from "../dom.js";
 import { rendered } from "../generation.js";
 import { megabytes, modelFields } from "./models.js";
@@ -96,7 +96,7 @@ function manage(model) {
 }
 
 async function pictures(model) {
-  const offered = await get(`/models/${model.id}/showcase/candidates`);
+  const offered = await getAll(`/models/${model.id}/showcase/candidates`);
   const box = h("p", { class: "error", role: "alert" });
   const picker = h("input", { type: "file", multiple: true, accept: "image/png,image/jpeg",
                               "aria-label": "Upload pictures" });
