@@ -13,7 +13,7 @@ from celery import Celery
 
 from core.db import session_factory
 from core.orphans import sweep_orphans
-from core.queue import TRAIN_TASK, WEBHOOK_TASK, send
+from core.queue import SCREEN_TASK, TRAIN_TASK, WEBHOOK_TASK, send
 from core.reconcile import reconcile
 from core.settings import Settings
 from core.storage import LocalStorage, Storage
@@ -37,11 +37,12 @@ class Reconciler(threading.Thread):
                 last_sweep = time.monotonic()
             try:
                 repairs = reconcile(self.settings, lambda job_id: send(self.celery, TRAIN_TASK, job_id),
-                                    lambda job_id: send(self.celery, WEBHOOK_TASK, job_id))
+                                    lambda job_id: send(self.celery, WEBHOOK_TASK, job_id),
+                                    lambda screening_id: send(self.celery, SCREEN_TASK, screening_id))
             except Exception as exc:  # noqa: BLE001 - a database hiccup must not end the timer
                 log.warning("reconcile pass failed (%s); trying again next period", exc)
                 continue
-            if repairs.requeued or repairs.failed or repairs.started or repairs.resent:
+            if repairs.requeued or repairs.failed or repairs.started or repairs.resent or repairs.rescreened:
                 log.info("reconciled: %s", repairs)
 
     def sweep(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 
 from sqlalchemy import delete, select, update
@@ -95,6 +96,13 @@ def pending_images(session: Session, dataset_id: str) -> list[str]:
     return list(session.scalars(select(Image.id).join(Screening, Screening.key == Image.storage_key)
                                 .where(Image.dataset_id == dataset_id, Screening.state == State.pending)
                                 .order_by(Image.created_at, Image.id)))
+
+
+def stale_pending(session: Session, older_than_s: float) -> list[str]:
+    """Screenings still pending after `older_than_s`: their task never reached a worker, or was lost."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    return list(session.scalars(select(Screening.id).where(Screening.state == State.pending,
+                                                           Screening.created_at < cutoff)))
 
 
 def forget(session: Session, keys: Iterable[str]) -> None:

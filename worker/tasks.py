@@ -72,9 +72,10 @@ def to_plain_lora(conversion_id: str) -> str:
 @celery.task(name=RECONCILE_TASK, time_limit=120, soft_time_limit=100)
 def reconcile_jobs() -> dict[str, list[str]]:
     repairs = reconcile(settings, lambda job_id: send(celery, TRAIN_TASK, job_id),
-                        lambda job_id: send(celery, WEBHOOK_TASK, job_id))
+                        lambda job_id: send(celery, WEBHOOK_TASK, job_id),
+                        lambda screening_id: send(celery, SCREEN_TASK, screening_id))
     return {"requeued": repairs.requeued, "failed": repairs.failed, "started": repairs.started,
-            "resent": repairs.resent}
+            "resent": repairs.resent, "rescreened": repairs.rescreened}
 
 
 @celery.task(name=DATASET_TASK, acks_late=True, autoretry_for=(OperationalError,), max_retries=2,

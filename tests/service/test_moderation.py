@@ -183,3 +183,24 @@ def test_previews_and_test_images_are_screened_before_anyone_else_sees_them(tmp_
         seen = client.get(path).json()  # a visitor sees neither the picture nor the previews
         assert seen["showcase"] == [] and seen["previews"] == [] and seen["cover_url"] is None
         assert client.get("/api/v1/gallery").json() == []
+
+
+def test_an_upload_left_pending_is_sent_to_be_screened_again(tmp_path, tiny_sd15):
+    from core.reconcile import reconcile
+    from worker.screening import run_screening
+
+    make_tiny_tagger(tmp_path / "var" / "taggers" / "tiny-wd14")
+    settings = Settings(var_dir=tmp_path / "var", screen_tagger="tiny-wd14", screen_rules=RULES, resend_after_s=0,
+                        reconcile_in_api=False, tag_on_upload=False)
+    with TestClient(create_app(settings)) as client:  # no worker: the screening task is never taken
+        me = register(client, "me@example.com")
+        dataset = client.post("/api/v1/datasets", json={"name": "d"}, headers=me).json()["id"]
+        client.post(f"/api/v1/datasets/{dataset}/images", headers=me,
+                    files=[("files", ("red.png", solid(COLOURS["red.png"]), "image/png"))])
+        sent: list[str] = []
+        repairs = reconcile(settings, lambda job_id: True, send_screening=lambda s: sent.append(s) or True)
+        assert repairs.rescreened == sent and len(sent) == 1
+        assert run_screening(settings, storage_for(settings), sent[0]) == "held"
+        image = client.get(f"/api/v1/datasets/{dataset}/images", headers=me).json()[0]
+        assert image["screening"] == "held"
+        assert reconcile(settings, lambda job_id: True, send_screening=sent.append).rescreened == []  # done
