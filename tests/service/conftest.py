@@ -323,7 +323,7 @@ def public_model(client, settings, owner: dict[str, str], name: str = "shown") -
         session.add(epoch)
         session.flush()
         model = PublishedModel(owner_id=job.owner_id, job_id=job_id, epoch_id=epoch.id, name=name,
-                               visibility="public", family="sd15")
+                               visibility="public", family="sd15", keywords=name)
         session.add(model)
         session.commit()
         return model.id

@@ -140,6 +140,7 @@ def test_a_report_reaches_the_moderators_and_an_upheld_one_hides_the_model(tmp_p
 
 def test_previews_and_test_images_are_screened_before_anyone_else_sees_them(tmp_path, tiny_sd15):
     from worker.dataset_tasks import run_dataset_task
+    from worker.generation import run_generation
     from worker.screening import run_screening
     from worker.training import run_training
 
@@ -167,6 +168,12 @@ def test_previews_and_test_images_are_screened_before_anyone_else_sees_them(tmp_
             rows = session.query(Screening).filter(Screening.subject == "preview").all()
             assert len(rows) == len(previews) and {r.state for r in rows} == {"held"}
             assert all(r.name.startswith("epoch 1 preview") for r in rows)
+        asked = client.post(f"/api/v1/jobs/{job_id}/epochs/1/generate", headers=me,
+                            json={"prompt": "a picture", "steps": 2}).json()
+        assert run_generation(settings, storage, asked["id"]) == "succeeded"  # what the light worker does
+        with session_factory(settings.db_url)() as session:
+            tested = session.query(Screening).filter(Screening.subject == "generation").one()
+        assert (tested.subject_id, tested.state) == (asked["id"], "held")
         # a picture uploaded for the model's page is screened too, and waits for an admin like the rest
         model = client.post("/api/v1/models", headers=me, json={"job_id": job_id, "epoch": 1, "name": "screened",
                                                                 "visibility": "public"}).json()
