@@ -31,10 +31,6 @@ def set_role(session: Session, email: str, role: Role, actor: audit.Actor) -> Us
     return user
 
 
-def has_admin(session: Session) -> bool:
-    return session.scalar(select(User.id).where(User.role == Role.admin).limit(1)) is not None
-
-
 @dataclass(frozen=True)
 class Suspension:
     canceled: list[str]  # waiting jobs, canceled at once

@@ -14,7 +14,6 @@ from api.errors import Conflict, Forbidden, Invalid, Unauthorized
 from api.schemas import NewApiToken, Registration, WebhookIn
 from api.security import hash_password, new_token, token_hash
 from api.throttle import Limits, Throttle, account_delay_s, limits
-from core import roles
 from core.models import ApiToken, Role, User, utcnow
 from core.settings import Settings
 from core.webhooks import DeliveryError, RefusedTarget, check_target, skip_ended_before
@@ -30,7 +29,7 @@ def create_account(session: Session, throttle: Throttle, settings: Settings, bod
         raise Conflict("an account with this email already exists")
     with throttle.hashing_slot():
         user = User(email=email, password_hash=hash_password(body.password))
-    if settings.mode == "embedded" and not roles.has_admin(session):
+    if settings.mode == "embedded" and session.scalar(select(User.id).limit(1)) is None:
         user.role = Role.admin  # the install's own first account runs it; production grants on the server
     session.add(user)
     session.commit()

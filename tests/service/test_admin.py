@@ -172,3 +172,11 @@ def test_the_console_lists_every_users_jobs_says_why_they_wait_and_requeues_fail
     assert [j["id"] for j in failed_only] == [first] and failed_only[0]["owner_email"] == "dave@example.com"
     assert [e["action"] for e in client.get("/api/v1/admin/audit", headers=admin).json()][:2] == [
         "job.requeue", "job.cancel"]
+
+
+def test_in_production_nobody_is_an_admin_until_the_server_says_so(tmp_path):
+    settings = Settings(var_dir=tmp_path / "var", mode="production", secret_key="s" * 40, metrics_token="m")
+    with TestClient(create_app(settings)) as client:
+        first = register(client, "first@example.com")
+        assert client.get("/api/v1/me", headers=first).json()["role"] == "user"
+        assert client.get("/api/v1/admin/users", headers=first).status_code == 404
