@@ -145,7 +145,7 @@ export async function modelPage(modelId) {
     me ? h("p", {}, h("a", { href: model.download_url, download: `${model.name}.safetensors` },
       `Download ${model.name}.safetensors`))
       : h("p", {}, h("a", { href: "#/sign-in" }, "Sign in"), " to download or test it."),
-    model.showcase.length ? showcase(model, owner) : null,
+    model.showcase.length ? h("h2", {}, "Showcase") : null, model.showcase.length ? showcase(model, owner) : null,
     h("h2", {}, "Previews"), h("div", { class: "chips" }, model.previews.map((url, i) =>
       zoomable(h("img", { src: url, alt: `preview ${i + 1}`, style: "width:160px" })))),
     parameters,
