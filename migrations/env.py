@@ -25,10 +25,21 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     with engine_for(_url()).connect() as connection:
-        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
-        with context.begin_transaction():
-            context.run_migrations()
-        connection.commit()
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite changes a table's constraints by copying it and dropping the old one; with foreign keys on,
+            # that drop would cascade into every table that refers to it (users → datasets, tokens, jobs …). The
+            # pragma only works outside a transaction, hence before it.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        try:
+            context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+            with context.begin_transaction():
+                context.run_migrations()
+            connection.commit()
+        finally:
+            if sqlite:  # the pooled connection goes back as the app expects it
+                connection.rollback()
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 if context.is_offline_mode():

@@ -208,3 +208,26 @@ def test_a_connection_the_server_dropped_is_replaced_after_idling_not_reported(s
     with read_session_factory(url)() as session:
         assert session.execute(text("SELECT 1")).scalar() == 1
     admin.dispose()
+
+
+def test_an_older_sqlite_install_keeps_its_rows_when_migrations_rebuild_its_tables(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    config = Config()
+    config.set_main_option("script_location", str(core.db.MIGRATIONS))
+    config.attributes["url"] = url
+    command.upgrade(config, "0010")  # before the migrations that rebuild users and jobs (their CHECKs)
+    with engine_for(url).begin() as conn:
+        conn.execute(text("INSERT INTO users (id, email, password_hash, created_at) "
+                          "VALUES ('u1', 'a@b.c', 'h', '2026-01-01')"))
+        conn.execute(text("INSERT INTO api_tokens (id, user_id, token_hash, kind, name, created_at) "
+                          "VALUES ('t1', 'u1', 'x', 'session', '', '2026-01-01')"))
+        conn.execute(text("INSERT INTO datasets (id, owner_id, name, description, default_repeats, created_at) "
+                          "VALUES ('d1', 'u1', 'd', '', 10, '2026-01-01')"))
+    migrate(url)
+    with engine_for(url).connect() as conn:
+        assert [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in ("users", "api_tokens",
+                                                                                    "datasets")] == [1, 1, 1]
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1  # and the pool's connections enforce them
