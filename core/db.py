@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,10 +47,18 @@ def engine_for(url: str) -> Engine:
 
         with engine.connect() as conn:  # WAL is stored in the file: set once, not on every connection
             conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        _fresh_pool_after_fork(engine)
         return engine
     engine = create_engine(url, pool_size=20, max_overflow=100)
     _ping_when_idle(engine)
+    _fresh_pool_after_fork(engine)
     return engine
+
+
+def _fresh_pool_after_fork(engine: Engine) -> None:
+    """A forked process (a Celery pool child) must not share its parent's pooled connections, which the parent's
+    threads (heartbeats, the worker's presence) keep using: the child starts with an empty pool of its own."""
+    os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
 
 
 IDLE_PING_S = 10.0
