@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from markdown_it import MarkdownIt
 from sqlalchemy import Select, exists, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from api.deps import Page
 from api.model_schemas import GalleryCard, ModelOut, ShowcaseOut
@@ -45,8 +45,8 @@ def in_gallery() -> Any:  # noqa: ANN401
     return PublishedModel.shown_publicly & shown.exists()
 
 
-def _showcase(session: Session, model: PublishedModel, owner_view: bool) -> list[ShowcaseItem]:
-    states = screening.states(session, [item.key for item in model.showcase])
+def _showcase(model: PublishedModel, states: dict[str, tuple[str, str]], owner_view: bool) -> list[ShowcaseItem]:
+    """The model's pictures the viewer may see (`states`: screening.states of its showcase keys)."""
     return [item for item in model.showcase
             if owner_view or states.get(item.key, (screening.State.allowed,))[0] in screening.SHOWN_TO_OTHERS]
 
@@ -62,8 +62,8 @@ def model_page(session: Session, model: PublishedModel, storage: Storage, expire
     owner_view = viewer_id == model.owner_id
     epoch, job = session.get(Epoch, model.epoch_id), session.get(Job, model.job_id)
     owner = session.get(User, model.owner_id)
-    items = _showcase(session, model, owner_view)
-    states = screening.states(session, [item.key for item in items]) if owner_view else {}
+    states = screening.states(session, [item.key for item in model.showcase])
+    items = _showcase(model, states, owner_view)
     hidden = set() if owner_view else screening.hidden_keys(session, epoch.previews)
     cover = _cover(model, items)
     return ModelOut(
@@ -100,8 +100,12 @@ def gallery(session: Session, storage: Storage, page: Page, sort: Sort, family: 
             expires_s: int) -> list[GalleryCard]:
     """A page of the public gallery, each card with its cover."""
     cards = []
-    for model, email, base_model in session.execute(page.of(_listing(sort, family, query))):
-        cover = _cover(model, _showcase(session, model, owner_view=False))
+    # one query for the page's models with their showcases, one for what screening says of all their pictures
+    rows = session.execute(page.of(_listing(sort, family, query)).options(
+        selectinload(PublishedModel.showcase))).all()
+    states = screening.states(session, [item.key for model, *_ in rows for item in model.showcase])
+    for model, email, base_model in rows:
+        cover = _cover(model, _showcase(model, states, owner_view=False))
         cards.append(GalleryCard(id=model.id, name=model.name, owner=email.split("@")[0],
                                  family=family_label(model.family), base_model=base_model,
                                  cover_url=storage.signed_url(cover.key, expires_s=expires_s), tags=model.tags,
