@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # the tiny models the embedded default offers (tiny-sd15 first; every var/models/tiny-<family> is listed)
-TINY := sd15 flux zimage flux2
+TINY := sd15 flux zimage flux2 qwen_image
 
 $(VAR)/models/tiny-%/model_index.json: | $(STAMP)
 	$(BIN)/lorabake models make-tiny $(VAR)/models/tiny-$* --family $*

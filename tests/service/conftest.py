@@ -263,6 +263,11 @@ def tiny_flux2(tmp_path_factory) -> Path:
     return _tiny(tmp_path_factory, "flux2")
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen_image(tmp_path_factory) -> Path:
+    return _tiny(tmp_path_factory, "qwen_image")
+
+
 class EmbeddedStack:
     """`make run`'s stack (scripts/run_embedded.py: SQLite, no servers, one worker) on a free port; tiny models
     beyond tiny-sd15 (e.g. tiny-flux) are offered when given."""

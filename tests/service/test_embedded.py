@@ -113,6 +113,8 @@ def test_a_flux_job_trains_two_epochs_with_previews_tests_an_epoch_and_downloads
      "diffusion_model.layers.0.attention.to_q.lora_down.weight"),
     ("tiny_flux2", "flux2", "FLUX.2 [klein]", "flux_shift", "flux-2-klein/lora",
      "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight"),
+    ("tiny_qwen_image", "qwen_image", "Qwen-Image", "shift", "qwen-image/lora",
+     "diffusion_model.transformer_blocks.0.attn.to_q.lora_down.weight"),
 ])
 def test_a_new_dit_family_trains_two_epochs_with_previews_tests_an_epoch_and_downloads(
         tmp_path, tiny_sd15, request, model, family, label, sampling, architecture, first_key):

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 # The registry: one entry per family package, in the order flags and folders are matched (SDXL before SD 2 before
 # SD 1.5; FLUX.1's network_module last, as it is the loosest sign).
-PACKAGES = ("sd", "flux", "zimage", "flux2")
+PACKAGES = ("sd", "flux", "zimage", "flux2", "qwen_image")
 FAMILIES: dict[str, FamilyInfo] = {
     info.name: info for package in PACKAGES
     for info in importlib.import_module(f"trainer.families.{package}").FAMILIES

@@ -22,7 +22,14 @@ from trainer.families.dit_memory import store_linears_in_fp8, swap_blocks
 from trainer.families.text_files import load_text_encoder_file
 from trainer.job.config import TrainConfig
 from trainer.job.prompts import PromptSpec
-from trainer.training.flow import apply_prediction_type, euler_sigmas, sample_t, schedule_mu, scheduler_schedule
+from trainer.training.flow import (
+    apply_prediction_type,
+    euler_sigmas,
+    sample_t,
+    schedule_mu,
+    scheduler_schedule,
+    stretch_to_terminal,
+)
 
 Velocity = Callable[[torch.Tensor, torch.Tensor, TextOut], torch.Tensor]  # (latents, σ [B], text) → v
 
@@ -184,12 +191,15 @@ class DiTFamily(ModelFamily):
             level = sigma.expand(1)
             v = velocity(latents, level, positive).float()
             if negative is not None:
-                unconditional = velocity(latents, level, negative).float()
-                v = unconditional + cfg_scale * (v - unconditional)
+                v = self.guided(v, velocity(latents, level, negative).float(), cfg_scale)
             latents = latents + (following - sigma) * v
         pixels = self.decode(model, latents)[0].float()
         array = ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
         return Image.fromarray(array)
+
+    def guided(self, positive: torch.Tensor, negative: torch.Tensor, scale: float) -> torch.Tensor:
+        """The velocity real CFG steps with, from the prompt's and the negative's."""
+        return negative + scale * (positive - negative)
 
     def vae_scale(self, model: LoadedModel) -> int:
         return 2 ** (len(model.vae.config.block_out_channels) - 1)
@@ -202,7 +212,9 @@ class DiTFamily(ModelFamily):
     def inference_sigmas(self, model: LoadedModel, steps: int, image_tokens: int) -> torch.Tensor:
         """Noise levels of an inference run: the model folder's scheduler config says how they are shifted."""
         schedule = scheduler_schedule(model.scheduler_config)
-        return euler_sigmas(steps, schedule_mu(schedule, image_tokens), schedule.shift)
+        sigmas = euler_sigmas(steps, schedule_mu(schedule, image_tokens), schedule.shift)
+        terminal = model.scheduler_config.get("shift_terminal")
+        return torch.cat([stretch_to_terminal(sigmas[:-1], terminal), sigmas[-1:]]) if terminal else sigmas
 
     def decode(self, model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
         """Latents → pixels in [-1, 1] (undoing encode_images' scale and shift)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from trainer.families.declare import Param, Rule
+from trainer.families.declare import Exporter, Param, Rule
 from trainer.job.args import arg_value
 
 FLOW = "Flow matching"
@@ -75,3 +75,10 @@ DIT_RULES = (
     Rule(lambda c: bool(c.conv_dim or arg_value(c.network_args, "conv_dim")), "warning", "conv_dim",
          "this model's blocks have no convolutions, so there is nothing for conv_dim to train (as in sd-scripts)"),
 )
+
+
+def musubi_only(label: str) -> Exporter:
+    """The exporter of a family that sd-scripts does not train: musubi-tuner does, but through its own steps."""
+    return Exporter(reason=f"kohya-ss/sd-scripts does not train {label}, and musubi-tuner, which does, takes its own "
+                           "dataset, caching and training steps rather than one config file; use `lorabake train` "
+                           "with the job's parameters instead")

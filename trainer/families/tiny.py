@@ -141,3 +141,11 @@ def make_tiny(out: str | Path, family: str = "sd15", seed: int = 0) -> Path:
 def write_single_file(folder: Path, family: str, path: str) -> Path:
     """The tiny model as the one file the family's users bring (where the family has such a layout)."""
     return tiny_module(family).single_file(folder, family, path)
+
+
+def transformer_file(transformer_class: type, folder: Path, path: str) -> Path:
+    """A DiT family's transformer as one file in diffusers' key names (as their releases and ComfyUI's split files
+    keep the weights); configs and tokenizer then come from the folder."""
+    transformer = transformer_class.from_pretrained(folder, subfolder="transformer")
+    save_file(transformer.state_dict(), path)
+    return Path(path)

@@ -84,3 +84,9 @@ def euler_sigmas(steps: int, mu: float | None, shift: float = 1.0) -> torch.Tens
     base = torch.linspace(1.0, 1.0 / steps, steps)
     levels = time_shift(mu, base) if mu is not None else shifted(base, shift)
     return torch.cat([levels, torch.zeros(1)])
+
+
+def stretch_to_terminal(levels: torch.Tensor, terminal: float) -> torch.Tensor:
+    """Noise levels stretched so the last one is `terminal` (a scheduler's shift_terminal), the first unchanged."""
+    remaining = 1 - levels
+    return 1 - remaining * (1 - terminal) / remaining[-1]

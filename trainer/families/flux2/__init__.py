@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.families.declare import Exporter, FamilyInfo, ShiftSchedule
+from trainer.families.declare import FamilyInfo, ShiftSchedule
 from trainer.families.flow_params import (
     DIT_CROPS,
     DIT_RULES,
@@ -15,6 +15,7 @@ from trainer.families.flow_params import (
     FLOW_THEMES,
     QWEN3,
     TRANSFORMER_ONLY,
+    musubi_only,
 )
 
 DEFAULTS: dict[str, Any] = {**FLOW_DEFAULTS, "network_module": "networks.lora_flux_2",
@@ -26,9 +27,7 @@ FAMILIES = (
         pipeline_classes=("Flux2KleinPipeline",), resolution=1024, crop_sizes=DIT_CROPS, text_encoders=1,
         defaults=DEFAULTS, params=(*FLOW_PARAMS, QWEN3), rules=(*DIT_RULES, TRANSFORMER_ONLY), themes=FLOW_THEMES,
         captions="sentences", network_module="networks.lora_flux_2", tiny="trainer.families.flux2.tiny",
-        exporter=Exporter(reason="kohya-ss/sd-scripts does not train FLUX.2, and musubi-tuner, which does, takes "
-                                 "its own dataset, caching and training steps rather than one config file; use "
-                                 "`lorabake train` with the job's parameters instead"),
+        exporter=musubi_only("FLUX.2"),
         declared_by=lambda cfg: cfg.network_module == "networks.lora_flux_2",
         # training noise levels: the resolution-dependent shift of FLUX's scheduler config (FLUX.2's pipeline
         # renders with an empirical μ that also depends on the step count: previews use that)

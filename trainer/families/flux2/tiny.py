@@ -8,7 +8,7 @@ from pathlib import Path
 from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-from trainer.families.tiny import TEXT_HIDDEN
+from trainer.families.tiny import TEXT_HIDDEN, transformer_file
 from trainer.families.zimage.tiny import write_qwen_tokenizer
 
 TEXT_LAYERS = 28  # the pipeline reads hidden states 9, 18 and 27
@@ -35,9 +35,4 @@ def pipeline(family: str, scratch: Path) -> Flux2KleinPipeline:
 
 
 def single_file(folder: Path, family: str, path: str) -> Path:
-    """The transformer as one file in diffusers' key names; configs and tokenizer then come from the folder."""
-    from safetensors.torch import save_file
-
-    transformer = Flux2Transformer2DModel.from_pretrained(folder, subfolder="transformer")
-    save_file(transformer.state_dict(), path)
-    return Path(path)
+    return transformer_file(Flux2Transformer2DModel, folder, path)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trainer.families.declare import Exporter, FamilyInfo, Param, Rule, ShiftSchedule
+from trainer.families.declare import FamilyInfo, Param, Rule, ShiftSchedule
 from trainer.families.flow_params import (
     DIT_CROPS,
     DIT_RULES,
@@ -23,6 +23,7 @@ from trainer.families.flow_params import (
     FLOW_THEMES,
     QWEN3,
     TRANSFORMER_ONLY,
+    musubi_only,
 )
 
 ZIMAGE_PARAMS = (*FLOW_PARAMS, QWEN3)
@@ -38,9 +39,7 @@ DEFAULTS: dict[str, Any] = {
 RUNTIME = "trainer.families.zimage.model:ZImage"
 TINY = "trainer.families.zimage.tiny"
 SCHEDULE = ShiftSchedule(shift=3.0)  # its scheduler's fixed shift (no resolution-dependent μ)
-NO_EXPORTER = Exporter(reason="kohya-ss/sd-scripts does not train Z-Image, and musubi-tuner, which does, takes its "
-                              "own dataset, caching and training steps rather than one config file; use `lorabake "
-                              "train` with the job's parameters instead")
+NO_EXPORTER = musubi_only("Z-Image")
 TURBO_DISTILLATION = Rule(
     lambda c: not c.training_adapter, "warning", "training_adapter",
     "Z-Image Turbo is step-distilled: a LoRA trained on it directly also trains the distillation away (after a few "

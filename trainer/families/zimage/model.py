@@ -19,16 +19,14 @@ from trainer.families.base import ModelLoadError, TextOut
 from trainer.families.dit import DiTFamily, DiTModel
 from trainer.families.qwen3 import chat_tokens
 from trainer.job.config import TrainConfig
-from trainer.networks.adapters import split_key
+from trainer.networks.diffusers_layout import PREFIX, DiffusersLayout
 from trainer.networks.network import Candidate
 
-PREFIX = "diffusion_model."
 BLOCK_GROUPS = ("noise_refiner", "context_refiner", "layers")  # in the order they run
 TARGETS = ("attention.to_q", "attention.to_k", "attention.to_v", "attention.to_out.0", "feed_forward.w1",
            "feed_forward.w2", "feed_forward.w3", "adaLN_modulation.0")
-PEFT_NAMES = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
-# names in musubi-tuner's `lora_unet_` keys whose own underscores are not path separators
-_JOINED = ("to_q", "to_k", "to_v", "to_out", "feed_forward", "adaLN_modulation", "noise_refiner", "context_refiner")
+LAYOUT = DiffusersLayout(joined=("to_q", "to_k", "to_v", "to_out", "feed_forward", "adaLN_modulation",
+                                  "noise_refiner", "context_refiner"))
 
 
 ZImageModel = DiTModel
@@ -118,26 +116,8 @@ class ZImage(DiTFamily):
 
 
 def file_layout(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Z-Image LoRA files in other layouts → lorabake's (`diffusion_model.` + diffusers path, lora_down / lora_up):
-    PEFT's lora_A / lora_B under `transformer.`, `diffusion_model.` or no prefix (no alpha: scale 1), and
-    musubi-tuner's `lora_unet_layers_0_attention_to_q`."""
-    out: dict[str, torch.Tensor] = {}
-    for key, tensor in weights.items():
-        module, name = split_key(key)
-        if module.startswith("lora_unet_"):
-            module = _musubi_path(module.removeprefix("lora_unet_"))
-        module = PREFIX + module.removeprefix(PREFIX).removeprefix("transformer.")
-        out[f"{module}.{PEFT_NAMES.get(name, name)}"] = tensor
-    for key in [k for k in out if k.endswith(".lora_down.weight")]:
-        out.setdefault(key.replace(".lora_down.weight", ".alpha"), torch.tensor(float(out[key].shape[0])))
-    return out
-
-
-def _musubi_path(name: str) -> str:
-    dotted = name.replace("_", ".")
-    for joined in _JOINED:
-        dotted = dotted.replace(joined.replace("_", "."), joined)
-    return dotted
+    """Z-Image LoRA files in other layouts (PEFT, musubi-tuner's) → lorabake's."""
+    return LAYOUT.file_weights(weights)
 
 
 def merge_adapter(family: ZImage, model: ZImageModel, path: str) -> None:

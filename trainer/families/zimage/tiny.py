@@ -8,12 +8,14 @@ from pathlib import Path
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
 
-from trainer.families.tiny import TEXT_HIDDEN
+from trainer.families.tiny import TEXT_HIDDEN, transformer_file
 
 # Qwen3's chat template, reduced to what a text-to-image prompt uses: one user turn, then the assistant's header
 CHAT_TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
                  "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# Qwen's special tokens: chat turns, and where an image sits in a vision-language prompt
+SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+            "<|video_pad|>")
 
 
 def write_qwen_tokenizer(folder: Path) -> int:
@@ -54,10 +56,4 @@ def pipeline(family: str, scratch: Path) -> ZImagePipeline:
 
 
 def single_file(folder: Path, family: str, path: str) -> Path:
-    """The transformer as one file in diffusers' key names (as Z-Image's own release and ComfyUI's
-    split files keep the weights); configs and tokenizer then come from the folder."""
-    from safetensors.torch import save_file
-
-    transformer = ZImageTransformer2DModel.from_pretrained(folder, subfolder="transformer")
-    save_file(transformer.state_dict(), path)
-    return Path(path)
+    return transformer_file(ZImageTransformer2DModel, folder, path)
