@@ -18,6 +18,13 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     return {family: make_tiny(root / family, family) for family in ("sd15", "sd2", "sdxl")}
 
 
+@pytest.fixture(scope="session")
+def qwen_tiny(tmp_path_factory) -> Path:
+    from trainer.families.tiny import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("qwen-models") / "tiny-qwen_image", "qwen_image")
+
+
 @pytest.fixture
 def dataset(tmp_path) -> Path:
     from trainer.data.synthetic import make_dataset

@@ -11,7 +11,6 @@ are `diffusion_model.` + the diffusers module path, the layout ComfyUI's Qwen-Im
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from accelerate import init_empty_weights
 from diffusers import QwenImageTransformer2DModel
@@ -36,13 +35,6 @@ BLOCK = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_pro
 
 def published_names(blocks: int) -> set[str]:
     return {f"diffusion_model.transformer_blocks.{i}.{m}" for i in range(blocks) for m in BLOCK}
-
-
-@pytest.fixture(scope="module")
-def qwen_tiny(tmp_path_factory):
-    from trainer.families.tiny import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("qwen-models") / "tiny-qwen_image", "qwen_image")
 
 
 def _values(tiny, data, out, **extra):

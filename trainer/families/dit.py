@@ -18,7 +18,8 @@ from PIL import Image
 from torch import nn
 
 from trainer.families.base import LoadedModel, ModelFamily, ModelLoadError, RenderSettings, TextOut, model_name
-from trainer.families.dit_memory import store_linears_in_fp8, swap_blocks
+from trainer.families.dit_memory import quantize_linears, swap_blocks
+from trainer.families.flow_params import stored_as
 from trainer.families.text_files import load_text_encoder_file
 from trainer.job.config import TrainConfig
 from trainer.job.prompts import PromptSpec
@@ -124,8 +125,7 @@ class DiTFamily(ModelFamily):
         for module in (model.denoiser, model.vae, *model.text_encoders):
             module.requires_grad_(False)
             module.to(device, dtype)
-        if cfg.fp8_base or cfg.fp8_base_unet:
-            store_linears_in_fp8(self.blocks(model))
+        quantize_linears(self.blocks(model), stored_as(cfg))
         if cfg.blocks_to_swap:
             swap_blocks(self.blocks(model), cfg.blocks_to_swap, device)
 

@@ -3,15 +3,19 @@ levels are drawn and weighted, and the memory options for a large transformer. N
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from trainer.families.declare import Exporter, Param, Rule
 from trainer.job.args import arg_value
+
+if TYPE_CHECKING:
+    from trainer.job.config import TrainConfig
 
 FLOW = "Flow matching"
 MEMORY = "Memory (large transformers)"
 TimestepSampling = Literal["sigma", "uniform", "sigmoid", "shift", "flux_shift"]
 # "uniform" and "none" weight every timestep alike; sd-scripts takes both and writes back what was given
+BaseWeights = Literal["bf16", "fp8", "int8", "nf4"]
 WeightingScheme = Literal["none", "uniform", "sigma_sqrt", "logit_normal", "mode", "cosmap"]
 
 FLOW_PARAMS = (
@@ -31,8 +35,11 @@ FLOW_PARAMS = (
     Param("logit_mean", float, 0.0, "Mean of logit_normal noise levels.", FLOW),
     Param("logit_std", float, 1.0, "Spread of logit_normal noise levels.", FLOW, bounds={"gt": 0}),
     Param("mode_scale", float, 1.29, "Scale of the mode weighting scheme.", FLOW),
-    Param("fp8_base", bool, False,
-          "Keep the frozen transformer weights in float8: half the memory, compute stays bf16.", MEMORY),
+    Param("base_weights", BaseWeights, "bf16",
+          "How the frozen transformer's weights are stored: bf16 as trained; fp8 or int8 (half the memory, "
+          "near-identical output), nf4 (a quarter, QLoRA's 4-bit NormalFloat: Qwen-Image in 24 GB). The LoRA "
+          "itself trains in full precision and its file is the same whatever is chosen.", MEMORY, ours=True),
+    Param("fp8_base", bool, False, "sd-scripts' name for base_weights fp8.", MEMORY),
     Param("fp8_base_unet", bool, False,
           "sd-scripts' name for fp8 on the transformer only (text encoders stay as they are).", MEMORY),
     Param("blocks_to_swap", int | None, None,
@@ -64,8 +71,17 @@ FLOW_THEMES = {
     "style": {"network_dim": 32, "network_alpha": 16, "conv_dim": None, "conv_alpha": None},
     "standard": {"network_dim": 16, "network_alpha": 16},
 }
+
+
+def stored_as(cfg: TrainConfig) -> str:
+    """How the frozen transformer is stored: base_weights, or fp8 when sd-scripts' fp8 flags ask for it."""
+    return "fp8" if cfg.fp8_base or cfg.fp8_base_unet else cfg.base_weights
+
+
 # pre-flight for every DiT family (each adds its own)
 DIT_RULES = (
+    Rule(lambda c: (c.fp8_base or c.fp8_base_unet) and c.base_weights not in ("bf16", "fp8"), "error",
+         "base_weights", "fp8_base asks for fp8 weights: leave it off to store them as int8 or nf4"),
     Rule(lambda c: bool(c.blocks_to_swap) and c.cpu_offload_checkpointing, "error", "blocks_to_swap",
          "cannot be combined with cpu_offload_checkpointing"),
     Rule(lambda c: c.cpu_offload_checkpointing, "error", "cpu_offload_checkpointing",

@@ -62,7 +62,7 @@ class Adapter(nn.Module, metaclass=ABCMeta):
 
     def base_weight(self) -> torch.Tensor:
         """The frozen weight the adapter changes (its targets' rows together), in float32, rows flattened."""
-        return torch.cat([t.weight.detach().float().flatten(1) for t in self._targets])
+        return torch.cat([dense_weight(t, torch.float32).detach().flatten(1) for t in self._targets])
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -174,12 +174,22 @@ class Adapter(nn.Module, metaclass=ABCMeta):
         """W'x − Wx for DoRA, from Wx (= base − bias, whatever computed it) and ΔWx: (c − 1)·Wx + c·ΔWx."""
         target = self._targets[index]
         rows = self.rows(index)
-        weight = target.weight.to(delta.dtype) + delta
+        weight = dense_weight(target, delta.dtype) + delta
         norm = weight.flatten(1).norm(dim=1) + torch.finfo(delta.dtype).eps
         shape = (-1, 1, 1) if self.is_conv else (-1,)  # the channel axis of the output
         ratio = (self.dora_scale[rows].flatten() / norm).view(shape)
         plain = base if target.bias is None else base - target.bias.view(shape)
         return (ratio - 1) * plain.to(ratio.dtype) + ratio * change
+
+
+def dense_weight(target: Target, dtype: torch.dtype) -> torch.Tensor:
+    """The target's weight as a plain tensor, dequantized when the base is stored quantized (base_weights)."""
+    weight = target.weight
+    if hasattr(weight, "get_original_weight"):  # torchao's NF4
+        return weight.get_original_weight().to(dtype)
+    if hasattr(weight, "dequantize") and type(weight) is not torch.Tensor and type(weight) is not nn.Parameter:
+        return weight.dequantize().to(dtype)
+    return weight.to(dtype)
 
 
 def weight_shape(targets: tuple[Target, ...]) -> tuple[int, ...]:
