@@ -245,6 +245,15 @@ class ContinueIn(BaseModel):
                                       "runs again, from its peak, over the added epochs only")
 
 
+class MemoryOut(BaseModel):
+    total_gib: float = Field(description="GPU memory at the run's peak, GiB")
+    parts: dict[str, float] = Field(description="GiB per term: weights, text encoder, VAE, LoRA and optimizer, "
+                                                "activations, overhead")
+    measured: bool = Field(description="false: computed from the model's size and the settings (docs/memory.md), "
+                                       "not yet measured on a GPU")
+    summary: str
+
+
 class Estimate(BaseModel):
     steps_per_epoch: int
     epochs: int
@@ -261,6 +270,7 @@ class Estimate(BaseModel):
     price: int = Field(0, description="credits held when the job is queued: every epoch's price; what the job does "
                                       "not train (canceled, failed, ended early) goes back")
     balance: int = Field(0, description="credits you have to spend now")
+    memory: MemoryOut | None = Field(None, description="large models: the GPU memory the run needs")
     warnings: list[dict[str, str]]
     errors: list[dict[str, str]]
 

@@ -23,6 +23,7 @@ from trainer.job.config import (
     build_config,
 )
 from trainer.job.config_io import FILE_KEYS
+from trainer.job.memory import MemoryEstimate, estimate_memory
 from trainer.job.presets import THEMES, preset_values
 from trainer.job.prompts import parse_prompts
 from trainer.job.steps import ImageSpec, StepPlan, plan_for_config
@@ -159,6 +160,23 @@ def crop_family_warning(dataset: Dataset, images: list[Image], family: str) -> d
     made, used = FAMILIES[dataset.crop_family].label, FAMILIES[family].label
     return {"field": "base_model", "message": f"this dataset's crops were made for {made}, but this base model is "
             f"{used}: re-crop the images for {used} in the workbench, or pick a {made} base model"}
+
+
+def memory_needed(result: Assessment, gpus_mib: list[int]) -> MemoryEstimate | None:
+    """The GPU memory the run needs (a large model's only), with a warning when no training worker's GPU has it."""
+    size = FAMILIES[result.model.family].size if result.model is not None else None
+    if size is None or result.config is None:
+        return None
+    memory = estimate_memory(size, result.config)
+    if gpus_mib and memory.total * 1024 > max(gpus_mib):
+        largest = max(gpus_mib) / 1024
+        result.warnings.append({
+            "field": "base_weights", "message": f"the run needs {memory.line()}, more than this server's largest "
+            f"training GPU ({largest:.0f} GiB): store the base as int8 or nf4 (base_weights), swap blocks, lower the "
+            "resolution or batch, or turn on gradient checkpointing",
+            "plain": f"This run likely needs more GPU memory ({memory.total:.0f} GiB) than this server's GPUs have "
+                     f"({largest:.0f} GiB); in pro mode, base_weights nf4 or int8 makes it smaller."})
+    return memory
 
 
 def estimated_seconds(session: Session, result: Assessment) -> float | None:

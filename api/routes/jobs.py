@@ -14,9 +14,10 @@ from api.deps import CurrentUser, OwnedJob, PageDep, SessionDep, SettingsDep, St
 from api.errors import ERROR_RESPONSES
 from api.live import job_stream
 from api.routes import API_PREFIX
-from api.schemas import ContinueIn, Estimate, JobIn, JobOut, JobSummary, RetrainIn
+from api.schemas import ContinueIn, Estimate, JobIn, JobOut, JobSummary, MemoryOut, RetrainIn
 from api.services import jobs as service
-from api.training import EMPTY_PLAN, estimated_seconds
+from api.services.admin import training_gpus_mib
+from api.training import EMPTY_PLAN, estimated_seconds, memory_needed
 from core import credits
 from core.models import utcnow
 
@@ -29,6 +30,7 @@ def estimate(body: JobIn, user: CurrentUser, session: SessionDep, settings: Sett
     plan = result.plan or EMPTY_PLAN
     config = result.config
     epoch_price = service.epoch_price(settings, result)
+    memory = memory_needed(result, training_gpus_mib(session, settings))
     return Estimate(steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs, total_steps=plan.total_steps,
                     train_images=result.train_images, train_samples=plan.train_samples, reg_samples=plan.reg_samples,
                     batch_size=config.train_batch_size if config else 1,
@@ -36,6 +38,9 @@ def estimate(body: JobIn, user: CurrentUser, session: SessionDep, settings: Sett
                     tonight_starts_at=service.next_off_peak(utcnow(), settings.off_peak_start_hour),
                     estimated_seconds=estimated_seconds(session, result), epoch_price=epoch_price,
                     price=epoch_price * plan.epochs, balance=credits.spendable(session, settings, user.id),
+                    memory=memory and MemoryOut(total_gib=round(memory.total, 1), measured=memory.measured,
+                                                parts={k: round(v, 2) for k, v in memory.parts.items()},
+                                                summary=memory.line()),
                     warnings=result.warnings,
                     errors=result.errors)
 

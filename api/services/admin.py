@@ -103,10 +103,16 @@ def set_limits(session: Session, admin: audit.Actor, user_id: str, body: LimitsI
     session.commit()
 
 
-def _live_workers(session: Session, settings: Settings) -> list[Worker]:
+def live_workers(session: Session, settings: Settings) -> list[Worker]:
     """Workers heard from within the heartbeat timeout (one that stopped on purpose took itself off the list)."""
     cutoff = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
     return list(session.scalars(select(Worker).where(Worker.heartbeat_at >= cutoff).order_by(Worker.name)))
+
+
+def training_gpus_mib(session: Session, settings: Settings) -> list[int]:
+    """The memory of each GPU the live training workers reported, in MiB."""
+    return [int(gpu["memory_total_mb"]) for worker in live_workers(session, settings) if TRAIN_QUEUE in worker.queues
+            for gpu in worker.gpus if gpu.get("memory_total_mb")]
 
 
 def jobs(session: Session, settings: Settings, status: str | None, query: str, page: Page) -> list[dict[str, Any]]:
@@ -121,7 +127,7 @@ def jobs(session: Session, settings: Settings, status: str | None, query: str, p
                                         Job.name.contains(needle, autoescape=True)))
     rows = session.execute(page.of(statement)).all()
     slots = lifecycle.queue_slots(session) if any(job.status == JobStatus.queued for job, _ in rows) else {}
-    trainers = any(TRAIN_QUEUE in w.queues for w in _live_workers(session, settings))
+    trainers = any(TRAIN_QUEUE in w.queues for w in live_workers(session, settings))
     out = []
     for job, email in rows:
         fields = {column.key: getattr(job, column.key) for column in Job.__table__.c}
@@ -185,7 +191,7 @@ def workers(session: Session, settings: Settings, request: Request) -> dict[str,
     listed = [{"name": w.name, "queues": w.queues, "gpus": w.gpus, "started_at": w.started_at,
                "heartbeat_age_s": round((now - aware(w.heartbeat_at)).total_seconds(), 1),
                "jobs": [job_id for job_id, name in running if name == w.name]}
-              for w in _live_workers(session, settings)]
+              for w in live_workers(session, settings)]
     queued = session.scalar(select(func.count()).where(Job.status == JobStatus.queued)) or 0
     return {"workers": listed, "queues": queue_lengths(request.app.state.celery), "jobs_queued": queued,
             "jobs_running": len(running)}

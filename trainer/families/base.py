@@ -123,6 +123,11 @@ class ModelFamily(ABC):
         """The config values that change what the text encoders give: part of the text-cache key and of a render."""
         return {key: getattr(cfg, key) for key in self.info.text_keys}
 
+    def park_text_encoders(self, model: LoadedModel) -> None:
+        """Frozen text encoders whose outputs are cached: free their GPU memory (if the family can render without
+        them there). SD's are small and stay."""
+        return None
+
     def facts(self, model: LoadedModel) -> dict[str, Any]:
         """What the metadata needs to know about the loaded model (prediction type, variant …)."""
         return {}

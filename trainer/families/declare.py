@@ -89,6 +89,21 @@ class ShiftSchedule:
 
 
 @dataclass(frozen=True)
+class ModelSize:
+    """The full-size model's numbers the memory estimate reads (trainer/job/memory.py); tests check the transformer's
+    against its architecture built on the meta device."""
+
+    transformer: int  # parameters
+    blocks: int  # the blocks block swap moves
+    hidden: int  # the width of the token stream
+    lora_width: int  # Σ (in + out features) over the Linears a LoRA wraps: its parameters are rank × this
+    text_encoder: int  # parameters of the text encoder(s)
+    vae: int
+    text_tokens: int  # text tokens in the joint sequence (a typical caption's, or the padded length)
+    pixels_per_token: int = 16  # the VAE's 8× times the 2×2 patch
+
+
+@dataclass(frozen=True)
 class FamilyInfo:
     name: str
     label: str
@@ -114,6 +129,7 @@ class FamilyInfo:
     network_module: str = "networks.lora"  # sd-scripts' module for a plain LoRA of this family
     render_defaults: dict[str, Any] = field(default_factory=lambda: {"steps": 20, "cfg_scale": 7.0})
     tiny: str = ""  # the module that builds a tiny model of this family (tests, the embedded default)
+    size: ModelSize | None = None  # large models: what the memory estimate needs
 
     @property
     def own_keys(self) -> frozenset[str]:

@@ -125,9 +125,17 @@ class DiTFamily(ModelFamily):
         for module in (model.denoiser, model.vae, *model.text_encoders):
             module.requires_grad_(False)
             module.to(device, dtype)
-        quantize_linears(self.blocks(model), stored_as(cfg))
+        kind = stored_as(cfg)
+        quantize_linears(self.blocks(model), kind)
+        if not cfg.fp8_base_unet and not cfg.train_text_encoder:  # fp8_base_unet: the transformer only
+            quantize_linears(model.text_encoders, kind)
         if cfg.blocks_to_swap:
             swap_blocks(self.blocks(model), cfg.blocks_to_swap, device)
+
+    def park_text_encoders(self, model: LoadedModel) -> None:
+        """Once captions are cached the text encoders leave the GPU; previews then read prompts on the CPU."""
+        for encoder in model.text_encoders:
+            encoder.to("cpu")
 
     def encode_images(self, model: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
         config = model.vae.config

@@ -144,6 +144,8 @@ def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
         session_id=random.SystemRandom().randint(0, 2**32), base_file=str(location) if location.is_file() else None,
     )
     validation = prepare_validation(cfg, family, model, device, vae_dtype, not network.trains_text_encoder)
+    if text_cache is not None:
+        family.park_text_encoders(model)
     session = Session(cfg, accelerator, family, model, network, scan, plan, optimizer, scheduler, noise_generator,
                       facts, latent_cache, text_cache, validation)
     return session, step_plan.total_steps, step_plan.epochs

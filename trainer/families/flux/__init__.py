@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from trainer.families.declare import Exporter, FamilyInfo, Param, Rule, ShiftSchedule
+from trainer.families.declare import Exporter, FamilyInfo, ModelSize, Param, Rule, ShiftSchedule
 from trainer.families.flow_params import DIT_CROPS, DIT_RULES, FLOW, FLOW_DEFAULTS, FLOW_PARAMS, FLOW_THEMES
 
 TEXT = "FLUX.1 / Chroma text"
@@ -66,6 +66,8 @@ FAMILIES = (
                     "Chroma has no guidance input: the value is ignored")),
         declared_by=lambda cfg: cfg.model_type == "chroma", captions="sentences", text_keys=TEXT_KEYS,
         schedule=SCHEDULE, network_module="networks.lora_flux", tiny=TINY,
+        size=ModelSize(transformer=8_899_983_424, blocks=57, hidden=3072, lora_width=3_502_080,
+                       text_encoder=4_762_310_656, vae=83_819_683, text_tokens=512),  # T5-XXL's encoder
     ),
     FamilyInfo(
         name="flux", label="FLUX.1", runtime=RUNTIME, pipeline_classes=("FluxPipeline",), resolution=1024,
@@ -73,5 +75,7 @@ FAMILIES = (
         rules=FLUX_RULES, themes=FLOW_THEMES, captions="sentences", text_keys=TEXT_KEYS, schedule=SCHEDULE,
         declared_by=lambda cfg: cfg.model_type == "flux" or cfg.network_module == "networks.lora_flux",
         network_module="networks.lora_flux", tiny=TINY,
+        size=ModelSize(transformer=11_901_408_320, blocks=57, hidden=3072, lora_width=4_786_176,
+                       text_encoder=4_885_371_136, vae=83_819_683, text_tokens=512),  # T5-XXL + CLIP-L
     ),
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.families.declare import FamilyInfo, ShiftSchedule
+from trainer.families.declare import FamilyInfo, ModelSize, ShiftSchedule
 from trainer.families.flow_params import (
     DIT_CROPS,
     DIT_RULES,
@@ -33,5 +33,8 @@ FAMILIES = (
         # renders with an empirical μ that also depends on the step count: previews use that)
         schedule=ShiftSchedule(dynamic=True, base_shift=0.5, max_shift=1.15, base_tokens=256, max_tokens=4096),
         render_defaults={"steps": 4, "cfg_scale": 1.0},  # klein is step-distilled: 4 steps, no CFG
+        # klein 4B with Qwen3-4B; 9B needs about twice the weights
+        size=ModelSize(transformer=3_875_544_576, blocks=25, hidden=3072, lora_width=1_443_840,
+                       text_encoder=4_022_468_096, vae=84_046_115, text_tokens=512),
     ),
 )

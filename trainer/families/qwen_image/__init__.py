@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.families.declare import FamilyInfo, ShiftSchedule
+from trainer.families.declare import FamilyInfo, ModelSize, ShiftSchedule
 from trainer.families.flow_params import (
     DIT_CROPS,
     DIT_RULES,
@@ -36,5 +36,7 @@ FAMILIES = (
         # its scheduler's resolution-dependent shift (scheduler_config.json of Qwen/Qwen-Image)
         schedule=ShiftSchedule(dynamic=True, base_shift=0.5, max_shift=0.9, base_tokens=256, max_tokens=8192),
         render_defaults={"steps": 50, "cfg_scale": 4.0},  # its pipeline's defaults: 50 steps, true CFG 4
+        size=ModelSize(transformer=20_430_401_088, blocks=60, hidden=3072, lora_width=6_635_520,
+                       text_encoder=8_292_166_656, vae=126_892_531, text_tokens=256),  # Qwen2.5-VL 7B
     ),
 )

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trainer.families.declare import FamilyInfo, Param, Rule, ShiftSchedule
+from trainer.families.declare import FamilyInfo, ModelSize, Param, Rule, ShiftSchedule
 from trainer.families.flow_params import (
     DIT_CROPS,
     DIT_RULES,
@@ -48,6 +48,8 @@ TURBO_DISTILLATION = Rule(
 
 
 RULES = (*DIT_RULES, TRANSFORMER_ONLY)
+SIZE = ModelSize(transformer=6_154_908_736, blocks=34, hidden=3840, lora_width=2_980_352, text_encoder=4_022_468_096,
+                 vae=83_819_683, text_tokens=256)  # Qwen3-4B
 
 
 def _is_turbo(folder: Path, index: dict) -> bool:
@@ -59,7 +61,7 @@ FAMILIES = (
         name="zimage_turbo", label="Z-Image Turbo", runtime=RUNTIME, pipeline_classes=("ZImagePipeline",),
         resolution=1024, crop_sizes=DIT_CROPS, text_encoders=1, defaults=DEFAULTS, exporter=NO_EXPORTER,
         params=TURBO_PARAMS, rules=(*RULES, TURBO_DISTILLATION), themes=FLOW_THEMES, captions="sentences",
-        schedule=SCHEDULE, network_module="networks.lora_zimage", tiny=TINY, matches_folder=_is_turbo,
+        schedule=SCHEDULE, network_module="networks.lora_zimage", tiny=TINY, matches_folder=_is_turbo, size=SIZE,
         declared_by=lambda cfg: cfg.network_module == "networks.lora_zimage" and bool(cfg.training_adapter),
         render_defaults={"steps": 9, "cfg_scale": 0.0},  # distilled: 8 transformer steps, no CFG
     ),
@@ -67,7 +69,7 @@ FAMILIES = (
         name="zimage", label="Z-Image", runtime=RUNTIME, pipeline_classes=("ZImagePipeline",), resolution=1024,
         crop_sizes=DIT_CROPS, text_encoders=1, defaults=DEFAULTS, exporter=NO_EXPORTER, params=ZIMAGE_PARAMS,
         rules=RULES, themes=FLOW_THEMES, captions="sentences", schedule=SCHEDULE,
-        network_module="networks.lora_zimage", tiny=TINY,
+        network_module="networks.lora_zimage", tiny=TINY, size=SIZE,
         declared_by=lambda cfg: cfg.network_module == "networks.lora_zimage",
         render_defaults={"steps": 28, "cfg_scale": 4.0},
     ),
