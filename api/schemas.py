@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, computed_field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
 from core.kohya_layout import MAX_REPEATS
 from core.models import FINISHED
@@ -136,6 +145,8 @@ class ImageOut(BaseModel):
     height: int
     tags: list[str]
     caption: str
+    text_kind: Literal["none", "tags", "sentence", "both"] = Field(
+        "none", description="what the image's text is: tags, a sentence (caption), or both")
     repeats: int | None
     is_reg: bool
     crop: dict[str, int] | None
@@ -177,6 +188,46 @@ class AutotagRequest(BaseModel):
     blacklist: Tags = Field(default_factory=list)
     mode: Literal["append", "overwrite", "skip_tagged"] = "append"
     image_ids: list[str] | None = None
+
+
+class CaptionRequest(BaseModel):
+    captioner: str | None = Field(default=None, description="a name from GET /captioners; default: the first "
+                                                            "installed")
+    length: Literal["short", "detailed"] = "detailed"
+    instruction: str = Field("", max_length=500, description="added to the request (Qwen2.5-VL; Florence-2 reads its "
+                                                             "own task prompts only)")
+    trigger: str = Field("", max_length=100, description="the trigger word to put in every caption")
+    trigger_position: Literal["start", "end", "none"] = "start"
+    tag_hints: bool = Field(False, description="give each image's tags to the captioner as hints")
+    mode: Literal["skip_captioned", "overwrite"] = Field(
+        "skip_captioned", description="skip_captioned keeps every caption already there (hand edits included)")
+    image_ids: list[str] | None = None
+
+
+class CaptionBatch(BaseModel):
+    """One edit over the captions (sentences) of the chosen images."""
+
+    action: Literal["replace", "prefix"]
+    find: str = Field("", max_length=500, description="replace: the text to find (case-sensitive)")
+    replace_with: str = Field("", max_length=500)
+    prefix: str = Field("", max_length=200, description="prefix: put at the start of every caption that does not "
+                                                        "start with it (the trigger word)")
+    image_ids: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _says_what(self) -> CaptionBatch:
+        if self.action == "replace" and not self.find:
+            raise ValueError("replace needs the text to find")
+        if self.action == "prefix" and not self.prefix.strip():
+            raise ValueError("prefix needs the text to put first")
+        return self
+
+
+class CaptionerOut(BaseModel):
+    name: str
+    source: Literal["folder", "hub"]
+    installed: bool
+    architecture: str | None
 
 
 class TaggerOut(BaseModel):

@@ -130,6 +130,12 @@ class Image(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     dataset: Mapped[Dataset] = relationship(back_populates="images")
 
+    @property
+    def text_kind(self) -> str:
+        """What the image's text is: tags, a sentence (its caption), both, or none yet."""
+        return {(True, True): "both", (True, False): "tags", (False, True): "sentence"}.get(
+            (bool(self.tags), bool(self.caption.strip())), "none")
+
 
 class TaskStatus(StrEnum):
     """Dataset tasks and test generations."""

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     tagger_dir: Path | None = None  # folders of WD14-style taggers (model.onnx + selected_tags.csv); var/taggers
     taggers_from_hub: list[str] = Field(default_factory=list)  # hub ids, loaded from the local Hugging Face cache
     tag_on_upload: bool = True  # new images are auto-tagged as they arrive, when a tagger is installed
+    # vision-language captioners (sentences): transformers folders under var/captioners, and hub ids fetched into the
+    # Hugging Face cache on first use where the network allows
+    captioners_dir: Path | None = None
+    captioners_from_hub: list[str] = Field(
+        default_factory=lambda: ["florence-community/Florence-2-base", "Qwen/Qwen2.5-VL-3B-Instruct"])
 
     job_time_limit_s: int = 24 * 3600
     visibility_timeout_s: int = 48 * 3600
@@ -187,6 +192,10 @@ class Settings(BaseSettings):
     @property
     def taggers_dir(self) -> Path:
         return self.tagger_dir or self.var_dir / "taggers"
+
+    @property
+    def captioners_folder(self) -> Path:
+        return self.captioners_dir or self.var_dir / "captioners"
 
     def models(self) -> list[BaseModelEntry]:
         """BASE_MODELS, or in the embedded default the tiny models under var/models (`tiny-<family>` folders that

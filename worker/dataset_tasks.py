@@ -1,4 +1,5 @@
-"""Dataset tasks on the cpu queue: auto-tagging, focus crops and screening, image by image, with stored progress.
+"""Dataset tasks on the cpu queue: auto-tagging, captioning, focus crops and screening, image by image, with stored
+progress.
 
 Each image's result is committed as it is made, so a task redelivered after a lost worker simply runs again: every
 mode gives the same tags and boxes a second time."""
@@ -17,12 +18,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
 from core import tasks
+from core.captioners import find_captioner
 from core.db import session_factory
 from core.kohya_layout import image_bytes
 from core.models import DatasetTask, Image, TaskStatus
 from core.settings import Settings
 from core.storage import Storage
 from core.taggers import find_tagger
+from worker.captioning import CaptionerError, CaptionOptions, load_captioner
 from worker.focus_crop import focus_box
 from worker.screening import Shot, screen
 from worker.tagging import Labeler, TaggerError, TagOptions, load_tagger
@@ -38,6 +41,7 @@ class ImageStep:
     apply: Callable[[list[Image], list[PILImage.Image]], None]
     cropped: bool  # the picture as trained (crop applied), or the whole stored image
     wants: Callable[[Image], bool] = lambda row: True
+    batch: int = BATCH  # images per call and per progress update (a captioner: one, as each takes seconds)
 
 
 def merged_tags(existing: list[str], found: list[str], mode: str) -> list[str]:
@@ -67,6 +71,26 @@ def tagging_step(settings: Settings, params: dict, result: Counter) -> ImageStep
     return ImageStep(apply, cropped=True)
 
 
+def captioning_step(settings: Settings, params: dict, result: Counter) -> ImageStep:
+    """A sentence per image from a vision-language captioner; its tags go along as hints when asked. A caption
+    already there (written by hand or by an earlier run) is kept unless the mode is overwrite."""
+    entry = find_captioner(settings, params.get("captioner"))
+    if entry is None:
+        raise CaptionerError(f"captioner {params.get('captioner')!r} is not on this server")
+    knobs = ("length", "instruction", "trigger", "trigger_position")
+    labeler: Labeler = load_captioner(entry, CaptionOptions(**{k: params[k] for k in knobs}))
+
+    def apply(rows: list[Image], pictures: list[PILImage.Image]) -> None:
+        hints = [list(row.tags) for row in rows] if params["tag_hints"] else None
+        for row, labels in zip(rows, labeler.label(pictures, hints), strict=True):
+            row.caption = labels.caption
+            result["captioned"] += 1
+
+    if params["mode"] == "skip_captioned":
+        return ImageStep(apply, cropped=True, wants=lambda row: not row.caption.strip(), batch=1)
+    return ImageStep(apply, cropped=True, batch=1)
+
+
 def focus_step(params: dict, result: Counter) -> ImageStep:
     def apply(rows: list[Image], pictures: list[PILImage.Image]) -> None:
         for row, picture in zip(rows, pictures, strict=True):
@@ -90,6 +114,7 @@ def screening_step(settings: Settings, result: Counter) -> ImageStep:
 
 STEPS: dict[str, Callable[[Settings, dict, Counter], ImageStep]] = {
     "autotag": tagging_step,
+    "caption": captioning_step,
     "focus_crop": lambda settings, params, result: focus_step(params, result),
     "screen": lambda settings, params, result: screening_step(settings, result),
 }
@@ -112,8 +137,8 @@ def run_dataset_task(settings: Settings, storage: Storage, task_id: str) -> str:
     result: Counter = Counter()
     try:
         step = STEPS[kind](settings, params, result)
-        for start in range(0, len(image_ids), BATCH):
-            _run_batch(factory, storage, task_id, image_ids[start:start + BATCH], step, result)
+        for start in range(0, len(image_ids), step.batch):
+            _run_batch(factory, storage, task_id, image_ids[start:start + step.batch], step, result)
     except Exception as exc:  # the message is for the user; the traceback for the worker log
         log.exception("dataset task %s failed", task_id)
         _finish(factory, task_id, TaskStatus.failed, result, f"{type(exc).__name__}: {exc}")

@@ -39,9 +39,10 @@ class Labels:
 
 
 class Labeler(Protocol):
-    """A tagger or a captioner (BLIP-style ones can implement this later): images in, labels out, in order."""
+    """A tagger or a captioner (worker/captioning.py): images in, labels out, in order; `hints` are each image's
+    current tags, for captioners that read them."""
 
-    def label(self, images: list[Image.Image]) -> list[Labels]: ...
+    def label(self, images: list[Image.Image], hints: list[list[str]] | None = None) -> list[Labels]: ...
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class WD14Tagger:
         blocked = opts.blacklist | {readable_tag(b) for b in opts.blacklist}
         return [n for n in names if n not in blocked]
 
-    def label(self, images: list[Image.Image]) -> list[Labels]:
+    def label(self, images: list[Image.Image], hints: list[list[str]] | None = None) -> list[Labels]:
         return [Labels(self.tags_from(row)) for row in self.scores(images)]
 
 

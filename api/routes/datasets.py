@@ -1,4 +1,4 @@
-"""Datasets and their tags: create, list, edit, delete; tag frequency and batch tag edits."""
+"""Datasets and their tags: create, list, edit, delete; tag frequency, batch tag edits and caption edits."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from sqlalchemy import select
 from api.deps import CurrentUser, OwnedDataset, PageDep, SessionDep, StorageDep
 from api.errors import ERROR_RESPONSES
 from api.routes import API_PREFIX
-from api.schemas import DatasetIn, DatasetOut, DatasetPatch, TagBatch
+from api.schemas import CaptionBatch, DatasetIn, DatasetOut, DatasetPatch, TagBatch
 from api.services.datasets import (
     dataset_view,
     dataset_views,
     delete_dataset_and_files,
     duplicate_groups,
+    edit_captions,
     edit_tags,
     selected_images,
 )
@@ -84,4 +85,11 @@ def near_duplicates(dataset: OwnedDataset, session: SessionDep, storage: Storage
 @router.post("/datasets/{dataset_id}/tags/batch")
 def batch_tags(body: TagBatch, dataset: OwnedDataset, session: SessionDep) -> dict[str, int]:
     matched, changed = edit_tags(session, dataset, body)
+    return {"matched": matched, "changed": changed}
+
+
+@router.post("/datasets/{dataset_id}/captions/batch")
+def batch_captions(body: CaptionBatch, dataset: OwnedDataset, session: SessionDep) -> dict[str, int]:
+    """Find and replace across captions, or the trigger word put at the start of every caption."""
+    matched, changed = edit_captions(session, dataset, body)
     return {"matched": matched, "changed": changed}

@@ -1,4 +1,5 @@
-"""Dataset tools: crop boxes (centre at once, focus on the cpu queue), auto-tagging, and their tasks' progress."""
+"""Dataset tools: crop boxes (centre at once, focus on the cpu queue), auto-tagging, captioning, and their tasks'
+progress."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from sqlalchemy import select
 from api.deps import CurrentUser, OwnedDataset, PageDep, SessionDep, SettingsDep, owned
 from api.errors import ERROR_RESPONSES
 from api.routes import API_PREFIX
-from api.schemas import AutotagRequest, CropRequest, TaggerOut, TaskOut
-from api.services.tasks import crop, queue_autotag, task_out
+from api.schemas import AutotagRequest, CaptionerOut, CaptionRequest, CropRequest, TaggerOut, TaskOut
+from api.services.tasks import crop, queue_autotag, queue_caption, task_out
+from core.captioners import list_captioners, no_captioner_message
 from core.models import DatasetTask
 from core.taggers import list_taggers, no_tagger_message
 
@@ -42,6 +44,24 @@ def taggers(settings: SettingsDep, _: CurrentUser) -> dict[str, object]:
     return {"taggers": entries, "message": None if installed else NO_TAGGER_FOR_USERS,
             "setup": None if installed else no_tagger_message(settings),
             "on_upload": installed and settings.tag_on_upload}
+
+
+@router.get("/captioners")
+def captioners(settings: SettingsDep, _: CurrentUser) -> dict[str, object]:
+    """The vision-language captioners (sentences); `setup` tells an operator how to add one when none is
+    installed (a hub one not installed yet downloads on first use where the network allows)."""
+    entries = [CaptionerOut(name=c.name, source=c.source, installed=c.installed, architecture=c.architecture)
+               for c in list_captioners(settings)]
+    return {"captioners": entries,
+            "setup": None if any(c.installed for c in entries) else no_captioner_message(settings)}
+
+
+@router.post("/datasets/{dataset_id}/caption", status_code=status.HTTP_202_ACCEPTED, response_model=TaskOut)
+def caption(body: CaptionRequest, dataset: OwnedDataset, session: SessionDep, settings: SettingsDep,
+            request: Request) -> JSONResponse:
+    """A sentence per image from a captioner, one image at a time, on the cpu queue (GET /tasks/{id} follows it)."""
+    task = queue_caption(session, settings, dataset, body, request)
+    return JSONResponse(task_out(session, task).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
 
 
 @router.post("/datasets/{dataset_id}/autotag", status_code=status.HTTP_202_ACCEPTED, response_model=TaskOut)

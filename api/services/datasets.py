@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import Page, not_found
 from api.errors import Conflict, NotFound
-from api.schemas import TagBatch
+from api.schemas import CaptionBatch, TagBatch
 from core import keys, screening
 from core.db import read_rows
 from core.models import Dataset, Image, Job
@@ -97,6 +97,26 @@ def edit_tags(session: Session, dataset: Dataset, batch: TagBatch) -> tuple[int,
         new = apply_tag_batch(list(image.tags), batch)
         if new != image.tags:
             image.tags = new
+            changed += 1
+    session.commit()
+    return len(images), changed
+
+
+def edit_captions(session: Session, dataset: Dataset, batch: CaptionBatch) -> tuple[int, int]:
+    """One caption edit over the chosen images: how many matched and how many changed. Images without a caption
+    are left alone (a prefix alone is not a caption)."""
+    images = selected_images(session, dataset, batch.image_ids)
+    changed = 0
+    for image in images:
+        caption = image.caption
+        if not caption.strip():
+            continue
+        if batch.action == "replace":
+            caption = caption.replace(batch.find, batch.replace_with)
+        elif not caption.lstrip().startswith(batch.prefix.strip()):
+            caption = f"{batch.prefix.strip()}, {caption.lstrip()}"
+        if caption != image.caption:
+            image.caption = caption
             changed += 1
     session.commit()
     return len(images), changed

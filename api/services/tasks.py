@@ -7,10 +7,11 @@ from sqlalchemy.orm import Session
 
 from api.deps import dispatch_task
 from api.errors import Conflict
-from api.schemas import AutotagRequest, CropRequest, TaskOut
+from api.schemas import AutotagRequest, CaptionRequest, CropRequest, TaskOut
 from api.services.datasets import selected_images
 from api.waiting import CPU_TASKS, waiting_for
 from core import screening
+from core.captioners import find_captioner, no_captioner_message
 from core.geometry import center_box
 from core.models import Dataset, DatasetTask
 from core.queue import DATASET_TASK
@@ -68,6 +69,18 @@ def crop(session: Session, dataset: Dataset, body: CropRequest, request: Request
         image.crop = center_box(image.width, image.height, body.width, body.height)
     session.commit()
     return len(images)
+
+
+def queue_caption(session: Session, settings: Settings, dataset: Dataset, body: CaptionRequest,
+                  request: Request) -> DatasetTask:
+    """A captioning task with the named (or the first installed) captioner; 409 when there is none to use."""
+    entry = find_captioner(settings, body.captioner)
+    if entry is None:
+        message = no_captioner_message(settings) if body.captioner is None else (
+            f"captioner {body.captioner!r} is not on this server; GET /api/v1/captioners lists those that are")
+        raise Conflict(message, [{"field": "captioner", "message": message}])
+    selected_images(session, dataset, body.image_ids)  # 404 naming any image not in this dataset
+    return queue_task(request, session, dataset, "caption", {**body.model_dump(), "captioner": entry.name})
 
 
 def queue_autotag(session: Session, settings: Settings, dataset: Dataset, body: AutotagRequest,

@@ -21,13 +21,14 @@ SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "
 def write_qwen_tokenizer(folder: Path) -> int:
     """A character-level BPE (no merges) over printable ASCII and newline, with Qwen's special tokens and chat
     template; saved as tokenizer.json, which AutoTokenizer reads."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     vocab = {token: index for index, token in enumerate(SPECIALS)}
     for code in [10, *range(32, 127)]:
         vocab.setdefault(chr(code), len(vocab))
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None, ignore_merges=True))
     backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    backend.decoder = decoders.Fuse()  # characters back into text, without spaces between them
     backend.add_special_tokens(list(SPECIALS))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                         model_max_length=512)
