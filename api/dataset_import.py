@@ -18,13 +18,15 @@ from sqlalchemy.orm import Session
 from api.ingest import store_image
 from api.schemas import clean_tags
 from api.uploads import RejectedUpload
-from core.kohya_layout import CONCEPT_FOLDER, MAX_REPEATS, REG_ROOT
+from core.kohya_layout import CONCEPT_FOLDER, MAX_REPEATS, REG_ROOT, reads_as_sentences
 from core.models import Dataset, Image
 from core.settings import Settings
 from core.storage import Storage
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
-CAPTION_EXTENSIONS = (".txt", ".caption")
+# .txt: tags or a sentence, whichever it reads as; .caption: a sentence (sd-scripts' captioning); .tags: tags
+# (what lorabake's export writes beside a sentence)
+CAPTION_EXTENSIONS = (".txt", ".caption", ".tags")
 TAG_SUMMARY = "tag_occurrence.txt"  # written by our export beside the concept folders
 SMALL_ENTRY = 64 * 1024  # below this a high compression ratio is harmless (short captions compress well)
 
@@ -50,7 +52,7 @@ class KohyaImage:
     repeats: int
     concept: str
     is_reg: bool
-    caption: zipfile.ZipInfo | None = None
+    texts: dict[str, zipfile.ZipInfo] = field(default_factory=dict)  # caption files by extension
 
 
 @dataclass
@@ -113,7 +115,7 @@ def _concept_of(parts: tuple[str, ...]) -> tuple[int, str, bool] | None:
 
 def read_layout(infos: list[zipfile.ZipInfo]) -> KohyaArchive:
     layout = KohyaArchive()
-    captions: dict[str, zipfile.ZipInfo] = {}
+    captions: dict[str, dict[str, zipfile.ZipInfo]] = {}
     for info in infos:
         if info.is_dir():
             continue
@@ -126,7 +128,7 @@ def read_layout(infos: list[zipfile.ZipInfo]) -> KohyaArchive:
             continue
         suffix = path.suffix.lower()
         if suffix in CAPTION_EXTENSIONS:
-            captions.setdefault(str(path.with_suffix("")).lower(), info)
+            captions.setdefault(str(path.with_suffix("")).lower(), {}).setdefault(suffix, info)
             continue
         concept = _concept_of(path.parts)
         if suffix not in IMAGE_EXTENSIONS:
@@ -139,11 +141,13 @@ def read_layout(infos: list[zipfile.ZipInfo]) -> KohyaArchive:
     paired: set[str] = set()
     for image in layout.images:
         stem = str(PurePosixPath(image.info.filename.replace("\\", "/")).with_suffix("")).lower()
-        image.caption = captions.get(stem)
+        image.texts = captions.get(stem, {})
         paired.add(stem)
-    for stem, info in captions.items():
+    for stem, files in captions.items():
         if stem not in paired:
-            layout.report.append(EntryReport(entry=info.filename, status="skipped", reason="caption without an image"))
+            for info in files.values():
+                layout.report.append(EntryReport(entry=info.filename, status="skipped",
+                                                 reason="caption without an image"))
     return layout
 
 
@@ -158,12 +162,23 @@ def read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> b
     return data
 
 
-def caption_tags(archive: zipfile.ZipFile, image: KohyaImage) -> tuple[list[str], str]:
-    """Tags from the caption file; without one, sd-scripts trains on the folder's concept, and so do we."""
-    if image.caption is None:
-        return clean_tags([image.concept]), "no caption file: tagged with the folder's concept"
-    text = read_entry(archive, image.caption, 1024 * 1024).decode("utf-8-sig", errors="replace")
-    return clean_tags(text.replace("\n", ",").split(",")), ""
+def image_texts(archive: zipfile.ZipFile, image: KohyaImage) -> tuple[list[str], str, str]:
+    """(tags, sentence, note) from the image's caption files: `.tags` are tags; `.caption` and `.txt` are
+    whichever they read as (prose or a tag list). Without any, sd-scripts trains on the folder's concept, and so do
+    we."""
+    if not image.texts:
+        return clean_tags([image.concept]), "", "no caption file: tagged with the folder's concept"
+    read = {suffix: read_entry(archive, info, 1024 * 1024).decode("utf-8-sig", errors="replace").strip()
+            for suffix, info in image.texts.items()}
+    tags, sentence = read.get(".tags"), None
+    for suffix in (".caption", ".txt"):
+        if (text := read.get(suffix)) is None:
+            continue
+        if sentence is None and reads_as_sentences(text.replace("\n", ",").split(",")):
+            sentence = " ".join(text.split())
+        elif tags is None:
+            tags = text
+    return clean_tags((tags or "").replace("\n", ",").split(",")), (sentence or "")[:5000], ""
 
 
 @dataclass
@@ -195,7 +210,7 @@ def import_archive(source: BinaryIO, name: str, owner_id: str, session: Session,
                     f"dataset is full ({settings.max_images_per_dataset} images at most)")))
                 continue
             try:
-                tags, note = caption_tags(archive, image)
+                tags, sentence, note = image_texts(archive, image)
                 raw = read_entry(archive, image.info, settings.max_upload_bytes)
                 if dataset is None:
                     dataset = Dataset(owner_id=owner_id, name=name, default_repeats=default_repeats)
@@ -203,7 +218,7 @@ def import_archive(source: BinaryIO, name: str, owner_id: str, session: Session,
                     session.flush()
                 usual = 1 if image.is_reg else default_repeats
                 stored: Image = store_image(session, storage, settings, dataset, PurePosixPath(entry).name, raw,
-                                            tags=tags, is_reg=image.is_reg,
+                                            tags=tags, caption=sentence, is_reg=image.is_reg,
                                             repeats=None if image.repeats == usual else image.repeats)
                 session.commit()
             except (zipfile.BadZipFile, ValueError) as exc:  # ValueError: RejectedUpload, an over-long tag

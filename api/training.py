@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from core.estimates import RunShape, estimate_seconds
-from core.kohya_layout import held_out
+from core.kohya_layout import held_out, reads_as_sentences
 from core.models import Dataset, Image
 from core.settings import BaseModelEntry
 from trainer.families import FAMILIES
@@ -138,19 +138,15 @@ def dataset_warnings(config: TrainConfig, plan: StepPlan, family: str, images: l
                       "whole dataset and an epoch is one step; a batch of 1–4 suits a small dataset",
                       "plain": "The batch is larger than the dataset: each epoch is a single step."})
     info = FAMILIES[family]
-    tagged = [i.tags for i in images if not i.is_reg and i.tags]
-    if info.captions == "sentences" and tagged and _mostly_tag_lists(tagged):
-        advice = (f"{info.label} reads captions as sentences (its T5 text encoder): these are comma-separated tags. "
-                  "They train, but a sentence per image (\"a photo of sks, a red circle on a white background\") "
-                  "usually trains better; keep the trigger word at the start")
-        found.append({"field": "dataset_id", "message": advice, "plain": advice})
+    training = [i for i in images if not i.is_reg]
+    tags_only = [i for i in training if i.tags and not i.caption.strip() and not reads_as_sentences(i.tags)]
+    if info.captions == "sentences" and training and len(tags_only) * 2 > len(training):
+        which = "tags only" if len(tags_only) == len(training) else \
+            f"tags only on {len(tags_only)} of its {len(training)} images"
+        advice = (f"this dataset has {which}; {info.label} trains best on sentences: caption it (Caption in the "
+                  "dataset's tools writes a sentence per image, keeping the trigger word first), or write them by hand")
+        found.append({"field": "dataset_id", "message": advice, "plain": advice[0].upper() + advice[1:]})
     return found
-
-
-def _mostly_tag_lists(captions: list[list[str]]) -> bool:
-    """Most captions are several short tags rather than a sentence or two."""
-    lists = sum(1 for tags in captions if len(tags) >= 3 and sum(len(t.split()) for t in tags) / len(tags) < 4)
-    return lists * 2 > len(captions)
 
 
 def crop_family_warning(dataset: Dataset, images: list[Image], family: str) -> dict[str, str] | None:

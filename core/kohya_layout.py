@@ -33,12 +33,30 @@ def concept_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9 _-]+", "", text).strip() or "concept"
 
 
-def caption_for(image: Image) -> str:
-    """Tags in order (trigger word first when it was added at the start), then any free-text caption."""
-    parts = list(image.tags)
-    if image.caption.strip():
-        parts.append(image.caption.strip())
-    return ", ".join(parts)
+def caption_for(image: Image, reads: str = "tags") -> str:
+    """The text an image trains on. A model that reads sentences (FamilyInfo.captions) gets the image's sentence
+    when it has one; one that reads tags gets its tags in order (trigger word first when it was added at the
+    start), then any sentence."""
+    sentence = image.caption.strip()
+    if reads == "sentences" and sentence:
+        return sentence
+    return ", ".join([*image.tags, *([sentence] if sentence else [])])
+
+
+def caption_files(image: Image) -> dict[str, str]:
+    """The text files an export writes beside an image, by extension: `.txt` holds its sentence when it has one
+    (what ai-toolkit and musubi-tuner read), else its tags (sd-scripts' WD14 layout); `.tags` holds the tags of an
+    image that has both (sd-scripts reads them with caption_extension = ".tags")."""
+    sentence, tags = image.caption.strip(), ", ".join(image.tags)
+    if sentence:
+        return {".txt": sentence, **({".tags": tags} if tags else {})}
+    return {".txt": tags}
+
+
+def reads_as_sentences(parts: list[str]) -> bool:
+    """Comma-separated parts that are mostly phrases of four words or more (prose), not short tags."""
+    parts = [p for p in parts if p.strip()]
+    return bool(parts) and sum(len(p.split()) for p in parts) / len(parts) >= 4
 
 
 def effective_repeats(image: Image, dataset: Dataset) -> int:

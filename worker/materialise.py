@@ -18,8 +18,9 @@ class Materialised:
     validation_dir: Path | None = None  # the held-out images (validation_split), scored but never trained on
 
 
-def materialise(dataset: Dataset, images: list[Image], storage: Storage, root: Path,
-                concept: str, held: set[str] | frozenset[str] = frozenset()) -> Materialised:
+def materialise(dataset: Dataset, images: list[Image], storage: Storage, root: Path, concept: str,
+                held: set[str] | frozenset[str] = frozenset(), reads: str = "tags") -> Materialised:
+    """`reads`: what the job's model reads, tags or sentences (each image's .txt is caption_for it)."""
     train_dir, validation_dir = root / "train", root / "validation"
     for spot in place(dataset, images, concept):
         # train/10_name/… for training images, reg/1_name/… for regularization images, validation/… held out
@@ -30,7 +31,7 @@ def materialise(dataset: Dataset, images: list[Image], storage: Storage, root: P
             (folder / f"{spot.stem}.{spot.image.format}").write_bytes(image_bytes(spot.image, storage))
         else:
             storage.download_to(spot.image.storage_key, folder / f"{spot.stem}.{spot.image.format}")
-        (folder / f"{spot.stem}.txt").write_text(caption_for(spot.image), encoding="utf-8")
+        (folder / f"{spot.stem}.txt").write_text(caption_for(spot.image, reads), encoding="utf-8")
     has_reg = any(i.is_reg for i in images)
     return Materialised(train_dir, root / REG_ROOT if has_reg else None, len(images),
                         validation_dir if held else None)

@@ -59,6 +59,7 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
     the worker takes whichever queued job is next in the fair order. Every queued job has sent one message, so each
     still gets its turn; messages left over (duplicate deliveries, canceled jobs) find nothing to do.
     """
+    from trainer.families import FAMILIES
     from trainer.job.config import ConfigError, TrainConfig, build_config
     from trainer.training.loop import train
 
@@ -88,7 +89,8 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
             callbacks.on_log(f"{len(left_out)} image(s) left out: not allowed by the site's screening (yet)")
         seed = job.params.get("seed", TrainConfig.model_fields["seed"].default)
         held = held_out(images, job.params.get("validation_split") or 0.0, seed)
-        data = materialise(dataset, images, storage, scratch / "dataset", job.name, held)
+        reads = FAMILIES[job.params["model_family"]].captions
+        data = materialise(dataset, images, storage, scratch / "dataset", job.name, held, reads)
         resume = download_state(storage, job.state_key, scratch / "resume") if job.state_key else None
         cfg = build_config(train_config_values(job, settings, data.train_dir, data.reg_dir, scratch / "out", resume,
                                                data.validation_dir))

@@ -22,7 +22,7 @@ from api.routes import API_PREFIX
 from api.schemas import DatasetOut
 from api.services.datasets import dataset_view, selected_images
 from api.services.tasks import screen_pending
-from core.kohya_layout import caption_for, concept_name, image_bytes, place, readable_stem, tag_occurrence
+from core.kohya_layout import caption_files, concept_name, image_bytes, place, readable_stem, tag_occurrence
 from core.models import Dataset, Image
 from core.storage import Storage
 
@@ -60,7 +60,8 @@ def write_kohya_zip(archive: zipfile.ZipFile, dataset: Dataset, images: list[Ima
         # images are compressed already: stored as they are; captions deflate well
         archive.writestr(f"{spot.folder}/{spot.stem}.{spot.image.format}", image_bytes(spot.image, storage),
                          zipfile.ZIP_STORED)
-        archive.writestr(f"{spot.folder}/{spot.stem}.txt", caption_for(spot.image), zipfile.ZIP_DEFLATED)
+        for extension, text in caption_files(spot.image).items():
+            archive.writestr(f"{spot.folder}/{spot.stem}{extension}", text, zipfile.ZIP_DEFLATED)
     archive.writestr(TAG_SUMMARY, tag_occurrence(i.tags for i in images), zipfile.ZIP_DEFLATED)
 
 

@@ -376,14 +376,24 @@ def test_comma_tags_for_a_family_that_reads_sentences_get_caption_advice():
     tagged = [ImageRow(width=64, height=64, tags=["sks", "red circle", "white background", "simple"], is_reg=False,
                        repeats=None, crop=None, id=str(i)) for i in range(4)]
     sentences = [ImageRow(width=64, height=64, tags=["sks", "a red circle drawn on a plain white sheet"],
+                          is_reg=False, repeats=None, crop=None, id=str(i), caption="") for i in range(4)]
+    captioned = [ImageRow(width=64, height=64, tags=["sks", "red circle"], caption="sks, a red circle on white",
                           is_reg=False, repeats=None, crop=None, id=str(i)) for i in range(4)]
-    for family, images, advised in (("flux", tagged, True), ("flux", sentences, False), ("sd15", tagged, False)):
+    for image in tagged:
+        image.caption = ""
+    cases = (("flux", tagged, True), ("qwen_image", tagged, True), ("flux", sentences, False),
+             ("qwen_image", captioned, False), ("qwen_image", [*captioned[:2], *tagged[2:]], False),
+             ("qwen_image", [*captioned[:1], *tagged[1:]], True), ("sd15", tagged, False))
+    for family, images, advised in cases:
         model = BaseModelEntry(name="m", family=family, location="/nowhere", resolution=64)
         result = assess(model, "m", "basic", "standard", {}, dataset, images, ["sks"])
         advice = [w for w in result.warnings if w["field"] == "dataset_id"]
         assert bool(advice) == advised, (family, advice)
-        if advised:
-            assert "FLUX.1 reads captions as sentences" in advice[0]["message"]
+        if advised and family == "qwen_image" and images == tagged:
+            assert advice[0]["message"].startswith("this dataset has tags only; Qwen-Image trains best on sentences: "
+                                                   "caption it")
+        elif advised and family == "qwen_image":
+            assert advice[0]["message"].startswith("this dataset has tags only on 3 of its 4 images")
 
 
 def test_every_refusal_has_the_one_error_shape_and_openapi_documents_it(client, alice):

@@ -141,3 +141,65 @@ def test_uploaded_images_are_tagged_as_they_arrive_and_tags_that_came_with_them_
     newest = client.get(f"/api/v1/datasets/{dataset}/tasks", headers=alice).json()[0]
     assert finished(client, alice, newest, worker)["result"] == {"tagged": 1, "tags_added": 3}
     assert client.get(f"/api/v1/datasets/{dataset}/images/{first[0]['id']}", headers=alice).json()["tags"] == ["mine"]
+
+
+@pytest.fixture
+def caption_stack(tmp_path, service_urls, tiny_sd15):
+    from tests.tiny_captioners import make_tiny_florence2, make_tiny_qwen_vl
+
+    env = production_like_env(tmp_path, service_urls, tiny_sd15, 6, LORABAKE_TAG_ON_UPLOAD="false",
+                              LORABAKE_CAPTIONERS_FROM_HUB="[]")
+    make_tiny_qwen_vl(tmp_path / "var" / "captioners" / "tiny-qwen-vl")
+    make_tiny_florence2(tmp_path / "var" / "captioners" / "tiny-florence")
+    worker = WorkerProcess(env, tmp_path / "worker.log", queues="cpu").start()
+    with LiveServer(settings_from_env(env)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client, worker
+    worker.stop()
+
+
+def test_captioning_writes_a_sentence_per_image_keeps_hand_edits_and_batch_edits_captions(caption_stack):
+    client, worker = caption_stack
+    alice = register(client, "writer@example.com")
+    listed = client.get("/api/v1/captioners", headers=alice).json()
+    assert [(c["name"], c["architecture"]) for c in listed["captioners"]] == [
+        ("tiny-florence", "florence2"), ("tiny-qwen-vl", "qwen2_5_vl")] and listed["setup"] is None
+    dataset = client.post("/api/v1/datasets", json={"name": "prose"}, headers=alice).json()["id"]
+    colours = {"red.png": (220, 30, 30), "green.png": (40, 200, 40), "blue.png": (30, 30, 220)}
+    uploaded = client.post(f"/api/v1/datasets/{dataset}/images", headers=alice,
+                           files=[("files", (n, solid(c), "image/png")) for n, c in colours.items()]).json()
+    ids = {u["filename"]: u["id"] for u in uploaded}
+    mine = "a red square, drawn by me"
+    client.patch(f"/api/v1/datasets/{dataset}/images/{ids['red.png']}", json={"caption": mine, "tags": ["red"]},
+                 headers=alice)
+
+    def image(name: str) -> dict:
+        return client.get(f"/api/v1/datasets/{dataset}/images/{ids[name]}", headers=alice).json()
+
+    assert [image(n)["text_kind"] for n in colours] == ["both", "none", "none"]
+    task = client.post(f"/api/v1/datasets/{dataset}/caption", headers=alice,
+                       json={"captioner": "tiny-qwen-vl", "length": "short", "trigger": "sks", "tag_hints": True})
+    assert task.status_code == 202 and task.json()["kind"] == "caption"
+    done = finished(client, alice, task.json(), worker)
+    assert done["status"] == "succeeded" and done["done"] == done["total"] == 3, done
+    assert done["result"] == {"captioned": 2, "skipped": 1}
+    assert image("red.png")["caption"] == mine  # the hand edit is kept
+    for name in ("green.png", "blue.png"):
+        written = image(name)
+        assert written["caption"].startswith("sks, ") and written["text_kind"] == "sentence"
+
+    replaced = client.post(f"/api/v1/datasets/{dataset}/captions/batch", headers=alice,
+                           json={"action": "replace", "find": "drawn by me", "replace_with": "on white"}).json()
+    assert replaced == {"matched": 3, "changed": 1} and image("red.png")["caption"] == "a red square, on white"
+    prefixed = client.post(f"/api/v1/datasets/{dataset}/captions/batch", headers=alice,
+                           json={"action": "prefix", "prefix": "sks"}).json()
+    assert prefixed == {"matched": 3, "changed": 1} and image("red.png")["caption"] == "sks, a red square, on white"
+    refused = client.post(f"/api/v1/datasets/{dataset}/captions/batch", headers=alice, json={"action": "replace"})
+    assert refused.status_code == 422 and "replace needs the text to find" in refused.text
+
+    overwrite = client.post(f"/api/v1/datasets/{dataset}/caption", headers=alice,
+                            json={"mode": "overwrite", "trigger_position": "end", "trigger": "sks",
+                                  "image_ids": [ids["red.png"]]}).json()  # the first installed: Florence-2
+    assert finished(client, alice, overwrite, worker)["result"] == {"captioned": 1}
+    assert image("red.png")["caption"].endswith(", sks") and image("red.png")["caption"] != mine
+    missing = client.post(f"/api/v1/datasets/{dataset}/caption", headers=alice, json={"captioner": "blip"})
+    assert missing.status_code == 409 and "'blip' is not on this server" in missing.json()["detail"]["message"]

@@ -155,6 +155,39 @@ def test_export_then_import_gives_the_same_images_tags_and_repeats(client, alice
     assert pixels(client.get(again["pic1.png"]["url"]).content) == pixels(originals["pic1.png"])
 
 
+def test_sentences_and_tags_travel_as_ai_toolkit_and_sd_scripts_lay_them_out(client, alice):
+    dataset = client.post("/api/v1/datasets", json={"name": "prose", "default_repeats": 2}, headers=alice).json()["id"]
+    uploaded = client.post(f"/api/v1/datasets/{dataset}/images", headers=alice, files=[
+        ("files", (f"p{i}.png", png_bytes(seed=i), "image/png")) for i in range(3)]).json()
+    texts = {"p0.png": {"tags": ["sks", "red dress"], "caption": "sks, a woman in a red dress on a beach"},
+             "p1.png": {"caption": "a photo of sks reading a book by a window"},
+             "p2.png": {"tags": ["sks", "smile"]}}
+    for row in uploaded:
+        client.patch(f"/api/v1/datasets/{dataset}/images/{row['id']}", json=texts[row["filename"]], headers=alice)
+    exported = zipfile.ZipFile(io.BytesIO(client.get(f"/api/v1/datasets/{dataset}/export", headers=alice).content))
+    assert exported.read("2_prose/p0.txt").decode() == "sks, a woman in a red dress on a beach"  # ai-toolkit's .txt
+    assert exported.read("2_prose/p0.tags").decode() == "sks, red dress"  # sd-scripts: caption_extension=.tags
+    assert exported.read("2_prose/p1.txt").decode() == "a photo of sks reading a book by a window"
+    assert exported.read("2_prose/p2.txt").decode() == "sks, smile" and "2_prose/p2.tags" not in exported.namelist()
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in exported.namelist():
+            archive.writestr(name, exported.read(name))
+        # an sd-scripts folder: BLIP sentences in .caption, WD14 tags in .txt
+        archive.writestr("5_other/q.png", png_bytes(seed=9))
+        archive.writestr("5_other/q.caption", "a man riding a horse across a field")
+        archive.writestr("5_other/q.txt", "1boy, horse, field")
+    back = import_zip(client, alice, buffer.getvalue(), name="again").json()
+    again = {i["filename"]: i for i in client.get(f"/api/v1/datasets/{back['dataset']['id']}/images",
+                                                  headers=alice).json()}
+    for name, text in texts.items():
+        assert (again[name]["tags"], again[name]["caption"]) == (text.get("tags", []), text.get("caption", ""))
+    assert [again[n]["text_kind"] for n in ("p0.png", "p1.png", "p2.png")] == ["both", "sentence", "tags"]
+    assert (again["q.png"]["tags"], again["q.png"]["caption"]) == (["1boy", "horse", "field"],
+                                                                    "a man riding a horse across a field")
+
+
 def test_tag_occurrence_file_lists_counts_most_frequent_first(client, alice):
     dataset = client.post("/api/v1/datasets", json={"name": "t"}, headers=alice).json()["id"]
     client.post(f"/api/v1/datasets/{dataset}/images", headers=alice,
@@ -205,3 +238,14 @@ def test_cli_imports_a_folder_leaving_out_links_and_names_a_refusal(tmp_path, ca
         hostile.write_bytes(zip_of({"../evil.png": png_bytes(seed=3)}))
         assert main(["datasets", "import", str(hostile), "--server", server.url, "--token", token]) != 0
         assert "../evil.png: path leaves the archive" in capsys.readouterr().err
+
+
+def test_a_model_that_reads_sentences_trains_on_the_sentence_and_one_that_reads_tags_on_both():
+    from core.kohya_layout import caption_for
+    from core.models import Image as ImageRow
+
+    both = ImageRow(tags=["sks", "red dress"], caption="sks, a woman in a red dress")
+    tags_only = ImageRow(tags=["sks", "smile"], caption="")
+    assert caption_for(both, "sentences") == "sks, a woman in a red dress"
+    assert caption_for(both, "tags") == "sks, red dress, sks, a woman in a red dress"
+    assert caption_for(tags_only, "sentences") == caption_for(tags_only, "tags") == "sks, smile"
