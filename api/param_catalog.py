@@ -45,8 +45,10 @@ def catalog() -> list[dict[str, Any]]:
 
 
 def families(offered: list[str] | None = None) -> list[dict[str, Any]]:
-    """What the web needs to know of each family: its name, training size and crop sizes; with `offered` (the
-    families of the server's base models, first model first), just those, in that order."""
+    """What the web needs to know of each family: its name, training size, crop sizes and whether it reads tags or
+    sentences; with `offered` (the families of the server's base models, first model first), just those, in that
+    order."""
     names = list(dict.fromkeys(offered)) if offered is not None else list(FAMILIES)
     return [{"name": info.name, "label": info.label, "resolution": info.resolution,
-             "crop_sizes": list(info.crop_sizes)} for info in (FAMILIES[n] for n in names if n in FAMILIES)]
+             "crop_sizes": list(info.crop_sizes), "captions": info.captions}
+            for info in (FAMILIES[n] for n in names if n in FAMILIES)]

@@ -119,6 +119,7 @@ export async function trainPage({ datasetId, fromJob }) {
   const estimateBox = h("p", { role: "status", "aria-live": "polite" });
   const tonight = h("button", { type: "submit", value: "tonight", class: "secondary" }, "Start tonight (off-peak)");
   const warnings = h("ul", { class: "muted" });
+  const memoryBox = h("p", { class: "muted", "aria-label": "GPU memory" });
   const box = h("p", { class: "error", role: "alert" });
 
   const currentMode = () => modeInputs.map((l) => l.querySelector("input")).find((i) => i.checked).value;
@@ -210,6 +211,8 @@ export async function trainPage({ datasetId, fromJob }) {
         `${result.steps_per_epoch} steps × ${result.epochs} epochs, ` + (result.estimated_seconds == null
           ? "time: no measurement on this server yet (the first finished run teaches it)"
           : `about ${duration(result.estimated_seconds)}`) + priceText(result);
+      // large models: the GPU memory the run needs (an estimate from the model's size and these settings)
+      memoryBox.textContent = result.memory ? `GPU memory: ${result.memory.summary}` : "";
       // basic mode shows no parameter names, so its warnings are said in the form's words
       const plain = currentMode() === "basic";
       warnings.replaceChildren(...result.warnings.map((w) => h("li", {},
@@ -254,7 +257,7 @@ export async function trainPage({ datasetId, fromJob }) {
   field("Repeats per image", repeats, "How often each image is seen per epoch (images with their own repeats " +
     "keep them); saved as the dataset's default when the job starts."),
   basic, pro, field("Preview prompt", prompt, "Rendered after each epoch, e.g. sks, portrait --s 20 --d 1 (--s steps, --d seed, --n negative)."),
-  estimateBox, warnings, box,
+  estimateBox, memoryBox, warnings, box,
   h("div", { class: "row" }, h("button", { type: "submit", value: "now" }, "Start now"),
     tonight));
   basic.hidden = mode !== "basic";

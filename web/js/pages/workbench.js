@@ -1,6 +1,8 @@
-// Dataset workbench: upload, a lazy thumbnail grid with selection, per-image tags/repeats/reg, crop, batch tags.
+// Dataset workbench: upload, a lazy thumbnail grid with selection, per-image tags/caption/repeats/reg, crop, batch
+// tags and captions, captioning.
 import { del, get, patch, post, getAll } from "../api.js";
 import { field, h, mount, splitList, tabs } from "../dom.js";
+import { batchCaptionPanel, captionLength, captionPanel } from "./captions.js";
 import { batchTagPanel, frequencyList } from "./tags.js";
 import { autotagPanel, duplicatesPanel, exportLinks, followOpenTasks, followTask } from "./tools.js";
 import { uploadPanel } from "./upload.js";
@@ -82,7 +84,8 @@ export async function workbenchPage(datasetId) {
   function tile(image) {
     const selected = state.selected.has(image.id);
     return h("button", { type: "button", class: "tile" + (selected ? " selected" : ""), role: "option",
-                         "aria-selected": String(selected), title: image.tags.join(", "), "data-id": image.id,
+                         "aria-selected": String(selected), title: [image.caption, image.tags.join(", ")]
+                           .filter(Boolean).join("\n"), "data-id": image.id,
                          onclick: (e) => toggle(image, e) },
       h("div", { style: "position:relative" },
         h("img", { src: image.thumb_url, alt: image.filename, loading: "lazy", decoding: "async" }),
@@ -91,7 +94,8 @@ export async function workbenchPage(datasetId) {
       image.screening !== "allowed" && h("span", { class: `screen screen-${image.screening}`,
                                                    title: image.screening_reason }, SCREENING[image.screening]),
       h("div", { class: "meta" }, image.filename),
-      h("div", { class: "meta muted" }, image.tags.slice(0, 4).join(", ") || "no tags"));
+      h("div", { class: "meta muted" }, state.readsSentences && image.caption ? image.caption
+        : image.tags.slice(0, 4).join(", ") || (image.caption ? image.caption : "no tags")));
   }
 
   // The selected image's editor. Every change is saved as it is made (chips, repeats, the reg flag, after a short
@@ -128,13 +132,18 @@ export async function workbenchPage(datasetId) {
         takeTyped();
         changed();
       } });
+    const length = h("span", { class: "muted", "aria-label": "Caption length" }, captionLength(image.caption));
+    const caption = h("textarea", { rows: 4, maxlength: 5000, value: image.caption,
+      oninput: () => { length.textContent = captionLength(caption.value); changed(); } });
+    caption.value = image.caption;
     const repeats = h("input", { type: "number", min: 1, max: 1000, value: image.repeats ?? "", oninput: () => changed() });
     const reg = h("input", { type: "checkbox", checked: image.is_reg, onchange: () => changed() });
     function flush() {
       clearTimeout(timer);
       if (state.pending === flush) state.pending = null;
       takeTyped();
-      const record = { tags: [...tags], is_reg: reg.checked, repeats: repeats.value ? Number(repeats.value) : null };
+      const record = { tags: [...tags], caption: caption.value, is_reg: reg.checked,
+                       repeats: repeats.value ? Number(repeats.value) : null };
       state.saving = state.saving.then(async () => {
         try {
           await patch(`/datasets/${datasetId}/images/${image.id}`, record);
@@ -147,6 +156,11 @@ export async function workbenchPage(datasetId) {
       });
       return state.saving;
     }
+    const tagFields = h("div", {}, chips,
+      field("Add tags", adder, "Enter adds them; commas separate tags. Changes are saved as you make them."));
+    const captionField = h("div", {}, field("Caption (a sentence)", caption, state.readsSentences
+      ? `${state.familyLabel} trains on this sentence when there is one (its tags otherwise).`
+      : `${state.familyLabel} trains on the tags, then this sentence.`), length);
     return h("section", { class: "card editor", "aria-label": "Selected image" },
       h("div", { class: "editor-head" }, h("img", { src: image.thumb_url, alt: "", class: "editor-thumb" }),
         h("div", {}, h("h2", {}, image.filename), h("p", { class: "muted" }, `${image.width}×${image.height} ${image.format}`),
@@ -154,7 +168,8 @@ export async function workbenchPage(datasetId) {
             image.screening_reason)),
         h("button", { type: "button", class: "secondary close-editor", onclick: () => { state.selected.clear(); render(); } },
           "Done")),
-      chips, field("Add tags", adder, "Enter adds them; commas separate tags. Changes are saved as you make them."),
+      // a family that reads sentences shows the sentence first
+      ...(state.readsSentences ? [captionField, tagFields] : [tagFields, captionField]),
       field("Repeats", repeats, `Empty: the dataset's default (${state.dataset.default_repeats}).`),
       h("label", {}, reg, " Regularization image"),
       h("div", { class: "row" }, saved));
@@ -169,6 +184,7 @@ export async function workbenchPage(datasetId) {
     const sizeOfFamily = () => {
       const chosen = families.find((f) => f.name === family.value);
       [state.trainingSize, state.familyLabel] = [chosen.resolution, chosen.label];
+      state.readsSentences = chosen.captions === "sentences";
     };
     family.addEventListener("change", () => { fill(); sizeOfFamily(); render(); });
     state.pickFamily = (name) => { // the family the dataset's crops were made for, when it has one
@@ -229,6 +245,7 @@ export async function workbenchPage(datasetId) {
   const deleteSelected = () => state.selected.size && confirm(`Delete ${state.selected.size} image(s)?`) &&
     each((id) => del(`/datasets/${datasetId}/images/${id}`));
 
+  const families = await get("/families");
   const bulkRepeats = h("input", { type: "number", min: 1, max: 1000, placeholder: "default" });
   const toolbar = h("section", { class: "card row", "aria-label": "Selection" },
     h("button", { type: "button", class: "secondary", onclick: () => { visible().forEach((i) => state.selected.add(i.id)); render(); } }, "Select all"),
@@ -243,7 +260,7 @@ export async function workbenchPage(datasetId) {
       [["upload", "upload order"], ["tags", "tag count"], ["size", "size"], ["aspect", "aspect ratio"],
         ["duplicates", "near-duplicate group"]]
         .map(([value, label]) => h("option", { value }, label)))),
-    cropPanel(await get("/families")), h("p", { class: "hint" }, "The crop family is remembered: the train page " +
+    cropPanel(families), h("p", { class: "hint" }, "The crop family is remembered: the train page " +
       "starts on a base model of it and warns when a job uses another."));
 
   state.dataset = await get(`/datasets/${datasetId}`);
@@ -296,6 +313,8 @@ export async function workbenchPage(datasetId) {
     tabs("Dataset tools", [["Upload", uploadPanel(datasetId, afterUpload)],
       ["Auto-tag", await autotagPanel(datasetId, selectedIds, reload)],
       ["Batch tags", batchTagPanel(datasetId, selectedIds, reload)],
+      ["Captions", h("div", {}, await captionPanel(datasetId, selectedIds, reload, families),
+        batchCaptionPanel(datasetId, selectedIds, reload))],
       ["Near-duplicates", duplicatesPanel(datasetId, () => state.images, pick)]]),
     serverTasks, toolbar, counter, message, h("div", { class: "layout" }, grid.element, side));
   return async () => {
