@@ -108,50 +108,62 @@ def test_a_flux_job_trains_two_epochs_with_previews_tests_an_epoch_and_downloads
     assert stack.leftovers() == []
 
 
-@pytest.mark.parametrize(("model", "family", "label", "sampling", "architecture", "first_key"), [
+# model fixture, family, label, its sampling, modelspec.architecture, a key its file must have
+NEW_DIT_FAMILIES = [
     ("tiny_zimage", "zimage", "Z-Image", "shift", "z-image/lora",
      "diffusion_model.layers.0.attention.to_q.lora_down.weight"),
     ("tiny_flux2", "flux2", "FLUX.2 [klein]", "flux_shift", "flux-2-klein/lora",
      "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight"),
     ("tiny_qwen_image", "qwen_image", "Qwen-Image", "shift", "qwen-image/lora",
      "diffusion_model.transformer_blocks.0.attn.to_q.lora_down.weight"),
-])
-def test_a_new_dit_family_trains_two_epochs_with_previews_tests_an_epoch_and_downloads(
-        tmp_path, tiny_sd15, request, model, family, label, sampling, architecture, first_key):
-    with EmbeddedStack(tmp_path, tiny_sd15, request.getfixturevalue(model)) as stack, \
+]
+
+
+def test_each_new_dit_family_trains_two_epochs_with_previews_tests_an_epoch_and_downloads(tmp_path, tiny_sd15,
+                                                                                          request):
+    """One stack offers every new DiT family's tiny model; each trains, renders, tests and downloads in turn."""
+    models = [request.getfixturevalue(model) for model, *_ in NEW_DIT_FAMILIES]
+    with EmbeddedStack(tmp_path, tiny_sd15, *models) as stack, \
             httpx.Client(base_url=stack.url, timeout=30) as client:
         me = register(client, "dit@example.com")
-        models = {m["name"]: m["family"] for m in client.get("/api/v1/base-models").json()}
-        assert models == {"tiny-sd15": "sd15", f"tiny-{family}": family}
+        offered = {m["name"]: m["family"] for m in client.get("/api/v1/base-models").json()}
+        assert offered == {"tiny-sd15": "sd15", **{f"tiny-{family}": family for _, family, *_ in NEW_DIT_FAMILIES}}
         families = {f["name"]: f for f in client.get("/api/v1/families").json()}
-        assert families[family]["label"] == label and "1024x1024" in families[family]["crop_sizes"]
-        dataset = client.post("/api/v1/datasets", json={"name": "z", "default_repeats": 1}, headers=me).json()
-        files = [("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(4)]
-        client.post(f"/api/v1/datasets/{dataset['id']}/images", files=files, headers=me)
-        body = {"dataset_id": dataset["id"], "base_model": f"tiny-{family}", "preset": "real_person", "name": "zx",
-                "params": {"max_train_epochs": 2}, "sample_prompts": ["a photo of sks, red circle --s 2"]}
-        refused = client.post("/api/v1/jobs/estimate", headers=me,
-                              json={**body, "mode": "pro", "preset": None, "params": {"min_snr_gamma": 5}})
-        assert f"does not apply to {label}" in refused.json()["errors"][0]["message"]
-        estimate = client.post("/api/v1/jobs/estimate", json=body, headers=me).json()
-        assert estimate["errors"] == [] and estimate["total_steps"] == 2 * estimate["steps_per_epoch"] > 0
-        job = client.post("/api/v1/jobs", json=body, headers=me).json()
-        assert job["params"]["model_family"] == family and job["params"]["timestep_sampling"] == sampling
-        state = wait_for(lambda: (j := client.get(f"/api/v1/jobs/{job['id']}", headers=me).json())["status"]
-                         in ("succeeded", "failed") and j, 240, f"the {label} job", describe=stack.log)
-        assert state["status"] == "succeeded", state["error"]
-        epochs = client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=me).json()
-        assert [e["n"] for e in epochs] == [1, 2] and all(len(e["previews"]) == 4 for e in epochs)
-        blob = client.get(f"/api/v1/jobs/{job['id']}/epochs/2/download", headers=me, follow_redirects=True).content
-        header = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")])
-        assert header["__metadata__"]["modelspec.architecture"] == architecture and first_key in header
-        generation = client.post(f"/api/v1/jobs/{job['id']}/epochs/2/generate", headers=me,
-                                 json={"prompt": "a photo of sks <lora:zx:0.8>", "seed": 3})
-        assert generation.status_code == 202, generation.text
-        done = wait_for(lambda: (g := client.get(f"/api/v1/generations/{generation.json()['id']}", headers=me)
-                                 .json())["status"] in ("succeeded", "failed") and g, 120, "the generation",
-                        describe=stack.log)
-        assert done["status"] == "succeeded", done["error"]
-        exported = client.get(f"/api/v1/jobs/{job['id']}/export-config", headers=me)
-        assert exported.status_code == 409 and f"sd-scripts does not train {label.split(' ')[0]}" in exported.text
+        for _, family, label, sampling, architecture, first_key in NEW_DIT_FAMILIES:
+            assert families[family]["label"] == label and "1024x1024" in families[family]["crop_sizes"]
+            assert families[family]["captions"] == "sentences"
+            _trains_tests_and_downloads(client, stack, me, family, label, sampling, architecture, first_key)
     assert stack.leftovers() == []
+
+
+def _trains_tests_and_downloads(client, stack, me, family, label, sampling, architecture, first_key) -> None:  # noqa: ANN001
+    dataset = client.post("/api/v1/datasets", json={"name": "z", "default_repeats": 1}, headers=me).json()
+    files = [("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(4)]
+    client.post(f"/api/v1/datasets/{dataset['id']}/images", files=files, headers=me)
+    body = {"dataset_id": dataset["id"], "base_model": f"tiny-{family}", "preset": "real_person",
+            "name": f"zx_{family}", "params": {"max_train_epochs": 2},
+            "sample_prompts": ["a photo of sks, red circle --s 2"]}
+    refused = client.post("/api/v1/jobs/estimate", headers=me,
+                          json={**body, "mode": "pro", "preset": None, "params": {"min_snr_gamma": 5}})
+    assert f"does not apply to {label}" in refused.json()["errors"][0]["message"]
+    estimate = client.post("/api/v1/jobs/estimate", json=body, headers=me).json()
+    assert estimate["errors"] == [] and estimate["total_steps"] == 2 * estimate["steps_per_epoch"] > 0
+    job = client.post("/api/v1/jobs", json=body, headers=me).json()
+    assert job["params"]["model_family"] == family and job["params"]["timestep_sampling"] == sampling
+    state = wait_for(lambda: (j := client.get(f"/api/v1/jobs/{job['id']}", headers=me).json())["status"]
+                     in ("succeeded", "failed") and j, 240, f"the {label} job", describe=stack.log)
+    assert state["status"] == "succeeded", state["error"]
+    epochs = client.get(f"/api/v1/jobs/{job['id']}/epochs", headers=me).json()
+    assert [e["n"] for e in epochs] == [1, 2] and all(len(e["previews"]) == 4 for e in epochs)
+    blob = client.get(f"/api/v1/jobs/{job['id']}/epochs/2/download", headers=me, follow_redirects=True).content
+    header = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")])
+    assert header["__metadata__"]["modelspec.architecture"] == architecture and first_key in header
+    generation = client.post(f"/api/v1/jobs/{job['id']}/epochs/2/generate", headers=me,
+                             json={"prompt": f"a photo of sks <lora:zx_{family}:0.8>", "seed": 3})
+    assert generation.status_code == 202, generation.text
+    done = wait_for(lambda: (g := client.get(f"/api/v1/generations/{generation.json()['id']}", headers=me)
+                             .json())["status"] in ("succeeded", "failed") and g, 120, "the generation",
+                    describe=stack.log)
+    assert done["status"] == "succeeded", done["error"]
+    exported = client.get(f"/api/v1/jobs/{job['id']}/export-config", headers=me)
+    assert exported.status_code == 409 and f"sd-scripts does not train {label.split(' ')[0]}" in exported.text
