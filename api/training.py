@@ -108,6 +108,9 @@ def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str
     except ConfigError as exc:
         result.errors.extend({"field": p.field, "message": p.message} for p in exc.problems)
         return result
+    if result.config.ema_decay and result.config.save_ema == "both":
+        result.errors.append({"field": "save_ema", "message": "the service keeps one file per epoch: choose ema or "
+                              "raw (both is for the command line)"})
     for finding in preflight.check(result.config, model.family):
         if finding.field in PLACEHOLDER_PATHS:
             continue  # the worker supplies real paths

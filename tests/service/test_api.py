@@ -502,3 +502,17 @@ def test_the_estimate_shows_a_large_models_gpu_memory_and_warns_above_the_larges
         assert not [w for w in estimate(base_weights="nf4")["warnings"] if w["field"] == "base_weights"]
         sd = client.post("/api/v1/jobs/estimate", headers=alice, json={**body, "base_model": "sd"}).json()
         assert sd["memory"] is None and sd["errors"] == []
+
+
+def test_the_service_keeps_one_file_per_epoch_so_ema_is_averaged_or_raw(client, alice):
+    dataset = new_dataset(client, alice)
+    upload(client, alice, dataset, ("a.png", png_bytes(seed=1), "image/png"))
+    body = {"dataset_id": dataset, "base_model": "tiny-sd15", "mode": "pro", "preset": "standard",
+            "params": {"ema_decay": 0.999, "save_ema": "both"}}
+    errors = client.post("/api/v1/jobs/estimate", json=body, headers=alice).json()["errors"]
+    assert errors == [{"field": "save_ema", "message": "the service keeps one file per epoch: choose ema or raw "
+                                                       "(both is for the command line)"}]
+    body["params"]["save_ema"] = "raw"
+    assert client.post("/api/v1/jobs/estimate", json=body, headers=alice).json()["errors"] == []
+    groups = {g["group"] for g in client.get("/api/v1/params").json()}
+    assert "Weight averaging (EMA)" in groups

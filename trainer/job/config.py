@@ -58,6 +58,9 @@ class ConfigError(ValueError):
         return [str(problem) for problem in self.problems]
 
 
+EMA = "Weight averaging (EMA)"
+
+
 class CommonConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -221,6 +224,21 @@ class CommonConfig(BaseModel):
         'Saving and previews')
     save_state: bool = param(False)
     resume: str | None = param(None, path=True)
+    # An exponential moving average of the LoRA's weights (lorabake's own; sd-scripts has none for networks)
+    ema_decay: float | None = param(None,
+        "Keep an exponential moving average of the LoRA's weights with this decay (0.999 is common; empty: off). "
+        "The average is smoother than the last step's weights and often generalizes better.",
+        EMA, ours=True, gt=0, lt=1)
+    ema_warmup: bool = param(False,
+        "Ramp the decay up over the first updates (1 − (1 + n)^−2/3, capped at ema_decay), so the average does not "
+        "stay near the untrained weights.", EMA, ours=True)
+    ema_every_n_steps: int = param(1, "Update the average every N optimizer steps.", EMA, ours=True, ge=1, le=10_000)
+    ema_on_cpu: bool = param(False, "Keep the average in CPU memory: less GPU memory, a copy per update.", EMA,
+                             ours=True)
+    save_ema: Literal["ema", "raw", "both"] = param("ema",
+        "With ema_decay: what each saved epoch holds, the averaged weights or the raw ones; both writes the raw ones "
+        "beside them in a -raw file (the CLI; the service keeps one file per epoch). Previews show the same.",
+        EMA, ours=True)
     training_comment: str | None = param(None, 'Text stored in the file as ss_training_comment.', 'Saving and previews')
     no_metadata: bool = param(False, 'Write only the minimal metadata keys.', 'Saving and previews')
     logging_dir: str | None = param(None, path=True)

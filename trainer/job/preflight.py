@@ -98,6 +98,11 @@ def check(cfg: TrainConfig, family: Family | None = None) -> list[Finding]:
             warn(name, f"{max(r for r in rates if r is not None):g} is far above what {cfg.optimizer_type} trains "
                  f"a LoRA with (up to about {usual:g}): the LoRA will likely burn (noise, blown colours)",
                  "The learning rate is far above what this optimizer is used with: the LoRA will likely be ruined.")
+    if not cfg.ema_decay:
+        defaults = TrainConfig.model_fields
+        for name in ("ema_warmup", "ema_every_n_steps", "ema_on_cpu", "save_ema"):
+            if getattr(cfg, name) != defaults[name].default:
+                warn(name, "has no effect without ema_decay (the average is off)")
     if cfg.max_bucket_reso < cfg.min_bucket_reso:
         error("max_bucket_reso", "is smaller than min_bucket_reso")
     if cfg.train_data_dir and not Path(cfg.train_data_dir).is_dir():

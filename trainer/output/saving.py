@@ -189,8 +189,13 @@ def prune_old_epochs(cfg: TrainConfig, current_epoch: int) -> list[Path]:
     keep_from = current_epoch - cadence * cfg.save_last_n_epochs
     removed = []
     for epoch in range(1, keep_from + 1):
-        path = epoch_file(cfg, epoch)
-        if path.exists():
-            path.unlink()
-            removed.append(path)
+        for path in (epoch_file(cfg, epoch), raw_file(epoch_file(cfg, epoch))):
+            if path.exists():
+                path.unlink()
+                removed.append(path)
     return removed
+
+
+def raw_file(path: Path) -> Path:
+    """Where save_ema = both puts an epoch's raw weights, beside its averaged ones."""
+    return path.with_name(f"{path.stem}-raw{path.suffix}")

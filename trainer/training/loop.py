@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,8 +30,17 @@ from trainer.networks.network import LoRANetwork
 from trainer.networks.spec import NetworkSpec
 from trainer.output.generate import load_lora_file
 from trainer.output.previews import render_previews
-from trainer.output.saving import SAVE_DTYPES, RunFacts, build_metadata, epoch_file, prune_old_epochs, save_lora
+from trainer.output.saving import (
+    SAVE_DTYPES,
+    RunFacts,
+    build_metadata,
+    epoch_file,
+    prune_old_epochs,
+    raw_file,
+    save_lora,
+)
 from trainer.training.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
+from trainer.training.ema import WeightsEMA
 from trainer.training.optim import align_lr, build_optimizer, build_scheduler, optimizer_name
 from trainer.training.state import Position, load_state, save_state
 from trainer.training.tb_log import TrainingLog
@@ -65,6 +75,7 @@ class Session:
     latent_cache: dict | None
     text_cache: dict | None
     validation: ValidationSet | None = None
+    ema: WeightsEMA | None = None  # ema_decay: the average of the trained weights
 
 
 def seed_everything(seed: int) -> None:
@@ -146,8 +157,9 @@ def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
     validation = prepare_validation(cfg, family, model, device, vae_dtype, not network.trains_text_encoder)
     if text_cache is not None:
         family.park_text_encoders(model)
+    ema = WeightsEMA([p for p in network.parameters() if p.requires_grad], cfg) if cfg.ema_decay else None
     session = Session(cfg, accelerator, family, model, network, scan, plan, optimizer, scheduler, noise_generator,
-                      facts, latent_cache, text_cache, validation)
+                      facts, latent_cache, text_cache, validation, ema)
     return session, step_plan.total_steps, step_plan.epochs
 
 
@@ -189,25 +201,45 @@ def batch_loss(s: Session, batch: dict) -> torch.Tensor:
 
 
 def _save_epoch(s: Session, epoch: int, step: int, final: bool) -> tuple[Path, dict[str, str]]:
+    """The epoch's file; with EMA it holds what save_ema says (and says so), `both` adds the raw weights beside it."""
     cfg = s.cfg
     dtype = SAVE_DTYPES.get(cfg.save_precision) if cfg.save_precision else None
     metadata = build_metadata(cfg, s.facts, s.family.metadata(cfg, s.facts.model), s.scan, epoch, step,
                               finished=final)
     path = epoch_file(cfg, None if final else epoch)
-    save_lora(path, s.network.kohya_state_dict(dtype), metadata, cfg.save_model_as)
-    return path, metadata
+    if s.ema is None:
+        save_lora(path, s.network.kohya_state_dict(dtype), metadata, cfg.save_model_as)
+        return path, metadata
+    averaged = {**metadata, "lorabake_weights": "ema" if cfg.save_ema != "raw" else "raw",
+                "lorabake_ema_decay": str(cfg.ema_decay)}
+    with _averaged(s):
+        save_lora(path, s.network.kohya_state_dict(dtype), averaged, cfg.save_model_as)
+    if cfg.save_ema == "both":
+        save_lora(raw_file(path), s.network.kohya_state_dict(dtype), {**averaged, "lorabake_weights": "raw"},
+                  cfg.save_model_as)
+    return path, averaged
+
+
+def _averaged(s: Session) -> AbstractContextManager[None]:
+    """The weights the files and previews show: the average unless save_ema says raw."""
+    return s.ema.applied() if s.ema is not None and s.cfg.save_ema != "raw" else nullcontext()
 
 
 def _previews(s: Session, epoch: int, callbacks: Callbacks) -> None:
     specs = parse_prompts(s.cfg.sample_prompts)
     if not specs:
         return
-    paths = render_previews(
+    with _averaged(s):
+        paths = _render(s, specs, epoch)
+    callbacks.on_previews(PreviewsReady(epoch, paths))
+
+
+def _render(s: Session, specs: list, epoch: int) -> list[Path]:
+    return render_previews(
         s.model, specs, Path(s.cfg.output_dir) / "sample", s.cfg.output_name, epoch,
         images_per_prompt=s.cfg.sample_images_per_prompt, base_seed=s.cfg.seed,
         settings=s.family.render_settings(s.cfg),
     )
-    callbacks.on_previews(PreviewsReady(epoch, paths))
 
 
 def _previews_due(cfg: TrainConfig, epoch: int, last: bool) -> bool:
@@ -226,7 +258,7 @@ def _missing_previews(s: Session, position: Position, epochs: int, callbacks: Ca
 def _state(s: Session, position: Position, name: str) -> Path:
     folder = Path(s.cfg.output_dir) / f"{s.cfg.output_name}-{name}-state"
     return save_state(folder, network=s.network, optimizer=s.optimizer.optimizer, scheduler=s.scheduler,
-                      scaler=s.accelerator.scaler, noise_generator=s.noise_generator, position=position)
+                      scaler=s.accelerator.scaler, noise_generator=s.noise_generator, position=position, ema=s.ema)
 
 
 def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
@@ -236,7 +268,8 @@ def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
     position = Position(epoch=1, batch=0, step=0)
     if cfg.resume:
         position = load_state(Path(cfg.resume), network=s.network, optimizer=s.optimizer.optimizer,
-                              scheduler=s.scheduler, scaler=s.accelerator.scaler, noise_generator=s.noise_generator)
+                              scheduler=s.scheduler, scaler=s.accelerator.scaler, noise_generator=s.noise_generator,
+                              ema=s.ema)
         align_lr(s.optimizer.optimizer, s.scheduler)
         callbacks.on_log(f"resumed at epoch {position.epoch}, batch {position.batch}, step {position.step}")
         _missing_previews(s, position, epochs, callbacks)
@@ -280,6 +313,8 @@ def _run_epochs(s: Session, cfg: TrainConfig, callbacks: Callbacks, result: Trai
             s.scheduler.step()
             s.optimizer.zero_grad(set_to_none=True)
             step += 1
+            if s.ema is not None:
+                s.ema.after_step(step)
             elapsed = time.monotonic() - started
             rate = images_seen / elapsed if elapsed > 0 else 0.0
             per_step = elapsed / max(1, step - position.step)
@@ -295,7 +330,8 @@ def _run_epochs(s: Session, cfg: TrainConfig, callbacks: Callbacks, result: Trai
         log.epoch(epoch, _mean(losses))
         held_out = None
         if s.validation is not None:
-            held_out = validation_loss(s.validation, s.family, s.model, cfg, s.accelerator.autocast)
+            with _averaged(s):
+                held_out = validation_loss(s.validation, s.family, s.model, cfg, s.accelerator.autocast)
             callbacks.on_log(f"epoch {epoch}: validation loss {held_out:.4f} on {len(s.validation.latents)} "
                              f"held-out image(s)")
         last = epoch == epochs or step >= total_steps

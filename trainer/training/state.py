@@ -1,4 +1,4 @@
-"""Full training state (save_state / resume): network, optimizer, scheduler, RNGs and position."""
+"""Full training state (save_state / resume): network, optimizer, scheduler, RNGs, position and the EMA."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class Position:
 
 
 def save_state(folder: Path, *, network: torch.nn.Module, optimizer, scheduler, scaler, noise_generator:
-               torch.Generator, position: Position) -> Path:
+               torch.Generator, position: Position, ema=None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     payload = {
         "network": network.state_dict(),
@@ -33,6 +33,7 @@ def save_state(folder: Path, *, network: torch.nn.Module, optimizer, scheduler, 
         "python_rng": random.getstate(),
         "numpy_rng": np.random.get_state(),
         "position": vars(position),
+        "ema": ema.state_dict() if ema is not None else None,
     }
     tmp = folder / (STATE_FILE + ".partial")
     torch.save(payload, tmp)
@@ -41,7 +42,9 @@ def save_state(folder: Path, *, network: torch.nn.Module, optimizer, scheduler, 
 
 
 def load_state(folder: Path, *, network: torch.nn.Module, optimizer, scheduler, scaler,
-               noise_generator: torch.Generator) -> Position:
+               noise_generator: torch.Generator, ema=None) -> Position:
+    """Everything save_state wrote back in place; an EMA that the state has none of (a run started without it)
+    starts from the loaded weights."""
     path = Path(folder) / STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"resume: no {STATE_FILE} in {folder}")
@@ -57,4 +60,6 @@ def load_state(folder: Path, *, network: torch.nn.Module, optimizer, scheduler, 
         torch.cuda.set_rng_state_all(payload["cuda_rng"])
     random.setstate(payload["python_rng"])
     np.random.set_state(payload["numpy_rng"])
+    if ema is not None and payload.get("ema") is not None:
+        ema.load_state_dict(payload["ema"])
     return Position(**payload["position"])
