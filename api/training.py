@@ -108,9 +108,7 @@ def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str
     except ConfigError as exc:
         result.errors.extend({"field": p.field, "message": p.message} for p in exc.problems)
         return result
-    if result.config.ema_decay and result.config.save_ema == "both":
-        result.errors.append({"field": "save_ema", "message": "the service keeps one file per epoch: choose ema or "
-                              "raw (both is for the command line)"})
+    result.errors.extend(service_limits(result.config))
     for finding in preflight.check(result.config, model.family):
         if finding.field in PLACEHOLDER_PATHS:
             continue  # the worker supplies real paths
@@ -130,6 +128,18 @@ def assess(model: BaseModelEntry | None, model_name: str, mode: str, preset: str
             result.errors.append({"field": "max_train_epochs", "message": f"the run would take "
                                   f"{result.plan.total_steps:,} steps; at most {MAX_STEPS:,}"})
     return result
+
+
+def service_limits(config: TrainConfig) -> list[dict[str, str]]:
+    """What the trainer does that this service cannot offer yet, refused with the reason."""
+    found = []
+    if config.ema_decay and config.save_ema == "both":
+        found.append({"field": "save_ema", "message": "the service keeps one file per epoch: choose ema or raw (both "
+                      "is for the command line)"})
+    if config.masked_loss:
+        found.append({"field": "masked_loss", "message": "masks cannot be uploaded to this service yet (images are "
+                      "stored without their alpha channel): train with masks through `lorabake train`"})
+    return found
 
 
 def dataset_warnings(config: TrainConfig, plan: StepPlan, family: str, images: list[Image]) -> list[dict[str, str]]:

@@ -514,5 +514,9 @@ def test_the_service_keeps_one_file_per_epoch_so_ema_is_averaged_or_raw(client, 
                                                        "(both is for the command line)"}]
     body["params"]["save_ema"] = "raw"
     assert client.post("/api/v1/jobs/estimate", json=body, headers=alice).json()["errors"] == []
+    body["params"].update(masked_loss=True, alpha_mask=True)
+    masked = client.post("/api/v1/jobs/estimate", json=body, headers=alice).json()["errors"]
+    assert [e["field"] for e in masked] == ["masked_loss"] and "train with masks through `lorabake train`" in \
+        masked[0]["message"]
     groups = {g["group"] for g in client.get("/api/v1/params").json()}
     assert "Weight averaging (EMA)" in groups

@@ -10,7 +10,7 @@ from PIL import ImageOps
 from safetensors.torch import load_file, save_file
 from torch.nn.utils.rnn import pad_sequence
 
-from trainer.data.loader import EpochPlan, crop_to_bucket, load_rgb, to_tensor
+from trainer.data.loader import EpochPlan, crop_to_bucket, load_mask, load_rgb, to_tensor
 from trainer.families.base import LoadedModel, ModelFamily, TextOut
 from trainer.job.config import TrainConfig
 
@@ -42,7 +42,8 @@ def cache_latents(plan: EpochPlan, family: ModelFamily, model: LoadedModel, devi
                 if file is not None:
                     file.parent.mkdir(parents=True, exist_ok=True)
                     save_file({"latents": latents}, str(file))
-            cache[(index, flip)] = {"latents": latents, "original_size": original, "crop": crop}
+            cache[(index, flip)] = {"latents": latents, "original_size": original, "crop": crop,
+                                    "mask": load_mask(plan.cfg, record, original, bucket, crop, flip)}
     return cache
 
 

@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 from trainer.data.buckets import BucketAssigner, Size, resize_for_bucket
 from trainer.data.captions import CaptionRules, process_caption
 from trainer.data.dataset import DatasetScan, ImageRecord
+from trainer.data.masks import crop_mask, mask_image
 from trainer.job.config import TrainConfig
 from trainer.job.steps import bucket_settings, reg_sample_counts
 
@@ -122,7 +123,8 @@ class BatchDataset(torch.utils.data.Dataset):
             item = {"caption": caption, "is_reg": record.is_reg}
             if self.latent_cache is not None:
                 cached = self.latent_cache[(sample.record, flip)]
-                item.update(latents=cached["latents"], original_size=cached["original_size"], crop=cached["crop"])
+                item.update(latents=cached["latents"], original_size=cached["original_size"], crop=cached["crop"],
+                            mask=cached.get("mask"))
             else:
                 item.update(self.load_pixels(record, sample.bucket, flip, rng))
             items.append(item)
@@ -136,15 +138,31 @@ class BatchDataset(torch.utils.data.Dataset):
             image = ImageOps.mirror(image)
         if self.plan.cfg.color_aug and rng is not None:
             image = color_jitter(image, rng)
-        return {"pixels": to_tensor(image), "original_size": original, "crop": crop}
+        return {"pixels": to_tensor(image), "original_size": original, "crop": crop,
+                "mask": load_mask(self.plan.cfg, record, original, bucket, crop, flip)}
+
+
+def load_mask(cfg: TrainConfig, record: ImageRecord, original: tuple[int, int], bucket: Size, crop: tuple[int, int],
+              flip: bool) -> torch.Tensor | None:
+    """masked_loss: the image's mask, scaled to the image (`original` = height, width as loaded), cut and flipped as
+    the image was; None when masks are off."""
+    if not cfg.masked_loss:
+        return None
+    mask = mask_image(record.path, cfg.alpha_mask, cfg.conditioning_data_dir)
+    if mask is None:  # an image without a mask is trained whole
+        return torch.ones(1, bucket[1], bucket[0])
+    return crop_mask(mask, (original[1], original[0]), bucket, crop, flip)
 
 
 def collate(items: list[dict]) -> dict:
     key = "latents" if "latents" in items[0] else "pixels"
-    return {
+    out = {
         key: torch.stack([item[key] for item in items]),
         "captions": [item["caption"] for item in items],
         "is_reg": torch.tensor([item["is_reg"] for item in items]),
         "original_sizes": [item["original_size"] for item in items],
         "crops": [item["crop"] for item in items],
     }
+    if items[0].get("mask") is not None:
+        out["masks"] = torch.stack([item["mask"] for item in items])
+    return out

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from trainer.data.masks import per_sample
 from trainer.families.base import LoadedModel, ModelFamily, ModelLoadError, RenderSettings, TextOut, model_name
 from trainer.families.dit_memory import quantize_linears, swap_blocks
 from trainer.families.flow_params import stored_as
@@ -161,7 +162,7 @@ class DiTFamily(ModelFamily):
         loss = F.mse_loss(prediction, (noise - latents).float(), reduction="none")
         if weighting is not None:
             loss = loss * weighting.view(-1, 1, 1, 1)
-        return loss.mean(dim=(1, 2, 3))
+        return per_sample(loss, batch)
 
     def render_settings(self, cfg: TrainConfig) -> RenderSettings:
         return self.settings_for(cfg.resolution_wh, "euler", self.text_settings(cfg))  # Euler is their sampler

@@ -201,6 +201,11 @@ class CommonConfig(BaseModel):
     cache_text_encoder_outputs_to_disk: bool = param(False,
         "Keep cached text-encoder outputs on disk (FLUX's T5 outputs are large).",
         'Data and captions', ours=True)
+    masked_loss: bool = param(False,
+        "Weight the loss by a mask per image (white is trained, black ignored): the subject, not its background.",
+        'Data and captions')
+    alpha_mask: bool = param(False, "With masked_loss: an image's alpha channel is its mask.", 'Data and captions')
+    conditioning_data_dir: str | None = param(None, path=True)  # with masked_loss: masks named like the images
     color_aug: bool = param(False, 'Random hue and gamma changes.', 'Data and captions')
     flip_aug: bool = param(False, 'Random horizontal flips (not for asymmetric subjects).', 'Data and captions')
     random_crop: bool = param(False, 'Random instead of center crops inside each bucket.', 'Data and captions')

@@ -98,6 +98,13 @@ def check(cfg: TrainConfig, family: Family | None = None) -> list[Finding]:
             warn(name, f"{max(r for r in rates if r is not None):g} is far above what {cfg.optimizer_type} trains "
                  f"a LoRA with (up to about {usual:g}): the LoRA will likely burn (noise, blown colours)",
                  "The learning rate is far above what this optimizer is used with: the LoRA will likely be ruined.")
+    if cfg.masked_loss and not (cfg.alpha_mask or cfg.conditioning_data_dir):
+        error("masked_loss", "needs masks: set alpha_mask (each image's alpha channel) or conditioning_data_dir "
+              "(mask images named like the training images)")
+    if not cfg.masked_loss and (cfg.alpha_mask or cfg.conditioning_data_dir):
+        warn("alpha_mask" if cfg.alpha_mask else "conditioning_data_dir", "has no effect without masked_loss")
+    if cfg.conditioning_data_dir and not Path(cfg.conditioning_data_dir).is_dir():
+        error("conditioning_data_dir", f"{cfg.conditioning_data_dir} is not a folder")
     if not cfg.ema_decay:
         defaults = TrainConfig.model_fields
         for name in ("ema_warmup", "ema_every_n_steps", "ema_on_cpu", "save_ema"):

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from trainer.data.masks import per_sample
 from trainer.families.base import ModelFamily, RenderSettings, TextOut
 from trainer.families.sd.loading import BaseModel, encode_text, load_base_model, sdxl_time_ids
 from trainer.families.sd.noise import min_snr_weight, sample_noise
@@ -89,7 +90,7 @@ class StableDiffusion(ModelFamily):
                                           "time_ids": time_ids.to(device, unet_dtype)}
         prediction = model.unet(noisy.to(unet_dtype), timesteps, hidden.to(device, unet_dtype), **extra).sample
         target = scheduler.get_velocity(latents, noise, timesteps) if model.v_prediction else noise
-        loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        loss = per_sample(F.mse_loss(prediction.float(), target.float(), reduction="none"), batch)
         if cfg.min_snr_gamma:
             loss = loss * min_snr_weight(scheduler, timesteps, cfg.min_snr_gamma, model.v_prediction)
         return loss

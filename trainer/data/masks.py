@@ -1,0 +1,57 @@
+"""Masked loss (masked_loss, as sd-scripts users write it): a mask per image, white trained and black ignored, from
+its alpha channel (alpha_mask) or from an image of the same name in conditioning_data_dir. It is cropped and
+flipped with its image and weights the loss in latent space, for every family."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+from trainer.data.buckets import Size, resize_for_bucket
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def mask_image(image_path: Path, alpha_mask: bool, conditioning_dir: str | None) -> Image.Image | None:
+    """The image's mask in L mode: its alpha channel when asked and present, else the conditioning folder's image
+    of the same name; None when it has neither (then the whole image is trained)."""
+    if alpha_mask:
+        with Image.open(image_path) as image:
+            image = ImageOps.exif_transpose(image)
+            if "A" in image.getbands():
+                return image.getchannel("A")
+    if conditioning_dir:
+        for suffix in IMAGE_SUFFIXES:
+            candidate = Path(conditioning_dir) / f"{image_path.stem}{suffix}"
+            if candidate.is_file():
+                with Image.open(candidate) as mask:
+                    return ImageOps.exif_transpose(mask).convert("L")
+    return None
+
+
+def crop_mask(mask: Image.Image, size: tuple[int, int], bucket: Size, corner: tuple[int, int],
+              flip: bool) -> torch.Tensor:
+    """The mask scaled to its image's size, cut where the image was cut (`corner` = top, left), flipped with it:
+    [1, H, W] in 0–1."""
+    width, height = resize_for_bucket(*size, bucket)
+    top, left = corner
+    mask = mask.resize((width, height), Image.Resampling.BILINEAR).crop((left, top, left + bucket[0],
+                                                                          top + bucket[1]))
+    if flip:
+        mask = ImageOps.mirror(mask)
+    return torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0).unsqueeze(0)
+
+
+def per_sample(elementwise: torch.Tensor, batch: dict) -> torch.Tensor:
+    """An elementwise loss [B, C, h, w] averaged per sample, weighted by the batch's masks scaled to the latents'
+    size: what a mask leaves out adds nothing to the loss and sends no gradient."""
+    masks = batch.get("masks")
+    if masks is not None:
+        weights = F.interpolate(masks.to(elementwise.device, elementwise.dtype), size=elementwise.shape[-2:],
+                                mode="area")
+        elementwise = elementwise * weights
+    return elementwise.mean(dim=(1, 2, 3))
