@@ -73,6 +73,16 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+def declare_queues(app: Celery) -> None:
+    """Every queue made on the broker once, before any worker starts. The embedded broker (kombu's SQLAlchemy
+    transport) creates its tables and a queue's row with a check-then-insert on first use: two workers starting
+    together can both insert, and the one that loses stops consuming."""
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in (TRAIN_QUEUE, LIGHT_QUEUE, CPU_QUEUE):
+            channel.queue_declare(queue=queue)
+
+
 def queue_lengths(app: Celery) -> dict[str, int | None]:
     """Messages waiting in each queue (None: the broker could not be asked). A queue nobody has sent to yet has
     nothing waiting."""

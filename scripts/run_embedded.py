@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.main import create_app  # noqa: E402
+from core.queue import declare_queues, make_celery  # noqa: E402
 from core.settings import get_settings  # noqa: E402
 from core.taggers import DEFAULT_HUB_TAGGER, fetch_hub_tagger  # noqa: E402
 
@@ -68,6 +69,7 @@ def main() -> int:
     settings = get_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)  # runs the migrations before anything else starts
+    declare_queues(make_celery(settings))  # the broker's queues exist before the workers race to make them
     host, port = os.environ.get("LORABAKE_HOST", "127.0.0.1"), int(os.environ.get("LORABAKE_PORT", "8000"))
     workers = [start_worker(name, queues) for name, queues in WORKERS.items()]
     server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
