@@ -8,10 +8,10 @@ const JOB_STATES = ["", "queued", "scheduled", "running", "interrupted", "succee
 
 // One reason box per panel: the actions below it send what it says.
 function reasonBox(label) {
-  const input = h("input", { name: "reason", size: 40, maxlength: 2000, placeholder: "why (kept in the audit log)" });
+  const input = h("input", { name: "reason", size: 40, maxlength: 2000 });
   const box = h("p", { class: "error", role: "alert" });
   const said = h("p", { role: "status" });
-  const form = h("form", { class: "row", onsubmit: (e) => e.preventDefault() }, field(label, input));
+  const form = h("form", { class: "row", onsubmit: (e) => e.preventDefault() }, field(label, input, "Why: kept in the audit log"));
   // runs an action with the reason; shows its errors beside the fields it names, and a line when it is done
   const act = async (what, done) => {
     try {
@@ -34,9 +34,9 @@ function userPanel(user, refresh) {
   const path = `/admin/users/${user.id}`;
   const amount = h("input", { type: "number", name: "amount", step: 1, value: 100, style: "min-width:6rem" });
   const running = h("input", { type: "number", name: "max_running_jobs", min: 1, value: user.max_running_jobs ?? "",
-                               placeholder: "site's", style: "min-width:6rem" });
+                               style: "min-width:6rem" });
   const waiting = h("input", { type: "number", name: "max_waiting_jobs", min: 1, value: user.max_waiting_jobs ?? "",
-                               placeholder: "site's", style: "min-width:6rem" });
+                               style: "min-width:6rem" });
   const number = (input) => (input.value === "" ? null : Number(input.value));
   const suspended = user.suspended_reason !== null;
   return h("section", { class: "card", "aria-label": `Account ${user.email}` },
@@ -56,7 +56,8 @@ function userPanel(user, refresh) {
       h("button", { type: "button", class: "secondary", onclick: async () => (await reason.act(
         (why) => post(`${path}/credits`, { amount: Number(amount.value), reason: why }), "Credits changed."))
         && refresh() }, "Change credits")),
-    h("div", { class: "row" }, field("Jobs training at once", running), field("Jobs waiting", waiting),
+    h("div", { class: "row" }, field("Jobs training at once", running, "Empty: the site's limit"),
+      field("Jobs waiting", waiting, "Empty: the site's limit"),
       h("button", { type: "button", class: "secondary", onclick: async () => (await reason.act(
         (why) => put(`${path}/limits`, { max_running_jobs: number(running), max_waiting_jobs: number(waiting),
                                          reason: why }), "Limits set.")) && refresh() }, "Set limits")),
@@ -64,7 +65,7 @@ function userPanel(user, refresh) {
 }
 
 function usersPanel() {
-  const query = h("input", { type: "search", name: "q", placeholder: "part of an email" });
+  const query = h("input", { type: "search", name: "q" });
   const rows = h("tbody");
   const detail = h("div");
   let chosen = null;
@@ -80,7 +81,7 @@ function usersPanel() {
   const show = (user) => detail.replaceChildren(userPanel(user, load));
   const panel = h("div", {},
     h("form", { class: "row", role: "search", onsubmit: (e) => { e.preventDefault(); load(); } },
-      field("Find users", query), h("button", { type: "submit" }, "Search")),
+      field("Find users", query, "Part of an email"), h("button", { type: "submit" }, "Search")),
     h("table", {}, h("thead", {}, h("tr", {}, ...["Email", "Role", "Credits", "Training / waiting", "State"]
       .map((t) => h("th", {}, t)))), rows),
     detail);
@@ -89,7 +90,7 @@ function usersPanel() {
 
 function jobsPanel() {
   const status = h("select", { name: "status" }, ...JOB_STATES.map((s) => h("option", { value: s }, s || "any")));
-  const query = h("input", { type: "search", name: "q", placeholder: "email or job name" });
+  const query = h("input", { type: "search", name: "q" });
   const reason = reasonBox("Reason for cancel or re-queue");
   const rows = h("tbody");
   async function load() {
@@ -108,7 +109,7 @@ function jobsPanel() {
   }
   return [h("div", {},
     h("form", { class: "row", role: "search", onsubmit: (e) => { e.preventDefault(); load(); } },
-      field("State", status), field("Find", query), h("button", { type: "submit" }, "Show")),
+      field("State", status), field("Find", query, "An email or a job name"), h("button", { type: "submit" }, "Show")),
     reason.form, reason.box, reason.said,
     h("table", {}, h("thead", {}, h("tr", {}, ...["Job", "Owner", "State", "Progress", "Why / error", ""]
       .map((t) => h("th", {}, t)))), rows)), load];

@@ -19,7 +19,7 @@ export async function galleryPage() {
     h("option", { value: "downloads" }, "most downloaded"));
   const family = h("select", { name: "family" }, h("option", { value: "" }, "every family"),
     ...families.map((f) => h("option", { value: f.name }, f.label)));
-  const query = h("input", { type: "search", name: "q", placeholder: "name or tag" });
+  const query = h("input", { type: "search", name: "q" });
   const grid = h("div", { class: "gallery", role: "list", "aria-label": "Models" });
   const more = h("button", { type: "button", class: "secondary", hidden: true }, "More");
   const said = h("p", { class: "muted", role: "status" });
@@ -40,7 +40,7 @@ export async function galleryPage() {
   for (const control of [sort, family]) control.addEventListener("change", () => load(true));
   mount(h("h1", {}, "Gallery"),
     h("form", { class: "row", role: "search", onsubmit: (e) => { e.preventDefault(); load(true); } },
-      field("Sort", sort), field("Family", family), field("Find", query), h("button", { type: "submit" }, "Search")),
+      field("Sort", sort), field("Family", family), field("Find", query, "A name or a tag"), h("button", { type: "submit" }, "Search")),
     said, grid, more);
   await load(true);
 }

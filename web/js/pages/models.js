@@ -11,8 +11,7 @@ export function modelFields(model = {}) {
     tags: h("input", { type: "text", name: "tags", value: (model.tags || []).join(", ") }),
     recommended_weight: h("input", { type: "number", name: "recommended_weight", step: 0.05, min: -4, max: 4,
                                      value: model.recommended_weight ?? 0.8 }),
-    license: h("input", { type: "text", name: "license", maxlength: 64, value: model.license || "",
-                          placeholder: "e.g. CreativeML Open RAIL-M" }),
+    license: h("input", { type: "text", name: "license", maxlength: 64, value: model.license || "" }),
     description: h("textarea", { name: "description", rows: 5, cols: 60 }, model.description || ""),
     visibility: h("select", { name: "visibility" }, h("option", { value: "private" }, "private (only you)"),
       h("option", { value: "public" }, "public (everybody; the gallery once it has a picture)")),
@@ -23,7 +22,7 @@ export function modelFields(model = {}) {
     description: inputs.description.value, visibility: inputs.visibility.value });
   const fields = [field("Trigger words (comma-separated)", inputs.trigger_words, "For example: sks"),
     field("Tags (comma-separated)", inputs.tags, "What the gallery's search finds it by."),
-    field("Recommended weight", inputs.recommended_weight), field("License", inputs.license),
+    field("Recommended weight", inputs.recommended_weight), field("License", inputs.license, "For example: CreativeML Open RAIL-M"),
     field("Description", inputs.description, "Markdown: **bold**, lists, links. HTML is shown as text."),
     field("Visibility", inputs.visibility)];
   return { fields, values };

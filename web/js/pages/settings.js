@@ -9,7 +9,7 @@ export function limitsLine(limits) {
 }
 
 function webhookForm(hook) {
-  const url = h("input", { type: "url", name: "url", size: 50, value: hook.url || "", placeholder: "https://…" });
+  const url = h("input", { type: "url", name: "url", size: 50, value: hook.url || "" });
   const secret = h("code", { class: "snippet" }, hook.secret || "made when you save a URL");
   const box = h("p", { class: "error", role: "alert" });
   const said = h("p", { role: "status" });
@@ -27,7 +27,7 @@ function webhookForm(hook) {
       "(events job.succeeded and job.failed), tried again with growing pauses until it answers 2xx. ",
       "X-Lorabake-Signature is sha256= and the HMAC-SHA256, with the secret below, of the X-Lorabake-Timestamp ",
       "header, a dot and the body."),
-    field("Webhook URL", url, "Empty: no webhook."),
+    field("Webhook URL", url, "An https:// address; empty: no webhook."),
     h("p", {}, "Signing secret: ", secret),
     h("div", { class: "row" }, h("button", { type: "submit" }, "Save webhook"),
       h("button", { type: "button", class: "secondary", onclick: () => save(true) }, "New secret"),

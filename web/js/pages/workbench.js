@@ -246,14 +246,14 @@ export async function workbenchPage(datasetId) {
     each((id) => del(`/datasets/${datasetId}/images/${id}`));
 
   const families = await get("/families");
-  const bulkRepeats = h("input", { type: "number", min: 1, max: 1000, placeholder: "default" });
+  const bulkRepeats = h("input", { type: "number", min: 1, max: 1000 });
   const toolbar = h("section", { class: "card row", "aria-label": "Selection" },
     h("button", { type: "button", class: "secondary", onclick: () => { visible().forEach((i) => state.selected.add(i.id)); render(); } }, "Select all"),
     h("button", { type: "button", class: "secondary", onclick: () => { state.selected.clear(); render(); } }, "Select none"),
     h("button", { type: "button", class: "secondary", onclick: () => each((id) => patch(`/datasets/${datasetId}/images/${id}`, { is_reg: true })) }, "Mark as regularization"),
     h("button", { type: "button", class: "secondary", onclick: () => each((id) => patch(`/datasets/${datasetId}/images/${id}`, { is_reg: false })) }, "Mark as training"),
     h("button", { type: "button", class: "secondary", onclick: deleteSelected }, "Delete selected"),
-    field("Repeats for the selection", bulkRepeats), h("button", { type: "button", class: "secondary", onclick: () =>
+    field("Repeats for the selection", bulkRepeats, "Empty: the dataset's default"), h("button", { type: "button", class: "secondary", onclick: () =>
       state.selected.size && each((id) => patch(`/datasets/${datasetId}/images/${id}`,
         { repeats: bulkRepeats.value ? Number(bulkRepeats.value) : null })) }, "Set repeats"),
     field("Sort by", h("select", { onchange: (e) => sortBy(e.target.value).catch((error) => (message.textContent = error.message)) },
