@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from core.settings import Settings
-from core.taggers import hub_file
+from core.taggers import hub_file, named_or_first_installed
 
 CONFIG = "config.json"
 
@@ -47,11 +47,7 @@ def list_captioners(settings: Settings) -> list[CaptionerEntry]:
 
 
 def find_captioner(settings: Settings, name: str | None) -> CaptionerEntry | None:
-    """The named captioner, or without a name the first installed one."""
-    entries = list_captioners(settings)
-    if name is None:
-        return next((c for c in entries if c.installed), None)
-    return next((c for c in entries if c.name == name), None)
+    return named_or_first_installed(list_captioners(settings), name)
 
 
 def no_captioner_message(settings: Settings) -> str:

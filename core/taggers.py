@@ -7,11 +7,20 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from core.settings import Settings
 
+
+class Listed(Protocol):
+    """A tagger or captioner as the server lists it."""
+
+    name: str
+    installed: bool
+
+
+Entry = TypeVar("Entry", bound=Listed)
 MODEL_FILE = "model.onnx"
 TAGS_FILE = "selected_tags.csv"
 
@@ -54,12 +63,15 @@ def list_taggers(settings: Settings) -> list[TaggerEntry]:
     return entries
 
 
-def find_tagger(settings: Settings, name: str | None) -> TaggerEntry | None:
-    """The named tagger, or without a name the first installed one."""
-    taggers = list_taggers(settings)
+def named_or_first_installed(entries: list[Entry], name: str | None) -> Entry | None:
+    """The entry of that name, or without a name the first installed one (taggers and captioners alike)."""
     if name is None:
-        return next((t for t in taggers if t.installed), None)
-    return next((t for t in taggers if t.name == name), None)
+        return next((e for e in entries if e.installed), None)
+    return next((e for e in entries if e.name == name), None)
+
+
+def find_tagger(settings: Settings, name: str | None) -> TaggerEntry | None:
+    return named_or_first_installed(list_taggers(settings), name)
 
 
 def no_tagger_message(settings: Settings) -> str:

@@ -74,3 +74,42 @@ def predictions_with_lora(family_name: str, folder: Path, lora_file: Path, input
         pipe.load_lora_weights(str(lora_file))
         out["diffusers"] = family.predict(family._from_pipeline(pipe, "diffusers"), noisy, sigmas, text)
     return out
+
+
+def peft_and_musubi(ours: dict) -> tuple[dict, dict]:
+    """A LoRA in the `diffusion_model.` + diffusers-path layout (Z-Image, Qwen-Image) written the two other ways
+    users bring it: PEFT's lora_A / lora_B under `transformer.` (alpha folded into B) and musubi-tuner's
+    `lora_unet_` names."""
+    peft, musubi = {}, {}
+    for key, tensor in ours.items():
+        path = key.removeprefix("diffusion_model.")
+        module, _, name = path.partition(".lora_")
+        if key.endswith(".alpha"):
+            musubi[f"lora_unet_{path.removesuffix('.alpha').replace('.', '_')}.alpha"] = tensor
+            continue
+        scale = ours[f"diffusion_model.{module}.alpha"] / ours[f"diffusion_model.{module}.lora_down.weight"].shape[0]
+        peft[f"transformer.{module}.lora_{'A' if name.startswith('down') else 'B'}.weight"] = \
+            tensor * scale if name.startswith("up") else tensor
+        musubi[f"lora_unet_{module.replace('.', '_')}.lora_{name}"] = tensor
+    return peft, musubi
+
+
+def predictions_per_layout(family_name: str, model, inputs, layouts: list[dict], adapters: int) -> list:  # noqa: ANN001
+    """The family's velocity with each file layout's LoRA attached; every layout must match all of its modules."""
+    import torch
+
+    from trainer.families import runtime
+    from trainer.networks.network import LoRANetwork
+
+    family = runtime(family_name)
+    noisy, sigmas, text = inputs(model)
+    outputs = []
+    for weights in layouts:
+        network, unmatched = LoRANetwork.from_weights(family.kohya_weights(weights),
+                                                      family.lora_targets(model, with_conv=False))
+        assert unmatched == [] and len(network.adapters) == adapters
+        network.attach()
+        with torch.no_grad():
+            outputs.append(family.predict(model, noisy, sigmas, text))
+        network.detach()
+    return outputs

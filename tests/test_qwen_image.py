@@ -17,14 +17,13 @@ from diffusers import QwenImageTransformer2DModel
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tests.conftest import base_values, predictions_with_lora
+from tests.conftest import base_values, peft_and_musubi, predictions_per_layout, predictions_with_lora
 from tests.test_training import Recorder
 from trainer.families import folder_family, runtime
 from trainer.families.qwen_image.model import TEMPLATE, pack
 from trainer.job.config import build_config
 from trainer.job.preflight import check
 from trainer.job.prompts import PromptSpec
-from trainer.networks.network import LoRANetwork
 from trainer.output.generate import load_lora_file
 from trainer.training.loop import train
 
@@ -98,29 +97,9 @@ def test_a_qwen_image_lora_trains_with_previews_and_reloads_in_diffusers_with_th
 def test_musubi_and_peft_qwen_image_files_read_as_lorabakes(qwen_tiny, dataset, tmp_path):
     ours = load_lora_file(train(build_config(_values(qwen_tiny, dataset, tmp_path / "out", max_train_epochs=1)),
                                 Recorder()).final_path)
-    peft, musubi = {}, {}
-    for key, tensor in ours.items():
-        path = key.removeprefix("diffusion_model.")
-        module, _, name = path.partition(".lora_")
-        if key.endswith(".alpha"):
-            musubi[f"lora_unet_{path.removesuffix('.alpha').replace('.', '_')}.alpha"] = tensor
-            continue
-        scale = ours[f"diffusion_model.{module}.alpha"] / ours[f"diffusion_model.{module}.lora_down.weight"].shape[0]
-        peft[f"transformer.{module}.lora_{'A' if name.startswith('down') else 'B'}.weight"] = \
-            tensor * scale if name.startswith("up") else tensor
-        musubi[f"lora_unet_{module.replace('.', '_')}.lora_{name}"] = tensor
-    family = runtime("qwen_image")
-    model = family.load_location(str(qwen_tiny))
-    noisy, sigmas, text = _inputs(model)
-    outputs = []
-    for weights in (ours, peft, musubi):
-        network, unmatched = LoRANetwork.from_weights(family.kohya_weights(weights),
-                                                      family.lora_targets(model, with_conv=False))
-        assert unmatched == [] and len(network.adapters) == 24
-        network.attach()
-        with torch.no_grad():
-            outputs.append(family.predict(model, noisy, sigmas, text))
-        network.detach()
+    peft, musubi = peft_and_musubi(ours)
+    model = runtime("qwen_image").load_location(str(qwen_tiny))
+    outputs = predictions_per_layout("qwen_image", model, _inputs, [ours, peft, musubi], 24)
     assert torch.allclose(outputs[0], outputs[1], atol=1e-6) and torch.allclose(outputs[0], outputs[2], atol=1e-6)
     save_file(peft, str(tmp_path / "peft.safetensors"))
     assert predictions_with_lora("qwen_image", qwen_tiny, tmp_path / "peft.safetensors", _inputs)["diffusers"] \

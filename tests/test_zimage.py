@@ -17,14 +17,13 @@ from diffusers import ZImageTransformer2DModel
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tests.conftest import base_values, predictions_with_lora
+from tests.conftest import base_values, peft_and_musubi, predictions_per_layout, predictions_with_lora
 from tests.test_training import Recorder
 from trainer.families import folder_family, runtime
 from trainer.families.base import ModelLoadError
 from trainer.job.config import build_config
 from trainer.job.preflight import check
 from trainer.job.prompts import PromptSpec
-from trainer.networks.network import LoRANetwork
 from trainer.output.generate import generate, load_lora_file
 from trainer.training.loop import train
 
@@ -93,30 +92,9 @@ def test_a_zimage_lora_trains_with_previews_and_reloads_in_diffusers_with_the_sa
 def test_other_zimage_lora_layouts_read_as_lorabakes(zimage_tiny, dataset, tmp_path):
     cfg = build_config(_values(zimage_tiny, dataset, tmp_path / "out", max_train_epochs=1))
     ours = load_lora_file(train(cfg, Recorder()).final_path)
-    family = runtime("zimage")
-    peft, musubi = {}, {}
-    for key, tensor in ours.items():
-        module, _, name = key.removeprefix("diffusion_model.").partition(".lora_")
-        if key.endswith(".alpha"):
-            musubi["lora_unet_" + key.removeprefix("diffusion_model.").replace(".alpha", "").replace(".", "_")
-                   + ".alpha"] = tensor
-            continue
-        scale = ours[key.replace(f"lora_{name}", "alpha")] / ours[key.replace(f"lora_{name}", "lora_down.weight")
-                                                                  ].shape[0]
-        peft[f"transformer.{module}.lora_{'A' if name.startswith('down') else 'B'}.weight"] = \
-            tensor * scale if name.startswith("up") else tensor
-        musubi[f"lora_unet_{module.replace('.', '_')}.lora_{name}"] = tensor
-    model = family.load_location(str(zimage_tiny))
-    noisy, sigmas, text = _inputs(model)
-    outputs = []
-    for weights in (ours, peft, musubi):
-        network, unmatched = LoRANetwork.from_weights(family.kohya_weights(weights),
-                                                      family.lora_targets(model, with_conv=False))
-        assert unmatched == [] and len(network.adapters) == 31
-        network.attach()
-        with torch.no_grad():
-            outputs.append(family.predict(model, noisy, sigmas, text))
-        network.detach()
+    peft, musubi = peft_and_musubi(ours)
+    model = runtime("zimage").load_location(str(zimage_tiny))
+    outputs = predictions_per_layout("zimage", model, _inputs, [ours, peft, musubi], 31)
     assert torch.allclose(outputs[0], outputs[1], atol=1e-6) and torch.allclose(outputs[0], outputs[2], atol=1e-6)
     path = tmp_path / "peft.safetensors"
     save_file(peft, str(path))

@@ -75,21 +75,25 @@ def queue_caption(session: Session, settings: Settings, dataset: Dataset, body: 
                   request: Request) -> DatasetTask:
     """A captioning task with the named (or the first installed) captioner; 409 when there is none to use."""
     entry = find_captioner(settings, body.captioner)
-    if entry is None:
-        message = no_captioner_message(settings) if body.captioner is None else (
-            f"captioner {body.captioner!r} is not on this server; GET /api/v1/captioners lists those that are")
-        raise Conflict(message, [{"field": "captioner", "message": message}])
-    selected_images(session, dataset, body.image_ids)  # 404 naming any image not in this dataset
-    return queue_task(request, session, dataset, "caption", {**body.model_dump(), "captioner": entry.name})
+    return _queue_labeling(request, session, dataset, "caption", body, "captioner", entry and entry.name,
+                           no_captioner_message(settings))
 
 
 def queue_autotag(session: Session, settings: Settings, dataset: Dataset, body: AutotagRequest,
                   request: Request) -> DatasetTask:
     """An auto-tagging task with the named (or the first installed) tagger; 409 when there is none to use."""
     entry = find_tagger(settings, body.tagger)
-    if entry is None:
-        message = no_tagger_message(settings) if body.tagger is None else (
-            f"tagger {body.tagger!r} is not on this server; GET /api/v1/taggers lists those that are")
-        raise Conflict(message, [{"field": "tagger", "message": message}])
+    return _queue_labeling(request, session, dataset, "autotag", body, "tagger", entry and entry.name,
+                           no_tagger_message(settings))
+
+
+def _queue_labeling(request: Request, session: Session, dataset: Dataset, kind: str,
+                    body: AutotagRequest | CaptionRequest, field: str, found: str | None, setup: str) -> DatasetTask:
+    """A task run by one of the server's labelers (`field` names it in the request; `found` is the one found)."""
+    asked = getattr(body, field)
+    if found is None:
+        message = setup if asked is None else (
+            f"{field} {asked!r} is not on this server; GET /api/v1/{field}s lists those that are")
+        raise Conflict(message, [{"field": field, "message": message}])
     selected_images(session, dataset, body.image_ids)  # 404 naming any image not in this dataset
-    return queue_task(request, session, dataset, "autotag", {**body.model_dump(), "tagger": entry.name})
+    return queue_task(request, session, dataset, kind, {**body.model_dump(), field: found})

@@ -51,11 +51,7 @@ def test_embedded_service_trains_a_job_and_serves_its_file(embedded):
         "params": {"max_train_epochs": 200, "sample_every_n_epochs": None}}).json()
     wait_for(lambda: client.get(f"/api/v1/jobs/{long['id']}", headers=me).json()["status"] == "running", 60,
              "the long job to start", describe=describe)
-    generation = client.post(f"/api/v1/jobs/{job['id']}/epochs/1/generate", headers=me,
-                             json={"prompt": "x", "steps": 2}).json()
-    done = wait_for(lambda: (g := client.get(f"/api/v1/generations/{generation['id']}", headers=me).json())["status"]
-                    in ("succeeded", "failed") and g, 60, "the generation", describe=describe)
-    assert done["status"] == "succeeded", done["error"]
+    assert_an_epoch_renders(client, me, job["id"], 1, {"prompt": "x", "steps": 2}, describe)
     assert client.get(f"/api/v1/jobs/{long['id']}", headers=me).json()["status"] == "running"
     client.post(f"/api/v1/jobs/{long['id']}/cancel", headers=me)
 
@@ -90,13 +86,8 @@ def test_a_flux_job_trains_two_epochs_with_previews_tests_an_epoch_and_downloads
         header = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")])
         assert header["__metadata__"]["modelspec.architecture"] == "flux-1-dev/lora"
         assert "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight" in header
-        generation = client.post(f"/api/v1/jobs/{job['id']}/epochs/2/generate", headers=me,
-                                 json={"prompt": "sks <lora:fx:0.8>", "steps": 2, "seed": 3})
-        assert generation.status_code == 202, generation.text
-        done = wait_for(lambda: (g := client.get(f"/api/v1/generations/{generation.json()['id']}", headers=me)
-                                 .json())["status"] in ("succeeded", "failed") and g, 120, "the generation",
-                        describe=stack.log)
-        assert done["status"] == "succeeded", done["error"]
+        assert_an_epoch_renders(client, me, job["id"], 2, {"prompt": "sks <lora:fx:0.8>", "steps": 2, "seed": 3},
+                                stack.log)
         exported = client.get(f"/api/v1/jobs/{job['id']}/export-config", headers=me)
         assert exported.status_code == 200
         with zipfile.ZipFile(io.BytesIO(exported.content)) as archive:
@@ -158,12 +149,17 @@ def _trains_tests_and_downloads(client, stack, me, family, label, sampling, arch
     blob = client.get(f"/api/v1/jobs/{job['id']}/epochs/2/download", headers=me, follow_redirects=True).content
     header = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")])
     assert header["__metadata__"]["modelspec.architecture"] == architecture and first_key in header
-    generation = client.post(f"/api/v1/jobs/{job['id']}/epochs/2/generate", headers=me,
-                             json={"prompt": f"a photo of sks <lora:zx_{family}:0.8>", "seed": 3})
+    assert_an_epoch_renders(client, me, job["id"], 2, {"prompt": f"a photo of sks <lora:zx_{family}:0.8>", "seed": 3},
+                  stack.log)
+    exported = client.get(f"/api/v1/jobs/{job['id']}/export-config", headers=me)
+    assert exported.status_code == 409 and f"sd-scripts does not train {label.split(' ')[0]}" in exported.text
+
+
+def assert_an_epoch_renders(client, me, job_id: str, epoch: int, body: dict, describe) -> None:  # noqa: ANN001
+    """"Test an epoch": the generation is accepted and ends succeeded."""
+    generation = client.post(f"/api/v1/jobs/{job_id}/epochs/{epoch}/generate", headers=me, json=body)
     assert generation.status_code == 202, generation.text
     done = wait_for(lambda: (g := client.get(f"/api/v1/generations/{generation.json()['id']}", headers=me)
                              .json())["status"] in ("succeeded", "failed") and g, 120, "the generation",
-                    describe=stack.log)
+                    describe=describe)
     assert done["status"] == "succeeded", done["error"]
-    exported = client.get(f"/api/v1/jobs/{job['id']}/export-config", headers=me)
-    assert exported.status_code == 409 and f"sd-scripts does not train {label.split(' ')[0]}" in exported.text

@@ -10,33 +10,17 @@ import pytest
 
 from tests.service.conftest import EmbeddedStack
 from tests.service.test_dataset_tasks import solid
-from tests.service.test_web_workbench import CHROMIUM, SCREENSHOTS, TOO_WIDE, shot, sign_up
+from tests.service.test_web_workbench import TOO_WIDE, chromium_pages, shot, sign_up
 from tests.tiny_captioners import make_tiny_qwen_vl
 
 
 @pytest.fixture
 def browser(tmp_path, tiny_sd15, tiny_qwen_image):
-    from playwright.sync_api import sync_playwright
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     stack = EmbeddedStack(tmp_path, tiny_sd15, tiny_qwen_image, LORABAKE_TAG_ON_UPLOAD="false",
                           LORABAKE_CAPTIONERS_FROM_HUB="[]")
     make_tiny_qwen_vl(stack.var / "captioners" / "tiny-qwen-vl")
-    with stack, sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        errors: list[str] = []
-
-        def page(width: int = 1280, height: int = 800, dark: bool = False):  # noqa: ANN202
-            context = chromium.new_context(base_url=stack.url, viewport={"width": width, "height": height},
-                                           color_scheme="dark" if dark else "light")
-            context.set_default_timeout(30_000)
-            opened = context.new_page()
-            opened.on("pageerror", lambda exc: errors.append(str(exc)))
-            return opened
-
+    with stack, chromium_pages(stack) as page:
         yield page
-        chromium.close()
-        assert errors == [], f"JavaScript errors on the pages: {errors}"
 
 
 def test_a_tags_only_dataset_is_captioned_edited_and_ready_for_qwen_image(browser):

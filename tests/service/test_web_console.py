@@ -10,35 +10,19 @@ import pytest
 
 from tests.service.conftest import EmbeddedStack
 from tests.service.test_dataset_tasks import solid
-from tests.service.test_web_workbench import CHROMIUM, SCREENSHOTS, TOO_WIDE, shot, sign_up
+from tests.service.test_web_workbench import TOO_WIDE, chromium_pages, shot, sign_up
 from tests.tiny_tagger import make_tiny_tagger
 
 
 @pytest.fixture
 def console(tmp_path, tiny_sd15):
-    from playwright.sync_api import sync_playwright
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     rules = [{"label": "red_theme", "above": 0.5, "action": "hold"}]
     stack = EmbeddedStack(tmp_path, tiny_sd15, LORABAKE_SCREEN_TAGGER="tiny-wd14",
                           LORABAKE_SCREEN_RULES=json.dumps(rules), LORABAKE_TAG_ON_UPLOAD="false",
                           LORABAKE_CREDIT_PRICE_DEFAULT="2560000", LORABAKE_MONTHLY_CREDITS="100")
     make_tiny_tagger(stack.var / "taggers" / "tiny-wd14")
-    with stack, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        errors: list[str] = []
-
-        def page(width: int = 1280, height: int = 800, dark: bool = False):  # noqa: ANN202
-            context = browser.new_context(base_url=stack.url, viewport={"width": width, "height": height},
-                                          color_scheme="dark" if dark else "light")
-            context.set_default_timeout(30_000)
-            opened = context.new_page()
-            opened.on("pageerror", lambda exc: errors.append(str(exc)))
-            return opened
-
+    with stack, chromium_pages(stack) as page:
         yield page
-        browser.close()
-        assert errors == [], f"JavaScript errors on the pages: {errors}"
 
 
 def test_an_admin_decides_a_held_upload_and_moves_credits_while_the_user_sees_why(console):

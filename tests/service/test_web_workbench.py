@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,32 @@ def browser_page(request, tmp_path, tiny_sd15, tiny_flux, tiny_zimage):
         browser.close()
         assert errors == [], f"JavaScript errors on the pages: {errors}"
         assert missing == [], f"files the pages asked for and did not get: {missing}"
+
+
+@contextmanager
+def chromium_pages(stack: EmbeddedStack):  # noqa: ANN201 - yields page(width, height, dark) → a new page
+    """Debian's Chromium against the stack: each call opens a page in its own context (its own sign-in) at a size
+    and colour scheme; no page may raise a JavaScript error."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install chromium)")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        errors: list[str] = []
+
+        def page(width: int = 1280, height: int = 800, dark: bool = False):  # noqa: ANN202
+            context = browser.new_context(base_url=stack.url, viewport={"width": width, "height": height},
+                                          color_scheme="dark" if dark else "light")
+            context.set_default_timeout(30_000)
+            opened = context.new_page()
+            opened.on("pageerror", lambda exc: errors.append(str(exc)))
+            return opened
+
+        yield page
+        browser.close()
+        assert errors == [], f"JavaScript errors on the pages: {errors}"
 
 
 TOO_WIDE = ("[...document.querySelectorAll('main *')].filter(e => e.getBoundingClientRect().right > 392).slice(0, 5)"

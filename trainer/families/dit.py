@@ -11,6 +11,7 @@ from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -118,6 +119,12 @@ class DiTFamily(ModelFamily):
     def training_velocity(self, model: LoadedModel, cfg: TrainConfig, noisy: torch.Tensor, sigmas: torch.Tensor,
                           text: TextOut) -> torch.Tensor:
         """The transformer's velocity (ε − x0) for latents [B, C, H, W] at noise levels σ [B], as trained."""
+
+    def flow_metadata(self, cfg: TrainConfig) -> dict[str, Any]:
+        """The ss_* values of the flow-matching settings every DiT family writes (as sd-scripts' FLUX script)."""
+        keys = ("weighting_scheme", "logit_mean", "logit_std", "mode_scale", "timestep_sampling", "sigmoid_scale",
+                "model_prediction_type", "discrete_flow_shift")
+        return {"ss_v2": False, **{f"ss_{key}": getattr(cfg, key) for key in keys}}
 
     def default_text_encoders(self, cfg: TrainConfig) -> tuple[int, ...]:
         return ()  # the text encoder stays frozen (as in ai-toolkit and musubi-tuner), unless a family says otherwise

@@ -186,12 +186,8 @@ class Flux(DiTFamily):
 
     def metadata(self, cfg: TrainConfig, model_facts: dict[str, Any]) -> dict[str, Any]:
         return {
-            "ss_base_model_version": "flux1", "ss_v2": False, "ss_model_type": self.model_type,
-            "ss_apply_t5_attn_mask": cfg.apply_t5_attn_mask, "ss_weighting_scheme": cfg.weighting_scheme,
-            "ss_logit_mean": cfg.logit_mean, "ss_logit_std": cfg.logit_std, "ss_mode_scale": cfg.mode_scale,
-            "ss_guidance_scale": cfg.guidance_scale, "ss_timestep_sampling": cfg.timestep_sampling,
-            "ss_sigmoid_scale": cfg.sigmoid_scale, "ss_model_prediction_type": cfg.model_prediction_type,
-            "ss_discrete_flow_shift": cfg.discrete_flow_shift,
+            **self.flow_metadata(cfg), "ss_base_model_version": "flux1", "ss_model_type": self.model_type,
+            "ss_apply_t5_attn_mask": cfg.apply_t5_attn_mask, "ss_guidance_scale": cfg.guidance_scale,
             "modelspec.architecture": self.architecture(model_facts),
             "modelspec.implementation": "https://github.com/black-forest-labs/flux",
         }

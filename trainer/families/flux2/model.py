@@ -134,10 +134,7 @@ class Flux2(DiTFamily):
     def metadata(self, cfg: TrainConfig, model_facts: dict[str, Any]) -> dict[str, Any]:
         size = {5: "4b", 8: "9b"}.get(model_facts.get("double_blocks", 0))
         return {
-            "ss_base_model_version": "flux2_klein", "ss_v2": False, "ss_network_module": cfg.network_module,
-            "ss_weighting_scheme": cfg.weighting_scheme, "ss_timestep_sampling": cfg.timestep_sampling,
-            "ss_sigmoid_scale": cfg.sigmoid_scale, "ss_model_prediction_type": cfg.model_prediction_type,
-            "ss_discrete_flow_shift": cfg.discrete_flow_shift,
+            **self.flow_metadata(cfg), "ss_base_model_version": "flux2_klein",
             "modelspec.architecture": f"flux-2-klein{'-' + size if size else ''}/lora",
             "modelspec.implementation": "https://github.com/black-forest-labs/flux2",
         }

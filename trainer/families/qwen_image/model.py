@@ -129,10 +129,7 @@ class QwenImage(DiTFamily):
     # Files -----------------------------------------------------------------------------------------------------
     def metadata(self, cfg: TrainConfig, model_facts: dict[str, Any]) -> dict[str, Any]:
         return {
-            "ss_base_model_version": "qwen_image", "ss_v2": False, "ss_network_module": cfg.network_module,
-            "ss_weighting_scheme": cfg.weighting_scheme, "ss_timestep_sampling": cfg.timestep_sampling,
-            "ss_sigmoid_scale": cfg.sigmoid_scale, "ss_model_prediction_type": cfg.model_prediction_type,
-            "ss_discrete_flow_shift": cfg.discrete_flow_shift,
+            **self.flow_metadata(cfg), "ss_base_model_version": "qwen_image",
             "modelspec.architecture": "qwen-image/lora", "modelspec.implementation": "https://github.com/QwenLM/Qwen-Image",
         }
 

@@ -99,11 +99,7 @@ class ZImage(DiTFamily):
     def metadata(self, cfg: TrainConfig, model_facts: dict[str, Any]) -> dict[str, Any]:
         architecture = "z-image-turbo" if self.info.name == "zimage_turbo" else "z-image"
         return {
-            "ss_base_model_version": self.info.name, "ss_v2": False, "ss_network_module": cfg.network_module,
-            "ss_weighting_scheme": cfg.weighting_scheme, "ss_logit_mean": cfg.logit_mean,
-            "ss_logit_std": cfg.logit_std, "ss_mode_scale": cfg.mode_scale,
-            "ss_timestep_sampling": cfg.timestep_sampling, "ss_sigmoid_scale": cfg.sigmoid_scale,
-            "ss_model_prediction_type": cfg.model_prediction_type, "ss_discrete_flow_shift": cfg.discrete_flow_shift,
+            **self.flow_metadata(cfg), "ss_base_model_version": self.info.name,
             "modelspec.architecture": f"{architecture}/lora",
             "modelspec.implementation": "https://github.com/Tongyi-MAI/Z-Image",
         }
