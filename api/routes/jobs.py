@@ -16,7 +16,7 @@ from api.live import job_stream
 from api.routes import API_PREFIX
 from api.schemas import ContinueIn, Estimate, JobIn, JobOut, JobSummary, MemoryOut, RetrainIn
 from api.services import jobs as service
-from api.services.admin import training_gpus_mib
+from api.services.workers import training_gpus_mib
 from api.training import EMPTY_PLAN, estimated_seconds, memory_needed
 from core import credits
 from core.models import utcnow

@@ -5,7 +5,6 @@ in its own transaction."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
 from typing import Any
 
 from fastapi import Request
@@ -16,10 +15,11 @@ from api.admin_schemas import LimitsIn, TopUp
 from api.deps import Page, not_found
 from api.errors import Conflict, Invalid
 from api.services.jobs import enqueue, live_fields
+from api.services.workers import live_workers
 from core import audit, credits, roles
 from core import jobs as lifecycle
 from core.events import notices_for
-from core.models import AuditEntry, Job, JobStatus, User, Worker, aware, utcnow
+from core.models import AuditEntry, Job, JobStatus, User, aware, utcnow
 from core.queue import TRAIN_QUEUE, queue_lengths
 from core.settings import Settings
 
@@ -101,18 +101,6 @@ def set_limits(session: Session, admin: audit.Actor, user_id: str, body: LimitsI
     audit.record(session, admin, "user.limits", "user", user_id, body.reason, max_running_jobs=body.max_running_jobs,
                  max_waiting_jobs=body.max_waiting_jobs)
     session.commit()
-
-
-def live_workers(session: Session, settings: Settings) -> list[Worker]:
-    """Workers heard from within the heartbeat timeout (one that stopped on purpose took itself off the list)."""
-    cutoff = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
-    return list(session.scalars(select(Worker).where(Worker.heartbeat_at >= cutoff).order_by(Worker.name)))
-
-
-def training_gpus_mib(session: Session, settings: Settings) -> list[int]:
-    """The memory of each GPU the live training workers reported, in MiB."""
-    return [int(gpu["memory_total_mb"]) for worker in live_workers(session, settings) if TRAIN_QUEUE in worker.queues
-            for gpu in worker.gpus if gpu.get("memory_total_mb")]
 
 
 def jobs(session: Session, settings: Settings, status: str | None, query: str, page: Page) -> list[dict[str, Any]]:

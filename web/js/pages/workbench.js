@@ -133,9 +133,8 @@ export async function workbenchPage(datasetId) {
         changed();
       } });
     const length = h("span", { class: "muted", "aria-label": "Caption length" }, captionLength(image.caption));
-    const caption = h("textarea", { rows: 4, maxlength: 5000, value: image.caption,
-      oninput: () => { length.textContent = captionLength(caption.value); changed(); } });
-    caption.value = image.caption;
+    const caption = h("textarea", { rows: 4, maxlength: 5000,
+      oninput: () => { length.textContent = captionLength(caption.value); changed(); } }, image.caption);
     const repeats = h("input", { type: "number", min: 1, max: 1000, value: image.repeats ?? "", oninput: () => changed() });
     const reg = h("input", { type: "checkbox", checked: image.is_reg, onchange: () => changed() });
     function flush() {
