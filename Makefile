@@ -42,6 +42,7 @@ test: setup browser
 bench: setup
 	$(BIN)/python -m bench.train_step
 	$(BIN)/python -m bench.network_types
+	$(BIN)/python -m bench.processes
 	$(BIN)/python -m bench.service
 
 clean:

@@ -347,6 +347,10 @@ class JobSummary(BaseModel):
     estimated_s: float | None = Field(description="duration estimated at creation")
     queue_position: int | None = None
     starts_in_s: float | None = Field(None, description="queued: estimated seconds until a worker takes it")
+    waiting_for: str | None = Field(None, description="queued: why no worker takes it now, e.g. \"waiting for a GPU "
+                                                      "with 40 GB: largest free 24 GB\"")
+    gpus: int = Field(1, description="GPUs (one process each) the job trains on")
+    memory_mib: int | None = Field(None, description="estimated peak memory on each GPU, MiB (large models)")
     start_after: datetime | None
     created_at: datetime
     started_at: datetime | None

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from core.estimates import RunShape, estimate_seconds
 from core.kohya_layout import held_out, reads_as_sentences
 from core.models import Dataset, Image
+from core.placement import MIB_PER_GIB, Capacity, Need, never_runs
 from core.settings import BaseModelEntry
 from trainer.families import FAMILIES
 from trainer.job import preflight
@@ -52,6 +53,13 @@ class Assessment:
     train_images: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
+    memory: MemoryEstimate | None = None  # large models: the GPU memory the run needs (placement reads it)
+
+    @property
+    def need(self) -> Need:
+        """What a worker must offer this run."""
+        gpus = self.config.gpus if self.config is not None else 1
+        return Need(gpus, round(self.memory.total * MIB_PER_GIB) if self.memory is not None else None)
 
 
 def family_values(model: BaseModelEntry) -> dict[str, Any]:
@@ -171,21 +179,26 @@ def crop_family_warning(dataset: Dataset, images: list[Image], family: str) -> d
             f"{used}: re-crop the images for {used} in the workbench, or pick a {made} base model"}
 
 
-def memory_needed(result: Assessment, gpus_mib: list[int]) -> MemoryEstimate | None:
-    """The GPU memory the run needs (a large model's only), with a warning when no training worker's GPU has it."""
+def place(result: Assessment, workers: list[Capacity], max_gpus: int, max_running: int) -> None:
+    """The run's memory (a large model's only), and refusals for a run this server cannot give its GPUs: more than
+    the site's or the user's cap, or more than any live training worker has."""
     size = FAMILIES[result.model.family].size if result.model is not None else None
-    if size is None or result.config is None:
-        return None
-    memory = estimate_memory(size, result.config)
-    if gpus_mib and memory.total * 1024 > max(gpus_mib):
-        largest = max(gpus_mib) / 1024
-        result.warnings.append({
-            "field": "base_weights", "message": f"the run needs {memory.line()}, more than this server's largest "
-            f"training GPU ({largest:.0f} GiB): store the base as int8 or nf4 (base_weights), swap blocks, lower the "
-            "resolution or batch, or turn on gradient checkpointing",
-            "plain": f"This run likely needs more GPU memory ({memory.total:.0f} GiB) than this server's GPUs have "
-                     f"({largest:.0f} GiB); in pro mode, base_weights nf4 or int8 makes it smaller."})
-    return memory
+    if result.config is None:
+        return
+    if size is not None:
+        result.memory = estimate_memory(size, result.config)
+    gpus = result.config.gpus
+    if gpus > min(max_gpus, max_running):
+        which = "this server's" if max_gpus <= max_running else "your"
+        result.errors.append({"field": "gpus", "message": f"{gpus} GPUs asked for; {which} limit is "
+                              f"{min(max_gpus, max_running)} per job"})
+        return
+    if (reason := never_runs(result.need, workers)) is not None:
+        advice = (": store the base as int8 or nf4 (base_weights), swap blocks, lower the resolution or batch, or "
+                  "turn on gradient checkpointing") if result.memory is not None else ""
+        result.errors.append({"field": "base_weights" if result.memory is not None and gpus == 1 else "gpus",
+                              "message": f"no worker of this server could run this job: {reason}{advice}",
+                              "plain": f"This server cannot run this job: {reason}."})
 
 
 def estimated_seconds(session: Session, result: Assessment) -> float | None:

@@ -58,7 +58,7 @@ def ours_step(model_dir: Path, data_dir: Path, out: Path, batch_size: int, **fam
     batch = BatchDataset(session.plan, 1, session.latent_cache)[0]
 
     def step() -> None:
-        loss = batch_loss(session, batch)
+        loss = batch_loss(session, batch, 1, 0)
         session.accelerator.backward(loss)
         session.optimizer.step()
         session.optimizer.zero_grad(set_to_none=True)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from core import credits
 from core.db import read_rows
 from core.models import Job, JobStatus, User, utcnow
+from core.placement import Capacity, Need
 from core.settings import Settings
 
 ALLOWED: dict[JobStatus, set[JobStatus]] = {
@@ -122,6 +123,18 @@ def cancel(session: Session, job_id: str) -> CancelOutcome:
     return outcome
 
 
+def requeue(session: Session, job_id: str, attempt: int, max_attempts: int, reason: str) -> JobStatus | None:
+    """This attempt could not go on through no fault of the job's settings (a process of a multi-GPU run died):
+    back to the queue in its old place, sent again by the outbox, or failed after max_attempts. The status it got;
+    None when the attempt no longer owns the job."""
+    if attempt >= max_attempts:
+        return JobStatus.failed if finish(session, job_id, attempt, JobStatus.failed,
+                                          error=f"{reason}; giving up after {attempt} attempts") else None
+    moved = transition(session, job_id, JobStatus.running, JobStatus.queued, attempt=attempt, worker=None,
+                       sent_at=None, error=f"{reason}; it resumes from its last stored epoch")
+    return JobStatus.queued if moved else None
+
+
 @dataclass
 class LostJobs:
     requeued: list[str]
@@ -190,7 +203,8 @@ class QueueSlot:
 
 # Only the columns the queue needs: whole rows would drag each job's params, log and chart history along. One
 # statement for both kinds: the queue is read on every job list, and a statement costs more than its few rows.
-_ACTIVE = (select(Job.id, Job.owner_id, Job.status, Job.step, Job.total_steps, Job.eta_s, Job.estimated_s)
+_ACTIVE = (select(Job.id, Job.owner_id, Job.status, Job.step, Job.total_steps, Job.eta_s, Job.estimated_s, Job.gpus,
+                  Job.memory_mib)
            .where(Job.status.in_([JobStatus.running, JobStatus.queued])).order_by(Job.queued_at, Job.id))
 
 
@@ -203,13 +217,21 @@ def _running_and_queued(session: Session) -> tuple[list[Row], list[Row]]:
     return running, queued
 
 
+def _gpus_by_owner(rows: Iterable[Row]) -> Counter[str]:
+    """GPUs in use per owner: a job on N GPUs counts as N turns, in the fair order and against the limits."""
+    taken: Counter[str] = Counter()
+    for row in rows:
+        taken[row.owner_id] += row.gpus
+    return taken
+
+
 def _fair(running: Sequence[Row], queued: Sequence[Row]) -> list[str]:
     """Round robin over owners, oldest first within an owner; an owner's running jobs count as turns taken."""
-    turns = Counter(row.owner_id for row in running)
+    turns = _gpus_by_owner(running)
     keyed: list[tuple[int, int, str]] = []
     for arrival, row in enumerate(queued):
         keyed.append((turns[row.owner_id], arrival, row.id))
-        turns[row.owner_id] += 1
+        turns[row.owner_id] += row.gpus
     return [job_id for *_, job_id in sorted(keyed)]
 
 
@@ -219,22 +241,34 @@ def fair_order(session: Session) -> list[str]:
     return _fair(*_running_and_queued(session))
 
 
-def claim_next(session: Session, worker: str, max_running_per_owner: int | None = None) -> str | None:
-    """Claims the fairest queued job (the caller commits), passing over owners who already have as many jobs
-    training as they may (their own limit, else `max_running_per_owner`); None when nothing can be taken."""
+def claim_next(session: Session, worker: str, max_running_per_owner: int | None = None,
+               capacity: Capacity | None = None) -> str | None:
+    """Claims the fairest queued job that fits `capacity` (the worker's GPUs now; None: any), passing over owners who
+    already use as many GPUs as they may (their own limit, else `max_running_per_owner`); None when nothing can be
+    taken. The caller commits. A job passed over because it does not fit goes back to the outbox (sent_at = None):
+    its train message was this turn, and the reconciler sends it again for a worker it fits."""
     running, queued = _running_and_queued(session)
-    busy = Counter(row.owner_id for row in running)
+    busy = _gpus_by_owner(running)
+    rows = {row.id: row for row in queued}
     owner_of = {row.id: row.owner_id for row in queued}
     own: dict[str, int] = {}
     if queued:
         own = {row.id: row.max_running_jobs for row in session.execute(select(User.id, User.max_running_jobs).where(
             User.id.in_(set(owner_of.values())), User.max_running_jobs.is_not(None)))}
+    too_large = []
     for job_id in _fair(running, queued):
-        most = own.get(owner_of[job_id], max_running_per_owner)
-        if most is not None and busy[owner_of[job_id]] >= most:
+        row = rows[job_id]
+        most = own.get(row.owner_id, max_running_per_owner)
+        if most is not None and busy[row.owner_id] + row.gpus > most:
+            continue
+        if capacity is not None and not capacity.fits_now(Need(row.gpus, row.memory_mib)):
+            too_large.append(job_id)
             continue
         if claim(session, job_id, worker):
             return job_id
+    if too_large:
+        session.execute(update(Job).where(Job.id.in_(too_large), Job.status == JobStatus.queued).values(sent_at=None)
+                        .execution_options(synchronize_session=False))
     return None
 
 
@@ -262,8 +296,11 @@ def limits_of(session: Session, owner_id: str, settings: Settings) -> OwnerLimit
 
 
 def owner_load(session: Session, owner_id: str) -> OwnerLoad:
-    counts = Counter(session.scalars(select(Job.status).where(
-        Job.owner_id == owner_id, Job.status.in_([JobStatus.running, JobStatus.queued, JobStatus.scheduled]))))
+    """Running counts GPUs (a 2-GPU job is 2), waiting counts jobs."""
+    counts: Counter[str] = Counter()
+    for status, gpus in session.execute(select(Job.status, Job.gpus).where(
+            Job.owner_id == owner_id, Job.status.in_([JobStatus.running, JobStatus.queued, JobStatus.scheduled]))):
+        counts[status] += gpus if status == JobStatus.running else 1
     return OwnerLoad(counts[JobStatus.running], counts[JobStatus.queued] + counts[JobStatus.scheduled])
 
 

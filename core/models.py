@@ -203,6 +203,9 @@ class Job(Base):
     epoch_price: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     credits_held: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     charged_epochs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # placement (core/placement.py): processes, one per GPU, and the estimated peak memory on each GPU
+    gpus: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    memory_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     epochs: Mapped[list[Epoch]] = relationship(back_populates="job", cascade="all, delete-orphan",
                                                order_by="Epoch.n")

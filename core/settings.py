@@ -63,7 +63,12 @@ class Settings(BaseSettings):
     metrics_token: str | None = None  # when set, GET /metrics needs `Authorization: Bearer <token>`
     metrics_public: bool = False  # /metrics without a token for anyone; without either, embedded: loopback only
     cookie_secure: bool = False
+    # A worker's GPUs: the ones it owns (CUDA_VISIBLE_DEVICES order; empty: all), and the memory of each in MiB when
+    # it declares it instead of what nvidia-smi reports (a CPU worker standing in for GPUs in tests, or part of a
+    # card kept for something else). A job asks for up to max_gpus_per_job of them (core/placement.py).
     gpu_ids: str = ""
+    gpu_memory_mib: list[int] = Field(default_factory=list)
+    max_gpus_per_job: int = Field(default=8, ge=1, le=16)
 
     base_models: list[BaseModelEntry] = Field(default_factory=list)
     max_images_per_dataset: int = 1000

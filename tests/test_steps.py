@@ -18,6 +18,15 @@ def test_gradient_accumulation_divides_batches_rounding_up():
     assert (plan.steps_per_epoch, plan.total_steps) == (3, 12)
 
 
+def test_processes_take_a_batch_each_per_step():
+    # 8 batches over 2 processes × accumulation 2 → 4 batches a step → 2 steps per epoch; the batches stay 8
+    plan = plan_steps([ImageSpec(512, 512, 3)] * 10, [], SQUARE, 4, gradient_accumulation_steps=2,
+                      max_train_epochs=3, processes=2)
+    assert (plan.batches_per_epoch, plan.steps_per_epoch, plan.total_steps) == (8, 2, 6)
+    uneven = plan_steps([ImageSpec(512, 512, 1)] * 5, [], SQUARE, 1, max_train_epochs=1, processes=2)
+    assert uneven.steps_per_epoch == 3  # the last step has one batch: the other process adds nothing
+
+
 def test_regularization_images_are_cycled_to_match_and_double_the_steps():
     # 20 train samples; 3 reg images cycled to 20 samples → 40 samples, bs 2 → 20 batches
     plan = plan_steps([ImageSpec(512, 512, 2)] * 10, [ImageSpec(512, 512, 1)] * 3, SQUARE, 2, max_train_epochs=1)

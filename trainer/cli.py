@@ -61,9 +61,9 @@ def _train(args: argparse.Namespace) -> int:
     loaded = load_config_file(args.config, args.set)
     for note in loaded.ignored:
         print(f"ignored: {note}", file=sys.stderr)
-    from trainer.training.loop import train
+    from trainer.training.ranks import train_processes
 
-    result = train(loaded.config, TerminalCallbacks())
+    result = train_processes(loaded.config, TerminalCallbacks())
     print(result.final_path or result.state_dir)
     return EXIT_OK
 

@@ -38,6 +38,19 @@ def gpus() -> list[dict[str, object]]:
     return found
 
 
+def owned_gpus(settings: Settings) -> list[dict[str, object]]:
+    """The GPUs this worker trains on, as it reports them: the declared ones (gpu_memory_mib), else the GPUs
+    nvidia-smi sees, only those in gpu_ids when it is set, in its order (the order the processes use them)."""
+    if settings.gpu_memory_mib:
+        return [{"index": i, "name": "declared", "memory_total_mb": mib, "memory_used_mb": 0}
+                for i, mib in enumerate(settings.gpu_memory_mib)]
+    found = gpus()
+    if not settings.gpu_ids.strip():
+        return found
+    by_index = {gpu["index"]: gpu for gpu in found}
+    return [by_index[int(i)] for i in settings.gpu_ids.split(",") if i.strip().isdigit() and int(i) in by_index]
+
+
 class Presence(threading.Thread):
     def __init__(self, settings: Settings, name: str, queues: list[str]) -> None:
         super().__init__(daemon=True, name="presence")
@@ -56,7 +69,8 @@ class Presence(threading.Thread):
 
     def report(self) -> None:
         with session_factory(self.settings.db_url)() as session:
-            session.merge(Worker(name=self.worker_name, queues=self.queues, gpus=gpus(), started_at=self.started_at,
+            session.merge(Worker(name=self.worker_name, queues=self.queues, gpus=owned_gpus(self.settings),
+                                 started_at=self.started_at,
                                  heartbeat_at=utcnow()))
             session.commit()
 

@@ -18,13 +18,15 @@ from core import screening
 from core.db import session_factory
 from core.estimates import RunShape, record
 from core.events import notices_for
-from core.jobs import claim_next, finish, transition
+from core.jobs import claim_next, finish, requeue, transition
 from core.kohya_layout import held_out
 from core.models import Dataset, Epoch, Image, Job, JobStatus
+from core.placement import Capacity
 from core.settings import Settings
 from core.storage import Storage
 from core.storage_retry import StorageUnavailable
 from worker.materialise import materialise
+from worker.presence import owned_gpus
 from worker.runner import AttemptSuperseded, Heartbeat, ServiceCallbacks
 
 if TYPE_CHECKING:
@@ -61,14 +63,15 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
     """
     from trainer.families import FAMILIES
     from trainer.job.config import ConfigError, TrainConfig, build_config
-    from trainer.training.loop import train
+    from trainer.training.ranks import RankLost, train_processes
 
     factory = session_factory(settings.db_url)
     with factory() as session:
-        job_id = claim_next(session, worker, settings.max_running_jobs_per_user)
+        job_id = claim_next(session, worker, settings.max_running_jobs_per_user, Capacity.of(owned_gpus(settings)))
         session.commit()
         if job_id is None:
-            log.info("train message for job %s: nothing queued (duplicate delivery or canceled); skipping", trigger_id)
+            log.info("train message for job %s: nothing queued that fits this worker (a duplicate delivery, a "
+                     "canceled job, or one that needs other GPUs); skipping", trigger_id)
             return "idle"
         job = session.get(Job, job_id)
         dataset = session.get(Dataset, job.dataset_id)
@@ -94,7 +97,7 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
         resume = download_state(storage, job.state_key, scratch / "resume") if job.state_key else None
         cfg = build_config(train_config_values(job, settings, data.train_dir, data.reg_dir, scratch / "out", resume,
                                                data.validation_dir))
-        result = train(cfg, callbacks)
+        result = train_processes(cfg, callbacks)
         if beat.lost.is_set():
             raise AttemptSuperseded(f"job {job_id}: attempt {attempt} was superseded")
         with factory() as session:
@@ -115,6 +118,12 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
                                error=f"{exc}; it resumes from its last stored epoch")
             session.commit()
         return JobStatus.interrupted if moved else "superseded"
+    except RankLost as exc:  # like a lost worker: the job resumes from its last stored epoch
+        callbacks.on_log(f"interrupted: {exc}")
+        with factory() as session:
+            moved = requeue(session, job_id, attempt, settings.max_attempts, str(exc))
+            session.commit()
+        return moved or "superseded"
     except AttemptSuperseded:
         log.warning("job %s: attempt %s was superseded by a newer one; it wrote nothing more", job_id, attempt)
         return "superseded"

@@ -16,8 +16,7 @@ from api.live import job_stream
 from api.routes import API_PREFIX
 from api.schemas import ContinueIn, Estimate, JobIn, JobOut, JobSummary, MemoryOut, RetrainIn
 from api.services import jobs as service
-from api.services.workers import training_gpus_mib
-from api.training import EMPTY_PLAN, estimated_seconds, memory_needed
+from api.training import EMPTY_PLAN, estimated_seconds
 from core import credits
 from core.models import utcnow
 
@@ -30,7 +29,7 @@ def estimate(body: JobIn, user: CurrentUser, session: SessionDep, settings: Sett
     plan = result.plan or EMPTY_PLAN
     config = result.config
     epoch_price = service.epoch_price(settings, result)
-    memory = memory_needed(result, training_gpus_mib(session, settings))
+    memory = result.memory
     return Estimate(steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs, total_steps=plan.total_steps,
                     train_images=result.train_images, train_samples=plan.train_samples, reg_samples=plan.reg_samples,
                     batch_size=config.train_batch_size if config else 1,
@@ -48,23 +47,24 @@ def estimate(body: JobIn, user: CurrentUser, session: SessionDep, settings: Sett
 @router.post("/jobs", status_code=status.HTTP_201_CREATED, response_model=JobOut)
 def create_job(body: JobIn, request: Request, user: CurrentUser, session: SessionDep,
                settings: SettingsDep) -> dict[str, Any]:
-    return service.job_view(session, service.create_job(body, user.id, session, settings, request).id, user.id)
+    job = service.create_job(body, user.id, session, settings, request)
+    return service.job_view(session, settings, job.id, user.id)
 
 
 @router.get("/jobs", response_model=list[JobSummary])
-def list_jobs(user: CurrentUser, session: SessionDep, page: PageDep) -> list[dict[str, Any]]:
-    return service.job_summaries(session, user.id, page)
+def list_jobs(user: CurrentUser, session: SessionDep, settings: SettingsDep, page: PageDep) -> list[dict[str, Any]]:
+    return service.job_summaries(session, settings, user.id, page)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
-    return service.job_view(session, job_id, user.id)
+def get_job(job_id: str, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    return service.job_view(session, settings, job_id, user.id)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     service.cancel_job(session, job, settings)
-    return service.job_view(session, job.id, job.owner_id)
+    return service.job_view(session, settings, job.id, job.owner_id)
 
 
 @router.delete("/jobs/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -79,7 +79,7 @@ def retrain(job: OwnedJob, request: Request, user: CurrentUser, session: Session
             changes: RetrainIn | None = None) -> dict[str, Any]:
     """A new job (pro mode) from this one's parameters, with the given changes."""
     new = service.retrain_job(session, job, changes or RetrainIn(), settings, request)
-    return service.job_view(session, new.id, user.id)
+    return service.job_view(session, settings, new.id, user.id)
 
 
 @router.post("/jobs/{job_id}/continue", response_model=JobOut)
@@ -87,7 +87,7 @@ def continue_training(job: OwnedJob, body: ContinueIn, request: Request, user: C
                       settings: SettingsDep) -> dict[str, Any]:
     """Train a finished job further from its stored state: the epochs keep their numbers, the optimizer its moments."""
     service.continue_job(session, job, body, settings, request)
-    return service.job_view(session, job.id, user.id)
+    return service.job_view(session, settings, job.id, user.id)
 
 
 @router.get("/jobs/{job_id}/events", response_class=EventSourceResponse)

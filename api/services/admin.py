@@ -15,7 +15,7 @@ from api.admin_schemas import LimitsIn, TopUp
 from api.deps import Page, not_found
 from api.errors import Conflict, Invalid
 from api.services.jobs import enqueue, live_fields
-from api.services.workers import live_workers
+from api.services.workers import idle_capacities, live_workers
 from core import audit, credits, roles
 from core import jobs as lifecycle
 from core.events import notices_for
@@ -116,11 +116,14 @@ def jobs(session: Session, settings: Settings, status: str | None, query: str, p
     rows = session.execute(page.of(statement)).all()
     slots = lifecycle.queue_slots(session) if any(job.status == JobStatus.queued for job, _ in rows) else {}
     trainers = any(TRAIN_QUEUE in w.queues for w in live_workers(session, settings))
+    idle = idle_capacities(session, settings) if slots else []
     out = []
     for job, email in rows:
         fields = {column.key: getattr(job, column.key) for column in Job.__table__.c}
-        out.append({**fields, **live_fields(job, session, slots), "owner_email": email,
-                    "waiting_because": waiting_because(session, settings, job, slots.get(job.id), trainers)})
+        live = live_fields(job, session, slots, idle)
+        out.append({**fields, **live, "owner_email": email,
+                    "waiting_because": waiting_because(session, settings, job, slots.get(job.id), trainers)
+                    if live.get("waiting_for") is None else live["waiting_for"]})
     return out
 
 

@@ -15,7 +15,8 @@ from api.deps import Page, not_found
 from api.errors import Conflict, Invalid, TooMany, not_enough_credits
 from api.schemas import ContinueIn, JobIn, JobOut, JobSummary, RetrainIn
 from api.services.datasets import selected_images
-from api.training import CONTINUE_KEYS, FAMILY_KEYS, Assessment, assess, estimated_seconds
+from api.services.workers import idle_capacities, training_capacities
+from api.training import CONTINUE_KEYS, FAMILY_KEYS, Assessment, assess, estimated_seconds, place
 from core import credits, keys, screening
 from core import jobs as transitions
 from core.db import read_rows
@@ -34,6 +35,7 @@ from core.models import (
     Sweep,
     utcnow,
 )
+from core.placement import Capacity, Need, waiting_for
 from core.queue import TRAIN_TASK, send
 from core.settings import Settings
 from core.storage import Storage
@@ -54,6 +56,8 @@ def assess_job(body: JobIn, user_id: str, session: Session, settings: Settings,
     dataset, images, left_out = _dataset_for(body, user_id, session)
     result = assess(settings.model_named(body.base_model), body.base_model, body.mode, body.preset, body.params,
                     dataset, images, body.sample_prompts, body.repeats, service)
+    place(result, training_capacities(session, settings), settings.max_gpus_per_job,
+          transitions.limits_of(session, user_id, settings).max_running)
     if left_out:
         said = (f"{len(left_out)} image(s) are left out until the site's screening allows them (held for review, "
                 "refused, or not screened yet); the workbench says why for each")
@@ -116,7 +120,8 @@ def create_job(body: JobIn, user_id: str, session: Session, settings: Settings, 
               status=JobStatus.scheduled if scheduled else JobStatus.queued,
               start_after=start_after if scheduled else None, queued_at=None if scheduled else utcnow(),
               total_steps=result.plan.total_steps, epochs_total=result.plan.epochs,
-              estimated_s=estimated_seconds(session, result), epoch_price=epoch_price(settings, result))
+              estimated_s=estimated_seconds(session, result), epoch_price=epoch_price(settings, result),
+              gpus=result.need.gpus, memory_mib=result.need.memory_mib)
     session.add(job)
     session.flush()
     hold_price(session, settings, job, job.epochs_total, f"{job.name}: {job.epochs_total} epochs")
@@ -139,32 +144,37 @@ _OWN_JOBS = (select(*_columns_for(JobSummary)).where(Job.owner_id == bindparam("
 _OWN_JOB = select(*_columns_for(JobOut)).where(Job.id == bindparam("job_id"), Job.owner_id == bindparam("owner_id"))
 
 
-def live_fields(job: Row[Any] | Job, session: Session,
-                 slots: dict[str, transitions.QueueSlot] | None) -> dict[str, Any]:
-    """Progress, and for a queued job its place and times in the queue (`slots`: the whole queue, read once)."""
+def live_fields(job: Row[Any] | Job, session: Session, slots: dict[str, transitions.QueueSlot] | None,
+                idle: list[Capacity]) -> dict[str, Any]:
+    """Progress, and for a queued job its place and times in the queue (`slots`: the whole queue, read once) and
+    why no worker takes it when none fits it (`idle`: the idle training workers, read once)."""
     progress = 1.0 if job.status == JobStatus.succeeded else (job.step / job.total_steps if job.total_steps else 0.0)
     fields: dict[str, Any] = {"progress": round(progress, 4)}
     slot = slots.get(job.id) if slots is not None else transitions.queue_slot(session, job)
     if slot is not None:
         fields.update(queue_position=slot.position, starts_in_s=slot.starts_in_s, eta_s=slot.ends_in_s)
+    if job.status == JobStatus.queued:
+        fields["waiting_for"] = waiting_for(Need(job.gpus, job.memory_mib), idle)
     return fields
 
 
-def job_view(session: Session, job_id: str, owner_id: str) -> dict[str, Any]:
+def job_view(session: Session, settings: Settings, job_id: str, owner_id: str) -> dict[str, Any]:
     """A job as its page shows it (a JobOut's fields, with progress and queue place); 404 when not the owner's."""
     row = read_rows(session, _OWN_JOB, {"job_id": job_id, "owner_id": owner_id}).first()
     if row is None:
         raise not_found("job")
-    return {**row._asdict(), **live_fields(row, session, None),
+    idle = idle_capacities(session, settings) if row.status == JobStatus.queued else []
+    return {**row._asdict(), **live_fields(row, session, None, idle),
             "network_type": network_type_of(NetworkSpec.of_job(row.params))}
 
 
-def job_summaries(session: Session, owner_id: str, page: Page) -> list[dict[str, Any]]:
+def job_summaries(session: Session, settings: Settings, owner_id: str, page: Page) -> list[dict[str, Any]]:
     """A page of the owner's jobs, newest first, with progress and (for queued ones) their place in the queue."""
     rows = read_rows(session, page.of(_OWN_JOBS), {"owner_id": owner_id}).all()
     waiting = any(row.status == JobStatus.queued for row in rows)
     slots = transitions.queue_slots(session) if waiting else {}
-    return [{**row._asdict(), **live_fields(row, session, slots)} for row in rows]
+    idle = idle_capacities(session, settings) if waiting else []
+    return [{**row._asdict(), **live_fields(row, session, slots, idle)} for row in rows]
 
 
 def cancel_job(session: Session, job: Job, settings: Settings) -> None:

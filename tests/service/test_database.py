@@ -148,6 +148,22 @@ def test_the_queue_takes_owners_in_turn_counting_their_running_jobs(db_url):
         assert [jobs.claim_next(session, "w") for _ in range(5)] == [b1.id, a1.id, a2.id, a3.id, None]
 
 
+def test_a_two_gpu_job_counts_as_two_turns_in_the_fair_order_and_against_the_limit(db_url):
+    migrate(db_url)
+    with session_factory(db_url)() as session:
+        wide = make_job(session, gpus=2)
+        owner = session.get(User, wide.owner_id)
+        small = make_job(session, owner=owner)
+        other_1 = make_job(session)
+        other_2 = make_job(session, owner=session.get(User, other_1.owner_id))
+        assert jobs.claim_next(session, "w", max_running_per_owner=2) == wide.id
+        # the owner uses 2 GPUs: both of the other owner's jobs come before the owner's next one
+        assert jobs.fair_order(session) == [other_1.id, other_2.id, small.id]
+        assert jobs.owner_load(session, owner.id).running == 2
+        assert [jobs.claim_next(session, "w", max_running_per_owner=2) for _ in range(3)] == [
+            other_1.id, other_2.id, None]  # small waits: its owner is at 2 GPUs of 2
+
+
 def test_queued_jobs_get_an_eta_from_the_jobs_ahead_of_them(db_url):
     migrate(db_url)
     with session_factory(db_url)() as session:

@@ -99,13 +99,15 @@ class EpochPlan:
 
 
 class BatchDataset(torch.utils.data.Dataset):
-    """Item i is the whole i-th batch of an epoch, collated (used with batch_size=None)."""
+    """Item i is a whole batch of an epoch, collated (used with batch_size=None): from `first_batch` on, every
+    `every`-th one starting at `offset` (process `offset` of `every` takes its share)."""
 
-    def __init__(self, plan: EpochPlan, epoch: int, latent_cache: dict | None = None, first_batch: int = 0) -> None:
+    def __init__(self, plan: EpochPlan, epoch: int, latent_cache: dict | None = None, first_batch: int = 0,
+                 every: int = 1, offset: int = 0) -> None:
         self.plan = plan
         self.epoch = epoch
-        self.batches = plan.batches(epoch)[first_batch:]
-        self.first_batch = first_batch
+        self.batches = plan.batches(epoch)[first_batch + offset::every]
+        self.first_batch, self.every, self.offset = first_batch, every, offset
         self.rules = caption_rules(plan.cfg)
         self.latent_cache = latent_cache
 
@@ -116,7 +118,7 @@ class BatchDataset(torch.utils.data.Dataset):
         cfg, images = self.plan.cfg, self.plan.scan.images
         items = []
         for position, sample in enumerate(self.batches[index]):
-            rng = random.Random(f"{cfg.seed}:sample:{self.epoch}:{self.first_batch + index}:{position}")
+            rng = random.Random(f"{cfg.seed}:sample:{self.epoch}:{self.batch_index(index)}:{position}")
             record: ImageRecord = images[sample.record]
             flip = cfg.flip_aug and rng.random() < 0.5
             caption = process_caption(record.caption, self.rules, rng, self.epoch)
@@ -129,6 +131,10 @@ class BatchDataset(torch.utils.data.Dataset):
                 item.update(self.load_pixels(record, sample.bucket, flip, rng))
             items.append(item)
         return collate(items)
+
+    def batch_index(self, index: int) -> int:
+        """The epoch's batch number of item `index`."""
+        return self.first_batch + self.offset + index * self.every
 
     def load_pixels(self, record: ImageRecord, bucket: Size, flip: bool, rng: random.Random | None) -> dict:
         image = load_rgb(record.path)

@@ -145,6 +145,11 @@ class CommonConfig(BaseModel):
     train_batch_size: int = param(1,
         'Images per step. Larger is faster per image and needs more memory.',
         'Optimisation', ge=1, le=256)
+    gpus: int = param(1,
+        'GPUs (one process each) that train the run together: each takes its own batch and the gradients are '
+        'averaged, so a step sees train_batch_size × gradient_accumulation_steps × gpus images and an epoch has '
+        'that many times fewer steps. The server caps it.',
+        'Optimisation', ours=True, ge=1, le=16)
     max_grad_norm: float = param(1.0, 'Gradients are clipped to this norm; 0 turns clipping off.', 'Optimisation', ge=0)
     seed: int = param(42,
         'Makes training and preview images repeatable.',

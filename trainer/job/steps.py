@@ -69,7 +69,9 @@ def plan_steps(
     gradient_accumulation_steps: int = 1,
     max_train_epochs: int | None = None,
     max_train_steps: int = 1600,
+    processes: int = 1,
 ) -> StepPlan:
+    """Each optimizer step takes gradient_accumulation_steps batches in every one of `processes` processes."""
     assigner = BucketAssigner(buckets)
     counts: Counter[Size] = Counter()
     train_samples = 0
@@ -81,7 +83,7 @@ def plan_steps(
         if n:
             counts[assigner.assign(image.width, image.height)] += n
     batches = sum(math.ceil(n / batch_size) for n in counts.values())
-    steps_per_epoch = math.ceil(batches / gradient_accumulation_steps) if batches else 0
+    steps_per_epoch = math.ceil(batches / (gradient_accumulation_steps * processes)) if batches else 0
     if max_train_epochs:
         epochs = max_train_epochs
         total = epochs * steps_per_epoch
@@ -97,7 +99,7 @@ def plan_steps(
 def plan_for_config(cfg: TrainConfig, train: list[ImageSpec], reg: list[ImageSpec]) -> StepPlan:
     return plan_steps(
         train, reg, bucket_settings(cfg), cfg.train_batch_size, cfg.gradient_accumulation_steps,
-        cfg.max_train_epochs, cfg.max_train_steps,
+        cfg.max_train_epochs, cfg.max_train_steps, cfg.gpus,
     )
 
 
@@ -107,8 +109,7 @@ def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
     return int(value * total_steps) if 0 < value < 1 else int(value)
 
 
-def run_report(folders: list[tuple[str, int, int, bool]], plan: StepPlan, batch_size: int,
-               gradient_accumulation_steps: int) -> list[str]:
+def run_report(folders: list[tuple[str, int, int, bool]], plan: StepPlan, cfg: TrainConfig) -> list[str]:
     """The start-of-run summary sd-scripts prints: `folders` are (name, images, repeats, is_reg)."""
     lines = []
     for name, images, repeats, is_reg in folders:
@@ -118,7 +119,8 @@ def run_report(folders: list[tuple[str, int, int, bool]], plan: StepPlan, batch_
                  + (f", {plan.reg_samples} regularization samples (cycled to match)" if plan.reg_samples else ""))
     buckets = ", ".join(f"{w}×{h}: {n}" for (w, h), n in sorted(plan.bucket_counts.items()))
     lines.append(f"buckets (samples per epoch): {buckets}")
-    lines.append(f"batch size {batch_size}, gradient accumulation {gradient_accumulation_steps}: "
+    on = f" on {cfg.gpus} processes, one batch each" if cfg.gpus > 1 else ""
+    lines.append(f"batch size {cfg.train_batch_size}, gradient accumulation {cfg.gradient_accumulation_steps}{on}: "
                  f"{plan.batches_per_epoch} batches = {plan.steps_per_epoch} optimisation steps per epoch")
     lines.append(f"{plan.epochs} epochs, {plan.total_steps} optimisation steps in all")
     return lines

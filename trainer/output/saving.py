@@ -71,7 +71,7 @@ def build_metadata(cfg: TrainConfig, facts: RunFacts, family_values: dict[str, A
         "ss_sd_model_name": facts.model_name,
         "ss_session_id": facts.session_id,
         "ss_num_batches_per_epoch": facts.batches_per_epoch,
-        "ss_total_batch_size": cfg.train_batch_size * cfg.gradient_accumulation_steps,
+        "ss_total_batch_size": cfg.train_batch_size * cfg.gradient_accumulation_steps * cfg.gpus,
         "ss_min_bucket_reso": cfg.min_bucket_reso,
         "ss_max_bucket_reso": cfg.max_bucket_reso,
         "ss_bucket_no_upscale": cfg.bucket_no_upscale,

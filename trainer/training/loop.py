@@ -4,6 +4,7 @@ What differs between model families (loading, text, noise and target, previews) 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import time
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import InitProcessGroupKwargs
 
 from trainer.data.cache import cache_latents, cache_text, stack_text
 from trainer.data.dataset import DatasetScan, scan_dataset
@@ -42,6 +44,7 @@ from trainer.output.saving import (
 from trainer.training.callbacks import Callbacks, EpochSaved, PreviewsReady, Progress
 from trainer.training.ema import WeightsEMA
 from trainer.training.optim import align_lr, build_optimizer, build_scheduler, optimizer_name
+from trainer.training.ranks import RANK_TIMEOUT, any_process, average_gradients
 from trainer.training.state import Position, load_state, save_state
 from trainer.training.tb_log import TrainingLog
 from trainer.training.validation import ValidationSet, prepare_validation, validation_loss
@@ -99,10 +102,12 @@ def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
     if not scan.train:
         raise ConfigError.about("train_data_dir", f"no training images in {cfg.train_data_dir}")
 
-    # accelerate keeps process-wide state; a worker process trains job after job with different precisions.
-    AcceleratorState._reset_state()
+    # accelerate keeps process-wide state; a worker process trains job after job with different precisions (and
+    # numbers of processes: ranks.py sets the environment it reads)
+    AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[InitProcessGroupKwargs(timeout=RANK_TIMEOUT)])
     model = runtime(resolve_family(cfg)).load(cfg)
     family = runtime(model.family)  # a single file may turn out to be another family than its flags said
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
@@ -130,20 +135,20 @@ def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
                                 [ImageSpec(r.width, r.height, r.repeats) for r in scan.reg])
     folders = [(name, d["img_count"], d["n_repeats"], is_reg) for is_reg in (False, True)
                for name, d in scan.dataset_dirs(reg=is_reg).items()]
-    for line in run_report(folders, step_plan, cfg.train_batch_size, cfg.gradient_accumulation_steps):
+    for line in run_report(folders, step_plan, cfg):
         callbacks.on_log(line)
     optimizer = build_optimizer(cfg, network.param_groups(lrs))
     scheduler = build_scheduler(cfg, optimizer, step_plan.total_steps, warmup_steps(cfg, step_plan.total_steps))
     optimizer = accelerator.prepare_optimizer(optimizer)
 
-    latent_cache = None
-    if cfg.cache_latents:
-        disk = Path(cfg.output_dir) / ".latent_cache" if cfg.cache_latents_to_disk else None
-        latent_cache = cache_latents(plan, family, model, device, vae_dtype, disk, cfg.flip_aug)
-    text_cache = None
-    if cfg.cache_text_encoder_outputs:
-        disk = Path(cfg.output_dir) / ".text_cache" if cfg.cache_text_encoder_outputs_to_disk else None
-        text_cache = cache_text(plan, family, model, cfg, disk)
+    latent_cache = text_cache = None
+    with accelerator.main_process_first():  # the others read the disk caches the first one wrote
+        if cfg.cache_latents:
+            disk = Path(cfg.output_dir) / ".latent_cache" if cfg.cache_latents_to_disk else None
+            latent_cache = cache_latents(plan, family, model, device, vae_dtype, disk, cfg.flip_aug)
+        if cfg.cache_text_encoder_outputs:
+            disk = Path(cfg.output_dir) / ".text_cache" if cfg.cache_text_encoder_outputs_to_disk else None
+            text_cache = cache_text(plan, family, model, cfg, disk)
 
     noise_generator = torch.Generator(device).manual_seed(cfg.seed)
     location = Path(cfg.pretrained_model_name_or_path)
@@ -180,8 +185,16 @@ def make_network(cfg: TrainConfig, family: ModelFamily, model: LoadedModel) -> L
     return network
 
 
-def batch_loss(s: Session, batch: dict) -> torch.Tensor:
+def noise_seed(seed: int, epoch: int, batch: int) -> int:
+    """The noise and noise levels of a batch depend on the run's seed and the batch's place only: the same with
+    any number of processes, and after a resume."""
+    digest = hashlib.blake2b(f"{seed}:noise:{epoch}:{batch}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def batch_loss(s: Session, batch: dict, epoch: int, index: int) -> torch.Tensor:
     cfg, model, device = s.cfg, s.model, s.accelerator.device
+    s.noise_generator.manual_seed(noise_seed(cfg.seed, epoch, index))
     if "latents" in batch:
         latents = batch["latents"].to(device)
     else:
@@ -262,8 +275,11 @@ def _state(s: Session, position: Position, name: str) -> Path:
 
 
 def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
+    """One process's part of a run: the whole run on one process, or its share when ranks.py started several. Only
+    the main process writes files and calls `callbacks`; the others keep in step through the gradient averaging."""
     callbacks = callbacks or Callbacks()
     s, total_steps, epochs = setup(cfg, callbacks)
+    main = s.accelerator.is_main_process
     result = TrainResult(final_path=None, epochs=epochs)
     position = Position(epoch=1, batch=0, step=0)
     if cfg.resume:
@@ -272,15 +288,17 @@ def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
                               ema=s.ema)
         align_lr(s.optimizer.optimizer, s.scheduler)
         callbacks.on_log(f"resumed at epoch {position.epoch}, batch {position.batch}, step {position.step}")
-        _missing_previews(s, position, epochs, callbacks)
+        if main:
+            _missing_previews(s, position, epochs, callbacks)
         if position.epoch > epochs:
             callbacks.on_log("nothing left to train: every epoch was saved before the stop")
             result.steps = position.step
             return result
-    elif cfg.sample_at_first:
+    elif cfg.sample_at_first and main:
         _previews(s, 0, callbacks)
 
-    log = TrainingLog(cfg, [group.get("name", "lora") for group in s.optimizer.optimizer.param_groups])
+    logged = cfg if main else cfg.model_copy(update={"logging_dir": None})
+    log = TrainingLog(logged, [group.get("name", "lora") for group in s.optimizer.optimizer.param_groups])
     try:
         return _run_epochs(s, cfg, callbacks, result, position, total_steps, epochs, log)
     finally:
@@ -289,24 +307,34 @@ def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
 
 def _run_epochs(s: Session, cfg: TrainConfig, callbacks: Callbacks, result: TrainResult, position: Position,
                 total_steps: int, epochs: int, log: TrainingLog) -> TrainResult:
-    accum = cfg.gradient_accumulation_steps
+    """Rounds of one batch per process; every `gradient_accumulation_steps` rounds (or at the epoch's end) the
+    gradients are averaged over the processes and the optimizer steps. Batch numbers count the whole epoch's
+    batches, so a state resumes with any number of processes."""
+    accum, processes, rank = cfg.gradient_accumulation_steps, s.accelerator.num_processes, s.accelerator.process_index
+    main = s.accelerator.is_main_process
     started, images_seen = time.monotonic(), 0
     step = position.step
     for epoch in range(position.epoch, epochs + 1):
         first = position.batch if epoch == position.epoch else 0
-        dataset = BatchDataset(s.plan, epoch, s.latent_cache, first_batch=first)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=cfg.num_workers,
-                                             persistent_workers=cfg.persistent_workers and cfg.num_workers > 0)
-        n_batches = first + len(dataset)
+        dataset = BatchDataset(s.plan, epoch, s.latent_cache, first_batch=first, every=processes, offset=rank)
+        batches = iter(torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False,
+                                                   num_workers=cfg.num_workers,
+                                                   persistent_workers=cfg.persistent_workers and cfg.num_workers > 0))
+        n_batches = len(s.plan.batches(epoch))
         losses: list[float] = []
-        for offset, batch in enumerate(loader):
-            index = first + offset
-            loss = batch_loss(s, batch)
-            s.accelerator.backward(loss / accum)
-            losses.append(float(loss))
-            images_seen += len(batch["captions"])
-            if (index + 1) % accum and index + 1 != n_batches:
+        mine = [0.0, 0, 0]  # this process's summed batch losses, batches and images since the last step
+        for round_index in range(math.ceil((n_batches - first) / processes)):
+            if first + round_index * processes + rank < n_batches:  # the last round may leave a process without
+                batch = next(batches)
+                index = dataset.batch_index(round_index)
+                loss = batch_loss(s, batch, epoch, index)
+                s.accelerator.backward(loss / accum)
+                mine = [mine[0] + loss.item(), mine[1] + 1, mine[2] + len(batch["captions"])]
+            consumed = first + (round_index + 1) * processes
+            if (round_index + 1) % accum and consumed < n_batches:
                 continue
+            loss_sum, counted, images = average_gradients(s.accelerator, s.network, mine)
+            mine = [0.0, 0, 0]
             if cfg.max_grad_norm:
                 s.accelerator.clip_grad_norm_(s.network.parameters(), cfg.max_grad_norm)
             s.optimizer.step()
@@ -315,6 +343,8 @@ def _run_epochs(s: Session, cfg: TrainConfig, callbacks: Callbacks, result: Trai
             step += 1
             if s.ema is not None:
                 s.ema.after_step(step)
+            losses.append(loss_sum / max(counted, 1))
+            images_seen += int(images)
             elapsed = time.monotonic() - started
             rate = images_seen / elapsed if elapsed > 0 else 0.0
             per_step = elapsed / max(1, step - position.step)
@@ -323,37 +353,45 @@ def _run_epochs(s: Session, cfg: TrainConfig, callbacks: Callbacks, result: Trai
                                            s.scheduler.get_last_lr()[0], rate, per_step * (total_steps - step)))
             if step >= total_steps:
                 break
-            if callbacks.should_stop():
-                result.state_dir = _state(s, Position(epoch, index + 1, step), f"step{step:08d}")
+            if any_process(s.accelerator, main and callbacks.should_stop()):
+                if main:
+                    result.state_dir = _state(s, Position(epoch, min(consumed, n_batches), step), f"step{step:08d}")
                 result.stopped, result.steps = True, step
                 return result
         log.epoch(epoch, _mean(losses))
-        held_out = None
-        if s.validation is not None:
-            with _averaged(s):
-                held_out = validation_loss(s.validation, s.family, s.model, cfg, s.accelerator.autocast)
-            callbacks.on_log(f"epoch {epoch}: validation loss {held_out:.4f} on {len(s.validation.latents)} "
-                             f"held-out image(s)")
         last = epoch == epochs or step >= total_steps
-        due = cfg.save_every_n_epochs is not None and epoch % cfg.save_every_n_epochs == 0
-        if last or due:
-            path, metadata = _save_epoch(s, epoch, step, final=last)
-            result.epoch_paths.append(path)
-            if last:
-                result.final_path = path
-            else:
-                prune_old_epochs(cfg, epoch)
-            callbacks.on_epoch_saved(EpochSaved(epoch, step, path, metadata, _mean(losses), held_out))
-            if cfg.save_state:
-                result.state_dir = _state(s, Position(epoch + 1, 0, step), "last" if last else f"{epoch:06d}")
-                callbacks.on_state_saved(result.state_dir, epoch)
-        if _previews_due(cfg, epoch, last):
-            _previews(s, epoch, callbacks)
+        if main:
+            _epoch_end(s, cfg, callbacks, result, epoch, step, last, _mean(losses))
         if last:
             break
     s.network.detach()
     result.steps = step
     return result
+
+
+def _epoch_end(s: Session, cfg: TrainConfig, callbacks: Callbacks, result: TrainResult, epoch: int, step: int,
+               last: bool, mean_loss: float) -> None:
+    """The main process's part of an epoch's end: validation, the file, the state and the previews."""
+    held_out = None
+    if s.validation is not None:
+        with _averaged(s):
+            held_out = validation_loss(s.validation, s.family, s.model, cfg, s.accelerator.autocast)
+        callbacks.on_log(f"epoch {epoch}: validation loss {held_out:.4f} on {len(s.validation.latents)} "
+                         f"held-out image(s)")
+    due = cfg.save_every_n_epochs is not None and epoch % cfg.save_every_n_epochs == 0
+    if last or due:
+        path, metadata = _save_epoch(s, epoch, step, final=last)
+        result.epoch_paths.append(path)
+        if last:
+            result.final_path = path
+        else:
+            prune_old_epochs(cfg, epoch)
+        callbacks.on_epoch_saved(EpochSaved(epoch, step, path, metadata, mean_loss, held_out))
+        if cfg.save_state:
+            result.state_dir = _state(s, Position(epoch + 1, 0, step), "last" if last else f"{epoch:06d}")
+            callbacks.on_state_saved(result.state_dir, epoch)
+    if _previews_due(cfg, epoch, last):
+        _previews(s, epoch, callbacks)
 
 
 def _mean(values: list[float]) -> float:

@@ -16,6 +16,7 @@ function timing(j, limits) {
     return `place ${j.queue_position ?? "?"}, waits for one of your ${limits.running} training jobs to end ` +
       `(${limits.max_running} at once per user)`;
   }
+  if (j.status === "queued" && j.waiting_for) return `place ${j.queue_position ?? "?"}, ${j.waiting_for}`;
   if (j.status === "queued") {
     const takes = j.eta_s != null && j.starts_in_s != null ? `, then takes about ${duration(j.eta_s - j.starts_in_s)}` : "";
     const starts = j.starts_in_s != null ? `starts in ${duration(j.starts_in_s)}` : "starts when the jobs ahead end";
