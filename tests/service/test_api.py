@@ -465,7 +465,7 @@ def test_a_dataset_is_deleted_with_its_images_and_their_files(client, alice):
     assert client.get("/api/v1/datasets", headers=alice).json() == []
 
 
-def test_the_estimate_shows_a_large_models_gpu_memory_and_warns_above_the_largest_training_gpu(tmp_path):
+def test_the_estimate_shows_a_large_models_gpu_memory_and_refuses_above_the_largest_live_training_gpu(tmp_path):
     from datetime import timedelta
 
     from core.db import session_factory
@@ -490,16 +490,16 @@ def test_the_estimate_shows_a_large_models_gpu_memory_and_warns_above_the_larges
         assert plain["memory"]["measured"] is False and "estimate" in plain["memory"]["summary"]
         assert plain["memory"]["total_gib"] > 48 > 24 > small["memory"]["total_gib"] > 12
         assert small["memory"]["parts"]["weights"] < plain["memory"]["parts"]["weights"] / 3
-        assert not [w for w in plain["warnings"] if w["field"] == "base_weights"]  # no worker has said its GPU yet
+        assert not plain["errors"]  # no worker has said its GPU yet
         with session_factory(settings.db_url)() as session:
             session.add(Worker(name="gpu@host", queues=["train"], heartbeat_at=utcnow(), gpus=[
                 {"index": 0, "name": "NVIDIA GeForce RTX 4090", "memory_total_mb": 24564, "memory_used_mb": 0}]))
             session.add(Worker(name="gone@host", queues=["train"], gpus=[{"index": 0, "memory_total_mb": 143771}],
                                heartbeat_at=utcnow() - timedelta(seconds=settings.heartbeat_timeout_s + 5)))
             session.commit()
-        warned = {w["field"]: w for w in estimate()["warnings"]}["base_weights"]
-        assert "more than this server's largest training GPU (24 GiB)" in warned["message"]
-        assert not [w for w in estimate(base_weights="nf4")["warnings"] if w["field"] == "base_weights"]
+        refused = {e["field"]: e for e in estimate()["errors"]}["base_weights"]
+        assert "the largest GPU of this server's training workers has 24 GB" in refused["message"]
+        assert not estimate(base_weights="nf4")["errors"]
         sd = client.post("/api/v1/jobs/estimate", headers=alice, json={**body, "base_model": "sd"}).json()
         assert sd["memory"] is None and sd["errors"] == []
 
