@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import tomllib
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, Field
 
 from api.training import PLACEHOLDER_PATHS, SERVICE_KEYS
-from core.kohya_layout import effective_repeats, place
+from core.kohya_layout import effective_repeats, mask_path, place
 from core.models import Dataset, Image, Job
 from core.settings import Settings
 from trainer.families import family_info, refused_keys, resolve_family
@@ -187,5 +188,7 @@ def dataset_config_toml(config: TrainConfig, dataset: Dataset, images: list[Imag
         if spot.image.is_reg:
             subset["is_reg"] = True
         folders.setdefault(spot.folder, subset)
+        if config.masked_loss and spot.image.mask_key:  # the export's masks, named like their images
+            folders[spot.folder]["conditioning_data_dir"] = f"{DATASET_DIR}/{PurePosixPath(mask_path(spot)).parent}"
     entry["subsets"] = list(folders.values())
     return tomli_w.dumps({"general": general, "datasets": [entry]})

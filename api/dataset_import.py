@@ -17,8 +17,10 @@ from sqlalchemy.orm import Session
 
 from api.ingest import store_image
 from api.schemas import clean_tags
-from api.uploads import RejectedUpload
+from api.uploads import RejectedUpload, clean_mask
+from core import keys
 from core.kohya_layout import CONCEPT_FOLDER, MAX_REPEATS, REG_ROOT, reads_as_sentences
+from core.masks import CONDITIONING_ROOT
 from core.models import Dataset, Image
 from core.settings import Settings
 from core.storage import Storage
@@ -53,6 +55,7 @@ class KohyaImage:
     concept: str
     is_reg: bool
     texts: dict[str, zipfile.ZipInfo] = field(default_factory=dict)  # caption files by extension
+    mask: zipfile.ZipInfo | None = None  # its mask in the conditioning folder (sd-scripts' conditioning_data_dir)
 
 
 @dataclass
@@ -113,9 +116,20 @@ def _concept_of(parts: tuple[str, ...]) -> tuple[int, str, bool] | None:
     return None
 
 
+def _mask_of(path: PurePosixPath) -> str | None:
+    """For an entry inside a `conditioning/` folder: the path (lowercased, no extension) of the image it masks."""
+    parts = list(path.parts)
+    lowered = [p.lower() for p in parts]
+    if CONDITIONING_ROOT not in lowered[:-1]:
+        return None
+    del parts[lowered.index(CONDITIONING_ROOT)]
+    return str(PurePosixPath(*parts).with_suffix("")).lower()
+
+
 def read_layout(infos: list[zipfile.ZipInfo]) -> KohyaArchive:
     layout = KohyaArchive()
     captions: dict[str, dict[str, zipfile.ZipInfo]] = {}
+    masks: dict[str, zipfile.ZipInfo] = {}
     for info in infos:
         if info.is_dir():
             continue
@@ -127,6 +141,9 @@ def read_layout(infos: list[zipfile.ZipInfo]) -> KohyaArchive:
             layout.report.append(EntryReport(entry=info.filename, status="skipped", reason="tag summary"))
             continue
         suffix = path.suffix.lower()
+        if suffix in IMAGE_EXTENSIONS and (masked := _mask_of(path)) is not None:
+            masks[masked] = info
+            continue
         if suffix in CAPTION_EXTENSIONS:
             captions.setdefault(str(path.with_suffix("")).lower(), {}).setdefault(suffix, info)
             continue
@@ -142,7 +159,10 @@ def read_layout(infos: list[zipfile.ZipInfo]) -> KohyaArchive:
     for image in layout.images:
         stem = str(PurePosixPath(image.info.filename.replace("\\", "/")).with_suffix("")).lower()
         image.texts = captions.get(stem, {})
+        image.mask = masks.pop(stem, None)
         paired.add(stem)
+    for info in masks.values():
+        layout.report.append(EntryReport(entry=info.filename, status="skipped", reason="mask without an image"))
     for stem, files in captions.items():
         if stem not in paired:
             for info in files.values():
@@ -179,6 +199,22 @@ def image_texts(archive: zipfile.ZipFile, image: KohyaImage) -> tuple[list[str],
         elif tags is None:
             tags = text
     return clean_tags((tags or "").replace("\n", ",").split(",")), (sentence or "")[:5000], ""
+
+
+def _import_mask(archive: zipfile.ZipFile, info: zipfile.ZipInfo, image: Image, owner_id: str, session: Session,
+                 storage: Storage, settings: Settings) -> str:
+    """Stores the image's mask from the archive (committed); a mask that is refused leaves the image imported
+    without one, and the report says why."""
+    try:
+        data = clean_mask(read_entry(archive, info, settings.max_upload_bytes), (image.width, image.height),
+                          settings.max_upload_bytes, settings.max_image_pixels)
+    except (zipfile.BadZipFile, RejectedUpload) as exc:
+        return f"its mask {info.filename} was not used: {exc}"
+    if image.mask_key is None:  # the image's own transparency wins over a mask beside it
+        image.mask_key = keys.mask(owner_id, image.dataset_id, image.id)
+        storage.put_bytes(image.mask_key, data, "image/png")
+        session.commit()
+    return "with its mask"
 
 
 @dataclass
@@ -224,6 +260,9 @@ def import_archive(source: BinaryIO, name: str, owner_id: str, session: Session,
             except (zipfile.BadZipFile, ValueError) as exc:  # ValueError: RejectedUpload, an over-long tag
                 layout.report.append(EntryReport(entry=entry, status="rejected", reason=str(exc)))
                 continue
+            if image.mask is not None:
+                said = _import_mask(archive, image.mask, stored, owner_id, session, storage, settings)
+                note = "; ".join(filter(None, [note, said]))
             count += 1
             layout.report.append(EntryReport(entry=entry, status="imported", reason=note, image_id=stored.id))
         if count == 0:

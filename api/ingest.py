@@ -26,6 +26,9 @@ def store_image(session: Session, storage: Storage, settings: Settings, dataset:
     image = Image(id=image_id, dataset_id=dataset.id, filename=display_name(filename), storage_key=key,
                   thumb_key=thumb_key, sha256=clean.sha256, phash=clean.phash, size=len(clean.data),
                   format=clean.format, width=clean.width, height=clean.height, **{"tags": [], **fields})
+    if clean.mask is not None:  # its transparent pixels are left out of masked-loss training
+        image.mask_key = keys.mask(dataset.owner_id, dataset.id, image_id)
+        storage.put_bytes(image.mask_key, clean.mask, "image/png")
     session.add(image)
     if settings.screen_tagger is not None:  # unseen by the site's screening: pending until a worker scores it
         screening.wait(session, dataset.owner_id, "image", image_id, key, image.filename)

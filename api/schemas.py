@@ -152,6 +152,8 @@ class ImageOut(BaseModel):
     crop: dict[str, int] | None
     thumb_url: str | None = None
     url: str | None = None
+    mask_url: str | None = Field(None, description="masked loss: the image's mask (white trained, black not), at "
+                                                   "the image's size; null: trained whole")
     screening: str = Field("allowed", description="pending, allowed, private, held, refused or removed: only "
                                                   "allowed and private images are trained on")
     screening_reason: str = Field("", description="why, in words, when not allowed")
@@ -201,6 +203,17 @@ class CaptionRequest(BaseModel):
     tag_hints: bool = Field(False, description="give each image's tags to the captioner as hints")
     mode: Literal["skip_captioned", "overwrite"] = Field(
         "skip_captioned", description="skip_captioned keeps every caption already there (hand edits included)")
+    image_ids: list[str] | None = None
+
+
+class MaskRequest(BaseModel):
+    """Masks for masked loss, made by a worker from each image's subject or faces."""
+
+    source: Literal["subject", "faces"] = Field(
+        "subject", description="subject: the region the focus crop centres on (the salient part and any faces); "
+                               "faces: the faces the detector finds, with hair and chin")
+    mode: Literal["skip_masked", "overwrite"] = Field(
+        "skip_masked", description="skip_masked keeps every mask already there (uploaded ones included)")
     image_ids: list[str] | None = None
 
 

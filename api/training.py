@@ -37,7 +37,7 @@ SERVICE_KEYS = (KNOWN_KEYS - USER_KEYS) | FILE_KEYS
 # set by "continue training" for the continued run only: not offered in pro mode, not carried into a retrain
 CONTINUE_KEYS = frozenset({"lr_restart_step"})
 PLACEHOLDER_PATHS = {"pretrained_model_name_or_path": "base", "train_data_dir": "data", "output_dir": "out",
-                     "output_name": "lora"}
+                     "output_name": "lora", "conditioning_data_dir": "masks"}
 
 
 EMPTY_PLAN = StepPlan(train_samples=0, reg_samples=0, batches_per_epoch=0, steps_per_epoch=0, epochs=0,
@@ -144,9 +144,6 @@ def service_limits(config: TrainConfig) -> list[dict[str, str]]:
     if config.ema_decay and config.save_ema == "both":
         found.append({"field": "save_ema", "message": "the service keeps one file per epoch: choose ema or raw (both "
                       "is for the command line)"})
-    if config.masked_loss:
-        found.append({"field": "masked_loss", "message": "masks cannot be uploaded to this service yet (images are "
-                      "stored without their alpha channel): train with masks through `lorabake train`"})
     return found
 
 
@@ -160,6 +157,10 @@ def dataset_warnings(config: TrainConfig, plan: StepPlan, family: str, images: l
                       "plain": "The batch is larger than the dataset: each epoch is a single step."})
     info = FAMILIES[family]
     training = [i for i in images if not i.is_reg]
+    if config.masked_loss and training and not any(i.mask_key for i in training):
+        found.append({"field": "masked_loss", "message": "no training image of this dataset has a mask, so every "
+                      "image is trained whole: add masks in the workbench (from the subject or the faces, or upload "
+                      "one per image; transparent PNGs bring theirs)"})
     tags_only = [i for i in training if i.tags and not i.caption.strip() and not reads_as_sentences(i.tags)]
     if info.captions == "sentences" and training and len(tags_only) * 2 > len(training):
         which = "tags only" if len(tags_only) == len(training) else \

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core import masks
 from core.phash import phash
 
 THUMB_SIZE = 320
@@ -29,6 +30,7 @@ class CleanImage:
     height: int
     sha256: str
     phash: str
+    mask: bytes | None = None  # the upload's alpha channel as a mask (core/masks.py), when it had transparent pixels
 
 
 def display_name(filename: str, limit: int = 255) -> str:
@@ -40,7 +42,8 @@ def sniff(head: bytes) -> str | None:
     return next((fmt for magic, fmt in MAGIC.items() if head.startswith(magic)), None)
 
 
-def clean_image(raw: bytes, max_bytes: int, max_pixels: int) -> CleanImage:
+def _decoded(raw: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
+    """The picture, checked: its real type, its size and pixel caps, decodable, upright (EXIF orientation)."""
     if not raw:
         raise RejectedUpload("empty file")
     if len(raw) > max_bytes:
@@ -63,9 +66,15 @@ def clean_image(raw: bytes, max_bytes: int, max_pixels: int) -> CleanImage:
         image.load()
     except (OSError, SyntaxError, ValueError) as exc:
         raise RejectedUpload(f"damaged or unreadable {FORMAT_NAMES[fmt]} file ({exc})") from exc
+    return ImageOps.exif_transpose(image)
+
+
+def clean_image(raw: bytes, max_bytes: int, max_pixels: int) -> CleanImage:
+    image = _decoded(raw, max_bytes, max_pixels)
+    fmt = sniff(raw[:8])
     if min(image.size) < 64:
         raise RejectedUpload(f"image is {image.width}×{image.height}; both sides must be at least 64 pixels")
-    image = ImageOps.exif_transpose(image)
+    alpha = masks.alpha_mask(image)
     image = _to_rgb(image)
     image.info.clear()  # re-encoded without ICC profile, text chunks, comments or EXIF
     data = _encode(image, fmt)
@@ -74,7 +83,17 @@ def clean_image(raw: bytes, max_bytes: int, max_pixels: int) -> CleanImage:
     thumb_out = io.BytesIO()
     thumb.save(thumb_out, "WEBP", quality=80)
     return CleanImage(data, thumb_out.getvalue(), fmt, image.width, image.height, hashlib.sha256(data).hexdigest(),
-                      phash(thumb))
+                      phash(thumb), masks.png(alpha, image.width, image.height) if alpha is not None else None)
+
+
+def clean_mask(raw: bytes, image_size: tuple[int, int], max_bytes: int, max_pixels: int) -> bytes:
+    """A mask sent for an image: a PNG or JPEG of the image's shape (any size: it is scaled to the image), read as
+    its alpha channel when it has transparent pixels, else as its brightness (white trained, black ignored)."""
+    picture = _decoded(raw, max_bytes, max_pixels)
+    if not masks.same_shape(picture.size, image_size):
+        raise RejectedUpload(f"the mask is {picture.width}×{picture.height} and the image {image_size[0]}×"
+                             f"{image_size[1]}: a mask must have its image's shape (any size)")
+    return masks.png(masks.as_mask(picture), *image_size)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

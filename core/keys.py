@@ -9,6 +9,11 @@ def thumb(user_id: str, dataset_id: str, image_id: str) -> str:
     return f"u/{user_id}/ds/{dataset_id}/thumb/{image_id}.webp"
 
 
+def mask(user_id: str, dataset_id: str, image_id: str) -> str:
+    """An image's mask for masked loss (core/masks.py)."""
+    return f"u/{user_id}/ds/{dataset_id}/mask/{image_id}.png"
+
+
 def dataset_prefix(user_id: str, dataset_id: str) -> str:
     return f"u/{user_id}/ds/{dataset_id}/"
 

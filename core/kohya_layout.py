@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 
 from PIL import Image as PILImage
 
+from core import masks
 from core.models import Dataset, Image
 from core.storage import Storage
 
@@ -102,6 +103,16 @@ def image_bytes(image: Image, storage: Storage) -> bytes:
         else:
             cropped.save(out, "JPEG", quality=95, subsampling=0)
     return out.getvalue()
+
+
+def mask_bytes(image: Image, storage: Storage) -> bytes | None:
+    """The image's mask cut as its picture is (a PNG beside it in `conditioning/`), or None without one."""
+    return masks.cropped_png(storage.get_bytes(image.mask_key), image.crop) if image.mask_key else None
+
+
+def mask_path(spot: Placement) -> str:
+    """Where an image's mask goes: sd-scripts' conditioning_data_dir layout, mirroring the image folders."""
+    return f"{masks.CONDITIONING_ROOT}/{spot.folder}/{spot.stem}.png"
 
 
 def tag_counts(tag_lists: Iterable[list[str]]) -> list[tuple[str, int]]:

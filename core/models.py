@@ -127,6 +127,7 @@ class Image(Base):
     crop: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     is_reg: Mapped[bool] = mapped_column(Boolean, default=False)
     phash: Mapped[str | None] = mapped_column(String(16), nullable=True)  # 64-bit DCT hash, hex
+    mask_key: Mapped[str | None] = mapped_column(String(512), nullable=True)  # masked loss: white trained, black not
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     dataset: Mapped[Dataset] = relationship(back_populates="images")
 

@@ -17,7 +17,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
-from core import tasks
+from core import keys, masks, tasks
 from core.captioners import find_captioner
 from core.db import session_factory
 from core.kohya_layout import image_bytes
@@ -26,7 +26,7 @@ from core.settings import Settings
 from core.storage import Storage
 from core.taggers import find_tagger
 from worker.captioning import CaptionerError, CaptionOptions, load_captioner
-from worker.focus_crop import focus_box
+from worker.focus_crop import focus_box, subject_boxes
 from worker.screening import Shot, screen
 from worker.tagging import Labeler, TaggerError, TagOptions, load_tagger
 
@@ -50,7 +50,7 @@ def merged_tags(existing: list[str], found: list[str], mode: str) -> list[str]:
     return existing + [t for t in dict.fromkeys(found) if t not in existing]
 
 
-def tagging_step(settings: Settings, params: dict, result: Counter) -> ImageStep:
+def tagging_step(settings: Settings, storage: Storage, params: dict, result: Counter) -> ImageStep:
     entry = find_tagger(settings, params.get("tagger"))
     if entry is None:
         raise TaggerError(f"tagger {params.get('tagger')!r} is not installed on this server")
@@ -71,7 +71,7 @@ def tagging_step(settings: Settings, params: dict, result: Counter) -> ImageStep
     return ImageStep(apply, cropped=True)
 
 
-def captioning_step(settings: Settings, params: dict, result: Counter) -> ImageStep:
+def captioning_step(settings: Settings, storage: Storage, params: dict, result: Counter) -> ImageStep:
     """A sentence per image from a vision-language captioner; its tags go along as hints when asked. A caption
     already there (written by hand or by an earlier run) is kept unless the mode is overwrite."""
     entry = find_captioner(settings, params.get("captioner"))
@@ -101,6 +101,28 @@ def focus_step(params: dict, result: Counter) -> ImageStep:
     return ImageStep(apply, cropped=False)  # a new box needs the whole picture
 
 
+def masking_step(storage: Storage, params: dict, result: Counter) -> ImageStep:
+    """A mask per image from its subject or its faces (worker/focus_crop.py): white boxes on black, softened. An
+    image where nothing is found keeps what it had."""
+    grow = 0.35 if params["source"] == "faces" else 0.1  # a face box leaves out hair and chin
+
+    def apply(rows: list[Image], pictures: list[PILImage.Image]) -> None:
+        for row, picture in zip(rows, pictures, strict=True):
+            boxes = subject_boxes(picture, params["source"])
+            if not boxes:
+                result["nothing_found"] += 1
+                continue
+            key = keys.mask(row.dataset.owner_id, row.dataset_id, row.id)
+            storage.put_bytes(key, masks.png(masks.box_mask(*picture.size, boxes, grow), *picture.size), "image/png")
+            row.mask_key = key
+            result["masked"] += 1
+
+    # masks are kept at the whole image's size, so the detector sees the whole picture
+    if params["mode"] == "skip_masked":
+        return ImageStep(apply, cropped=False, wants=lambda row: row.mask_key is None)
+    return ImageStep(apply, cropped=False)
+
+
 def screening_step(settings: Settings, result: Counter) -> ImageStep:
     """New uploads through the site's screening (core/screening.py): the whole stored picture, as uploaded."""
     def apply(rows: list[Image], pictures: list[PILImage.Image]) -> None:
@@ -112,11 +134,12 @@ def screening_step(settings: Settings, result: Counter) -> ImageStep:
     return ImageStep(apply, cropped=False)
 
 
-STEPS: dict[str, Callable[[Settings, dict, Counter], ImageStep]] = {
+STEPS: dict[str, Callable[[Settings, Storage, dict, Counter], ImageStep]] = {
     "autotag": tagging_step,
     "caption": captioning_step,
-    "focus_crop": lambda settings, params, result: focus_step(params, result),
-    "screen": lambda settings, params, result: screening_step(settings, result),
+    "focus_crop": lambda settings, storage, params, result: focus_step(params, result),
+    "mask": lambda settings, storage, params, result: masking_step(storage, params, result),
+    "screen": lambda settings, storage, params, result: screening_step(settings, result),
 }
 
 
@@ -136,7 +159,7 @@ def run_dataset_task(settings: Settings, storage: Storage, task_id: str) -> str:
         session.commit()
     result: Counter = Counter()
     try:
-        step = STEPS[kind](settings, params, result)
+        step = STEPS[kind](settings, storage, params, result)
         for start in range(0, len(image_ids), step.batch):
             _run_batch(factory, storage, task_id, image_ids[start:start + step.batch], step, result)
     except Exception as exc:  # the message is for the user; the traceback for the worker log

@@ -74,6 +74,32 @@ def salient_centre(image: Image.Image) -> tuple[float, float] | None:
     return cx * image.width / sal.shape[1], cy * image.height / sal.shape[0]
 
 
+def salient_box(image: Image.Image) -> Box | None:
+    """The box around the clearly salient part (above half the peak), in the image's own pixels."""
+    sal = saliency_map(image)
+    if sal.max() <= 0 or sal.std() < 0.05:
+        return None
+    ys, xs = np.nonzero(sal >= 0.5)
+    sx, sy = image.width / sal.shape[1], image.height / sal.shape[0]
+    x0, y0 = int(xs.min() * sx), int(ys.min() * sy)
+    return {"x": x0, "y": y0, "width": int((xs.max() + 1) * sx) - x0, "height": int((ys.max() + 1) * sy) - y0}
+
+
+def _as_box(face: tuple[float, float, float, float]) -> Box:
+    x, y, w, h = face
+    return {"x": round(x), "y": round(y), "width": round(w), "height": round(h)}
+
+
+def subject_boxes(image: Image.Image, source: Literal["subject", "faces"]) -> list[Box]:
+    """What a mask should keep: the faces (source "faces"), or the subject the focus crop centres on, the salient
+    region together with any faces; [] when nothing is found."""
+    found = [_as_box(face) for face in faces(image)]
+    if source == "faces":
+        return found
+    region = salient_box(image)
+    return found + ([region] if region is not None else [])
+
+
 def focus_box(image: Image.Image, aspect_w: int, aspect_h: int) -> Focus:
     found = faces(image)
     if found:

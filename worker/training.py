@@ -37,14 +37,15 @@ log = logging.getLogger(__name__)
 
 
 def train_config_values(job: Job, settings: Settings, data_dir: Path, reg_dir: Path | None, out_dir: Path,
-                        resume: Path | None, validation_dir: Path | None = None) -> dict:
+                        resume: Path | None, validation_dir: Path | None = None, masks_dir: Path | None = None) -> dict:
     model = settings.offered_model(job.base_model)
     values = dict(job.params)
     values.update(pretrained_model_name_or_path=model.location, train_data_dir=str(data_dir),
                   reg_data_dir=str(reg_dir) if reg_dir else None, output_dir=str(out_dir), output_name=job.name,
                   sample_prompts=list(job.sample_prompts) or None, save_state=True, save_model_as="safetensors",
                   resume=str(resume) if resume else None,
-                  validation_data_dir=str(validation_dir) if validation_dir else None)
+                  validation_data_dir=str(validation_dir) if validation_dir else None,
+                  conditioning_data_dir=str(masks_dir) if masks_dir else None)
     return values
 
 
@@ -93,10 +94,11 @@ def run_training(settings: Settings, storage: Storage, trigger_id: str, worker: 
         seed = job.params.get("seed", TrainConfig.model_fields["seed"].default)
         held = held_out(images, job.params.get("validation_split") or 0.0, seed)
         reads = FAMILIES[job.params["model_family"]].captions
-        data = materialise(dataset, images, storage, scratch / "dataset", job.name, held, reads)
+        data = materialise(dataset, images, storage, scratch / "dataset", job.name, held, reads,
+                           with_masks=bool(job.params.get("masked_loss")))
         resume = download_state(storage, job.state_key, scratch / "resume") if job.state_key else None
         cfg = build_config(train_config_values(job, settings, data.train_dir, data.reg_dir, scratch / "out", resume,
-                                               data.validation_dir))
+                                               data.validation_dir, data.masks_dir))
         result = train_processes(cfg, callbacks)
         if beat.lost.is_set():
             raise AttemptSuperseded(f"job {job_id}: attempt {attempt} was superseded")

@@ -12,7 +12,7 @@ from api.errors import ERROR_RESPONSES
 from api.routes import API_PREFIX
 from api.schemas import ImageOut, ImagePatch, UploadResult
 from api.services.datasets import image_page
-from api.services.images import add_images, delete_image_and_files, edit_image
+from api.services.images import add_images, delete_image_and_files, edit_image, remove_mask, set_mask
 from core import screening
 from core.models import Dataset, Image
 from core.storage import Storage
@@ -25,6 +25,7 @@ def image_out(image: Image, storage: Storage, screened: dict[str, tuple[str, str
     state, reason = screened.get(image.storage_key, (screening.State.allowed, ""))
     return ImageOut.model_validate(image).model_copy(update={
         "thumb_url": storage.signed_url(image.thumb_key), "url": storage.signed_url(image.storage_key, image.filename),
+        "mask_url": storage.signed_url(image.mask_key) if image.mask_key else None,
         "screening": state, "screening_reason": reason})
 
 
@@ -73,3 +74,20 @@ def patch_image(image_id: str, body: ImagePatch, dataset: OwnedDataset, session:
 def delete_image(image_id: str, dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> Response:
     delete_image_and_files(session, storage, _owned_image(dataset, image_id, session))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put("/datasets/{dataset_id}/images/{image_id}/mask")
+def put_mask(image_id: str, file: Annotated[UploadFile, File(description="PNG or JPEG of the image's shape: white "
+                                                              "trained, black not; or transparency")],
+             dataset: OwnedDataset, session: SessionDep, storage: StorageDep, settings: SettingsDep) -> ImageOut:
+    """The image's mask for masked loss (replacing any): scaled to the image, read as its alpha channel when it has
+    transparent pixels, else as its brightness."""
+    image = _owned_image(dataset, image_id, session)
+    return _one(session, set_mask(session, storage, settings, image, file.file.read(settings.max_upload_bytes + 1)),
+                storage)
+
+
+@router.delete("/datasets/{dataset_id}/images/{image_id}/mask")
+def delete_mask(image_id: str, dataset: OwnedDataset, session: SessionDep, storage: StorageDep) -> ImageOut:
+    """The image is trained whole again."""
+    return _one(session, remove_mask(session, storage, _owned_image(dataset, image_id, session)), storage)

@@ -1,5 +1,5 @@
-"""Dataset tools: crop boxes (centre at once, focus on the cpu queue), auto-tagging, captioning, and their tasks'
-progress."""
+"""Dataset tools: crop boxes (centre at once, focus on the cpu queue), auto-tagging, captioning, masks, and their
+tasks' progress."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from sqlalchemy import select
 from api.deps import CurrentUser, OwnedDataset, PageDep, SessionDep, SettingsDep, owned
 from api.errors import ERROR_RESPONSES
 from api.routes import API_PREFIX
-from api.schemas import AutotagRequest, CaptionerOut, CaptionRequest, CropRequest, TaggerOut, TaskOut
-from api.services.tasks import crop, queue_autotag, queue_caption, task_out
+from api.schemas import AutotagRequest, CaptionerOut, CaptionRequest, CropRequest, MaskRequest, TaggerOut, TaskOut
+from api.services.datasets import selected_images
+from api.services.tasks import crop, queue_autotag, queue_caption, queue_task, task_out
 from core.captioners import list_captioners, no_captioner_message
 from core.models import DatasetTask
 from core.taggers import list_taggers, no_tagger_message
@@ -68,6 +69,14 @@ def caption(body: CaptionRequest, dataset: OwnedDataset, session: SessionDep, se
 def autotag(body: AutotagRequest, dataset: OwnedDataset, session: SessionDep, settings: SettingsDep,
             request: Request) -> JSONResponse:
     task = queue_autotag(session, settings, dataset, body, request)
+    return JSONResponse(task_out(session, task).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.post("/datasets/{dataset_id}/masks", status_code=status.HTTP_202_ACCEPTED, response_model=TaskOut)
+def make_masks(body: MaskRequest, dataset: OwnedDataset, session: SessionDep, request: Request) -> JSONResponse:
+    """A mask per image from its subject or its faces, for masked loss, on the cpu queue (GET /tasks/{id})."""
+    selected_images(session, dataset, body.image_ids)  # 404 naming any image not in this dataset
+    task = queue_task(request, session, dataset, "mask", body.model_dump())
     return JSONResponse(task_out(session, task).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
 
 

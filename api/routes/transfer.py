@@ -22,7 +22,16 @@ from api.routes import API_PREFIX
 from api.schemas import DatasetOut
 from api.services.datasets import dataset_view, selected_images
 from api.services.tasks import screen_pending
-from core.kohya_layout import caption_files, concept_name, image_bytes, place, readable_stem, tag_occurrence
+from core.kohya_layout import (
+    caption_files,
+    concept_name,
+    image_bytes,
+    mask_bytes,
+    mask_path,
+    place,
+    readable_stem,
+    tag_occurrence,
+)
 from core.models import Dataset, Image
 from core.storage import Storage
 
@@ -62,6 +71,8 @@ def write_kohya_zip(archive: zipfile.ZipFile, dataset: Dataset, images: list[Ima
                          zipfile.ZIP_STORED)
         for extension, text in caption_files(spot.image).items():
             archive.writestr(f"{spot.folder}/{spot.stem}{extension}", text, zipfile.ZIP_DEFLATED)
+        if (mask := mask_bytes(spot.image, storage)) is not None:
+            archive.writestr(mask_path(spot), mask, zipfile.ZIP_STORED)
     archive.writestr(TAG_SUMMARY, tag_occurrence(i.tags for i in images), zipfile.ZIP_DEFLATED)
 
 

@@ -13,8 +13,8 @@ from api.ingest import store_image
 from api.schemas import ImagePatch, UploadResult
 from api.services.datasets import image_count
 from api.services.tasks import screen_pending, tag_on_upload
-from api.uploads import RejectedUpload
-from core import screening
+from api.uploads import RejectedUpload, clean_mask
+from core import keys, screening
 from core.models import Dataset, Image
 from core.settings import Settings
 from core.storage import Storage
@@ -63,8 +63,30 @@ def edit_image(session: Session, image: Image, body: ImagePatch) -> Image:
     return image
 
 
+def set_mask(session: Session, storage: Storage, settings: Settings, image: Image, raw: bytes) -> Image:
+    """Stores a mask sent for the image (400 naming the problem when it is not one); it replaces any mask."""
+    try:
+        data = clean_mask(raw, (image.width, image.height), settings.max_upload_bytes, settings.max_image_pixels)
+    except RejectedUpload as exc:
+        raise Invalid(f"mask: {exc}", [{"field": "file", "message": str(exc)}]) from None
+    key = keys.mask(image.dataset.owner_id, image.dataset_id, image.id)
+    storage.put_bytes(key, data, "image/png")
+    image.mask_key = key
+    session.commit()
+    return image
+
+
+def remove_mask(session: Session, storage: Storage, image: Image) -> Image:
+    """The image is trained whole again."""
+    key, image.mask_key = image.mask_key, None
+    session.commit()
+    if key:
+        storage.delete(key)
+    return image
+
+
 def delete_image_and_files(session: Session, storage: Storage, image: Image) -> None:
-    doomed = [image.storage_key, image.thumb_key]
+    doomed = [image.storage_key, image.thumb_key, *([image.mask_key] if image.mask_key else [])]
     screening.forget(session, doomed)
     session.delete(image)
     session.commit()

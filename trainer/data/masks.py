@@ -25,12 +25,18 @@ def mask_image(image_path: Path, alpha_mask: bool, conditioning_dir: str | None)
             if "A" in image.getbands():
                 return image.getchannel("A")
     if conditioning_dir:
-        for suffix in IMAGE_SUFFIXES:
-            candidate = Path(conditioning_dir) / f"{image_path.stem}{suffix}"
+        for candidate in _candidates(image_path, Path(conditioning_dir)):
             if candidate.is_file():
                 with Image.open(candidate) as mask:
                     return ImageOps.exif_transpose(mask).convert("L")
     return None
+
+
+def _candidates(image_path: Path, root: Path) -> list[Path]:
+    """Where an image's mask may be: beside the image's own folder names under the root (`10_alice/x.png`, and
+    `reg/1_woman/x.png` for a regularization image: the layout lorabake's export mirrors), or flat (`x.png`)."""
+    folders = [Path(*image_path.parent.parts[-depth:]) for depth in (2, 1) if len(image_path.parent.parts) >= depth]
+    return [root / folder / f"{image_path.stem}{suffix}" for folder in [*folders, Path()] for suffix in IMAGE_SUFFIXES]
 
 
 def crop_mask(mask: Image.Image, size: tuple[int, int], bucket: Size, corner: tuple[int, int],

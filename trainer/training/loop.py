@@ -21,6 +21,7 @@ from accelerate.utils import InitProcessGroupKwargs
 from trainer.data.cache import cache_latents, cache_text, stack_text
 from trainer.data.dataset import DatasetScan, scan_dataset
 from trainer.data.loader import BatchDataset, EpochPlan
+from trainer.data.masks import mask_image
 from trainer.families import resolve_family, runtime
 from trainer.families.base import LoadedModel, ModelFamily
 from trainer.job import preflight
@@ -101,6 +102,10 @@ def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
         callbacks.on_log(f"warning: {warning}")
     if not scan.train:
         raise ConfigError.about("train_data_dir", f"no training images in {cfg.train_data_dir}")
+    if cfg.masked_loss:
+        masked = sum(mask_image(r.path, cfg.alpha_mask, cfg.conditioning_data_dir) is not None for r in scan.train)
+        callbacks.on_log(f"masked loss: {masked} of {len(scan.train)} training images have a mask; the others are "
+                         "trained whole")
 
     # accelerate keeps process-wide state; a worker process trains job after job with different precisions (and
     # numbers of processes: ranks.py sets the environment it reads)
