@@ -68,7 +68,7 @@ def set_mask(session: Session, storage: Storage, settings: Settings, image: Imag
     try:
         data = clean_mask(raw, (image.width, image.height), settings.max_upload_bytes, settings.max_image_pixels)
     except RejectedUpload as exc:
-        raise Invalid(f"mask: {exc}", [{"field": "file", "message": str(exc)}]) from None
+        raise Invalid("the mask was refused", [{"field": "file", "message": str(exc)}]) from None
     key = keys.mask(image.dataset.owner_id, image.dataset_id, image.id)
     storage.put_bytes(key, data, "image/png")
     image.mask_key = key

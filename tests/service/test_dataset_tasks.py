@@ -28,10 +28,10 @@ def png(image) -> bytes:
     return out.getvalue()
 
 
-def solid(color: tuple[int, int, int]) -> bytes:
+def solid(color: tuple[int, int, int], size: tuple[int, int] = (96, 96)) -> bytes:
     from PIL import Image
 
-    return png(Image.new("RGB", (96, 96), color))
+    return png(Image.new("RGB", size, color))
 
 
 def test_without_a_tagger_the_api_says_so_plainly(tmp_path):

@@ -545,6 +545,23 @@ def test_import_autotag_focus_crop_duplicates_export_and_config_import_in_the_br
     page.get_by_role("tablist", name="Dataset tools").get_by_role("tab", name="Near-duplicates").click()
     page.get_by_role("button", name="Find near-duplicates").click()
     expect(page.get_by_text("red.png ≈ red-copy.png")).to_be_visible()
+    # Masks for masked loss: the subject's from a task (plain red has none), one removed and one sent by hand
+    page.get_by_role("tablist", name="Dataset tools").get_by_role("tab", name="Masks").click()
+    page.get_by_role("button", name="Make masks").click()
+    expect(page.get_by_text(re.compile("mask: done: .*masked 1"))).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(re.compile("mask: done: .*nothing found 2"))).to_be_visible()
+    expect(page.locator(".tile img.mask")).to_have_count(1)
+    page.get_by_role("option", name=re.compile("subject.png")).click()
+    page.get_by_role("button", name="Remove mask").click()
+    expect(page.locator(".tile img.mask")).to_have_count(0)
+    page.get_by_label("Mask file").set_input_files({"name": "m.png", "mimeType": "image/png",
+                                                     "buffer": solid((255, 255, 255), (300, 200))})
+    expect(page.get_by_role("button", name="Remove mask")).to_be_visible()
+    expect(page.locator(".tile img.mask")).to_have_count(1)
+    page.get_by_label("Mask file").set_input_files({"name": "m.png", "mimeType": "image/png",
+                                                     "buffer": solid((255, 255, 255), (300, 300))})
+    expect(page.get_by_text(re.compile("subject.png: .*a mask must have its image's shape"))).to_be_visible()
+    shot(page, "12a-workbench-masks")
     # An uploaded image is tagged as it arrives, with the task's progress on the page
     page.get_by_role("tablist", name="Dataset tools").get_by_role("tab", name="Auto-tag").click()
     expect(page.get_by_text("New images are tagged as they arrive")).to_be_visible()
@@ -558,6 +575,7 @@ def test_import_autotag_focus_crop_duplicates_export_and_config_import_in_the_br
     exported = page.request.get(page.get_by_role("link", name="Export kohya zip").get_attribute("href"))
     names = zipfile.ZipFile(io.BytesIO(exported.body())).namelist()
     assert exported.status == 200 and "5_mychar/subject.png" in names and "tag_occurrence.txt" in names
+    assert "conditioning/5_mychar/subject.png" in names
 
     page.get_by_role("link", name=re.compile("Train a LoRA")).click()
     page.get_by_text("Import parameters from sd-scripts").click()

@@ -4,6 +4,7 @@ import { del, get, patch, post, getAll } from "../api.js";
 import { field, h, mount, splitList, tabs } from "../dom.js";
 import { batchCaptionPanel, captionLength, captionPanel } from "./captions.js";
 import { batchTagPanel, frequencyList } from "./tags.js";
+import { maskEditor, maskOverlay, maskPanel } from "./masks.js";
 import { autotagPanel, duplicatesPanel, exportLinks, followOpenTasks, followTask } from "./tools.js";
 import { uploadPanel } from "./upload.js";
 import { virtualGrid } from "../virtual_grid.js";
@@ -73,7 +74,7 @@ export async function workbenchPage(datasetId) {
     render();
   }
 
-  const badges = (image) => [image.is_reg && "reg", small(image) && "small",
+  const badges = (image) => [image.is_reg && "reg", small(image) && "small", image.mask_url && "mask",
     state.sort === "duplicates" && state.groupOf.has(image.id) && `≈ ${state.groupOf.get(image.id) + 1}`]
     .filter(Boolean).join(" · ");
 
@@ -89,7 +90,7 @@ export async function workbenchPage(datasetId) {
                          onclick: (e) => toggle(image, e) },
       h("div", { style: "position:relative" },
         h("img", { src: image.thumb_url, alt: image.filename, loading: "lazy", decoding: "async" }),
-        cropOverlay(image)),
+        maskOverlay(image), cropOverlay(image)),
       badges(image) && h("span", { class: "badge" }, badges(image)),
       image.screening !== "allowed" && h("span", { class: `screen screen-${image.screening}`,
                                                    title: image.screening_reason }, SCREENING[image.screening]),
@@ -169,6 +170,8 @@ export async function workbenchPage(datasetId) {
           "Done")),
       // a family that reads sentences shows the sentence first
       ...(state.readsSentences ? [captionField, tagFields] : [tagFields, captionField]),
+      maskEditor(datasetId, image, (record) => { Object.assign(image, { mask_url: record.mask_url }); render(); },
+        (text) => (message.textContent = `${image.filename}: ${text}`)),
       field("Repeats", repeats, `Empty: the dataset's default (${state.dataset.default_repeats}).`),
       h("label", {}, reg, " Regularization image"),
       h("div", { class: "row" }, saved));
@@ -314,6 +317,7 @@ export async function workbenchPage(datasetId) {
       ["Batch tags", batchTagPanel(datasetId, selectedIds, reload)],
       ["Captions", h("div", {}, await captionPanel(datasetId, selectedIds, reload, families),
         batchCaptionPanel(datasetId, selectedIds, reload))],
+      ["Masks", maskPanel(datasetId, selectedIds, reload)],
       ["Near-duplicates", duplicatesPanel(datasetId, () => state.images, pick)]]),
     serverTasks, toolbar, counter, message, h("div", { class: "layout" }, grid.element, side));
   return async () => {
