@@ -6,12 +6,15 @@ from __future__ import annotations
 import pytest
 from accelerate import init_empty_weights
 from diffusers import (
+    AutoencoderKL,
     ChromaTransformer2DModel,
     Flux2Transformer2DModel,
     FluxTransformer2DModel,
     QwenImageTransformer2DModel,
+    UNet2DConditionModel,
     ZImageTransformer2DModel,
 )
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from trainer.families import FAMILIES, runtime
 from trainer.job.config import build_config
@@ -32,8 +35,88 @@ FULL_SIZE = {
 }
 
 
-def test_every_large_family_declares_its_size_and_only_those_do():
-    assert {name for name, info in FAMILIES.items() if info.size} == set(FULL_SIZE)
+# the published UNet configs (unet/config.json) and text encoders: CLIP-L, OpenCLIP-H (SD 2), CLIP bigG (SDXL)
+FULL_UNETS = {
+    "sd15": lambda: UNet2DConditionModel(cross_attention_dim=768),
+    "sd2": lambda: UNet2DConditionModel(cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
+                                        use_linear_projection=True),
+    "sdxl": lambda: UNet2DConditionModel(
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), block_out_channels=(320, 640, 1280),
+        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816),
+}
+CLIP = {"L": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        "H": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
+                  hidden_act="gelu"),
+        "G": dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+                  hidden_act="gelu", projection_dim=1280)}
+TEXT_ENCODERS = {"sd15": ("L",), "sd2": ("H",), "sdxl": ("L", "G")}
+
+
+def test_every_family_declares_its_size():
+    assert {name for name, info in FAMILIES.items() if info.size} == set(FULL_SIZE) | set(FULL_UNETS) == set(FAMILIES)
+
+
+def _level_equivalents(unet) -> float:
+    """Σ over resnets and transformer layers of channels ÷ first-level channels ÷ 4^level."""
+    first = unet.config.block_out_channels[0]
+    deepest = len(unet.down_blocks) - 1
+    placed = [*((b, level) for level, b in enumerate(unet.down_blocks)), (unet.mid_block, deepest),
+              *((b, deepest - i) for i, b in enumerate(unet.up_blocks))]
+    total = 0.0
+    for block, level in placed:
+        total += sum(r.out_channels for r in block.resnets) / first / 4**level
+        total += sum(len(a.transformer_blocks) * a.in_channels for a in getattr(block, "attentions", None) or []) \
+            / first / 4**level
+    return total
+
+
+def _width(module) -> tuple[int, int]:  # noqa: ANN001 - a Linear, or the 1×1 Conv2d SD 1.5 projects with
+    return (getattr(module, "in_features", None) or module.in_channels,
+            getattr(module, "out_features", None) or module.out_channels)
+
+
+@pytest.mark.parametrize("family", sorted(FULL_UNETS))
+def test_an_sd_familys_size_is_its_full_size_unets_text_encoders_and_vaes(family):
+    class Full:
+        with init_empty_weights():
+            unet = FULL_UNETS[family]()
+            encoders = [(CLIPTextModelWithProjection if name == "G" else CLIPTextModel)(CLIPTextConfig(**CLIP[name]))
+                        for name in TEXT_ENCODERS[family]]
+            vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                                block_out_channels=(128, 256, 512, 512), layers_per_block=2)
+        denoiser = unet
+        text_encoders: list = []
+
+    Full.family = family
+    size = FAMILIES[family].size
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert size.transformer == count(Full.unet)
+    assert size.text_encoder == sum(count(e) for e in Full.encoders) and size.vae == count(Full.vae)
+    assert size.blocks == len(Full.unet.down_blocks) + 1 + len(Full.unet.up_blocks)
+    assert (size.hidden, size.activation_blocks) == (Full.unet.config.block_out_channels[0],
+                                                     _level_equivalents(Full.unet))
+    width = 0
+    for candidate in runtime(family).lora_targets(Full(), with_conv=False, text=False):
+        parts = candidate.parts or (candidate.module,)
+        width += _width(parts[0])[0] + sum(_width(p)[1] for p in parts)
+    assert size.lora_width == width
+
+
+def test_sdxl_at_1024_with_checkpointing_is_estimated_between_7_and_12_gib():
+    """Users train SDXL LoRAs at 1024 px, batch 1, with checkpointing, in 8–12 GB cards (the published guides); the
+    estimate must land there, and above SD 1.5 at 512."""
+    sdxl = build_config({"pretrained_model_name_or_path": "m", "train_data_dir": "d", "output_dir": "o",
+                         "model_family": "sdxl", "resolution": "1024", "train_batch_size": 1, "network_dim": 16,
+                         "mixed_precision": "bf16", "gradient_checkpointing": True, "network_train_unet_only": True})
+    sd15 = build_config({"pretrained_model_name_or_path": "m", "train_data_dir": "d", "output_dir": "o",
+                         "model_family": "sd15", "resolution": "512", "train_batch_size": 1, "network_dim": 16,
+                         "mixed_precision": "bf16"})
+    high = estimate_memory(FAMILIES["sdxl"].size, sdxl).total
+    assert 7 < high < 12
+    assert estimate_memory(FAMILIES["sd15"].size, sd15).total < high
 
 
 @pytest.mark.parametrize("family", sorted(FULL_SIZE))

@@ -93,14 +93,18 @@ class ModelSize:
     """The full-size model's numbers the memory estimate reads (trainer/job/memory.py); tests check the transformer's
     against its architecture built on the meta device."""
 
-    transformer: int  # parameters
-    blocks: int  # the blocks block swap moves
-    hidden: int  # the width of the token stream
+    transformer: int  # parameters of the denoiser (a transformer, or SD's UNet)
+    blocks: int  # the blocks block swap moves (a UNet's down, middle and up blocks)
+    hidden: int  # the width of the token stream (a UNet's first level)
     lora_width: int  # Σ (in + out features) over the Linears a LoRA wraps: its parameters are rank × this
     text_encoder: int  # parameters of the text encoder(s)
     vae: int
     text_tokens: int  # text tokens in the joint sequence (a typical caption's, or the padded length)
-    pixels_per_token: int = 16  # the VAE's 8× times the 2×2 patch
+    pixels_per_token: int = 16  # the VAE's 8× times the 2×2 patch (a UNet works on latent pixels: 8)
+    # how many blocks' worth of activations the denoiser keeps at `hidden` width and full token count: a DiT's
+    # blocks all are (0: `blocks`); a UNet's deeper levels are wider and 4× smaller each, so its resnets and
+    # transformer layers count as first-level equivalents (channels ÷ hidden ÷ 4^level, summed)
+    activation_blocks: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from trainer.families.declare import Exporter, FamilyInfo, Param, Rule
+from trainer.families.declare import Exporter, FamilyInfo, ModelSize, Param, Rule
 
 DDPM = "a DDPM setting (SD's noise schedule); flow-matching models are trained without it"
 SD_PARAMS = (
@@ -54,6 +54,18 @@ SD_DEFAULTS: dict[str, Any] = {"mixed_precision": "bf16"}
 SD_TEXT_KEYS = ("clip_skip", "max_token_length")
 
 
+# The full-size models' numbers for the memory estimate (tests/test_memory.py builds each architecture to check
+# them): UNet, CLIP text encoders (SD 1.5: CLIP-L; SD 2: OpenCLIP-H; SDXL: CLIP-L + bigG), the VAE.
+VAE_PARAMS = 83_653_863
+SD15_SIZE = ModelSize(transformer=859_520_964, blocks=9, hidden=320, lora_width=423_936, text_encoder=123_060_480,
+                      vae=VAE_PARAMS, text_tokens=0, pixels_per_token=8, activation_blocks=18.0)
+SD2_SIZE = ModelSize(transformer=865_910_724, blocks=9, hidden=320, lora_width=432_128, text_encoder=340_387_840,
+                     vae=VAE_PARAMS, text_tokens=0, pixels_per_token=8, activation_blocks=18.0)
+SDXL_SIZE = ModelSize(transformer=2_567_463_684, blocks=7, hidden=320, lora_width=2_659_840,
+                      text_encoder=123_060_480 + 694_659_840, vae=VAE_PARAMS, text_tokens=0, pixels_per_token=8,
+                      activation_blocks=29.25)
+
+
 def _sd_scripts(script: str, **flags: Any) -> Exporter:
     return Exporter("kohya-ss/sd-scripts", script, flags)
 
@@ -69,7 +81,7 @@ FAMILIES = (
         refuses={"v2": "an SD2 flag; this base model is SDXL"},
         rules=(Rule(lambda c: c.mixed_precision == "fp16", "warning", "mixed_precision",
                     "SDXL's VAE overflows in fp16: lorabake keeps the VAE in float32 (use bf16 if you can)"),),
-        declared_by=lambda cfg: cfg.sdxl, text_keys=SD_TEXT_KEYS, tiny=SD_TINY,
+        declared_by=lambda cfg: cfg.sdxl, text_keys=SD_TEXT_KEYS, tiny=SD_TINY, size=SDXL_SIZE,
     ),
     FamilyInfo(
         name="sd2", label="SD 2.x", runtime=SD_RUNTIME, pipeline_classes=("StableDiffusionPipeline",),
@@ -79,7 +91,7 @@ FAMILIES = (
         exporter=_sd_scripts("train_network.py", v2=True), params=SD_PARAMS,
         refuses={"sdxl": "an SDXL flag; this base model is SD 2.x"},
         declared_by=lambda cfg: cfg.v2, lycoris_names=SD_LYCORIS_NAMES, text_keys=SD_TEXT_KEYS, tiny=SD_TINY,
-        matches_folder=lambda folder, index: _text_encoder_act(folder) == "gelu",
+        matches_folder=lambda folder, index: _text_encoder_act(folder) == "gelu", size=SD2_SIZE,
     ),
     FamilyInfo(
         name="sd15", label="SD 1.5", runtime=SD_RUNTIME, pipeline_classes=("StableDiffusionPipeline",),
@@ -89,6 +101,6 @@ FAMILIES = (
         refuses={"sdxl": "an SDXL flag; this base model is SD 1.5", "v2": "an SD2 flag; this base model is SD 1.5"},
         rules=(Rule(lambda c: c.v_parameterization, "warning", "v_parameterization",
                     "SD1.x models predict noise, not v: this is only right for v-prediction models"),),
-        lycoris_names=SD_LYCORIS_NAMES, text_keys=SD_TEXT_KEYS, tiny=SD_TINY,
+        lycoris_names=SD_LYCORIS_NAMES, text_keys=SD_TEXT_KEYS, tiny=SD_TINY, size=SD15_SIZE,
     ),
 )
