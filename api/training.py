@@ -194,10 +194,11 @@ def place(result: Assessment, workers: list[Capacity], max_gpus: int, max_runnin
         result.errors.append({"field": "gpus", "message": f"{gpus} GPUs asked for; {which} limit is "
                               f"{min(max_gpus, max_running)} per job"})
         return
-    if (reason := never_runs(result.need, workers)) is not None:
-        advice = (": store the base as int8 or nf4 (base_weights), swap blocks, lower the resolution or batch, or "
-                  "turn on gradient checkpointing") if result.memory is not None else ""
-        result.errors.append({"field": "base_weights" if result.memory is not None and gpus == 1 else "gpus",
+    too_few = never_runs(Need(gpus), workers)  # the count first: no memory setting helps with that
+    if (reason := too_few or never_runs(result.need, workers)) is not None:
+        advice = "" if too_few else (": store the base as int8 or nf4 (base_weights), swap blocks, lower the "
+                                     "resolution or batch, or turn on gradient checkpointing")
+        result.errors.append({"field": "gpus" if too_few else "base_weights",
                               "message": f"no worker of this server could run this job: {reason}{advice}",
                               "plain": f"This server cannot run this job: {reason}."})
 

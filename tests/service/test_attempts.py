@@ -217,8 +217,8 @@ def test_a_superseded_attempt_cleaning_up_leaves_the_newer_attempts_files_on_the
     real_materialise = training.materialise
     first_ready, go, outcome = threading.Event(), threading.Event(), {}
 
-    def materialise(dataset, images, storage, target, *args):  # noqa: ANN001, ANN202
-        data = real_materialise(dataset, images, storage, target, *args)
+    def materialise(dataset, images, storage, target, *args, **options):  # noqa: ANN001, ANN202
+        data = real_materialise(dataset, images, storage, target, *args, **options)
         if target.parent.name == "attempt-1":  # the frozen attempt: it thaws once the newer one has its files
             first_ready.set()
             assert go.wait(60)
