@@ -200,7 +200,8 @@ def place(result: Assessment, workers: list[Capacity], max_gpus: int, max_runnin
                                      "resolution or batch, or turn on gradient checkpointing")
         result.errors.append({"field": "gpus" if too_few else "base_weights",
                               "message": f"no worker of this server could run this job: {reason}{advice}",
-                              "plain": f"This server cannot run this job: {reason}."})
+                              "plain": f"This server cannot run this job: {reason}." + ("" if too_few else
+                                       " In pro mode, base_weights nf4 or int8 makes it smaller.")})
 
 
 def estimated_seconds(session: Session, result: Assessment) -> float | None:

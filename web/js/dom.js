@@ -36,12 +36,13 @@ export function showErrors(form, box, error) {
   const fields = error.fields || {};
   const unplaced = [];
   for (const [field, message] of Object.entries(fields)) {
-    const named = [...form.querySelectorAll(`[name="${CSS.escape(field)}"]`)];
-    const input = named.find((el) => el.offsetParent !== null) || named[0]; // the one on show
+    // the input on show; a field the form hides now (pro mode's, in basic mode) is said above the buttons
+    const input = [...form.querySelectorAll(`[name="${CSS.escape(field)}"]`)].find((el) => el.offsetParent !== null);
     if (input) input.closest(".field, label").append(h("span", { class: "error field-error", role: "alert" }, message));
     else unplaced.push(field ? `${field}: ${message}` : message);
   }
-  box.textContent = unplaced.length || !Object.keys(fields).length ? (unplaced.join("; ") || error.message) : "";
+  const general = unplaced.length || !Object.keys(fields).length ? [unplaced.join("; ") || error.message] : [];
+  box.textContent = [...(error.notes || []), ...general].filter(Boolean).join(" ");
 }
 
 export const splitList = (text) => text.split(",").map((item) => item.trim()).filter(Boolean);

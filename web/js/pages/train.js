@@ -218,7 +218,10 @@ export async function trainPage({ datasetId, fromJob }) {
       warnings.replaceChildren(...result.warnings.map((w) => h("li", {},
         plain && w.plain ? w.plain : `${w.field}: ${w.message}`)));
       tonight.textContent = `Start tonight (off-peak, ${clock(result.tonight_starts_at)})`;
-      showErrors(form, box, { fields: Object.fromEntries(result.errors.map((e) => [e.field, e.message])), message: "" });
+      // basic mode says in its own words what it cannot place next to a field it shows
+      const worded = result.errors.filter((e) => plain && e.plain);
+      showErrors(form, box, { fields: Object.fromEntries(result.errors.filter((e) => !worded.includes(e))
+        .map((e) => [e.field, e.message])), message: "", notes: worded.map((e) => e.plain) });
     } catch (error) {
       showErrors(form, box, error);
     }
