@@ -7,27 +7,20 @@ with its parent (PR_SET_PDEATHSIG), so killing the worker leaves no orphan train
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import signal
 import subprocess
 import sys
 
 from core.settings import Settings
+from trainer.lifetime import die_with_parent
 
 STATUS_PREFIX = "attempt-status: "
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError):  # not Linux: the worker's own shutdown still stops it
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def run_attempt(settings: Settings, trigger_id: str, worker: str) -> str:
     """Runs `worker.attempt` for one train message and returns the final status it reports (its log goes to the
     worker's own stderr)."""
     done = subprocess.run([sys.executable, "-m", "worker.attempt", trigger_id, worker], stdout=subprocess.PIPE,
-                          text=True, timeout=settings.job_time_limit_s + 600, preexec_fn=_die_with_parent)
+                          text=True, timeout=settings.job_time_limit_s + 600, preexec_fn=die_with_parent)
     for line in reversed(done.stdout.splitlines()):
         if line.startswith(STATUS_PREFIX):
             return line.removeprefix(STATUS_PREFIX)

@@ -68,8 +68,10 @@ def _free_port() -> int:
 
 def _rank_main(values: dict) -> None:
     from trainer.job.config import TrainConfig
+    from trainer.lifetime import die_with_parent
     from trainer.training.loop import train
 
+    die_with_parent()  # a killed attempt leaves no rank waiting on its GPU
     train(TrainConfig.model_validate(values))
 
 
