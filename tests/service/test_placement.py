@@ -89,6 +89,8 @@ def test_a_job_waits_for_a_worker_whose_gpu_fits_it_and_is_refused_when_none_cou
     big_presence.stop()  # the big worker is away: the job waits, and says for what
     listed = client.get("/api/v1/jobs", headers=me).json()[0]
     assert listed["waiting_for"] == f"waiting for a GPU with {needs_gib:.0f} GB: largest free 24 GB"
+    console = {j["id"]: j for j in client.get("/api/v1/admin/jobs", headers=me).json()}  # the first account: admin
+    assert console[job_id]["waiting_because"] == listed["waiting_for"]
     assert run_training(small, storage_for(small), job_id, "small") == "idle"
     job = _job(settings, job_id)
     assert (job.status, job.sent_at) == (JobStatus.queued, None)  # back in the outbox for another worker
