@@ -327,6 +327,7 @@ class Estimate(BaseModel):
     reg_samples: int
     batch_size: int
     gradient_accumulation_steps: int
+    gpus: int = Field(1, description="processes, one per GPU: a step takes a batch on each")
     estimated_seconds: float | None = Field(description="how long it takes on this server, learned from the runs it "
                                                      "finished; null: no measurement on this server yet")
     tonight_starts_at: datetime = Field(description='when "start tonight" would start (the off-peak window)')

@@ -34,6 +34,7 @@ def estimate(body: JobIn, user: CurrentUser, session: SessionDep, settings: Sett
                     train_images=result.train_images, train_samples=plan.train_samples, reg_samples=plan.reg_samples,
                     batch_size=config.train_batch_size if config else 1,
                     gradient_accumulation_steps=config.gradient_accumulation_steps if config else 1,
+                    gpus=config.gpus if config else 1,
                     tonight_starts_at=service.next_off_peak(utcnow(), settings.off_peak_start_hour),
                     estimated_seconds=estimated_seconds(session, result), epoch_price=epoch_price,
                     price=epoch_price * plan.epochs, balance=credits.spendable(session, settings, user.id),

@@ -102,9 +102,13 @@ def test_a_job_waits_for_a_worker_whose_gpu_fits_it_and_is_refused_when_none_cou
     assert "largest GPU of this server's training workers has 24 GB" in reason["message"]
     assert "nf4" in reason["message"]
     assert _qwen(client, me, dataset, base_weights="nf4").status_code == 201  # stored in 4 bits it fits in 24 GB
-    two = client.post("/api/v1/jobs/estimate", headers=me, json={
-        "dataset_id": dataset["id"], "base_model": "tiny-sd15", "mode": "pro", "preset": "standard", "name": "s",
-        "params": {"gpus": 2}}).json()
+    def sd15(**params):  # noqa: ANN202
+        return client.post("/api/v1/jobs/estimate", headers=me, json={
+            "dataset_id": dataset["id"], "base_model": "tiny-sd15", "mode": "pro", "preset": "standard", "name": "s",
+            "params": {"train_batch_size": 1, **params}}).json()
+
+    one, two = sd15(), sd15(gpus=2)
+    assert (two["gpus"], two["steps_per_epoch"] * 2) == (2, one["steps_per_epoch"])  # a batch on each GPU a step
     assert two["errors"] == [{"field": "gpus", "message": "no worker of this server could run this job: it asks "
                               "for 2 GPUs and no training worker has more than 1",
                               "plain": "This server cannot run this job: it asks for 2 GPUs and no training worker "

@@ -205,7 +205,8 @@ export async function trainPage({ datasetId, fromJob }) {
       const result = await post("/jobs/estimate", body(null));
       // as the user counts it: images × repeats (+ reg) per epoch, ÷ batch and accumulation, × epochs
       const reg = result.reg_samples ? ` + ${result.reg_samples} reg` : "";
-      const accumulation = result.gradient_accumulation_steps > 1 ? ` ÷ ${result.gradient_accumulation_steps} accumulated` : "";
+      const accumulation = (result.gradient_accumulation_steps > 1 ? ` ÷ ${result.gradient_accumulation_steps} accumulated` : "") +
+        (result.gpus > 1 ? ` ÷ ${result.gpus} GPUs` : "");
       estimateBox.textContent = `${result.total_steps} steps: ${result.train_images} images × repeats = ` +
         `${result.train_samples} samples${reg} per epoch ÷ batch ${result.batch_size}${accumulation} = ` +
         `${result.steps_per_epoch} steps × ${result.epochs} epochs, ` + (result.estimated_seconds == null
