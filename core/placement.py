@@ -77,11 +77,10 @@ def never_runs(need: Need, workers: Sequence[Capacity]) -> str | None:
 
 
 def waiting_for(need: Need, idle: Sequence[Capacity]) -> str | None:
-    """Why a queued job waits although its turn may have come: no idle worker fits it now ("waiting for a GPU with
-    40 GB: largest free 24 GB"); None when one does (or the job asks nothing special)."""
-    if need.memory_mib is None and need.gpus == 1:
-        return None
-    if any(w.fits_now(need) for w in idle):
+    """Why a queued job waits although workers are free: none of them fits it ("waiting for a GPU with 40 GB:
+    largest free 24 GB"); None when one does, when none is free (the job waits its turn like any other) or when
+    the job asks nothing special."""
+    if (need.memory_mib is None and need.gpus == 1) or not idle or any(w.fits_now(need) for w in idle):
         return None
     free = max((m for w in idle for m in w.free_mib), default=0)
-    return f"waiting for {_wanted(need)}: " + (f"largest free {_gib(free)}" if free else "no GPU is free")
+    return f"waiting for {_wanted(need)}: " + (f"largest free {_gib(free)}" if free else "the free workers have no GPU")

@@ -1,6 +1,6 @@
 """Jobs go to workers whose GPUs fit them: by the estimated memory, and by the number of GPUs a job asks for. The
 workers here are CPU workers declaring GPUs (gpu_memory_mib); they report themselves through the real presence code
-and claim through the real training attempt."""
+and claim through the real training attempt; the last test runs real Celery workers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -18,7 +19,16 @@ from core.models import Job, JobStatus
 from core.placement import Capacity, Need, never_runs, waiting_for
 from core.settings import Settings
 from core.storage import storage_for
-from tests.service.conftest import dataset_with_images, register, start_job
+from tests.service.conftest import (
+    LiveServer,
+    WorkerProcess,
+    dataset_with_images,
+    production_like_env,
+    register,
+    settings_from_env,
+    start_job,
+    wait_for,
+)
 from worker.presence import Presence
 from worker.runner import ServiceCallbacks
 from worker.training import run_training
@@ -30,6 +40,7 @@ def test_the_reasons_name_the_memory_and_the_gpus():
     small, big = Capacity((24 * GIB,), (24 * GIB,)), Capacity((80 * GIB, 80 * GIB), (80 * GIB, 30 * GIB))
     assert waiting_for(Need(1, 40 * GIB), [small]) == "waiting for a GPU with 40 GB: largest free 24 GB"
     assert waiting_for(Need(1, 40 * GIB), [small, big]) is None
+    assert waiting_for(Need(1, 40 * GIB), []) is None  # every worker is busy: it waits its turn like any job
     assert waiting_for(Need(2, 40 * GIB), [big]) == "waiting for 2 GPUs with 40 GB each: largest free 80 GB"
     assert never_runs(Need(2, 40 * GIB), [big]) is None  # busy now, but it could
     assert never_runs(Need(1, 90 * GIB), [small, big]) == ("it needs a GPU with 90 GB and the largest GPU of this "
@@ -161,3 +172,38 @@ def test_a_two_gpu_job_trains_on_two_processes_and_a_killed_one_sends_it_back_to
     assert "resumed at epoch 2, batch 0, step 4" in job.log_tail
     one_presence.stop()
     two_presence.stop()
+
+
+def test_two_real_workers_each_take_the_jobs_their_gpus_fit(tmp_path, service_urls, tiny_sd15, tiny_qwen_image):
+    """Celery workers declaring a 24 GB and an 80 GB GPU, PostgreSQL and Redis: the Qwen-Image job (about 55 GB)
+    trains on the big one whichever worker its message reached first; an SD 1.5 job fits both."""
+    env = production_like_env(tmp_path, service_urls, tiny_sd15, 10, LORABAKE_HEARTBEAT_S="0.5",
+                              LORABAKE_RECONCILE_EVERY_S="0.5", LORABAKE_RESEND_AFTER_S="2")
+    shutil.copytree(tiny_qwen_image, tmp_path / "var" / "models" / tiny_qwen_image.name)
+    workers = [WorkerProcess({**env, "LORABAKE_GPU_MEMORY_MIB": f"[{gib * GIB}]"}, tmp_path / f"w{gib}.log",
+                             queues="train").start() for gib in (24, 80)]
+    try:
+        with LiveServer(settings_from_env(env)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+            me = register(client, "fleet@example.com")  # the first account: the console is theirs
+            dataset = dataset_with_images(client, me, 2)
+
+            def named_by_memory() -> dict[int, str] | None:
+                found = {w["gpus"][0]["memory_total_mb"] // GIB: w["name"]
+                         for w in client.get("/api/v1/admin/workers", headers=me).json()["workers"] if w["gpus"]}
+                return found if len(found) == 2 else None
+
+            names = wait_for(named_by_memory, 120, "both workers to report their GPUs")
+            qwen = _qwen(client, me, dataset).json()["id"]
+            sd = start_job(client, me, dataset, "sd", 1)
+
+            def ended() -> dict[str, dict] | None:
+                jobs = {j["id"]: j for j in client.get("/api/v1/admin/jobs", headers=me).json()}
+                done = all(jobs[i]["status"] in ("succeeded", "failed") for i in (qwen, sd))
+                return jobs if done else None
+
+            jobs = wait_for(ended, 300, "both jobs to end", describe=lambda: workers[0].log() + workers[1].log())
+            assert [jobs[i]["status"] for i in (qwen, sd)] == ["succeeded", "succeeded"], jobs
+            assert jobs[qwen]["worker"] == names[80]
+    finally:
+        for worker in workers:
+            worker.stop()
