@@ -7,6 +7,7 @@ the batches it would have seen.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 
@@ -20,6 +21,13 @@ from trainer.data.dataset import DatasetScan, ImageRecord
 from trainer.data.masks import crop_mask, mask_image
 from trainer.job.config import TrainConfig
 from trainer.job.steps import bucket_settings, reg_sample_counts
+
+
+def noise_seed(seed: int, epoch: int, batch: int) -> int:
+    """The noise and noise levels of a batch depend on the run's seed and the batch's place only, like its data: the
+    same with any number of processes, and after a resume."""
+    digest = hashlib.blake2b(f"{seed}:noise:{epoch}:{batch}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ What differs between model families (loading, text, noise and target, previews) 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import time
@@ -20,7 +19,7 @@ from accelerate.utils import InitProcessGroupKwargs
 
 from trainer.data.cache import cache_latents, cache_text, stack_text
 from trainer.data.dataset import DatasetScan, scan_dataset
-from trainer.data.loader import BatchDataset, EpochPlan
+from trainer.data.loader import BatchDataset, EpochPlan, noise_seed
 from trainer.data.masks import mask_image
 from trainer.families import resolve_family, runtime
 from trainer.families.base import LoadedModel, ModelFamily
@@ -188,13 +187,6 @@ def make_network(cfg: TrainConfig, family: ModelFamily, model: LoadedModel) -> L
     if weights is not None:
         network.load_kohya(weights)
     return network
-
-
-def noise_seed(seed: int, epoch: int, batch: int) -> int:
-    """The noise and noise levels of a batch depend on the run's seed and the batch's place only: the same with
-    any number of processes, and after a resume."""
-    digest = hashlib.blake2b(f"{seed}:noise:{epoch}:{batch}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 def batch_loss(s: Session, batch: dict, epoch: int, index: int) -> torch.Tensor:
