@@ -59,7 +59,17 @@ class Assessment:
     def need(self) -> Need:
         """What a worker must offer this run."""
         gpus = self.config.gpus if self.config is not None else 1
-        return Need(gpus, round(self.memory.total * MIB_PER_GIB) if self.memory is not None else None)
+        placed = self.memory is not None and self.model is not None and self.model.full_size
+        return Need(gpus, round(self.memory.total * MIB_PER_GIB) if placed else None)
+
+    @property
+    def memory_summary(self) -> str:
+        """The memory estimate in words; for a tiny test model, said to be the full-size model's."""
+        if self.memory is None:
+            return ""
+        tiny = self.model is not None and not self.model.full_size
+        return self.memory.line() + ("; that is the full-size model's: this tiny test model needs far less and "
+                                     "trains on any worker" if tiny else "")
 
 
 def family_values(model: BaseModelEntry) -> dict[str, Any]:

@@ -26,6 +26,15 @@ class BaseModelEntry(BaseModel):
     resolution: int = 512
     v_parameterization: bool = False
     train_overrides: dict[str, Any] = Field(default_factory=dict)  # applied over every preset for this model
+    # False: a tiny test model (the embedded default's). Its family's memory estimate describes the full-size model,
+    # so it is shown as that and not used to place or refuse jobs: a tiny model trains on any worker.
+    full_size: bool = True
+
+
+# the embedded default's tiny models train at 64 px, in float32, with a small rank
+TINY_OVERRIDES: dict[str, Any] = {"resolution": "64", "min_bucket_reso": 32, "max_bucket_reso": 128,
+                                  "bucket_reso_steps": 32, "mixed_precision": "no", "network_dim": 4,
+                                  "network_alpha": 2, "learning_rate": 1e-3, "unet_lr": 1e-3, "text_encoder_lr": 5e-4}
 
 
 class Settings(BaseSettings):
@@ -207,13 +216,11 @@ class Settings(BaseSettings):
         `lorabake models make-tiny` wrote), TINY_FIRST first and always (make run writes it)."""
         if self.base_models:
             return self.base_models
-        small = {"resolution": "64", "min_bucket_reso": 32, "max_bucket_reso": 128, "bucket_reso_steps": 32,
-                 "mixed_precision": "no", "network_dim": 4, "network_alpha": 2, "learning_rate": 1e-3,
-                 "unet_lr": 1e-3, "text_encoder_lr": 5e-4}
         made = {index.parent.name for index in (self.var_dir / "models").glob("tiny-*/model_index.json")}
         folders = [self.var_dir / "models" / name for name in [self.tiny_first, *sorted(made - {self.tiny_first})]]
         return [BaseModelEntry(name=folder.name, family=folder.name.removeprefix("tiny-"),
-                               location=str(folder.resolve()), resolution=64, train_overrides=small)
+                               location=str(folder.resolve()), resolution=64, train_overrides=TINY_OVERRIDES,
+                               full_size=False)
                 for folder in folders]
 
     def model_named(self, name: str) -> BaseModelEntry | None:

@@ -40,7 +40,7 @@ def estimate(body: JobIn, user: CurrentUser, session: SessionDep, settings: Sett
                     price=epoch_price * plan.epochs, balance=credits.spendable(session, settings, user.id),
                     memory=memory and MemoryOut(total_gib=round(memory.total, 1), measured=memory.measured,
                                                 parts={k: round(v, 2) for k, v in memory.parts.items()},
-                                                summary=memory.line()),
+                                                summary=result.memory_summary),
                     warnings=result.warnings,
                     errors=result.errors)
 

@@ -4,10 +4,12 @@ and claim through the real training attempt; the last test runs real Celery work
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
 import signal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +19,7 @@ from api.main import create_app
 from core.db import session_factory
 from core.models import Job, JobStatus
 from core.placement import Capacity, Need, never_runs, waiting_for
-from core.settings import Settings
+from core.settings import TINY_OVERRIDES, BaseModelEntry, Settings
 from core.storage import storage_for
 from tests.service.conftest import (
     LiveServer,
@@ -53,11 +55,15 @@ def test_the_reasons_name_the_memory_and_the_gpus():
 
 @pytest.fixture
 def server(tmp_path, tiny_sd15, tiny_qwen_image):
-    settings = Settings(var_dir=tmp_path / "var")
-    for folder in (tiny_sd15, tiny_qwen_image):
-        shutil.copytree(folder, tmp_path / "var" / "models" / folder.name)
+    settings = Settings(var_dir=tmp_path / "var", base_models=standing_in(tiny_sd15, tiny_qwen_image))
     with TestClient(create_app(settings)) as client:
         yield settings, client
+
+
+def standing_in(*folders: Path) -> list[BaseModelEntry]:
+    """The tiny models offered as full-size ones: placed by their family's full-size memory estimate."""
+    return [BaseModelEntry(name=folder.name, family=folder.name.removeprefix("tiny-"), location=str(folder),
+                           resolution=64, train_overrides=TINY_OVERRIDES) for folder in folders]
 
 
 def _worker(settings: Settings, name: str, *gib: int) -> tuple[Settings, Presence]:
@@ -78,6 +84,22 @@ def _qwen(client, me, dataset, **params):  # noqa: ANN001, ANN202
         "dataset_id": dataset["id"], "base_model": "tiny-qwen_image", "mode": "pro", "preset": "standard",
         "name": "qwen", "params": {"max_train_epochs": 1, "sample_every_n_epochs": None, "mixed_precision": "bf16",
                                    **params}})
+
+
+def test_a_tiny_test_model_shows_its_familys_full_size_estimate_but_trains_on_any_worker(tmp_path, tiny_qwen_image):
+    settings = Settings(var_dir=tmp_path / "var")  # the embedded default: the tiny models under var/models
+    shutil.copytree(tiny_qwen_image, tmp_path / "var" / "models" / tiny_qwen_image.name)
+    with TestClient(create_app(settings)) as client:
+        me = register(client, "tiny@example.com")
+        dataset = dataset_with_images(client, me, 2)
+        _, small = _worker(settings, "small", 24)
+        estimate = client.post("/api/v1/jobs/estimate", headers=me, json={
+            "dataset_id": dataset["id"], "base_model": "tiny-qwen_image", "preset": "standard", "name": "q"}).json()
+        assert estimate["memory"]["total_gib"] > 24 and estimate["errors"] == []
+        assert "that is the full-size model's: this tiny test model needs far less" in estimate["memory"]["summary"]
+        created = _qwen(client, me, dataset)
+        assert created.status_code == 201 and created.json()["memory_mib"] is None
+        small.stop()
 
 
 def test_a_job_waits_for_a_worker_whose_gpu_fits_it_and_is_refused_when_none_could(server):
@@ -177,9 +199,10 @@ def test_a_two_gpu_job_trains_on_two_processes_and_a_killed_one_sends_it_back_to
 def test_two_real_workers_each_take_the_jobs_their_gpus_fit(tmp_path, service_urls, tiny_sd15, tiny_qwen_image):
     """Celery workers declaring a 24 GB and an 80 GB GPU, PostgreSQL and Redis: the Qwen-Image job (about 55 GB)
     trains on the big one whichever worker its message reached first; an SD 1.5 job fits both."""
+    models = json.dumps([m.model_dump() for m in standing_in(tiny_sd15, tiny_qwen_image)])
     env = production_like_env(tmp_path, service_urls, tiny_sd15, 10, LORABAKE_HEARTBEAT_S="0.5",
-                              LORABAKE_RECONCILE_EVERY_S="0.5", LORABAKE_RESEND_AFTER_S="2")
-    shutil.copytree(tiny_qwen_image, tmp_path / "var" / "models" / tiny_qwen_image.name)
+                              LORABAKE_RECONCILE_EVERY_S="0.5", LORABAKE_RESEND_AFTER_S="2",
+                              LORABAKE_BASE_MODELS=models)
     workers = [WorkerProcess({**env, "LORABAKE_GPU_MEMORY_MIB": f"[{gib * GIB}]"}, tmp_path / f"w{gib}.log",
                              queues="train").start() for gib in (24, 80)]
     try:
