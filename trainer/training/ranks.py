@@ -119,8 +119,7 @@ def train_processes(cfg: TrainConfig, callbacks: Callbacks | None = None,
                     result = train(cfg, callbacks)
                 except Exception as exc:
                     if (lost := _lost(children)) is not None:
-                        raise RankLost(f"{lost}; this attempt stops and the job resumes from its last saved "
-                                       "epoch") from exc
+                        raise RankLost(lost) from exc
                     raise
             for child in children:
                 child.join(timeout=JOIN_S)
