@@ -2,7 +2,7 @@
 // progress per image), and batch edits across captions (find and replace, the trigger word put first).
 import { get, post } from "../api.js";
 import { field, h } from "../dom.js";
-import { followTask } from "./tools.js";
+import { taskForm } from "./tools.js";
 
 export async function captionPanel(datasetId, selectedIds, onDone, families) {
   const { captioners, setup } = await get("/captioners");
@@ -29,20 +29,10 @@ export async function captionPanel(datasetId, selectedIds, onDone, families) {
     h("option", { value: "overwrite" }, "replace every caption"));
   const status = h("p", { role: "status" });
   const run = h("button", { type: "submit" }, "Caption");
-  card.append(h("form", { onsubmit: async (e) => {
-    e.preventDefault();
-    const ids = selectedIds();
-    run.disabled = true;
-    try {
-      const task = await post(`/datasets/${datasetId}/caption`, {
-        captioner: captioner.value, length: length.value, instruction: instruction.value, trigger: trigger.value.trim(),
-        trigger_position: position.value, tag_hints: hints.checked, mode: mode.value, image_ids: ids.length ? ids : null });
-      await followTask(task, status);
-      await onDone();
-    } catch (error) {
-      status.replaceChildren(h("span", { class: "error" }, error.message));
-    } finally { run.disabled = false; }
-  } },
+  const start = (imageIds) => post(`/datasets/${datasetId}/caption`, {
+    captioner: captioner.value, length: length.value, instruction: instruction.value, trigger: trigger.value.trim(),
+    trigger_position: position.value, tag_hints: hints.checked, mode: mode.value, image_ids: imageIds });
+  card.append(taskForm({ run, status, selectedIds, start, onDone },
   h("div", { class: "row" }, field("Captioner", captioner), field("Length", length), field("Mode", mode)),
   h("div", { class: "row" }, field("Trigger word", trigger, "For example: sks"), field("Put it", position),
     field("Instruction (optional)", instruction, "Qwen2.5-VL reads it, e.g. “Name the art style.” Florence-2 " +

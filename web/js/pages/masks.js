@@ -2,7 +2,7 @@
 // per image in the editor, and made from each image's subject or faces by a task on the server's cpu queue.
 import { api, post } from "../api.js";
 import { field, h } from "../dom.js";
-import { followTask } from "./tools.js";
+import { taskForm } from "./tools.js";
 
 // The mask drawn over a thumbnail: multiplying by it darkens what training leaves out and keeps the rest.
 export function maskOverlay(image, className = "mask") {
@@ -48,16 +48,7 @@ export function maskPanel(datasetId, selectedIds, onDone) {
   return h("section", { class: "card", "aria-label": "Masks" }, h("h2", {}, "Masks"),
     h("p", { class: "hint" }, "With masked loss (pro mode) a job learns from the white part of each mask only: the " +
       "subject, not its background. Images without a mask are trained whole."),
-    h("form", { onsubmit: async (e) => {
-      e.preventDefault();
-      const ids = selectedIds();
-      run.disabled = true;
-      try {
-        await followTask(await post(`/datasets/${datasetId}/masks`, { source: source.value, mode: mode.value,
-                                                                      image_ids: ids.length ? ids : null }), status);
-        await onDone();
-      } catch (error) {
-        status.replaceChildren(h("span", { class: "error" }, error.message));
-      } finally { run.disabled = false; }
-    } }, h("div", { class: "row" }, field("Keep", source), field("Mode", mode), run), status));
+    taskForm({ run, status, selectedIds, onDone, start: (imageIds) => post(`/datasets/${datasetId}/masks`,
+      { source: source.value, mode: mode.value, image_ids: imageIds }) },
+    h("div", { class: "row" }, field("Keep", source), field("Mode", mode), run), status));
 }

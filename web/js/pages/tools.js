@@ -24,6 +24,22 @@ export async function followTask(task, box) {
   return task;
 }
 
+// A form that starts a task over the selected images (all when none is selected) and follows it in `status`; the
+// button waits while it runs. `start(imageIds)` posts the request and returns the task.
+export function taskForm({ run, status, selectedIds, start, onDone }, ...children) {
+  return h("form", { onsubmit: async (e) => {
+    e.preventDefault();
+    const ids = selectedIds();
+    run.disabled = true;
+    try {
+      await followTask(await start(ids.length ? ids : null), status);
+      await onDone();
+    } catch (error) {
+      status.replaceChildren(h("span", { class: "error" }, error.message));
+    } finally { run.disabled = false; }
+  } }, ...children);
+}
+
 export async function autotagPanel(datasetId, selectedIds, onDone) {
   const { taggers, message, on_upload: onUpload } = await get("/taggers");
   const card = h("section", { class: "card", "aria-label": "Auto-tagging" }, h("h2", {}, "Auto-tag"));
@@ -41,21 +57,11 @@ export async function autotagPanel(datasetId, selectedIds, onDone) {
   const spaces = h("input", { type: "checkbox", name: "underscores_to_spaces", checked: true });
   const status = h("p", { role: "status" });
   const run = h("button", { type: "submit" }, "Auto-tag");
-  card.append(h("form", { onsubmit: async (e) => {
-    e.preventDefault();
-    const ids = selectedIds();
-    run.disabled = true;
-    try {
-      const task = await post(`/datasets/${datasetId}/autotag`, {
-        tagger: tagger.value, general_threshold: Number(general.value), character_threshold: Number(character.value),
-        mode: mode.value, blacklist: splitList(blacklist.value), include_ratings: ratings.checked,
-        underscores_to_spaces: spaces.checked, image_ids: ids.length ? ids : null });
-      await followTask(task, status);
-      await onDone();
-    } catch (error) {
-      status.replaceChildren(h("span", { class: "error" }, error.message));
-    } finally { run.disabled = false; }
-  } },
+  const start = (imageIds) => post(`/datasets/${datasetId}/autotag`, {
+    tagger: tagger.value, general_threshold: Number(general.value), character_threshold: Number(character.value),
+    mode: mode.value, blacklist: splitList(blacklist.value), include_ratings: ratings.checked,
+    underscores_to_spaces: spaces.checked, image_ids: imageIds });
+  card.append(taskForm({ run, status, selectedIds, start, onDone },
   h("p", { class: "hint" }, "Tags the selected images, or all when none is selected, on the server's cpu queue."),
   h("div", { class: "row" }, field("Tagger", tagger), field("General threshold", general),
     field("Character threshold", character), field("Mode", mode),
