@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from api.ingest import store_image
 from api.schemas import clean_tags
 from api.uploads import RejectedUpload, clean_mask
-from core import keys
+from core import masks
 from core.kohya_layout import CONCEPT_FOLDER, MAX_REPEATS, REG_ROOT, reads_as_sentences
 from core.masks import CONDITIONING_ROOT
 from core.models import Dataset, Image
@@ -204,16 +204,16 @@ def image_texts(archive: zipfile.ZipFile, image: KohyaImage) -> tuple[list[str],
 def _import_mask(archive: zipfile.ZipFile, info: zipfile.ZipInfo, image: Image, owner_id: str, session: Session,
                  storage: Storage, settings: Settings) -> str:
     """Stores the image's mask from the archive (committed); a mask that is refused leaves the image imported
-    without one, and the report says why."""
+    without one, and the report says why. The image's own transparency wins over a mask beside it."""
+    if image.mask_key is not None:
+        return "with the mask of its transparency"
     try:
         data = clean_mask(read_entry(archive, info, settings.max_upload_bytes), (image.width, image.height),
                           settings.max_upload_bytes, settings.max_image_pixels)
     except (zipfile.BadZipFile, RejectedUpload) as exc:
         return f"its mask {info.filename} was not used: {exc}"
-    if image.mask_key is None:  # the image's own transparency wins over a mask beside it
-        image.mask_key = keys.mask(owner_id, image.dataset_id, image.id)
-        storage.put_bytes(image.mask_key, data, "image/png")
-        session.commit()
+    masks.store(storage, image, owner_id, data)
+    session.commit()
     return "with its mask"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from api.uploads import clean_image, display_name
-from core import keys, screening
+from core import keys, masks, screening
 from core.models import Dataset, Image, new_id
 from core.settings import Settings
 from core.storage import Storage
@@ -27,8 +27,7 @@ def store_image(session: Session, storage: Storage, settings: Settings, dataset:
                   thumb_key=thumb_key, sha256=clean.sha256, phash=clean.phash, size=len(clean.data),
                   format=clean.format, width=clean.width, height=clean.height, **{"tags": [], **fields})
     if clean.mask is not None:  # its transparent pixels are left out of masked-loss training
-        image.mask_key = keys.mask(dataset.owner_id, dataset.id, image_id)
-        storage.put_bytes(image.mask_key, clean.mask, "image/png")
+        masks.store(storage, image, dataset.owner_id, clean.mask)
     session.add(image)
     if settings.screen_tagger is not None:  # unseen by the site's screening: pending until a worker scores it
         screening.wait(session, dataset.owner_id, "image", image_id, key, image.filename)

@@ -11,7 +11,10 @@ from collections.abc import Iterable
 
 from PIL import Image, ImageDraw, ImageFilter
 
+from core import keys
 from core.geometry import Box
+from core.models import Image as ImageRow
+from core.storage import Storage
 
 CONDITIONING_ROOT = "conditioning"  # the export's and import's folder of masks, mirroring the image folders
 ASPECT_TOLERANCE = 0.02  # a mask's width ÷ height may differ this much from its image's (rounding in resizes)
@@ -68,9 +71,7 @@ def cropped_png(mask_data: bytes, crop: dict | None) -> bytes:
     return out.getvalue()
 
 
-def kept_share(mask_data: bytes) -> float:
-    """How much of the image the mask trains, 0–1 (the mean of its values)."""
-    with Image.open(io.BytesIO(mask_data)) as mask:
-        histogram = mask.convert("L").histogram()
-    total = sum(histogram)
-    return sum(value * count for value, count in enumerate(histogram)) / (255 * total) if total else 0.0
+def store(storage: Storage, image: ImageRow, owner_id: str, data: bytes) -> None:
+    """Keeps `data` (a mask PNG) as the image's mask, replacing any; the caller commits the row."""
+    image.mask_key = keys.mask(owner_id, image.dataset_id, image.id)
+    storage.put_bytes(image.mask_key, data, "image/png")

@@ -17,7 +17,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
-from core import keys, masks, tasks
+from core import masks, tasks
 from core.captioners import find_captioner
 from core.db import session_factory
 from core.kohya_layout import image_bytes
@@ -50,7 +50,7 @@ def merged_tags(existing: list[str], found: list[str], mode: str) -> list[str]:
     return existing + [t for t in dict.fromkeys(found) if t not in existing]
 
 
-def tagging_step(settings: Settings, storage: Storage, params: dict, result: Counter) -> ImageStep:
+def tagging_step(settings: Settings, params: dict, result: Counter) -> ImageStep:
     entry = find_tagger(settings, params.get("tagger"))
     if entry is None:
         raise TaggerError(f"tagger {params.get('tagger')!r} is not installed on this server")
@@ -71,7 +71,7 @@ def tagging_step(settings: Settings, storage: Storage, params: dict, result: Cou
     return ImageStep(apply, cropped=True)
 
 
-def captioning_step(settings: Settings, storage: Storage, params: dict, result: Counter) -> ImageStep:
+def captioning_step(settings: Settings, params: dict, result: Counter) -> ImageStep:
     """A sentence per image from a vision-language captioner; its tags go along as hints when asked. A caption
     already there (written by hand or by an earlier run) is kept unless the mode is overwrite."""
     entry = find_captioner(settings, params.get("captioner"))
@@ -112,9 +112,8 @@ def masking_step(storage: Storage, params: dict, result: Counter) -> ImageStep:
             if not boxes:
                 result["nothing_found"] += 1
                 continue
-            key = keys.mask(row.dataset.owner_id, row.dataset_id, row.id)
-            storage.put_bytes(key, masks.png(masks.box_mask(*picture.size, boxes, grow), *picture.size), "image/png")
-            row.mask_key = key
+            masks.store(storage, row, row.dataset.owner_id,
+                        masks.png(masks.box_mask(*picture.size, boxes, grow), *picture.size))
             result["masked"] += 1
 
     # masks are kept at the whole image's size, so the detector sees the whole picture
@@ -135,8 +134,8 @@ def screening_step(settings: Settings, result: Counter) -> ImageStep:
 
 
 STEPS: dict[str, Callable[[Settings, Storage, dict, Counter], ImageStep]] = {
-    "autotag": tagging_step,
-    "caption": captioning_step,
+    "autotag": lambda settings, storage, params, result: tagging_step(settings, params, result),
+    "caption": lambda settings, storage, params, result: captioning_step(settings, params, result),
     "focus_crop": lambda settings, storage, params, result: focus_step(params, result),
     "mask": lambda settings, storage, params, result: masking_step(storage, params, result),
     "screen": lambda settings, storage, params, result: screening_step(settings, result),

@@ -14,7 +14,7 @@ from api.schemas import ImagePatch, UploadResult
 from api.services.datasets import image_count
 from api.services.tasks import screen_pending, tag_on_upload
 from api.uploads import RejectedUpload, clean_mask
-from core import keys, screening
+from core import masks, screening
 from core.models import Dataset, Image
 from core.settings import Settings
 from core.storage import Storage
@@ -64,14 +64,12 @@ def edit_image(session: Session, image: Image, body: ImagePatch) -> Image:
 
 
 def set_mask(session: Session, storage: Storage, settings: Settings, image: Image, raw: bytes) -> Image:
-    """Stores a mask sent for the image (400 naming the problem when it is not one); it replaces any mask."""
+    """Stores a mask sent for the image (422 naming the problem when it is not one); it replaces any mask."""
     try:
         data = clean_mask(raw, (image.width, image.height), settings.max_upload_bytes, settings.max_image_pixels)
     except RejectedUpload as exc:
         raise Invalid("the mask was refused", [{"field": "file", "message": str(exc)}]) from None
-    key = keys.mask(image.dataset.owner_id, image.dataset_id, image.id)
-    storage.put_bytes(key, data, "image/png")
-    image.mask_key = key
+    masks.store(storage, image, image.dataset.owner_id, data)
     session.commit()
     return image
 
