@@ -121,9 +121,8 @@ def jobs(session: Session, settings: Settings, status: str | None, query: str, p
     for job, email in rows:
         fields = {column.key: getattr(job, column.key) for column in Job.__table__.c}
         live = live_fields(job, session, slots, idle)
-        out.append({**fields, **live, "owner_email": email,
-                    "waiting_because": waiting_because(session, settings, job, slots.get(job.id), trainers)
-                    if live.get("waiting_for") is None else live["waiting_for"]})
+        out.append({**fields, **live, "owner_email": email, "waiting_because": live.get("waiting_for")
+                    or waiting_because(session, settings, job, slots.get(job.id), trainers)})
     return out
 
 
