@@ -11,8 +11,7 @@ from api.deps import CurrentUser, OwnedDataset, PageDep, SessionDep, SettingsDep
 from api.errors import ERROR_RESPONSES
 from api.routes import API_PREFIX
 from api.schemas import AutotagRequest, CaptionerOut, CaptionRequest, CropRequest, MaskRequest, TaggerOut, TaskOut
-from api.services.datasets import selected_images
-from api.services.tasks import crop, queue_autotag, queue_caption, queue_task, task_out
+from api.services.tasks import crop, queue_autotag, queue_caption, queue_masks, task_out
 from core.captioners import list_captioners, no_captioner_message
 from core.models import DatasetTask
 from core.taggers import list_taggers, no_tagger_message
@@ -75,8 +74,7 @@ def autotag(body: AutotagRequest, dataset: OwnedDataset, session: SessionDep, se
 @router.post("/datasets/{dataset_id}/masks", status_code=status.HTTP_202_ACCEPTED, response_model=TaskOut)
 def make_masks(body: MaskRequest, dataset: OwnedDataset, session: SessionDep, request: Request) -> JSONResponse:
     """A mask per image from its subject or its faces, for masked loss, on the cpu queue (GET /tasks/{id})."""
-    selected_images(session, dataset, body.image_ids)  # 404 naming any image not in this dataset
-    task = queue_task(request, session, dataset, "mask", body.model_dump())
+    task = queue_masks(session, dataset, body, request)
     return JSONResponse(task_out(session, task).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
 
 

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import dispatch_task
 from api.errors import Conflict
-from api.schemas import AutotagRequest, CaptionRequest, CropRequest, TaskOut
+from api.schemas import AutotagRequest, CaptionRequest, CropRequest, MaskRequest, TaskOut
 from api.services.datasets import selected_images
 from api.waiting import CPU_TASKS, waiting_for
 from core import screening
@@ -85,6 +85,12 @@ def queue_autotag(session: Session, settings: Settings, dataset: Dataset, body: 
     entry = find_tagger(settings, body.tagger)
     return _queue_labeling(request, session, dataset, "autotag", body, "tagger", entry and entry.name,
                            no_tagger_message(settings))
+
+
+def queue_masks(session: Session, dataset: Dataset, body: MaskRequest, request: Request) -> DatasetTask:
+    """A task that makes masks from each image's subject or faces (404 naming any image not in this dataset)."""
+    selected_images(session, dataset, body.image_ids)
+    return queue_task(request, session, dataset, "mask", body.model_dump())
 
 
 def _queue_labeling(request: Request, session: Session, dataset: Dataset, kind: str,
