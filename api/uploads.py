@@ -42,8 +42,9 @@ def sniff(head: bytes) -> str | None:
     return next((fmt for magic, fmt in MAGIC.items() if head.startswith(magic)), None)
 
 
-def _decoded(raw: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
-    """The picture, checked: its real type, its size and pixel caps, decodable, upright (EXIF orientation)."""
+def _decoded(raw: bytes, max_bytes: int, max_pixels: int) -> tuple[Image.Image, str]:
+    """The picture, checked (its real type, its size and pixel caps, decodable) and upright (EXIF orientation),
+    with its format."""
     if not raw:
         raise RejectedUpload("empty file")
     if len(raw) > max_bytes:
@@ -66,12 +67,11 @@ def _decoded(raw: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         image.load()
     except (OSError, SyntaxError, ValueError) as exc:
         raise RejectedUpload(f"damaged or unreadable {FORMAT_NAMES[fmt]} file ({exc})") from exc
-    return ImageOps.exif_transpose(image)
+    return ImageOps.exif_transpose(image), fmt
 
 
 def clean_image(raw: bytes, max_bytes: int, max_pixels: int) -> CleanImage:
-    image = _decoded(raw, max_bytes, max_pixels)
-    fmt = sniff(raw[:8])
+    image, fmt = _decoded(raw, max_bytes, max_pixels)
     if min(image.size) < 64:
         raise RejectedUpload(f"image is {image.width}×{image.height}; both sides must be at least 64 pixels")
     alpha = masks.alpha_mask(image)
@@ -89,7 +89,7 @@ def clean_image(raw: bytes, max_bytes: int, max_pixels: int) -> CleanImage:
 def clean_mask(raw: bytes, image_size: tuple[int, int], max_bytes: int, max_pixels: int) -> bytes:
     """A mask sent for an image: a PNG or JPEG of the image's shape (any size: it is scaled to the image), read as
     its alpha channel when it has transparent pixels, else as its brightness (white trained, black ignored)."""
-    picture = _decoded(raw, max_bytes, max_pixels)
+    picture, _ = _decoded(raw, max_bytes, max_pixels)
     if not masks.same_shape(picture.size, image_size):
         raise RejectedUpload(f"the mask is {picture.width}×{picture.height} and the image {image_size[0]}×"
                              f"{image_size[1]}: a mask must have its image's shape (any size)")
