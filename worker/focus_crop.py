@@ -62,24 +62,32 @@ def saliency_map(image: Image.Image) -> np.ndarray:
     return values / (values.max() or 1.0)
 
 
-def salient_centre(image: Image.Image) -> tuple[float, float] | None:
-    """The weighted centre of the clearly salient part (above half the peak), in the image's own pixels."""
-    sal = saliency_map(image)
-    if sal.max() <= 0 or sal.std() < 0.05:
-        return None  # flat: nothing stands out
-    weights = np.where(sal >= 0.5, sal, 0.0)
-    ys, xs = np.indices(sal.shape)
-    total = weights.sum()
-    cx, cy = (xs * weights).sum() / total + 0.5, (ys * weights).sum() / total + 0.5
-    return cx * image.width / sal.shape[1], cy * image.height / sal.shape[0]
-
-
-def salient_box(image: Image.Image) -> Box | None:
-    """The box around the clearly salient part (above half the peak), in the image's own pixels."""
+def _salient_part(image: Image.Image) -> np.ndarray | None:
+    """The saliency map where it is clearly salient (above half the peak), 0 elsewhere; None when nothing stands
+    out (a flat map)."""
     sal = saliency_map(image)
     if sal.max() <= 0 or sal.std() < 0.05:
         return None
-    ys, xs = np.nonzero(sal >= 0.5)
+    return np.where(sal >= 0.5, sal, 0.0)
+
+
+def salient_centre(image: Image.Image) -> tuple[float, float] | None:
+    """The weighted centre of the clearly salient part, in the image's own pixels."""
+    weights = _salient_part(image)
+    if weights is None:
+        return None
+    ys, xs = np.indices(weights.shape)
+    total = weights.sum()
+    cx, cy = (xs * weights).sum() / total + 0.5, (ys * weights).sum() / total + 0.5
+    return cx * image.width / weights.shape[1], cy * image.height / weights.shape[0]
+
+
+def salient_box(image: Image.Image) -> Box | None:
+    """The box around the clearly salient part, in the image's own pixels."""
+    sal = _salient_part(image)
+    if sal is None:
+        return None
+    ys, xs = np.nonzero(sal)
     sx, sy = image.width / sal.shape[1], image.height / sal.shape[0]
     x0, y0 = int(xs.min() * sx), int(ys.min() * sy)
     return {"x": x0, "y": y0, "width": int((xs.max() + 1) * sx) - x0, "height": int((ys.max() + 1) * sy) - y0}
