@@ -16,20 +16,27 @@ from trainer.data.buckets import Size, resize_for_bucket
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
-def mask_image(image_path: Path, alpha_mask: bool, conditioning_dir: str | None) -> Image.Image | None:
-    """The image's mask in L mode: its alpha channel when asked and present, else the conditioning folder's image
-    of the same name; None when it has neither (then the whole image is trained)."""
+def mask_source(image_path: Path, alpha_mask: bool, conditioning_dir: str | None) -> Path | None:
+    """Where the image's mask is, found from file headers and names only: the image itself when alpha_mask is on
+    and it has an alpha channel, else the conditioning folder's image of the same name; None when neither."""
     if alpha_mask:
-        with Image.open(image_path) as image:
-            image = ImageOps.exif_transpose(image)
+        with Image.open(image_path) as image:  # the header tells the bands
             if "A" in image.getbands():
-                return image.getchannel("A")
+                return image_path
     if conditioning_dir:
-        for candidate in _candidates(image_path, Path(conditioning_dir)):
-            if candidate.is_file():
-                with Image.open(candidate) as mask:
-                    return ImageOps.exif_transpose(mask).convert("L")
+        return next((c for c in _candidates(image_path, Path(conditioning_dir)) if c.is_file()), None)
     return None
+
+
+def mask_image(image_path: Path, alpha_mask: bool, conditioning_dir: str | None) -> Image.Image | None:
+    """The image's mask in L mode (its alpha channel, or the conditioning image's brightness); None when it has
+    none (then the whole image is trained)."""
+    source = mask_source(image_path, alpha_mask, conditioning_dir)
+    if source is None:
+        return None
+    with Image.open(source) as picture:
+        upright = ImageOps.exif_transpose(picture)
+        return upright.getchannel("A") if source == image_path else upright.convert("L")
 
 
 def _candidates(image_path: Path, root: Path) -> list[Path]:

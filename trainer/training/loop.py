@@ -20,7 +20,7 @@ from accelerate.utils import InitProcessGroupKwargs
 from trainer.data.cache import cache_latents, cache_text, stack_text
 from trainer.data.dataset import DatasetScan, scan_dataset
 from trainer.data.loader import BatchDataset, EpochPlan, noise_seed
-from trainer.data.masks import mask_image
+from trainer.data.masks import mask_source
 from trainer.families import resolve_family, runtime
 from trainer.families.base import LoadedModel, ModelFamily
 from trainer.job import preflight
@@ -102,7 +102,7 @@ def setup(cfg: TrainConfig, callbacks: Callbacks) -> tuple[Session, int, int]:
     if not scan.train:
         raise ConfigError.about("train_data_dir", f"no training images in {cfg.train_data_dir}")
     if cfg.masked_loss:
-        masked = sum(mask_image(r.path, cfg.alpha_mask, cfg.conditioning_data_dir) is not None for r in scan.train)
+        masked = sum(mask_source(r.path, cfg.alpha_mask, cfg.conditioning_data_dir) is not None for r in scan.train)
         callbacks.on_log(f"masked loss: {masked} of {len(scan.train)} training images have a mask; the others are "
                          "trained whole")
 
