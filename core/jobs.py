@@ -250,11 +250,10 @@ def claim_next(session: Session, worker: str, max_running_per_owner: int | None 
     running, queued = _running_and_queued(session)
     busy = _gpus_by_owner(running)
     rows = {row.id: row for row in queued}
-    owner_of = {row.id: row.owner_id for row in queued}
     own: dict[str, int] = {}
     if queued:
         own = {row.id: row.max_running_jobs for row in session.execute(select(User.id, User.max_running_jobs).where(
-            User.id.in_(set(owner_of.values())), User.max_running_jobs.is_not(None)))}
+            User.id.in_({row.owner_id for row in queued}), User.max_running_jobs.is_not(None)))}
     too_large = []
     for job_id in _fair(running, queued):
         row = rows[job_id]
