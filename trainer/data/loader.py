@@ -114,7 +114,9 @@ class BatchDataset(torch.utils.data.Dataset):
                  every: int = 1, offset: int = 0) -> None:
         self.plan = plan
         self.epoch = epoch
-        self.batches = plan.batches(epoch)[first_batch + offset::every]
+        every_batch = plan.batches(epoch)
+        self.epoch_batches = len(every_batch)  # the whole epoch's, whatever share this process takes
+        self.batches = every_batch[first_batch + offset::every]
         self.first_batch, self.every, self.offset = first_batch, every, offset
         self.rules = caption_rules(plan.cfg)
         self.latent_cache = latent_cache

@@ -317,7 +317,7 @@ def _run_epochs(s: Session, cfg: TrainConfig, callbacks: Callbacks, result: Trai
         batches = iter(torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False,
                                                    num_workers=cfg.num_workers,
                                                    persistent_workers=cfg.persistent_workers and cfg.num_workers > 0))
-        n_batches = len(s.plan.batches(epoch))
+        n_batches = dataset.epoch_batches
         losses: list[float] = []
         mine = [0.0, 0, 0]  # this process's summed batch losses, batches and images since the last step
         for round_index in range(math.ceil((n_batches - first) / processes)):
